@@ -1,0 +1,302 @@
+#include "codec.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tasman.pb-c.h"
+
+static const char *const power_names[] = {
+        [POWER_UNKNOWN] = "unknown", [POWER_RUNNING] = "running", [POWER_STOPPED] = "stopped",
+        [POWER_PAUSED] = "paused",   [POWER_CRASHED] = "crashed",
+};
+_Static_assert(sizeof(power_names) / sizeof(power_names[0]) == POWER__MAX,
+               "power_names must cover enum power");
+
+const char *power_to_string(enum power p)
+{
+        return (unsigned)p < POWER__MAX ? power_names[p] : "unknown";
+}
+
+static enum power power_from_pb(Tasman__Power p)
+{
+        return (unsigned)p < POWER__MAX ? (enum power)p : POWER_UNKNOWN;
+}
+
+/* ---- encode: point protobuf-c structs at our strings ---- */
+
+#define S(x) ((char *)(x))
+
+int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
+{
+        Tasman__Envelope env = TASMAN__ENVELOPE__INIT;
+        Tasman__Hello hello = TASMAN__HELLO__INIT;
+        Tasman__HelloReply hrep = TASMAN__HELLO_REPLY__INIT;
+        Tasman__Sync sync = TASMAN__SYNC__INIT;
+        Tasman__SyncReply srep = TASMAN__SYNC_REPLY__INIT;
+        Tasman__Error err = TASMAN__ERROR__INIT;
+        Tasman__DomainObserved *obs = NULL, **obs_p = NULL;
+        Tasman__DomainDesired *des = NULL, **des_p = NULL;
+        uint8_t *buf = NULL;
+        int r = 0;
+
+        env.request_id = m->request_id;
+        switch (m->type) {
+        case TMSG_HELLO: {
+                const struct msg_hello *h = &m->hello;
+                hello.host_id = S(h->host_id);
+                hello.site = S(h->site);
+                hello.underlay_ip = S(h->underlay_ip);
+                hello.boot_id = S(h->boot_id);
+                hello.agent_version = S(h->agent_version);
+                hello.hv_type = S(h->hv_type);
+                hello.vcpus = h->vcpus;
+                hello.ram_mb = h->ram_mb;
+                hello.disk_gb = h->disk_gb;
+                env.body_case = TASMAN__ENVELOPE__BODY_HELLO;
+                env.hello = &hello;
+                break;
+        }
+        case TMSG_HELLO_REPLY:
+                hrep.host_num = m->hello_reply.host_num;
+                hrep.hold_ms = m->hello_reply.hold_ms;
+                env.body_case = TASMAN__ENVELOPE__BODY_HELLO_REPLY;
+                env.hello_reply = &hrep;
+                break;
+        case TMSG_SYNC: {
+                const struct msg_sync *s = &m->sync;
+                if (s->n_domains > TMSG_MAX_DOMAINS)
+                        return -EINVAL;
+                if (s->n_domains) {
+                        obs = calloc(s->n_domains, sizeof(*obs));
+                        obs_p = calloc(s->n_domains, sizeof(*obs_p));
+                        if (!obs || !obs_p) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                }
+                for (size_t i = 0; i < s->n_domains; i++) {
+                        const struct dom_observed *d = &s->domains[i];
+                        tasman__domain_observed__init(&obs[i]);
+                        obs[i].vm_id = d->vm_id;
+                        obs[i].state = (Tasman__Power)d->state;
+                        obs[i].reboot_done = d->reboot_done;
+                        obs[i].rebuild_done = d->rebuild_done;
+                        obs[i].error = S(d->error);
+                        obs_p[i] = &obs[i];
+                }
+                sync.host_id = S(s->host_id);
+                sync.boot_id = S(s->boot_id);
+                sync.applied_generation = s->applied_generation;
+                sync.max_hold_ms = s->max_hold_ms;
+                sync.n_domains = s->n_domains;
+                sync.domains = obs_p;
+                sync.vcpus_used = s->vcpus_used;
+                sync.ram_mb_used = s->ram_mb_used;
+                sync.partial = s->partial ? 1 : 0;
+                sync.n_present = s->n_present;
+                env.body_case = TASMAN__ENVELOPE__BODY_SYNC;
+                env.sync = &sync;
+                break;
+        }
+        case TMSG_SYNC_REPLY: {
+                const struct msg_sync_reply *s = &m->sync_reply;
+                if (s->n_domains > TMSG_MAX_DOMAINS)
+                        return -EINVAL;
+                if (s->n_domains) {
+                        des = calloc(s->n_domains, sizeof(*des));
+                        des_p = calloc(s->n_domains, sizeof(*des_p));
+                        if (!des || !des_p) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                }
+                for (size_t i = 0; i < s->n_domains; i++) {
+                        const struct dom_desired *d = &s->domains[i];
+                        tasman__domain_desired__init(&des[i]);
+                        des[i].vm_id = d->vm_id;
+                        des[i].hostname = S(d->hostname);
+                        des[i].vcpus = d->vcpus;
+                        des[i].ram_mb = d->ram_mb;
+                        des[i].disk_gb = d->disk_gb;
+                        des[i].power = (Tasman__Power)d->power;
+                        des[i].reboot_seq = d->reboot_seq;
+                        des[i].rebuild_seq = d->rebuild_seq;
+                        des[i].image = S(d->image);
+                        des_p[i] = &des[i];
+                }
+                srep.generation = s->generation;
+                srep.n_domains = s->n_domains;
+                srep.domains = des_p;
+                env.body_case = TASMAN__ENVELOPE__BODY_SYNC_REPLY;
+                env.sync_reply = &srep;
+                break;
+        }
+        case TMSG_ERROR:
+                err.code = m->error.code;
+                err.message = S(m->error.message);
+                env.body_case = TASMAN__ENVELOPE__BODY_ERROR;
+                env.error = &err;
+                break;
+        default:
+                return -EINVAL;
+        }
+
+        size_t len = tasman__envelope__get_packed_size(&env);
+        if (len > TMSG_MAX_BYTES) {
+                r = -EMSGSIZE;
+                goto out;
+        }
+        buf = malloc(len ? len : 1);
+        if (!buf) {
+                r = -ENOMEM;
+                goto out;
+        }
+        tasman__envelope__pack(&env, buf);
+        *ret_buf = buf;
+        *ret_len = len;
+out:
+        free(obs);
+        free(obs_p);
+        free(des);
+        free(des_p);
+        return r;
+}
+
+/* ---- decode: copy out of protobuf-c structs, checking every size ---- */
+
+static int copy_str(char *dst, size_t n, const char *src)
+{
+        size_t len = src ? strlen(src) : 0;
+        if (len >= n)
+                return -EINVAL;
+        memcpy(dst, src ? src : "", len + 1);
+        return 0;
+}
+
+#define COPY(dst, src)                                                \
+        do {                                                          \
+                if (copy_str((dst), sizeof(dst), (src)) < 0)          \
+                        goto bad;                                     \
+        } while (0)
+
+int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
+{
+        Tasman__Envelope *env;
+        struct tmsg m;
+
+        memset(ret, 0, sizeof(*ret));
+        if (len > TMSG_MAX_BYTES)
+                return -EMSGSIZE;
+        env = tasman__envelope__unpack(NULL, len, buf);
+        if (!env)
+                return -EINVAL;
+        memset(&m, 0, sizeof(m));
+        m.request_id = env->request_id;
+
+        switch (env->body_case) {
+        case TASMAN__ENVELOPE__BODY_HELLO: {
+                const Tasman__Hello *h = env->hello;
+                m.type = TMSG_HELLO;
+                COPY(m.hello.host_id, h->host_id);
+                COPY(m.hello.site, h->site);
+                COPY(m.hello.underlay_ip, h->underlay_ip);
+                COPY(m.hello.boot_id, h->boot_id);
+                COPY(m.hello.agent_version, h->agent_version);
+                COPY(m.hello.hv_type, h->hv_type);
+                m.hello.vcpus = h->vcpus;
+                m.hello.ram_mb = h->ram_mb;
+                m.hello.disk_gb = h->disk_gb;
+                break;
+        }
+        case TASMAN__ENVELOPE__BODY_HELLO_REPLY:
+                m.type = TMSG_HELLO_REPLY;
+                m.hello_reply.host_num = env->hello_reply->host_num;
+                m.hello_reply.hold_ms = env->hello_reply->hold_ms;
+                break;
+        case TASMAN__ENVELOPE__BODY_SYNC: {
+                const Tasman__Sync *s = env->sync;
+                m.type = TMSG_SYNC;
+                COPY(m.sync.host_id, s->host_id);
+                COPY(m.sync.boot_id, s->boot_id);
+                m.sync.applied_generation = s->applied_generation;
+                m.sync.max_hold_ms = s->max_hold_ms;
+                m.sync.vcpus_used = s->vcpus_used;
+                m.sync.ram_mb_used = s->ram_mb_used;
+                m.sync.partial = s->partial ? 1 : 0;
+                m.sync.n_present = s->n_present;
+                if (s->n_domains > TMSG_MAX_DOMAINS)
+                        goto bad;
+                if (s->n_domains) {
+                        m.sync.domains = calloc(s->n_domains, sizeof(*m.sync.domains));
+                        if (!m.sync.domains)
+                                goto nomem;
+                }
+                m.sync.n_domains = s->n_domains;
+                for (size_t i = 0; i < s->n_domains; i++) {
+                        const Tasman__DomainObserved *o = s->domains[i];
+                        struct dom_observed *d = &m.sync.domains[i];
+                        d->vm_id = o->vm_id;
+                        d->state = power_from_pb(o->state);
+                        d->reboot_done = o->reboot_done;
+                        d->rebuild_done = o->rebuild_done;
+                        COPY(d->error, o->error);
+                }
+                break;
+        }
+        case TASMAN__ENVELOPE__BODY_SYNC_REPLY: {
+                const Tasman__SyncReply *s = env->sync_reply;
+                m.type = TMSG_SYNC_REPLY;
+                m.sync_reply.generation = s->generation;
+                if (s->n_domains > TMSG_MAX_DOMAINS)
+                        goto bad;
+                if (s->n_domains) {
+                        m.sync_reply.domains = calloc(s->n_domains, sizeof(*m.sync_reply.domains));
+                        if (!m.sync_reply.domains)
+                                goto nomem;
+                }
+                m.sync_reply.n_domains = s->n_domains;
+                for (size_t i = 0; i < s->n_domains; i++) {
+                        const Tasman__DomainDesired *o = s->domains[i];
+                        struct dom_desired *d = &m.sync_reply.domains[i];
+                        d->vm_id = o->vm_id;
+                        COPY(d->hostname, o->hostname);
+                        d->vcpus = o->vcpus;
+                        d->ram_mb = o->ram_mb;
+                        d->disk_gb = o->disk_gb;
+                        d->power = power_from_pb(o->power);
+                        d->reboot_seq = o->reboot_seq;
+                        d->rebuild_seq = o->rebuild_seq;
+                        COPY(d->image, o->image);
+                }
+                break;
+        }
+        case TASMAN__ENVELOPE__BODY_ERROR:
+                m.type = TMSG_ERROR;
+                m.error.code = env->error->code;
+                COPY(m.error.message, env->error->message);
+                break;
+        default:
+                goto bad;
+        }
+        tasman__envelope__free_unpacked(env, NULL);
+        *ret = m;
+        return 0;
+nomem:
+        tasman__envelope__free_unpacked(env, NULL);
+        tmsg_clear(&m);
+        return -ENOMEM;
+bad:
+        tasman__envelope__free_unpacked(env, NULL);
+        tmsg_clear(&m);
+        return -EINVAL;
+}
+
+void tmsg_clear(struct tmsg *m)
+{
+        if (m->type == TMSG_SYNC)
+                free(m->sync.domains);
+        else if (m->type == TMSG_SYNC_REPLY)
+                free(m->sync_reply.domains);
+        memset(m, 0, sizeof(*m));
+}

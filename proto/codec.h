@@ -1,0 +1,124 @@
+/* codec: the agent link's messages as plain structs, and their wire form.
+ *
+ * codec.c is the only file that calls protobuf-c. Decoding checks every
+ * size before use: the whole message (TMSG_MAX_BYTES), every string against
+ * its field, and the number of domains (TMSG_MAX_DOMAINS); anything else is
+ * -EINVAL or -EMSGSIZE and the struct is left empty. A decoded or filled
+ * struct tmsg owns its domain arrays: release them with tmsg_clear().
+ * Pure functions; any thread.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TMSG_MAX_BYTES (8u << 20)
+#define TMSG_MAX_DOMAINS 8192u
+#define TMSG_STR 64
+#define TMSG_ERR 256
+
+enum power {
+        POWER_UNKNOWN = 0,
+        POWER_RUNNING = 1,
+        POWER_STOPPED = 2,
+        POWER_PAUSED = 3,
+        POWER_CRASHED = 4,
+        POWER__MAX,
+};
+
+const char *power_to_string(enum power p);
+
+enum tmsg_type {
+        TMSG_NONE,
+        TMSG_HELLO,
+        TMSG_HELLO_REPLY,
+        TMSG_SYNC,
+        TMSG_SYNC_REPLY,
+        TMSG_ERROR,
+};
+
+/* Error codes carried in TMSG_ERROR (positive errno values). */
+#define TMSG_E_UNKNOWN_HOST 2 /* ENOENT: send Hello first */
+
+struct msg_hello {
+        char host_id[TMSG_STR];
+        char site[TMSG_STR];
+        char underlay_ip[TMSG_STR];
+        char boot_id[TMSG_STR];
+        char agent_version[TMSG_STR];
+        char hv_type[TMSG_STR];
+        uint32_t vcpus;
+        uint64_t ram_mb;
+        uint64_t disk_gb;
+};
+
+struct msg_hello_reply {
+        uint64_t host_num;
+        uint32_t hold_ms;
+};
+
+struct dom_observed {
+        uint64_t vm_id;
+        enum power state;
+        uint64_t reboot_done;
+        uint64_t rebuild_done;
+        char error[TMSG_ERR];
+};
+
+struct msg_sync {
+        char host_id[TMSG_STR];
+        char boot_id[TMSG_STR];
+        uint64_t applied_generation;
+        uint32_t max_hold_ms;
+        struct dom_observed *domains;
+        size_t n_domains;
+        uint32_t vcpus_used;
+        uint64_t ram_mb_used;
+        int partial;        /* domains: only the changed ones */
+        uint32_t n_present; /* domains the agent owns now */
+};
+
+struct dom_desired {
+        uint64_t vm_id;
+        char hostname[TMSG_STR];
+        uint32_t vcpus;
+        uint32_t ram_mb;
+        uint32_t disk_gb;
+        enum power power;
+        uint64_t reboot_seq;
+        uint64_t rebuild_seq;
+        char image[TMSG_STR];
+};
+
+struct msg_sync_reply {
+        uint64_t generation;
+        struct dom_desired *domains;
+        size_t n_domains;
+};
+
+struct msg_error {
+        int32_t code;
+        char message[TMSG_ERR];
+};
+
+struct tmsg {
+        uint64_t request_id;
+        enum tmsg_type type;
+        union {
+                struct msg_hello hello;
+                struct msg_hello_reply hello_reply;
+                struct msg_sync sync;
+                struct msg_sync_reply sync_reply;
+                struct msg_error error;
+        };
+};
+
+/* Encodes m into a malloc'd buffer the caller frees. 0, -EINVAL (bad type
+ * or too many domains), -EMSGSIZE, -ENOMEM. */
+int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len);
+
+/* Decodes buf into *ret (which it overwrites). 0, -EMSGSIZE, -EINVAL. */
+int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret);
+
+/* Frees the arrays a struct tmsg owns and resets it to TMSG_NONE. */
+void tmsg_clear(struct tmsg *m);
