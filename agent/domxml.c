@@ -1,0 +1,191 @@
+#include "domxml.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hv.h"
+
+void domxml_name(uint64_t vm_id, char *buf, size_t len)
+{
+        snprintf(buf, len, HV_NAME_PREFIX "%" PRIu64, vm_id);
+}
+
+int domxml_parse_name(const char *name, uint64_t *ret_vm_id)
+{
+        size_t pl = strlen(HV_NAME_PREFIX);
+        const char *p;
+        uint64_t v = 0;
+
+        if (strncmp(name, HV_NAME_PREFIX, pl) != 0)
+                return -EINVAL;
+        p = name + pl;
+        if (*p < '1' || *p > '9' || strlen(p) > 19)
+                return -EINVAL;
+        for (; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                v = v * 10 + (uint64_t)(*p - '0');
+        }
+        *ret_vm_id = v;
+        return 0;
+}
+
+static void put_escaped(FILE *f, const char *s)
+{
+        for (; s && *s; s++) {
+                switch (*s) {
+                case '<': fputs("&lt;", f); break;
+                case '>': fputs("&gt;", f); break;
+                case '&': fputs("&amp;", f); break;
+                case '\'': fputs("&apos;", f); break;
+                case '"': fputs("&quot;", f); break;
+                default: fputc(*s, f);
+                }
+        }
+}
+
+static void put_metadata(FILE *f, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done,
+                         const char *indent)
+{
+        fprintf(f,
+                "%s<" DOMXML_NS_PREFIX ":vm xmlns:" DOMXML_NS_PREFIX "=\"" DOMXML_NS "\">\n"
+                "%s  <" DOMXML_NS_PREFIX ":id>%" PRIu64 "</" DOMXML_NS_PREFIX ":id>\n"
+                "%s  <" DOMXML_NS_PREFIX ":reboot>%" PRIu64 "</" DOMXML_NS_PREFIX ":reboot>\n"
+                "%s  <" DOMXML_NS_PREFIX ":rebuild>%" PRIu64 "</" DOMXML_NS_PREFIX ":rebuild>\n"
+                "%s</" DOMXML_NS_PREFIX ":vm>\n",
+                indent, indent, vm_id, indent, reboot_done, indent, rebuild_done, indent);
+}
+
+static int set(const char *s)
+{
+        return s && *s;
+}
+
+char *domxml_build(const struct domxml_params *p)
+{
+        char name[64], *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        if (!f)
+                return NULL;
+        domxml_name(p->vm_id, name, sizeof(name));
+        fprintf(f, "<domain type='");
+        put_escaped(f, p->domain_type);
+        fprintf(f, "'>\n  <name>%s</name>\n", name);
+        if (set(p->uuid)) {
+                fprintf(f, "  <uuid>");
+                put_escaped(f, p->uuid);
+                fprintf(f, "</uuid>\n");
+        }
+        fprintf(f, "  <title>");
+        put_escaped(f, p->hostname);
+        fprintf(f, "</title>\n");
+        fprintf(f, "  <metadata>\n");
+        put_metadata(f, p->vm_id, p->reboot_done, p->rebuild_done, "    ");
+        fprintf(f, "  </metadata>\n");
+        fprintf(f, "  <memory unit='MiB'>%" PRIu32 "</memory>\n", p->ram_mb);
+        fprintf(f, "  <vcpu>%" PRIu32 "</vcpu>\n", p->vcpus);
+        fprintf(f, "  <os>\n    <type arch='x86_64'>hvm</type>\n");
+        if (set(p->kernel)) {
+                fprintf(f, "    <kernel>");
+                put_escaped(f, p->kernel);
+                fprintf(f, "</kernel>\n");
+                if (set(p->initrd)) {
+                        fprintf(f, "    <initrd>");
+                        put_escaped(f, p->initrd);
+                        fprintf(f, "</initrd>\n");
+                }
+                if (set(p->cmdline)) {
+                        fprintf(f, "    <cmdline>");
+                        put_escaped(f, p->cmdline);
+                        fprintf(f, "</cmdline>\n");
+                }
+        } else {
+                fprintf(f, "    <boot dev='hd'/>\n");
+        }
+        fprintf(f, "  </os>\n");
+        /* Without ACPI a guest can neither be shut down gracefully nor
+         * power itself off. */
+        if (strcmp(p->domain_type ? p->domain_type : "", "test") != 0)
+                fprintf(f, "  <features>\n    <acpi/>\n  </features>\n");
+        fprintf(f, "  <on_poweroff>destroy</on_poweroff>\n"
+                   "  <on_reboot>restart</on_reboot>\n"
+                   "  <on_crash>destroy</on_crash>\n");
+        fprintf(f, "  <devices>\n");
+        if (set(p->console_log)) {
+                fprintf(f, "    <serial type='file'>\n      <source path='");
+                put_escaped(f, p->console_log);
+                fprintf(f, "' append='on'/>\n      <target port='0'/>\n    </serial>\n");
+                fprintf(f, "    <console type='file'>\n      <source path='");
+                put_escaped(f, p->console_log);
+                fprintf(f, "' append='on'/>\n      <target type='serial' port='0'/>\n"
+                           "    </console>\n");
+        }
+        fprintf(f, "  </devices>\n</domain>\n");
+        if (fclose(f) != 0) {
+                free(buf);
+                return NULL;
+        }
+        return buf;
+}
+
+char *domxml_metadata(uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done)
+{
+        char *buf = NULL;
+        /* libvirt puts the element into our namespace itself. */
+        if (asprintf(&buf, "<vm><id>%" PRIu64 "</id><reboot>%" PRIu64 "</reboot><rebuild>%" PRIu64
+                           "</rebuild></vm>",
+                     vm_id, reboot_done, rebuild_done) < 0)
+                return NULL;
+        return buf;
+}
+
+/* Finds <tag>NUMBER</...> or <PREFIX:tag>NUMBER</...>: libvirt hands our
+ * element back without the prefix and namespace declaration. */
+static int find_u64(const char *xml, const char *tag, uint64_t *ret)
+{
+        char open[64];
+        const char *p;
+        char *end;
+
+        snprintf(open, sizeof(open), "<%s>", tag);
+        p = strstr(xml, open);
+        if (!p) {
+                snprintf(open, sizeof(open), "<" DOMXML_NS_PREFIX ":%s>", tag);
+                p = strstr(xml, open);
+        }
+        if (!p)
+                return -EINVAL;
+        p += strlen(open);
+        if (*p < '0' || *p > '9')
+                return -EINVAL;
+        errno = 0;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (errno || *end != '<')
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+int domxml_parse_metadata(const char *xml, uint64_t *ret_vm_id, uint64_t *ret_reboot_done,
+                          uint64_t *ret_rebuild_done)
+{
+        uint64_t id, rb, rl;
+        if (!xml)
+                return -EINVAL;
+        while (*xml == ' ' || *xml == '\n' || *xml == '\t')
+                xml++;
+        if (strncmp(xml, "<vm", 3) != 0 && strncmp(xml, "<" DOMXML_NS_PREFIX ":vm", 10) != 0)
+                return -EINVAL;
+        if (find_u64(xml, "id", &id) < 0 || find_u64(xml, "reboot", &rb) < 0 ||
+            find_u64(xml, "rebuild", &rl) < 0)
+                return -EINVAL;
+        *ret_vm_id = id;
+        *ret_reboot_done = rb;
+        *ret_rebuild_done = rl;
+        return 0;
+}

@@ -1,0 +1,44 @@
+/* domxml: the libvirt domain XML of a guest and our <metadata> in it.
+ *
+ * Pure text functions (no libvirt), so they are tested with golden files.
+ * Strings come from the broker and are escaped; returned strings are
+ * malloc'd and owned by the caller. Any thread.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DOMXML_NS "https://tasman.dev/xmlns/domain/1"
+#define DOMXML_NS_PREFIX "tasman"
+
+struct domxml_params {
+        uint64_t vm_id;
+        const char *hostname;
+        const char *domain_type; /* "kvm", "qemu" or "test" */
+        uint32_t vcpus;
+        uint32_t ram_mb;
+        const char *kernel;  /* direct kernel boot; NULL or "" for none */
+        const char *initrd;  /* NULL or "" for none */
+        const char *cmdline; /* NULL or "" for none */
+        const char *console_log; /* serial console to this file; NULL for none */
+        uint64_t reboot_done;
+        uint64_t rebuild_done;
+        const char *uuid; /* keep an existing domain's uuid on redefine; NULL: new */
+};
+
+/* The domain's name: HV_NAME_PREFIX followed by the vm id. */
+void domxml_name(uint64_t vm_id, char *buf, size_t len);
+
+/* Returns 0 and the vm id for a name of ours, -EINVAL otherwise. */
+int domxml_parse_name(const char *name, uint64_t *ret_vm_id);
+
+/* The whole <domain> document; NULL on out of memory. */
+char *domxml_build(const struct domxml_params *p);
+
+/* Our metadata element without namespace, as virDomainSetMetadata wants it. */
+char *domxml_metadata(uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done);
+
+/* Parses what virDomainGetMetadata returns for our namespace. 0 or -EINVAL. */
+int domxml_parse_metadata(const char *xml, uint64_t *ret_vm_id, uint64_t *ret_reboot_done,
+                          uint64_t *ret_rebuild_done);

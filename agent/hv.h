@@ -1,0 +1,57 @@
+/* hv: the hypervisor as the agent sees it. hv_libvirt.c is its only
+ * implementation and the only file that includes libvirt.
+ *
+ * The agent owns a domain when its name starts with HV_NAME_PREFIX *and* it
+ * carries our <metadata> element; hv_list() returns only those, and every
+ * other call refuses a vm it does not own, so nothing else on the host is
+ * ever touched. Calls are idempotent: starting a running domain, destroying
+ * a stopped one, undefining a missing one all return 0.
+ *
+ * Errors are negative errno values; the libvirt message is logged once,
+ * here, naming the domain. One thread at a time per struct hv.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "domxml.h"
+
+#define HV_NAME_PREFIX "tasman-"
+
+struct hv;
+
+struct hv_domain {
+        uint64_t vm_id;
+        enum power state;
+        uint64_t reboot_done;
+        uint64_t rebuild_done;
+};
+
+struct hv_node {
+        uint32_t vcpus;
+        uint64_t ram_mb;
+        char type[16]; /* "kvm" or "qemu" (or "test") */
+};
+
+int hv_open(const char *uri, struct hv **ret);
+void hv_free(struct hv *hv);
+
+int hv_node_info(struct hv *hv, struct hv_node *ret);
+
+/* The domains we own, malloc'd array (caller frees), sorted by vm_id. */
+int hv_list(struct hv *hv, struct hv_domain **ret, size_t *ret_n);
+
+/* One domain we own, read now; -ENOENT if it is not there (or not ours). */
+int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret);
+
+/* Defines (persistently) the domain for spec; an existing domain of that
+ * vm is redefined with the same counters. */
+int hv_define(struct hv *hv, const struct domxml_params *p);
+int hv_start(struct hv *hv, uint64_t vm_id);
+int hv_shutdown(struct hv *hv, uint64_t vm_id); /* graceful: ACPI */
+int hv_destroy(struct hv *hv, uint64_t vm_id);  /* power off */
+int hv_undefine(struct hv *hv, uint64_t vm_id);
+/* Records the last reboot/rebuild counters carried out, in the metadata. */
+int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done);

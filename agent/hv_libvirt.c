@@ -1,0 +1,465 @@
+/* The only file that includes libvirt. See hv.h. */
+#include "hv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "log.h"
+
+/* Our metadata of each domain we own, as last written or read. Only this
+ * file writes it, so the cache stays true while the agent runs, and a
+ * listing costs a few list calls instead of one call per domain. */
+struct meta_entry {
+        uint64_t vm_id;
+        uint64_t reboot_done;
+        uint64_t rebuild_done;
+};
+
+struct hv {
+        virConnectPtr conn;
+        char uri[256];
+        struct meta_entry *meta;
+        size_t n_meta, cap_meta;
+};
+
+static struct meta_entry *meta_find(struct hv *hv, uint64_t vm_id, size_t *ret_pos)
+{
+        size_t lo = 0, hi = hv->n_meta;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (hv->meta[mid].vm_id == vm_id)
+                        return &hv->meta[mid];
+                if (hv->meta[mid].vm_id < vm_id)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (ret_pos)
+                *ret_pos = lo;
+        return NULL;
+}
+
+static void meta_put(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done)
+{
+        size_t pos;
+        struct meta_entry *e = meta_find(hv, vm_id, &pos);
+        if (!e) {
+                if (hv->n_meta == hv->cap_meta) {
+                        size_t ncap = hv->cap_meta ? hv->cap_meta * 2 : 64;
+                        struct meta_entry *n = realloc(hv->meta, ncap * sizeof(*n));
+                        if (!n)
+                                return; /* a cache miss later, nothing worse */
+                        hv->meta = n;
+                        hv->cap_meta = ncap;
+                }
+                memmove(&hv->meta[pos + 1], &hv->meta[pos], (hv->n_meta - pos) * sizeof(*e));
+                hv->n_meta++;
+                e = &hv->meta[pos];
+                e->vm_id = vm_id;
+        }
+        e->reboot_done = reboot_done;
+        e->rebuild_done = rebuild_done;
+}
+
+static void meta_drop(struct hv *hv, uint64_t vm_id)
+{
+        struct meta_entry *e = meta_find(hv, vm_id, NULL);
+        if (e) {
+                size_t i = (size_t)(e - hv->meta);
+                memmove(e, e + 1, (hv->n_meta - i - 1) * sizeof(*e));
+                hv->n_meta--;
+        }
+}
+
+/* libvirt's error codes, translated once, here. */
+static int last_errno(void)
+{
+        virErrorPtr e = virGetLastError();
+        if (!e)
+                return -EIO;
+        switch (e->code) {
+        case VIR_ERR_NO_DOMAIN:
+        case VIR_ERR_NO_DOMAIN_METADATA:
+                return -ENOENT;
+        case VIR_ERR_OPERATION_INVALID:
+                return -EINVAL;
+        case VIR_ERR_NO_MEMORY:
+                return -ENOMEM;
+        case VIR_ERR_NO_CONNECT:
+        case VIR_ERR_SYSTEM_ERROR:
+        case VIR_ERR_RPC:
+                return -ECONNRESET;
+        default:
+                return -EIO;
+        }
+}
+
+static const char *last_message(void)
+{
+        virErrorPtr e = virGetLastError();
+        return e && e->message ? e->message : "unknown libvirt error";
+}
+
+/* Quiet libvirt's default printing to stderr: we log errors ourselves. */
+static void silent_error(void *ud, virErrorPtr e)
+{
+        (void)ud;
+        (void)e;
+}
+
+int hv_open(const char *uri, struct hv **ret)
+{
+        struct hv *hv = calloc(1, sizeof(*hv));
+        if (!hv)
+                return -ENOMEM;
+        virSetErrorFunc(NULL, silent_error);
+        hv->conn = virConnectOpen(uri);
+        if (!hv->conn) {
+                log_error("hypervisor %s: cannot connect: %s", uri, last_message());
+                free(hv);
+                return -ECONNREFUSED;
+        }
+        snprintf(hv->uri, sizeof(hv->uri), "%s", uri);
+        *ret = hv;
+        return 0;
+}
+
+void hv_free(struct hv *hv)
+{
+        if (!hv)
+                return;
+        if (hv->conn)
+                virConnectClose(hv->conn);
+        free(hv->meta);
+        free(hv);
+}
+
+int hv_node_info(struct hv *hv, struct hv_node *ret)
+{
+        virNodeInfo info;
+        const char *type;
+
+        if (virNodeGetInfo(hv->conn, &info) < 0) {
+                log_error("hypervisor %s: cannot read node info: %s", hv->uri, last_message());
+                return last_errno();
+        }
+        memset(ret, 0, sizeof(*ret));
+        ret->vcpus = info.cpus;
+        ret->ram_mb = info.memory / 1024;
+        type = virConnectGetType(hv->conn);
+        snprintf(ret->type, sizeof(ret->type), "%s", type ? type : "unknown");
+        return 0;
+}
+
+static enum power power_of(int state)
+{
+        switch (state) {
+        case VIR_DOMAIN_RUNNING:
+        case VIR_DOMAIN_BLOCKED:
+                return POWER_RUNNING;
+        case VIR_DOMAIN_PAUSED:
+        case VIR_DOMAIN_PMSUSPENDED:
+                return POWER_PAUSED;
+        case VIR_DOMAIN_CRASHED:
+                return POWER_CRASHED;
+        case VIR_DOMAIN_SHUTDOWN: /* still shutting down: still running */
+                return POWER_RUNNING;
+        case VIR_DOMAIN_SHUTOFF:
+                return POWER_STOPPED;
+        default:
+                return POWER_UNKNOWN;
+        }
+}
+
+/* Reads our metadata; -ENOENT when the domain does not carry it. */
+static int read_meta(virDomainPtr dom, struct hv_domain *d)
+{
+        char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, DOMXML_NS, 0);
+        if (!xml)
+                return -ENOENT;
+        int r = domxml_parse_metadata(xml, &d->vm_id, &d->reboot_done, &d->rebuild_done);
+        free(xml);
+        return r;
+}
+
+static int cmp_dom(const void *a, const void *b)
+{
+        const struct hv_domain *x = a, *y = b;
+        return x->vm_id < y->vm_id ? -1 : x->vm_id > y->vm_id;
+}
+
+/* Lists our domains in one state class; appends to *out. */
+static int list_class(struct hv *hv, unsigned flags, enum power state, struct hv_domain **out,
+                      size_t *n_out, size_t *cap_out)
+{
+        virDomainPtr *doms = NULL;
+        int n = virConnectListAllDomains(hv->conn, &doms, flags);
+        int r = 0;
+
+        if (n < 0) {
+                log_error("hypervisor %s: cannot list domains: %s", hv->uri, last_message());
+                return last_errno();
+        }
+        for (int i = 0; i < n; i++) {
+                const char *name = virDomainGetName(doms[i]);
+                struct hv_domain d = { .state = state };
+                uint64_t name_id;
+                struct meta_entry *e;
+
+                if (r < 0 || !name || domxml_parse_name(name, &name_id) < 0)
+                        continue; /* not ours */
+                if ((e = meta_find(hv, name_id, NULL))) {
+                        d.vm_id = name_id;
+                        d.reboot_done = e->reboot_done;
+                        d.rebuild_done = e->rebuild_done;
+                } else if (read_meta(doms[i], &d) < 0 || d.vm_id != name_id) {
+                        continue; /* our prefix, but no (matching) metadata */
+                } else {
+                        meta_put(hv, d.vm_id, d.reboot_done, d.rebuild_done);
+                }
+                if (state == POWER_UNKNOWN) {
+                        int st, reason;
+                        if (virDomainGetState(doms[i], &st, &reason, 0) < 0)
+                                continue; /* vanished meanwhile */
+                        d.state = power_of(st);
+                }
+                if (*n_out == *cap_out) {
+                        size_t ncap = *cap_out ? *cap_out * 2 : 64;
+                        struct hv_domain *nd = realloc(*out, ncap * sizeof(*nd));
+                        if (!nd) {
+                                r = -ENOMEM;
+                                continue;
+                        }
+                        *out = nd;
+                        *cap_out = ncap;
+                }
+                (*out)[(*n_out)++] = d;
+        }
+        for (int i = 0; i < n; i++)
+                virDomainFree(doms[i]);
+        free(doms);
+        return r;
+}
+
+int hv_list(struct hv *hv, struct hv_domain **ret, size_t *ret_n)
+{
+        /* One list call per state class: no call per domain. */
+        static const struct {
+                unsigned flags;
+                enum power state;
+        } classes[] = {
+                { VIR_CONNECT_LIST_DOMAINS_RUNNING, POWER_RUNNING },
+                { VIR_CONNECT_LIST_DOMAINS_PAUSED, POWER_PAUSED },
+                { VIR_CONNECT_LIST_DOMAINS_SHUTOFF, POWER_STOPPED },
+                { VIR_CONNECT_LIST_DOMAINS_OTHER, POWER_UNKNOWN }, /* rare: ask each */
+        };
+        struct hv_domain *out = NULL;
+        size_t n = 0, cap = 0;
+
+        for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
+                int r = list_class(hv, classes[i].flags, classes[i].state, &out, &n, &cap);
+                if (r < 0) {
+                        free(out);
+                        return r;
+                }
+        }
+        if (n)
+                qsort(out, n, sizeof(*out), cmp_dom);
+        /* A domain changing state between two list calls can show twice:
+         * keep its first (running-most) entry. */
+        size_t w = 0;
+        for (size_t i = 0; i < n; i++)
+                if (w == 0 || out[w - 1].vm_id != out[i].vm_id)
+                        out[w++] = out[i];
+        *ret = out;
+        *ret_n = w;
+        return 0;
+}
+
+/* Looks up a domain we own; -ENOENT if missing or not ours. */
+static int lookup_owned(struct hv *hv, uint64_t vm_id, virDomainPtr *ret)
+{
+        char name[64];
+        struct hv_domain d = { 0 };
+        virDomainPtr dom;
+
+        domxml_name(vm_id, name, sizeof(name));
+        dom = virDomainLookupByName(hv->conn, name);
+        if (!dom)
+                return -ENOENT;
+        if (read_meta(dom, &d) < 0 || d.vm_id != vm_id) {
+                log_warn("domain %s: has our name but not our metadata; leaving it alone", name);
+                virDomainFree(dom);
+                return -EPERM;
+        }
+        *ret = dom;
+        return 0;
+}
+
+int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret)
+{
+        char name[64];
+        virDomainPtr dom;
+        struct meta_entry *e;
+        struct hv_domain d = { 0 };
+        int st, reason, r = 0;
+
+        domxml_name(vm_id, name, sizeof(name));
+        dom = virDomainLookupByName(hv->conn, name);
+        if (!dom)
+                return -ENOENT;
+        if ((e = meta_find(hv, vm_id, NULL))) {
+                d.vm_id = vm_id;
+                d.reboot_done = e->reboot_done;
+                d.rebuild_done = e->rebuild_done;
+        } else if (read_meta(dom, &d) < 0 || d.vm_id != vm_id) {
+                r = -ENOENT; /* not ours */
+        }
+        if (r == 0 && virDomainGetState(dom, &st, &reason, 0) < 0)
+                r = -ENOENT;
+        virDomainFree(dom);
+        if (r < 0)
+                return r;
+        d.state = power_of(st);
+        *ret = d;
+        return 0;
+}
+
+int hv_define(struct hv *hv, const struct domxml_params *p)
+{
+        char name[64], uuid[VIR_UUID_STRING_BUFLEN];
+        struct domxml_params q = *p;
+        virDomainPtr dom, old;
+        char *xml;
+
+        domxml_name(p->vm_id, name, sizeof(name));
+        old = virDomainLookupByName(hv->conn, name);
+        if (old) {
+                struct hv_domain d = { 0 };
+                int owned = read_meta(old, &d) == 0 && d.vm_id == p->vm_id;
+                /* libvirt redefines a domain only under its own uuid. */
+                if (owned && virDomainGetUUIDString(old, uuid) == 0)
+                        q.uuid = uuid;
+                virDomainFree(old);
+                if (!owned) {
+                        log_error("domain %s: exists without our metadata; not redefining", name);
+                        return -EEXIST;
+                }
+        }
+        xml = domxml_build(&q);
+        if (!xml)
+                return -ENOMEM;
+        dom = virDomainDefineXML(hv->conn, xml);
+        free(xml);
+        if (!dom) {
+                int r = last_errno();
+                log_error("domain %s: cannot define: %s", name, last_message());
+                return r;
+        }
+        virDomainFree(dom);
+        meta_put(hv, p->vm_id, p->reboot_done, p->rebuild_done);
+        return 0;
+}
+
+typedef int (*dom_op_fn)(virDomainPtr);
+
+/* Runs op on an owned domain if its activity is run_if_active (so that
+ * starting a running domain or stopping a stopped one is a no-op). */
+static int run_op(struct hv *hv, uint64_t vm_id, const char *what, dom_op_fn op,
+                  int run_if_active)
+{
+        virDomainPtr dom;
+        int r = lookup_owned(hv, vm_id, &dom);
+        if (r < 0)
+                return r;
+        int active = virDomainIsActive(dom);
+        if (active < 0) {
+                r = last_errno();
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot read state: %s", vm_id,
+                          last_message());
+        } else if (active == run_if_active) {
+                if (op(dom) < 0) {
+                        r = last_errno();
+                        log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot %s: %s", vm_id,
+                                  what, last_message());
+                }
+        }
+        virDomainFree(dom);
+        return r;
+}
+
+int hv_start(struct hv *hv, uint64_t vm_id)
+{
+        return run_op(hv, vm_id, "start", virDomainCreate, 0);
+}
+
+int hv_shutdown(struct hv *hv, uint64_t vm_id)
+{
+        return run_op(hv, vm_id, "shut down", virDomainShutdown, 1);
+}
+
+int hv_destroy(struct hv *hv, uint64_t vm_id)
+{
+        return run_op(hv, vm_id, "power off", virDomainDestroy, 1);
+}
+
+int hv_undefine(struct hv *hv, uint64_t vm_id)
+{
+        virDomainPtr dom;
+        int r = lookup_owned(hv, vm_id, &dom);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        if (virDomainIsActive(dom) == 1 && virDomainDestroy(dom) < 0 &&
+            virDomainIsActive(dom) == 1) {
+                r = last_errno();
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot power off: %s", vm_id,
+                          last_message());
+        } else if (virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                                   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                                                   VIR_DOMAIN_UNDEFINE_NVRAM) < 0 &&
+                   virDomainUndefine(dom) < 0) {
+                r = last_errno();
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot undefine: %s", vm_id,
+                          last_message());
+        }
+        virDomainFree(dom);
+        if (r == 0)
+                meta_drop(hv, vm_id);
+        return r;
+}
+
+int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done)
+{
+        virDomainPtr dom;
+        char *meta;
+        int r = lookup_owned(hv, vm_id, &dom);
+        if (r < 0)
+                return r;
+        meta = domxml_metadata(vm_id, reboot_done, rebuild_done);
+        if (!meta) {
+                virDomainFree(dom);
+                return -ENOMEM;
+        }
+        unsigned flags = VIR_DOMAIN_AFFECT_CONFIG;
+        if (virDomainIsActive(dom) == 1)
+                flags |= VIR_DOMAIN_AFFECT_LIVE;
+        if (virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, meta, DOMXML_NS_PREFIX,
+                                 DOMXML_NS, flags) < 0) {
+                r = last_errno();
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot write metadata: %s",
+                          vm_id, last_message());
+        } else {
+                meta_put(hv, vm_id, reboot_done, rebuild_done);
+        }
+        free(meta);
+        virDomainFree(dom);
+        return r;
+}

@@ -1,0 +1,755 @@
+/* tasman-agent: keeps one hypervisor host in the state the broker asks for.
+ *
+ * One thread does everything: it dials the broker (nng REQ), sends Sync
+ * with what it observes, gets the full desired state back, and converges
+ * libvirt to it (reconcile.c decides, hv_libvirt.c acts). A second thread
+ * only waits for SIGINT/SIGTERM and closes the socket to wake the first.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "codec.h"
+#include "config.h"
+#include "hv.h"
+#include "log.h"
+#include "notify.h"
+#include "reconcile.h"
+#include "util.h"
+
+static struct {
+        char broker[CFG_STR_MAX];
+        char libvirt_uri[CFG_STR_MAX];
+        char host_id[CFG_STR_MAX];
+        char site[CFG_STR_MAX];
+        char state_dir[CFG_STR_MAX];
+        char image_dir[CFG_STR_MAX];
+        char underlay_ip[CFG_STR_MAX];
+        char domain_type[CFG_STR_MAX];
+        char boot_id[CFG_STR_MAX];
+        char log_level[CFG_STR_MAX];
+        int64_t shutdown_timeout_ms;
+        int64_t observe_interval_ms;
+        int64_t vcpus, ram_mb, disk_gb;
+} cfg = {
+        .broker = "tcp://127.0.0.1:7400",
+        .libvirt_uri = "qemu:///system",
+        .site = "tas-1",
+        .state_dir = "/var/lib/tasman-agent",
+        .underlay_ip = "127.0.0.1",
+        .domain_type = "auto",
+        .log_level = "info",
+        .shutdown_timeout_ms = 60000,
+        .observe_interval_ms = 5000,
+};
+
+static const struct cfg_opt opts[] = {
+        { "broker", CFG_STR, cfg.broker, 0, 0, "broker's agent link URL (nng: tcp://HOST:PORT)" },
+        { "libvirt_uri", CFG_STR, cfg.libvirt_uri, 0, 0,
+          "libvirt connection (qemu:///system; test:///default for tests)" },
+        { "host_id", CFG_STR, cfg.host_id, 0, 0, "this host's unique name (default: hostname)" },
+        { "site", CFG_STR, cfg.site, 0, 0, "site (region) slug this host belongs to" },
+        { "state_dir", CFG_STR, cfg.state_dir, 0, 0, "directory for console logs and caches" },
+        { "image_dir", CFG_STR, cfg.image_dir, 0, 0,
+          "boot files per image: DIR/SLUG/{vmlinuz,initrd.img,cmdline} (default STATE_DIR/images)" },
+        { "underlay_ip", CFG_STR, cfg.underlay_ip, 0, 0, "this host's underlay address" },
+        { "domain_type", CFG_STR, cfg.domain_type, 0, 0,
+          "libvirt domain type: auto (kvm if /dev/kvm is usable, else qemu), kvm, qemu, test" },
+        { "boot_id", CFG_STR, cfg.boot_id, 0, 0,
+          "override the host boot id (default /proc/sys/kernel/random/boot_id)" },
+        { "log_level", CFG_STR, cfg.log_level, 0, 0, "error, warn, info or debug" },
+        { "shutdown_timeout_ms", CFG_INT, &cfg.shutdown_timeout_ms, 0, 3600000,
+          "graceful shutdown wait before power off" },
+        { "observe_interval_ms", CFG_INT, &cfg.observe_interval_ms, 0, 3600000,
+          "full re-read of libvirt at least this often (between, only what changed)" },
+        { "vcpus", CFG_INT, &cfg.vcpus, 0, 1 << 20, "vCPUs offered (0: what libvirt reports)" },
+        { "ram_mb", CFG_INT, &cfg.ram_mb, 0, INT64_C(1) << 40,
+          "RAM offered in MiB (0: what libvirt reports)" },
+        { "disk_gb", CFG_INT, &cfg.disk_gb, 0, INT64_C(1) << 30,
+          "disk offered in GB (0: size of state_dir's file system)" },
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+#define MAX_PENDING TMSG_MAX_DOMAINS
+
+static atomic_int stopping;
+static nng_socket sock;
+
+struct agent {
+        struct hv *hv;
+        char dom_type[16];
+        uint64_t request_id;
+        uint64_t applied_gen;
+        int registered;
+        struct msg_sync_reply desired; /* last desired state received */
+        struct rc_pending pending[MAX_PENDING];
+        size_t n_pending;
+        /* per-vm errors of the last pass, reported to the broker */
+        struct {
+                uint64_t vm_id;
+                char msg[TMSG_ERR];
+        } errors[64];
+        size_t n_errors;
+        /* What libvirt shows, sorted by vm_id: fully re-read every
+         * observe_interval_ms, otherwise only the domains we touched. */
+        struct hv_domain *obs;
+        size_t n_obs;
+        int64_t last_full_ms;
+        int full_next;  /* the next report must be a full one */
+        uint64_t *dirty; /* vm ids touched since the last report */
+        size_t n_dirty, cap_dirty;
+};
+
+static void *signal_thread(void *arg)
+{
+        sigset_t *set = arg;
+        int sig;
+        if (sigwait(set, &sig) == 0) {
+                log_info("agent: signal %d, stopping", sig);
+                atomic_store(&stopping, 1);
+                nng_close(sock);
+        }
+        return NULL;
+}
+
+static void read_boot_id(char *buf, size_t len)
+{
+        FILE *f;
+        if (cfg.boot_id[0]) {
+                snprintf(buf, len, "%s", cfg.boot_id);
+                return;
+        }
+        f = fopen("/proc/sys/kernel/random/boot_id", "re");
+        if (!f || !fgets(buf, (int)len, f))
+                snprintf(buf, len, "unknown");
+        buf[strcspn(buf, "\n")] = '\0';
+        if (f)
+                fclose(f);
+}
+
+static void pick_domain_type(struct agent *a)
+{
+        const char *t = cfg.domain_type;
+        if (strcmp(t, "auto") == 0) {
+                if (strncmp(cfg.libvirt_uri, "test:", 5) == 0)
+                        t = "test";
+                else
+                        t = access("/dev/kvm", R_OK | W_OK) == 0 ? "kvm" : "qemu";
+        }
+        util_strlcpy(a->dom_type, t, sizeof(a->dom_type));
+}
+
+/* ---- talking to the broker ---- */
+
+static int roundtrip(struct agent *a, struct tmsg *req, struct tmsg *rep, int timeout_ms)
+{
+        uint8_t *buf;
+        size_t len;
+        int r;
+
+        req->request_id = ++a->request_id;
+        r = codec_encode(req, &buf, &len);
+        if (r < 0)
+                return r;
+        nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms);
+        r = nng_send(sock, buf, len, 0);
+        free(buf);
+        if (r != 0)
+                return r == NNG_ECLOSED ? -ECANCELED : -EIO;
+        for (;;) {
+                void *in;
+                size_t in_len;
+                r = nng_recv(sock, &in, &in_len, NNG_FLAG_ALLOC);
+                if (r == NNG_ETIMEDOUT)
+                        return -ETIMEDOUT;
+                if (r != 0)
+                        return r == NNG_ECLOSED ? -ECANCELED : -EIO;
+                r = codec_decode(in, in_len, rep);
+                nng_free(in, in_len);
+                if (r < 0) {
+                        log_warn("broker %s: undecodable reply (%zu bytes), ignored", cfg.broker,
+                                 in_len);
+                        return -EPROTO;
+                }
+                if (rep->request_id == a->request_id)
+                        return 0;
+                tmsg_clear(rep); /* a late reply to an abandoned request */
+        }
+}
+
+static void fill_capacity(struct agent *a, struct msg_hello *h)
+{
+        struct hv_node node = { 0 };
+        struct statvfs vfs;
+
+        if (hv_node_info(a->hv, &node) < 0)
+                memset(&node, 0, sizeof(node));
+        h->vcpus = cfg.vcpus ? (uint32_t)cfg.vcpus : node.vcpus;
+        h->ram_mb = cfg.ram_mb ? (uint64_t)cfg.ram_mb : node.ram_mb;
+        if (cfg.disk_gb)
+                h->disk_gb = (uint64_t)cfg.disk_gb;
+        else if (statvfs(cfg.state_dir, &vfs) == 0)
+                h->disk_gb = (uint64_t)vfs.f_blocks * vfs.f_frsize / 1000000000u;
+}
+
+static int hello(struct agent *a)
+{
+        struct tmsg req = { .type = TMSG_HELLO }, rep = { 0 };
+        struct msg_hello *h = &req.hello;
+        int r;
+
+        util_strlcpy(h->host_id, cfg.host_id, sizeof(h->host_id));
+        util_strlcpy(h->site, cfg.site, sizeof(h->site));
+        util_strlcpy(h->underlay_ip, cfg.underlay_ip, sizeof(h->underlay_ip));
+        read_boot_id(h->boot_id, sizeof(h->boot_id));
+        snprintf(h->agent_version, sizeof(h->agent_version), "%s", TASMAN_VERSION);
+        snprintf(h->hv_type, sizeof(h->hv_type), "%s", a->dom_type);
+        fill_capacity(a, h);
+        r = roundtrip(a, &req, &rep, 10000);
+        if (r < 0)
+                return r;
+        if (rep.type == TMSG_ERROR) {
+                log_error("broker %s: refused hello: %s", cfg.broker, rep.error.message);
+                tmsg_clear(&rep);
+                return -EPERM;
+        }
+        if (rep.type != TMSG_HELLO_REPLY) {
+                tmsg_clear(&rep);
+                return -EPROTO;
+        }
+        log_info("host %s: joined broker %s as host %" PRIu64 " (%u vCPUs, %" PRIu64
+                 " MiB, %" PRIu64 " GB)",
+                 cfg.host_id, cfg.broker, rep.hello_reply.host_num, h->vcpus, h->ram_mb,
+                 h->disk_gb);
+        a->registered = 1;
+        notify_send("STATUS=joined the broker");
+        tmsg_clear(&rep);
+        return 0;
+}
+
+/* ---- converging ---- */
+
+/* The broker sends domains sorted by vm_id: binary search, with a linear
+ * fallback should a broker ever send them unsorted. */
+static const struct dom_desired *find_desired(const struct agent *a, uint64_t vm_id)
+{
+        const struct dom_desired *d = a->desired.domains;
+        size_t lo = 0, hi = a->desired.n_domains;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (d[mid].vm_id == vm_id)
+                        return &d[mid];
+                if (d[mid].vm_id < vm_id)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (size_t i = 0; i < a->desired.n_domains; i++)
+                if (d[i].vm_id == vm_id)
+                        return &d[i];
+        return NULL;
+}
+
+static void note_error(struct agent *a, uint64_t vm_id, const char *what, int err)
+{
+        if (a->n_errors >= sizeof(a->errors) / sizeof(a->errors[0]))
+                return;
+        a->errors[a->n_errors].vm_id = vm_id;
+        snprintf(a->errors[a->n_errors].msg, TMSG_ERR, "cannot %s: %s", what, strerror(-err));
+        a->n_errors++;
+}
+
+static const char *vm_error(const struct agent *a, uint64_t vm_id)
+{
+        for (size_t i = 0; i < a->n_errors; i++)
+                if (a->errors[i].vm_id == vm_id)
+                        return a->errors[i].msg;
+        return NULL;
+}
+
+static int file_exists(const char *p)
+{
+        struct stat st;
+        return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Boot files of an image from image_dir; missing files leave "" */
+static void image_files(const char *image, char *kernel, char *initrd, char *cmdline, size_t len)
+{
+        char dir[CFG_STR_MAX + 8], path[CFG_STR_MAX + 80];
+        FILE *f;
+
+        kernel[0] = initrd[0] = cmdline[0] = '\0';
+        if (cfg.image_dir[0])
+                snprintf(dir, sizeof(dir), "%s", cfg.image_dir);
+        else
+                snprintf(dir, sizeof(dir), "%s/images", cfg.state_dir);
+        if (!image[0] || strchr(image, '/') || image[0] == '.')
+                return;
+        snprintf(path, sizeof(path), "%s/%s/vmlinuz", dir, image);
+        if (!file_exists(path))
+                return;
+        snprintf(kernel, len, "%s", path);
+        snprintf(path, sizeof(path), "%s/%s/initrd.img", dir, image);
+        if (file_exists(path))
+                snprintf(initrd, len, "%s", path);
+        snprintf(path, sizeof(path), "%s/%s/cmdline", dir, image);
+        f = fopen(path, "re");
+        if (f) {
+                if (!fgets(cmdline, (int)len, f))
+                        cmdline[0] = '\0';
+                cmdline[strcspn(cmdline, "\n")] = '\0';
+                fclose(f);
+        } else {
+                snprintf(cmdline, len, "console=ttyS0");
+        }
+}
+
+static int define(struct agent *a, const struct dom_desired *d)
+{
+        char kernel[CFG_STR_MAX + 80], initrd[CFG_STR_MAX + 80], cmd[1024], full_cmd[1200];
+        char log_path[CFG_STR_MAX + 64];
+        struct domxml_params p = {
+                .vm_id = d->vm_id,
+                .hostname = d->hostname,
+                .domain_type = a->dom_type,
+                .vcpus = d->vcpus,
+                .ram_mb = d->ram_mb,
+                .reboot_done = d->reboot_seq,
+                .rebuild_done = d->rebuild_seq,
+        };
+
+        image_files(d->image, kernel, initrd, cmd, sizeof(kernel));
+        if (kernel[0]) {
+                snprintf(full_cmd, sizeof(full_cmd), "%s tasman.hostname=%s", cmd, d->hostname);
+                p.kernel = kernel;
+                p.initrd = initrd;
+                p.cmdline = full_cmd;
+        }
+        if (strcmp(a->dom_type, "test") != 0) {
+                snprintf(log_path, sizeof(log_path), "%s/console/" HV_NAME_PREFIX "%" PRIu64 ".log",
+                         cfg.state_dir, d->vm_id);
+                p.console_log = log_path;
+        }
+        return hv_define(a->hv, &p);
+}
+
+static int pending_add(struct agent *a, uint64_t vm_id, int64_t deadline)
+{
+        size_t i = 0;
+        while (i < a->n_pending && a->pending[i].vm_id < vm_id)
+                i++;
+        if (i < a->n_pending && a->pending[i].vm_id == vm_id)
+                return 0;
+        if (a->n_pending >= MAX_PENDING)
+                return -ENOSPC;
+        memmove(&a->pending[i + 1], &a->pending[i], (a->n_pending - i) * sizeof(a->pending[0]));
+        a->pending[i] = (struct rc_pending){ .vm_id = vm_id, .deadline_ms = deadline };
+        a->n_pending++;
+        return 0;
+}
+
+static void pending_drop(struct agent *a, uint64_t vm_id)
+{
+        for (size_t i = 0; i < a->n_pending; i++) {
+                if (a->pending[i].vm_id == vm_id) {
+                        memmove(&a->pending[i], &a->pending[i + 1],
+                                (a->n_pending - i - 1) * sizeof(a->pending[0]));
+                        a->n_pending--;
+                        return;
+                }
+        }
+}
+
+static int run_op(struct agent *a, const struct rc_op *op)
+{
+        const struct dom_desired *d = op->des;
+        int r = 0;
+
+        log_info("vm %" PRIu64 ": %s", op->vm_id, rc_op_to_string(op->type));
+        switch (op->type) {
+        case RC_DEFINE:
+                r = define(a, d);
+                break;
+        case RC_START:
+                r = hv_start(a->hv, op->vm_id);
+                break;
+        case RC_SHUTDOWN:
+                r = hv_shutdown(a->hv, op->vm_id);
+                if (r == 0)
+                        r = pending_add(a, op->vm_id, util_mono_ms() + cfg.shutdown_timeout_ms);
+                break;
+        case RC_DESTROY:
+                r = hv_destroy(a->hv, op->vm_id);
+                break;
+        case RC_UNDEFINE:
+                r = hv_undefine(a->hv, op->vm_id);
+                break;
+        case RC_MARK_REBOOT: {
+                /* Keep rebuild_done as it is: read it back from the domain. */
+                struct hv_domain *doms = NULL;
+                size_t n = 0;
+                uint64_t rebuild_done = 0;
+                r = hv_list(a->hv, &doms, &n);
+                if (r < 0)
+                        break;
+                for (size_t i = 0; i < n; i++)
+                        if (doms[i].vm_id == op->vm_id)
+                                rebuild_done = doms[i].rebuild_done;
+                free(doms);
+                r = hv_set_counters(a->hv, op->vm_id, d->reboot_seq, rebuild_done);
+                break;
+        }
+        case RC_REBUILD:
+                r = hv_undefine(a->hv, op->vm_id);
+                if (r == 0)
+                        r = define(a, d);
+                break;
+        case RC_DROP_PENDING:
+                pending_drop(a, op->vm_id);
+                break;
+        default:
+                r = -EINVAL;
+        }
+        if (r < 0)
+                note_error(a, op->vm_id, rc_op_to_string(op->type), r);
+        return r;
+}
+
+static int full_next_fail(struct agent *a)
+{
+        a->full_next = 1;
+        return 1;
+}
+
+/* Re-reads the domains the last ops touched and updates obs (sorted by
+ * vm_id) in place: one libvirt call per touched domain, not per domain. */
+static int refresh(struct agent *a, const struct rc_op *ops, size_t n_ops,
+                   struct hv_domain **obs, size_t *n_obs)
+{
+        for (size_t i = 0; i < n_ops; i++) {
+                uint64_t id = ops[i].vm_id;
+                struct hv_domain d;
+                size_t pos = 0;
+
+                if (i > 0 && ops[i - 1].vm_id == id)
+                        continue;
+                while (pos < *n_obs && (*obs)[pos].vm_id < id)
+                        pos++;
+                int have = pos < *n_obs && (*obs)[pos].vm_id == id;
+                int r = hv_get(a->hv, id, &d);
+                if (r == 0 && have) {
+                        (*obs)[pos] = d;
+                } else if (r == 0) {
+                        struct hv_domain *n = realloc(*obs, (*n_obs + 1) * sizeof(**obs));
+                        if (!n)
+                                return -ENOMEM;
+                        *obs = n;
+                        memmove(&n[pos + 1], &n[pos], (*n_obs - pos) * sizeof(*n));
+                        n[pos] = d;
+                        (*n_obs)++;
+                } else if (have) {
+                        memmove(&(*obs)[pos], &(*obs)[pos + 1], (*n_obs - pos - 1) * sizeof(**obs));
+                        (*n_obs)--;
+                }
+        }
+        return 0;
+}
+
+static void mark_dirty(struct agent *a, uint64_t vm_id)
+{
+        if (a->n_dirty && a->dirty[a->n_dirty - 1] == vm_id)
+                return;
+        if (a->n_dirty == a->cap_dirty) {
+                size_t ncap = a->cap_dirty ? a->cap_dirty * 2 : 64;
+                uint64_t *n = realloc(a->dirty, ncap * sizeof(*n));
+                if (!n) {
+                        a->full_next = 1; /* cannot track: report everything */
+                        return;
+                }
+                a->dirty = n;
+                a->cap_dirty = ncap;
+        }
+        a->dirty[a->n_dirty++] = vm_id;
+}
+
+/* Re-reads libvirt fully when due (or when a report was lost), then diffs
+ * and acts until nothing is left to do (bounded), re-reading only what it
+ * touched. Returns 1 when the next report must be a full one. */
+static int converge(struct agent *a)
+{
+        int64_t now = util_mono_ms();
+        int r, full = 0;
+
+        a->n_errors = 0;
+        if (a->full_next || !a->obs || now - a->last_full_ms >= cfg.observe_interval_ms) {
+                struct hv_domain *obs = NULL;
+                size_t n_obs = 0;
+                r = hv_list(a->hv, &obs, &n_obs);
+                if (r < 0)
+                        return r;
+                free(a->obs);
+                a->obs = obs;
+                a->n_obs = n_obs;
+                a->last_full_ms = now;
+                a->n_dirty = 0;
+                full = 1;
+        }
+        struct hv_domain *obs = a->obs;
+        size_t n_obs = a->n_obs;
+        for (int round = 0; round < 4; round++) {
+                struct rc_op *ops = NULL;
+                size_t n_ops = 0, failed = 0, any_failed = 0;
+
+                if (!a->registered || a->applied_gen == 0)
+                        break; /* no desired state yet: touch nothing */
+                r = reconcile_diff(a->desired.domains, a->desired.n_domains, obs, n_obs,
+                                   a->pending, a->n_pending, util_mono_ms(), &ops, &n_ops);
+                if (r < 0)
+                        break;
+                for (size_t i = 0; i < n_ops; i++) {
+                        /* After a failure, skip the rest of that vm's ops. */
+                        if (i > 0 && ops[i].vm_id == ops[i - 1].vm_id && failed)
+                                continue;
+                        failed = run_op(a, &ops[i]) < 0;
+                        any_failed |= failed;
+                }
+                if (n_ops && refresh(a, ops, n_ops, &obs, &n_obs) < 0)
+                        any_failed = full_next_fail(a);
+                for (size_t i = 0; i < n_ops; i++)
+                        mark_dirty(a, ops[i].vm_id);
+                free(ops);
+                if (n_ops == 0 || any_failed)
+                        break; /* done, or retry failures on the next sync */
+        }
+        a->obs = obs;
+        a->n_obs = n_obs;
+        return full || a->full_next;
+}
+
+static const struct hv_domain *find_obs(const struct agent *a, uint64_t vm_id)
+{
+        size_t lo = 0, hi = a->n_obs;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (a->obs[mid].vm_id == vm_id)
+                        return &a->obs[mid];
+                if (a->obs[mid].vm_id < vm_id)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return NULL;
+}
+
+static void put_report(struct msg_sync *s, const struct agent *a, uint64_t vm_id,
+                       const struct hv_domain *o)
+{
+        struct dom_observed *d = &s->domains[s->n_domains++];
+        const char *err = vm_error(a, vm_id);
+        d->vm_id = vm_id;
+        d->state = o ? o->state : POWER_UNKNOWN; /* unknown: not on this host */
+        d->reboot_done = o ? o->reboot_done : 0;
+        d->rebuild_done = o ? o->rebuild_done : 0;
+        if (err)
+                snprintf(d->error, TMSG_ERR, "%s", err);
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+        uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+        return a < b ? -1 : a > b;
+}
+
+static int sync_once(struct agent *a)
+{
+        struct tmsg req = { .type = TMSG_SYNC }, rep = { 0 };
+        struct msg_sync *s = &req.sync;
+        int r, full;
+
+        r = converge(a);
+        if (r < 0)
+                return r;
+        full = r;
+        util_strlcpy(s->host_id, cfg.host_id, sizeof(s->host_id));
+        read_boot_id(s->boot_id, sizeof(s->boot_id));
+        s->applied_generation = a->applied_gen;
+        /* Come back soon while graceful stops or errors are in flight. */
+        s->max_hold_ms = a->n_pending ? 1000 : a->n_errors ? 5000 : 0;
+        s->partial = !full;
+        s->n_present = (uint32_t)a->n_obs;
+        s->domains = calloc(a->n_obs + a->n_dirty + a->n_errors + 1, sizeof(*s->domains));
+        if (!s->domains)
+                return -ENOMEM;
+        for (size_t i = 0; i < a->n_obs; i++) {
+                const struct dom_desired *d = find_desired(a, a->obs[i].vm_id);
+                if (d && (a->obs[i].state == POWER_RUNNING || a->obs[i].state == POWER_PAUSED)) {
+                        s->vcpus_used += d->vcpus;
+                        s->ram_mb_used += d->ram_mb;
+                }
+                if (full)
+                        put_report(s, a, a->obs[i].vm_id, &a->obs[i]);
+        }
+        if (!full) {
+                if (a->n_dirty)
+                        qsort(a->dirty, a->n_dirty, sizeof(*a->dirty), cmp_u64);
+                for (size_t i = 0; i < a->n_dirty; i++)
+                        if (i == 0 || a->dirty[i] != a->dirty[i - 1])
+                                put_report(s, a, a->dirty[i], find_obs(a, a->dirty[i]));
+        }
+        /* A vm that could not even be defined has no domain to report:
+         * report its error alone (state unknown = absent). */
+        for (size_t i = 0; i < a->n_errors; i++) {
+                int listed = 0;
+                for (size_t k = 0; k < s->n_domains && !listed; k++)
+                        listed = s->domains[k].vm_id == a->errors[i].vm_id;
+                if (!listed && s->n_domains < TMSG_MAX_DOMAINS)
+                        put_report(s, a, a->errors[i].vm_id, NULL);
+        }
+        a->n_dirty = 0;
+        a->full_next = 0;
+        r = roundtrip(a, &req, &rep, 35000);
+        tmsg_clear(&req);
+        if (r < 0) {
+                a->full_next = 1; /* the report may be lost: send all next time */
+                return r;
+        }
+        if (rep.type == TMSG_ERROR) {
+                a->full_next = 1;
+                if (rep.error.code == TMSG_E_UNKNOWN_HOST) {
+                        log_warn("broker %s: does not know host %s; joining again", cfg.broker,
+                                 cfg.host_id);
+                        a->registered = 0;
+                } else {
+                        log_warn("broker %s: %s", cfg.broker, rep.error.message);
+                }
+                tmsg_clear(&rep);
+                return 0;
+        }
+        if (rep.type != TMSG_SYNC_REPLY) {
+                tmsg_clear(&rep);
+                return -EPROTO;
+        }
+        if (rep.sync_reply.generation != a->applied_gen)
+                log_info("host %s: desired state generation %" PRIu64 " (%zu domains)",
+                         cfg.host_id, rep.sync_reply.generation, rep.sync_reply.n_domains);
+        struct tmsg old = { .type = TMSG_SYNC_REPLY, .sync_reply = a->desired };
+        tmsg_clear(&old);
+        a->desired = rep.sync_reply;
+        a->applied_gen = rep.sync_reply.generation ? rep.sync_reply.generation : 1;
+        return 0;
+}
+
+static int run(struct agent *a)
+{
+        int backoff_ms = 100;
+
+        while (!atomic_load(&stopping)) {
+                int r = a->registered ? sync_once(a) : hello(a);
+                if (atomic_load(&stopping))
+                        break;
+                if (r == 0 || r == -ETIMEDOUT) {
+                        backoff_ms = 100;
+                        continue;
+                }
+                log_debug("agent: exchange failed (%s); retrying in %d ms", strerror(-r),
+                          backoff_ms);
+                usleep((useconds_t)backoff_ms * 1000);
+                backoff_ms = backoff_ms * 2 > 10000 ? 10000 : backoff_ms * 2;
+        }
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        static struct agent a;
+        pthread_t sig_thread;
+        sigset_t set;
+        char path[CFG_STR_MAX + 16];
+        int r;
+
+        if (gethostname(cfg.host_id, sizeof(cfg.host_id)) != 0)
+                snprintf(cfg.host_id, sizeof(cfg.host_id), "localhost");
+        r = cfg_load(opts, N_OPTS, argc, argv, "tasman-agent",
+                     "Keeps this hypervisor host's guests in the state the Tasman broker asks\n"
+                     "for, and reports what it observes. It dials the broker; the broker never\n"
+                     "dials it.");
+        if (r != 0)
+                return r > 0 ? 0 : 2;
+        log_set_ident("tasman-agent");
+        if (log_set_level_name(cfg.log_level) < 0) {
+                fprintf(stderr, "tasman-agent: log_level must be error, warn, info or debug\n");
+                return 2;
+        }
+        if (!cfg.host_id[0] || strlen(cfg.host_id) >= TMSG_STR || !cfg.site[0] ||
+            strlen(cfg.site) >= TMSG_STR || strlen(cfg.underlay_ip) >= TMSG_STR) {
+                fprintf(stderr, "tasman-agent: host_id, site and underlay_ip must be 1..63 bytes\n");
+                return 2;
+        }
+        if (strcmp(cfg.domain_type, "auto") && strcmp(cfg.domain_type, "kvm") &&
+            strcmp(cfg.domain_type, "qemu") && strcmp(cfg.domain_type, "test")) {
+                fprintf(stderr, "tasman-agent: domain_type must be auto, kvm, qemu or test\n");
+                return 2;
+        }
+        snprintf(path, sizeof(path), "%s/console", cfg.state_dir);
+        if ((mkdir(cfg.state_dir, 0750) < 0 && errno != EEXIST) ||
+            (mkdir(path, 0750) < 0 && errno != EEXIST)) {
+                log_error("agent: cannot create %s: %s", path, strerror(errno));
+                return 1;
+        }
+
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        pick_domain_type(&a);
+        if (hv_open(cfg.libvirt_uri, &a.hv) < 0)
+                return 1;
+        if ((r = nng_req0_open(&sock)) != 0) {
+                log_error("agent: cannot open socket: %s", nng_strerror(r));
+                hv_free(a.hv);
+                return 1;
+        }
+        nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 100);
+        nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 10000);
+        nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, 60000);
+        nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, 10000);
+        nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, TMSG_MAX_BYTES);
+        if ((r = nng_dial(sock, cfg.broker, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+                log_error("agent: cannot dial %s: %s", cfg.broker, nng_strerror(r));
+                nng_close(sock);
+                hv_free(a.hv);
+                return 1;
+        }
+        pthread_create(&sig_thread, NULL, signal_thread, &set);
+        log_info("host %s: agent %s up (libvirt %s, domain type %s, broker %s)", cfg.host_id,
+                 TASMAN_VERSION, cfg.libvirt_uri, a.dom_type, cfg.broker);
+
+        /* Ready once it runs; joining the broker is reported in STATUS. */
+        notify_send("READY=1\nSTATUS=dialing the broker");
+        run(&a);
+        notify_send("STOPPING=1");
+
+        pthread_kill(sig_thread, SIGTERM);
+        pthread_join(sig_thread, NULL);
+        struct tmsg old = { .type = TMSG_SYNC_REPLY, .sync_reply = a.desired };
+        tmsg_clear(&old);
+        free(a.obs);
+        free(a.dirty);
+        hv_free(a.hv);
+        log_info("host %s: agent stopped", cfg.host_id);
+        return 0;
+}
