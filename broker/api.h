@@ -1,0 +1,37 @@
+/* api: the broker's HTTP front-ends, as http_handler_fn callbacks.
+ *
+ * api_native.c serves the native JSON API (../shared/spec/native-api.txt)
+ * under /v1 on `listen`; api_admin.c serves the admins' API (accounts,
+ * keys, nodes) on `admin_listen`. Both validate input where it enters and
+ * answer every failure in the spec's error shape. Handlers run on the HTTP
+ * server's threads, concurrently; struct api holds nothing mutable.
+ */
+#pragma once
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "http.h"
+#include "hub.h"
+#include "store.h"
+
+struct api {
+        struct store *store;
+        struct hub *hub;          /* NULL in tests without agents */
+        int64_t host_timeout_ms;  /* a host not heard from for this long is unreachable */
+        const char *admin_token;  /* "" = no token required (loopback only) */
+        struct sched_params sched; /* overcommit and strategy for placement */
+};
+
+void api_native_handle(void *ud, const struct http_req *req, struct http_resp *resp);
+void api_admin_handle(void *ud, const struct http_req *req, struct http_resp *resp);
+
+/* Pure: a VPS's status from its desired and last observed state and its
+ * host's liveness. */
+const char *api_vps_status(const struct vm *v, int64_t now_ms, int64_t host_timeout_ms);
+
+/* Shared by both front-ends. */
+int api_body_json(const struct http_req *req, struct http_resp *resp, json_t **ret);
+void api_route_error(const struct http_req *req, struct http_resp *resp, int known_path,
+                     const char *allow);

@@ -1,0 +1,406 @@
+/* The admins' API: accounts, keys, nodes. See api.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+
+#include "api.h"
+#include "auth.h"
+#include "ids.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+static int valid_account_name(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > 64 || s[0] == '-')
+                return 0;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+                        return 0;
+        return 1;
+}
+
+static json_t *account_json(struct api *api, const struct account *a)
+{
+        char id[ID_STR_MAX], created[21];
+        id_encode(store_id_key(api->store), "acc", a->id, id, sizeof(id));
+        util_iso8601_utc(a->created_at, created);
+        return json_pack("{s:s, s:s, s:s, s:s}", "id", id, "name", a->name, "tier",
+                         tier_to_string(a->tier), "created_at", created);
+}
+
+static void account_create(struct api *api, const struct http_req *req, struct http_resp *resp)
+{
+        static const char *const tiers[] = { "free", "pro", "enterprise", NULL };
+        json_t *body, *v;
+        const char *name;
+        enum tier tier = TIER_FREE;
+        struct account a;
+
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        v = json_object_get(body, "name");
+        if (!json_is_string(v) || !valid_account_name((name = json_string_value(v)))) {
+                json_invalid(resp, "name",
+                             "name must be 1 to 64 of a-z, 0-9 and '-', not starting with '-'",
+                             NULL);
+                goto out;
+        }
+        v = json_object_get(body, "tier");
+        if (v && !json_is_null(v) &&
+            (!json_is_string(v) || tier_from_string(json_string_value(v), &tier) < 0)) {
+                json_invalid(resp, "tier", "Invalid tier specified", tiers);
+                goto out;
+        }
+        int r = store_account_create(api->store, name, tier, &a);
+        if (r == -EEXIST) {
+                json_error(resp, 409, "conflict", "an account with this name exists",
+                           json_pack("{s:s}", "field", "name"));
+                goto out;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        log_info("account %s: created (tier %s)", name, tier_to_string(tier));
+        json_respond(resp, 201, json_pack("{s:o}", "data", account_json(api, &a)));
+out:
+        json_decref(body);
+}
+
+static void account_list(struct api *api, struct http_resp *resp)
+{
+        struct account *as = NULL;
+        size_t n = 0;
+        if (store_account_list(api->store, &as, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, account_json(api, &as[i]));
+        free(as);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+static void key_create(struct api *api, const char *name, struct http_resp *resp)
+{
+        struct account a;
+        char key[AUTH_KEY_LEN + 1], prefix[AUTH_PREFIX_LEN + 1], id[ID_STR_MAX], now_s[21];
+        uint64_t key_id;
+        int r = store_account_by_name(api->store, name, &a);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "account not found", NULL);
+                return;
+        }
+        if (r < 0 || auth_key_create(api->store, a.id, key, prefix, &key_id) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        id_encode(store_id_key(api->store), "key", key_id, id, sizeof(id));
+        util_iso8601_utc(util_now_ms(), now_s);
+        log_info("account %s: API key %s created", name, prefix);
+        json_respond(resp, 201,
+                     json_pack("{s:{s:s, s:s, s:s, s:s, s:s}}", "data", "id", id, "account",
+                               a.name, "key", key, "prefix", prefix, "created_at", now_s));
+        OPENSSL_cleanse(key, sizeof(key));
+}
+
+static json_t *node_json(struct api *api, const struct host *h, int64_t now)
+{
+        char seen[21];
+        int64_t age = now - h->last_seen;
+        const char *state = age > api->host_timeout_ms ? "unreachable"
+                            : h->draining              ? "draining"
+                                                       : "up";
+        util_iso8601_utc(h->last_seen, seen);
+        return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:b,"
+                         " s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:{s:I, s:I, s:I},"
+                         " s:I, s:I}",
+                         "host", h->name, "site", h->site, "state", state, "last_seen", seen,
+                         "last_seen_age_ms", (json_int_t)(age < 0 ? 0 : age), "agent_version",
+                         h->agent_version, "hypervisor", h->hv_type, "underlay_ip",
+                         h->underlay_ip, "draining", h->draining, "vcpus", "total",
+                         (json_int_t)h->vcpus, "used", (json_int_t)h->vcpus_used, "ram_mb",
+                         "total", (json_int_t)h->ram_mb, "used", (json_int_t)h->ram_mb_used,
+                         "disk_gb", "total", (json_int_t)h->disk_gb, "used",
+                         (json_int_t)h->disk_gb_used, "guests", (json_int_t)h->guests,
+                         "observed", "domains", (json_int_t)h->obs_domains, "vcpus_running",
+                         (json_int_t)h->obs_vcpus, "ram_mb_running", (json_int_t)h->obs_ram_mb,
+                         "generation", (json_int_t)h->generation, "applied_generation",
+                         (json_int_t)h->applied_generation);
+}
+
+static void node_list(struct api *api, struct http_resp *resp)
+{
+        struct host *hs = NULL;
+        size_t n = 0;
+        int64_t now = util_now_ms();
+        if (store_host_list(api->store, &hs, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, node_json(api, &hs[i], now));
+        free(hs);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+static void node_show(struct api *api, const char *name, struct http_resp *resp)
+{
+        struct host h;
+        struct store_event *ev = NULL;
+        size_t n = 0;
+        int r = store_host_by_name(api->store, name, &h);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "node not found", NULL);
+                return;
+        }
+        if (r < 0 || store_host_events(api->store, h.id, 20, &ev, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *node = node_json(api, &h, util_now_ms());
+        json_t *events = json_array();
+        for (size_t i = 0; events && i < n; i++) {
+                char at[21], rid[ID_STR_MAX];
+                util_iso8601_utc(ev[i].at, at);
+                if (strncmp(ev[i].kind, "vps.", 4) == 0)
+                        id_encode(store_id_key(api->store), "vps", ev[i].resource_id, rid,
+                                  sizeof(rid));
+                else
+                        snprintf(rid, sizeof(rid), "%s", h.name);
+                json_array_append_new(events, json_pack("{s:s, s:s, s:s, s:s}", "at", at, "kind",
+                                                        ev[i].kind, "resource", rid, "data",
+                                                        ev[i].data));
+        }
+        free(ev);
+        if (node)
+                json_object_set_new(node, "events", events);
+        else
+                json_decref(events);
+        json_respond(resp, 200, json_pack("{s:o}", "data", node));
+}
+
+static void node_drain(struct api *api, const char *name, int draining, struct http_resp *resp)
+{
+        int r = store_host_set_draining(api->store, name, draining);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "node not found", NULL);
+                return;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        log_info("host %s: %s by an admin", name, draining ? "drained" : "undrained");
+        node_show(api, name, resp);
+}
+
+static void node_remove(struct api *api, const char *name, struct http_resp *resp)
+{
+        int r = store_host_remove(api->store, name);
+        if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "node not found", NULL);
+        else if (r == -EBUSY)
+                json_error(resp, 409, "conflict",
+                           "node still has guests: drain it and move or delete them first", NULL);
+        else if (r < 0)
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+        else {
+                log_info("host %s: removed by an admin", name);
+                json_respond(resp, 204, NULL);
+        }
+}
+
+static int valid_slug(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n >= TMSG_STR)
+                return 0;
+        for (const char *c = s; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-'))
+                        return 0;
+        return 1;
+}
+
+static json_t *site_json(const struct site *x)
+{
+        return json_pack("{s:I, s:s, s:s, s:I}", "id", (json_int_t)x->id, "slug", x->slug, "name",
+                         x->name, "hosts", (json_int_t)x->hosts);
+}
+
+static void site_list(struct api *api, struct http_resp *resp)
+{
+        struct site *xs = NULL;
+        size_t n = 0;
+        if (store_sites(api->store, &xs, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, site_json(&xs[i]));
+        free(xs);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+static void site_put(struct api *api, const struct http_req *req, struct http_resp *resp)
+{
+        json_t *body, *slug, *name;
+        struct site x;
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        slug = json_object_get(body, "slug");
+        name = json_object_get(body, "name");
+        if (!json_is_string(slug) || !valid_slug(json_string_value(slug)))
+                json_invalid(resp, "slug", "slug must be 1 to 63 of a-z, 0-9 and '-'", NULL);
+        else if (!json_is_string(name) || json_string_length(name) == 0 ||
+                 json_string_length(name) > 127)
+                json_invalid(resp, "name", "name must be a string of 1 to 127 bytes", NULL);
+        else if (store_site_put(api->store, json_string_value(slug), json_string_value(name),
+                                &x) < 0)
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+        else
+                json_respond(resp, 200, json_pack("{s:o}", "data", site_json(&x)));
+        json_decref(body);
+}
+
+static int token_ok(const struct api *api, const char *header)
+{
+        size_t n;
+        if (!api->admin_token || !api->admin_token[0])
+                return 1;
+        if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+                return 0;
+        header += 7;
+        n = strlen(api->admin_token);
+        return strlen(header) == n && CRYPTO_memcmp(header, api->admin_token, n) == 0;
+}
+
+static void admin_route(void *ud, const struct http_req *req, struct http_resp *resp);
+
+void api_admin_handle(void *ud, const struct http_req *req, struct http_resp *resp)
+{
+        int64_t t0 = util_mono_us();
+        admin_route(ud, req, resp);
+        metrics_request(METRICS_ADMIN, resp->status, util_mono_us() - t0);
+}
+
+static void metrics_get(struct api *api, struct http_resp *resp)
+{
+        char *text = metrics_render(api->store, util_now_ms(), api->host_timeout_ms);
+        if (!text) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        resp->status = 200;
+        resp->body = text;
+        resp->body_len = strlen(text);
+        resp->content_type = "text/plain; version=0.0.4";
+}
+
+static void admin_route(void *ud, const struct http_req *req, struct http_resp *resp)
+{
+        struct api *api = ud;
+        const char *p = req->path, *m = req->method;
+
+        if (req->too_large) {
+                json_error(resp, 413, "payload_too_large", "request body too large", NULL);
+                return;
+        }
+        if (!token_ok(api, req->authorization)) {
+                json_error(resp, 401, "unauthorized", "Invalid or missing admin token", NULL);
+                return;
+        }
+        if (strcmp(p, "/metrics") == 0) {
+                if (strcmp(m, "GET") == 0)
+                        metrics_get(api, resp);
+                else
+                        api_route_error(req, resp, 1, "GET");
+                return;
+        }
+        if (strcmp(p, "/v1/accounts") == 0) {
+                if (strcmp(m, "POST") == 0)
+                        account_create(api, req, resp);
+                else if (strcmp(m, "GET") == 0)
+                        account_list(api, resp);
+                else
+                        api_route_error(req, resp, 1, "GET, POST");
+                return;
+        }
+        if (strcmp(p, "/v1/sites") == 0) {
+                if (strcmp(m, "GET") == 0)
+                        site_list(api, resp);
+                else if (strcmp(m, "POST") == 0)
+                        site_put(api, req, resp);
+                else
+                        api_route_error(req, resp, 1, "GET, POST");
+                return;
+        }
+        if (strcmp(p, "/v1/nodes") == 0) {
+                if (strcmp(m, "GET") == 0)
+                        node_list(api, resp);
+                else
+                        api_route_error(req, resp, 1, "GET");
+                return;
+        }
+        const char *npre = "/v1/nodes/";
+        if (strncmp(p, npre, strlen(npre)) == 0) {
+                char name[TMSG_STR], verb[16] = "";
+                const char *rest = p + strlen(npre);
+                size_t len = strcspn(rest, "/");
+                if (len == 0 || len >= sizeof(name)) {
+                        api_route_error(req, resp, 0, NULL);
+                        return;
+                }
+                memcpy(name, rest, len);
+                name[len] = '\0';
+                if (rest[len] == '/') {
+                        if (strlen(rest + len + 1) >= sizeof(verb)) {
+                                api_route_error(req, resp, 0, NULL);
+                                return;
+                        }
+                        snprintf(verb, sizeof(verb), "%s", rest + len + 1);
+                }
+                if (!verb[0]) {
+                        if (strcmp(m, "GET") == 0)
+                                node_show(api, name, resp);
+                        else if (strcmp(m, "DELETE") == 0)
+                                node_remove(api, name, resp);
+                        else
+                                api_route_error(req, resp, 1, "GET, DELETE");
+                } else if (strcmp(verb, "drain") == 0 || strcmp(verb, "undrain") == 0) {
+                        if (strcmp(m, "POST") == 0)
+                                node_drain(api, name, verb[0] == 'd', resp);
+                        else
+                                api_route_error(req, resp, 1, "POST");
+                } else {
+                        api_route_error(req, resp, 0, NULL);
+                }
+                return;
+        }
+        const char *pre = "/v1/accounts/";
+        size_t pl = strlen(pre);
+        if (strncmp(p, pre, pl) == 0) {
+                const char *slash = strchr(p + pl, '/');
+                char name[65];
+                size_t len = slash ? (size_t)(slash - (p + pl)) : 0;
+                if (slash && strcmp(slash, "/keys") == 0 && len > 0 && len < sizeof(name)) {
+                        memcpy(name, p + pl, len);
+                        name[len] = '\0';
+                        if (strcmp(m, "POST") == 0)
+                                key_create(api, name, resp);
+                        else
+                                api_route_error(req, resp, 1, "POST");
+                        return;
+                }
+        }
+        api_route_error(req, resp, 0, NULL);
+}

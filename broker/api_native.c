@@ -1,0 +1,446 @@
+/* The native JSON API. See api.h and ../shared/spec/native-api.txt. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api.h"
+#include "auth.h"
+#include "catalog.h"
+#include "ids.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#define NAME_MAX_LEN 63
+
+const char *api_vps_status(const struct vm *v, int64_t now, int64_t host_timeout_ms)
+{
+        if (now - v->host_last_seen > host_timeout_ms)
+                return "unknown"; /* never "stopped": we do not know */
+        if (v->rebuild_seq > v->obs_rebuild_done && v->obs_state >= 0)
+                return "rebuilding";
+        if (v->obs_error[0])
+                return "error";
+        if (v->obs_state < 0)
+                return "provisioning";
+        switch (v->obs_state) {
+        case POWER_RUNNING:
+                if (v->reboot_seq > v->obs_reboot_done)
+                        return "rebooting";
+                return v->want == VM_WANT_STOPPED ? "stopping" : "running";
+        case POWER_STOPPED:
+        case POWER_CRASHED:
+                return v->want == VM_WANT_RUNNING ? "starting" : "stopped";
+        case POWER_PAUSED:
+                return "paused";
+        default:
+                return "unknown";
+        }
+}
+
+int api_body_json(const struct http_req *req, struct http_resp *resp, json_t **ret)
+{
+        json_error_t err;
+        json_t *j;
+
+        if (req->content_type) {
+                size_t n = strcspn(req->content_type, ";");
+                while (n > 0 && req->content_type[n - 1] == ' ')
+                        n--;
+                if (n != strlen("application/json") ||
+                    strncasecmp(req->content_type, "application/json", n) != 0) {
+                        json_error(resp, 415, "unsupported_media_type",
+                                   "request body must be application/json", NULL);
+                        return -EINVAL;
+                }
+        }
+        if (!req->body || req->body_len == 0) {
+                json_invalid(resp, "body", "request body must be a JSON object", NULL);
+                return -EINVAL;
+        }
+        j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+        if (!j) {
+                char msg[256];
+                snprintf(msg, sizeof(msg), "malformed JSON at line %d column %d: %s", err.line,
+                         err.column, err.text);
+                json_invalid(resp, "body", msg, NULL);
+                return -EINVAL;
+        }
+        if (!json_is_object(j)) {
+                json_decref(j);
+                json_invalid(resp, "body", "request body must be a JSON object", NULL);
+                return -EINVAL;
+        }
+        *ret = j;
+        return 0;
+}
+
+void api_route_error(const struct http_req *req, struct http_resp *resp, int known_path,
+                     const char *allow)
+{
+        if (!known_path) {
+                json_error(resp, 404, "not_found", "no such endpoint", NULL);
+                return;
+        }
+        char msg[128];
+        snprintf(msg, sizeof(msg), "method %.16s not allowed here; allowed: %s", req->method,
+                 allow);
+        json_error(resp, 405, "method_not_allowed", msg, NULL);
+        http_resp_header(resp, "Allow", "%s", allow);
+}
+
+/* ---- VPS ---- */
+
+static json_t *vps_json(const struct api *api, const struct vm *v, int64_t now)
+{
+        char id[ID_STR_MAX], created[21];
+        id_encode(store_id_key(api->store), "vps", v->id, id, sizeof(id));
+        util_iso8601_utc(v->created_at, created);
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s}", "id", id, "name", v->name,
+                         "status", api_vps_status(v, now, api->host_timeout_ms), "size", v->size,
+                         "region", v->site, "image", v->image, "networks", "created_at",
+                         created);
+}
+
+static int valid_name(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > NAME_MAX_LEN || s[0] == '-' || s[0] == '.' || s[n - 1] == '-' ||
+            s[n - 1] == '.')
+                return 0;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                      (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+                        return 0;
+        return 1;
+}
+
+/* A required string field; answers 422 and returns NULL when absent. */
+static const char *req_string(json_t *body, const char *field, struct http_resp *resp,
+                              const char *const *allowed)
+{
+        json_t *v = json_object_get(body, field);
+        if (!v || json_is_null(v)) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "%s is required", field);
+                json_invalid(resp, field, msg, allowed);
+                return NULL;
+        }
+        if (!json_is_string(v)) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "%s must be a string", field);
+                json_invalid(resp, field, msg, allowed);
+                return NULL;
+        }
+        return json_string_value(v);
+}
+
+static void vps_create(struct api *api, uint64_t account, const struct http_req *req,
+                       struct http_resp *resp)
+{
+        json_t *body = NULL, *v;
+        const char *name, *size, *image, *region = NULL;
+        const struct size_def *sz;
+        char (*sites)[TMSG_STR] = NULL;
+        size_t n_sites = 0;
+        struct vm vm;
+        int r;
+
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        if (!(name = req_string(body, "name", resp, NULL)))
+                goto out;
+        if (!valid_name(name)) {
+                json_invalid(resp, "name",
+                             "name must be 1 to 63 letters, digits, '-' or '.', not starting "
+                             "or ending with '-' or '.'",
+                             NULL);
+                goto out;
+        }
+        if (!(size = req_string(body, "size", resp, catalog_size_slugs())))
+                goto out;
+        if (!(sz = catalog_size(size))) {
+                json_invalid(resp, "size", "Invalid VPS size specified", catalog_size_slugs());
+                goto out;
+        }
+        if (!(image = req_string(body, "image", resp, catalog_image_slugs())))
+                goto out;
+        if (!catalog_image_known(image)) {
+                json_invalid(resp, "image", "Invalid image specified", catalog_image_slugs());
+                goto out;
+        }
+        v = json_object_get(body, "region");
+        if (v && !json_is_null(v)) {
+                if (!json_is_string(v)) {
+                        json_invalid(resp, "region", "region must be a string", NULL);
+                        goto out;
+                }
+                region = json_string_value(v);
+                if (store_site_list(api->store, &sites, &n_sites) < 0) {
+                        json_error(resp, 500, "internal_error", "internal error", NULL);
+                        goto out;
+                }
+                size_t i;
+                for (i = 0; i < n_sites && strcmp(sites[i], region) != 0; i++)
+                        ;
+                if (i == n_sites) {
+                        const char *allowed[65] = { 0 };
+                        for (size_t k = 0; k < n_sites && k < 64; k++)
+                                allowed[k] = sites[k];
+                        json_invalid(resp, "region", "Invalid region specified", allowed);
+                        goto out;
+                }
+        }
+        v = json_object_get(body, "ssh_keys");
+        if (v && !json_is_null(v)) {
+                if (!json_is_array(v)) {
+                        json_invalid(resp, "ssh_keys", "ssh_keys must be an array of key ids",
+                                     NULL);
+                        goto out;
+                }
+                if (json_array_size(v) > 0) {
+                        json_t *k = json_array_get(v, 0);
+                        char msg[160];
+                        snprintf(msg, sizeof(msg), "unknown SSH key id: %.64s",
+                                 json_is_string(k) ? json_string_value(k) : "(not a string)");
+                        json_invalid(resp, "ssh_keys", msg, NULL);
+                        goto out;
+                }
+        }
+        v = json_object_get(body, "network");
+        if (v && !json_is_null(v)) {
+                char msg[160];
+                snprintf(msg, sizeof(msg), "unknown network: %.64s",
+                         json_is_string(v) ? json_string_value(v) : "(not a string)");
+                json_invalid(resp, "network", msg, NULL);
+                goto out;
+        }
+
+        char why[256] = "";
+        struct vm_new nv = {
+                .account_id = account,
+                .name = name,
+                .size = size,
+                .image = image,
+                .site = region,
+                .vcpus = sz->vcpus,
+                .ram_mb = sz->ram_mb,
+                .disk_gb = sz->disk_gb,
+                .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL,
+                .why = why,
+                .why_len = sizeof(why),
+        };
+        int64_t now = util_now_ms();
+        r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
+        if (r == -ENOSPC) {
+                char msg[400];
+                snprintf(msg, sizeof(msg), "no host has room for a %s (%s)", size, why);
+                json_t *d = json_pack("{s:s, s:s, s:s}", "field", region ? "region" : "size",
+                                      "reason", "capacity", "hosts", why);
+                json_error(resp, 422, "validation_error", msg, d);
+                goto out;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        if (api->hub)
+                hub_notify(api->hub, vm.host_id);
+        char id[ID_STR_MAX];
+        id_encode(store_id_key(api->store), "vps", vm.id, id, sizeof(id));
+        json_respond(resp, 201, json_pack("{s:o}", "data", vps_json(api, &vm, now)));
+        http_resp_header(resp, "Location", "/v1/vps/%s", id);
+        log_info("vm %s: created for account %llu on host %llu", id,
+                 (unsigned long long)account, (unsigned long long)vm.host_id);
+out:
+        free(sites);
+        json_decref(body);
+}
+
+/* A store failure as the API says it: unknown (or not yours) is 404, the
+ * rest is 500 without internals (the store logged the cause). */
+static void store_failed(struct http_resp *resp, int r)
+{
+        if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "VPS not found", NULL);
+        else
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+}
+
+static void vps_list(struct api *api, uint64_t account, struct http_resp *resp)
+{
+        struct vm *vms = NULL;
+        size_t n = 0;
+        int64_t now = util_now_ms();
+        if (store_vm_list(api->store, account, &vms, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, vps_json(api, &vms[i], now));
+        free(vms);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+static void vps_get(struct api *api, uint64_t account, uint64_t id, struct http_resp *resp)
+{
+        struct vm vm;
+        int r = store_vm_get(api->store, account, id, &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
+        json_respond(resp, 200, json_pack("{s:o}", "data", vps_json(api, &vm, util_now_ms())));
+}
+
+static void vps_delete(struct api *api, uint64_t account, uint64_t id, struct http_resp *resp)
+{
+        uint64_t host;
+        int r = store_vm_delete(api->store, account, id, &host);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
+        if (api->hub)
+                hub_notify(api->hub, host);
+        json_respond(resp, 204, NULL);
+}
+
+static const char *const actions[] = { "start", "shutdown", "reboot", "rebuild", NULL };
+static const enum vm_action action_codes[] = { VM_ACT_START, VM_ACT_SHUTDOWN, VM_ACT_REBOOT,
+                                                VM_ACT_REBUILD };
+_Static_assert(sizeof(actions) / sizeof(actions[0]) ==
+                       sizeof(action_codes) / sizeof(action_codes[0]) + 1,
+               "actions and action_codes must match");
+
+static void vps_action(struct api *api, uint64_t account, uint64_t id, const struct http_req *req,
+                       struct http_resp *resp)
+{
+        json_t *body = NULL;
+        const char *action;
+        struct vm vm;
+        size_t i;
+        int r;
+
+        /* 404 before 422: an unknown VPS is unknown whatever the body says. */
+        r = store_vm_get(api->store, account, id, &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        if (!(action = req_string(body, "action", resp, actions)))
+                goto out;
+        for (i = 0; actions[i] && strcmp(actions[i], action) != 0; i++)
+                ;
+        if (!actions[i]) {
+                json_invalid(resp, "action", "Invalid action specified", actions);
+                goto out;
+        }
+        r = store_vm_action(api->store, account, id, action_codes[i], &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                goto out;
+        }
+        if (api->hub)
+                hub_notify(api->hub, vm.host_id);
+        json_respond(resp, 202, json_pack("{s:o}", "data", vps_json(api, &vm, util_now_ms())));
+out:
+        json_decref(body);
+}
+
+/* ---- routing ---- */
+
+/* Splits "/v1/vps/ID/actions" into segments (at most max, each < 64). */
+static int split_path(const char *path, char seg[][64], int max)
+{
+        int n = 0;
+        if (*path != '/')
+                return -1;
+        while (*path == '/') {
+                path++;
+                if (!*path)
+                        break; /* one trailing slash is tolerated */
+                size_t len = strcspn(path, "/");
+                if (n >= max || len == 0 || len >= 64)
+                        return -1;
+                memcpy(seg[n], path, len);
+                seg[n][len] = '\0';
+                n++;
+                path += len;
+        }
+        return n;
+}
+
+static void native_route(void *ud, const struct http_req *req, struct http_resp *resp);
+
+void api_native_handle(void *ud, const struct http_req *req, struct http_resp *resp)
+{
+        int64_t t0 = util_mono_us();
+        native_route(ud, req, resp);
+        metrics_request(METRICS_NATIVE, resp->status, util_mono_us() - t0);
+}
+
+static void native_route(void *ud, const struct http_req *req, struct http_resp *resp)
+{
+        struct api *api = ud;
+        char seg[4][64];
+        uint64_t account, id = 0;
+        enum tier tier;
+        int n, r;
+
+        if (req->too_large) {
+                json_error(resp, 413, "payload_too_large", "request body too large", NULL);
+                return;
+        }
+        n = split_path(req->path, seg, 4);
+        if (n < 2 || strcmp(seg[0], "v1") != 0 || strcmp(seg[1], "vps") != 0) {
+                json_error(resp, 404, "not_found", "no such endpoint", NULL);
+                return;
+        }
+        r = auth_check_bearer(api->store, req->authorization, &account, &tier);
+        if (r == -EIO) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        if (r < 0) {
+                json_error(resp, 401, "unauthorized", "Invalid or missing API key", NULL);
+                http_resp_header(resp, "WWW-Authenticate", "Bearer");
+                return;
+        }
+        const char *m = req->method;
+        if (n == 2) {
+                if (strcmp(m, "GET") == 0)
+                        vps_list(api, account, resp);
+                else if (strcmp(m, "POST") == 0)
+                        vps_create(api, account, req, resp);
+                else
+                        api_route_error(req, resp, 1, "GET, POST");
+                return;
+        }
+        if (n > 4 || (n == 4 && strcmp(seg[3], "actions") != 0)) {
+                json_error(resp, 404, "not_found", "no such endpoint", NULL);
+                return;
+        }
+        int is_get_delete = n == 3, is_action = n == 4;
+        int method_ok = is_get_delete ? (strcmp(m, "GET") == 0 || strcmp(m, "DELETE") == 0)
+                                      : strcmp(m, "POST") == 0;
+        if (!method_ok) {
+                api_route_error(req, resp, 1, is_get_delete ? "GET, DELETE" : "POST");
+                return;
+        }
+        if (id_decode(store_id_key(api->store), "vps", seg[2], &id) < 0) {
+                json_error(resp, 404, "not_found", "VPS not found", NULL);
+                return;
+        }
+        if (is_action)
+                vps_action(api, account, id, req, resp);
+        else if (strcmp(m, "GET") == 0)
+                vps_get(api, account, id, resp);
+        else
+                vps_delete(api, account, id, resp);
+}

@@ -1,0 +1,68 @@
+#include "auth.h"
+
+#include <errno.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "util.h"
+
+int auth_key_create(struct store *s, uint64_t account_id, char *key_out, char *prefix_out,
+                    uint64_t *ret_id)
+{
+        uint8_t raw[20], hash[32];
+        char hex[41];
+        int r = util_random(raw, sizeof(raw));
+        if (r < 0)
+                return r;
+        util_hex(raw, sizeof(raw), hex);
+        memcpy(key_out, "tas_", 4);
+        memcpy(key_out + 4, hex, 41);
+        memcpy(prefix_out, key_out, AUTH_PREFIX_LEN);
+        prefix_out[AUTH_PREFIX_LEN] = '\0';
+        SHA256((const unsigned char *)key_out, AUTH_KEY_LEN, hash);
+        return store_key_create(s, account_id, prefix_out, hash, ret_id);
+}
+
+static int well_formed(const char *k)
+{
+        if (strlen(k) != AUTH_KEY_LEN || strncmp(k, "tas_", 4) != 0)
+                return 0;
+        for (const char *p = k + 4; *p; p++)
+                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+                        return 0;
+        return 1;
+}
+
+int auth_check_bearer(struct store *s, const char *header, uint64_t *ret_account,
+                      enum tier *ret_tier)
+{
+        struct api_key keys[8];
+        char prefix[AUTH_PREFIX_LEN + 1];
+        uint8_t hash[32];
+        size_t n = 0;
+        int found = -1;
+
+        if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+                return -EACCES;
+        header += 7;
+        while (*header == ' ')
+                header++;
+        if (!well_formed(header))
+                return -EACCES;
+        memcpy(prefix, header, AUTH_PREFIX_LEN);
+        prefix[AUTH_PREFIX_LEN] = '\0';
+        if (store_key_find(s, prefix, keys, 8, &n) < 0)
+                return -EIO;
+        SHA256((const unsigned char *)header, AUTH_KEY_LEN, hash);
+        for (size_t i = 0; i < n; i++)
+                if (CRYPTO_memcmp(keys[i].hash, hash, sizeof(hash)) == 0)
+                        found = (int)i;
+        if (found < 0)
+                return -EACCES;
+        *ret_account = keys[found].account_id;
+        *ret_tier = keys[found].tier;
+        return 0;
+}

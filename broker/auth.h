@@ -1,0 +1,23 @@
+/* auth: API keys. A key is "tas_" + 40 hex digits (160 random bits); the
+ * store keeps its first 12 characters (the prefix, to find it) and the
+ * SHA-256 of the whole key, compared in constant time. The key itself is
+ * shown once, at creation, and never stored. Any thread.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+#define AUTH_KEY_LEN 44     /* "tas_" + 40 hex */
+#define AUTH_PREFIX_LEN 12  /* "tas_" + 8 hex */
+
+/* Makes a key for the account; key_out gets AUTH_KEY_LEN + 1 bytes. */
+int auth_key_create(struct store *s, uint64_t account_id, char *key_out, char *prefix_out,
+                    uint64_t *ret_id);
+
+/* Checks an "Authorization: Bearer ..." header value. 0 and the key's
+ * account and tier, or -EACCES (missing, malformed, unknown or revoked). */
+int auth_check_bearer(struct store *s, const char *header, uint64_t *ret_account,
+                      enum tier *ret_tier);

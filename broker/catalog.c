@@ -1,0 +1,49 @@
+#include "catalog.h"
+
+#include <stddef.h>
+#include <string.h>
+
+static const struct size_def sizes[] = {
+        { "standard-1vcpu-1gb", 1, 1024, 25 },
+        { "standard-1vcpu-2gb", 1, 2048, 50 },
+        { "standard-2vcpu-4gb", 2, 4096, 80 },
+        { "standard-4vcpu-8gb", 4, 8192, 160 },
+        { "standard-8vcpu-16gb", 8, 16384, 320 },
+};
+
+static const char *const size_slugs[] = {
+        "standard-1vcpu-1gb", "standard-1vcpu-2gb", "standard-2vcpu-4gb",
+        "standard-4vcpu-8gb", "standard-8vcpu-16gb", NULL,
+};
+_Static_assert(sizeof(size_slugs) / sizeof(size_slugs[0]) == sizeof(sizes) / sizeof(sizes[0]) + 1,
+               "size_slugs must list every size");
+
+static const char *const image_slugs[] = {
+        "ubuntu-24.04", "ubuntu-22.04", "debian-12", NULL,
+};
+
+const struct size_def *catalog_size(const char *slug)
+{
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+                if (strcmp(sizes[i].slug, slug) == 0)
+                        return &sizes[i];
+        return NULL;
+}
+
+const char *const *catalog_size_slugs(void)
+{
+        return size_slugs;
+}
+
+int catalog_image_known(const char *slug)
+{
+        for (size_t i = 0; image_slugs[i]; i++)
+                if (strcmp(image_slugs[i], slug) == 0)
+                        return 1;
+        return 0;
+}
+
+const char *const *catalog_image_slugs(void)
+{
+        return image_slugs;
+}

@@ -1,0 +1,164 @@
+/* tasman-broker: the public APIs, the platform's state, the agent link.
+ *
+ * main() owns startup and shutdown; the HTTP servers and the hub run their
+ * own threads (see http.h, hub.h) and share the store (see store.h).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api.h"
+#include "config.h"
+#include "http.h"
+#include "hub.h"
+#include "log.h"
+#include "notify.h"
+#include "store.h"
+
+static struct {
+        char listen[CFG_STR_MAX];
+        char admin_listen[CFG_STR_MAX];
+        char agent_listen[CFG_STR_MAX];
+        char db[CFG_STR_MAX];
+        char admin_token[CFG_STR_MAX];
+        char log_level[CFG_STR_MAX];
+        int64_t hold_ms;
+        int64_t host_timeout_ms;
+        int64_t http_threads;
+        int64_t max_body;
+        int64_t max_agents;
+        int64_t cpu_overcommit_pct, ram_overcommit_pct, disk_overcommit_pct;
+        char placement[CFG_STR_MAX];
+} cfg = {
+        .listen = "127.0.0.1:8080",
+        .admin_listen = "127.0.0.1:8081",
+        .agent_listen = "tcp://127.0.0.1:7400",
+        .db = "/var/lib/tasman/broker.db",
+        .log_level = "info",
+        .hold_ms = 20000,
+        .host_timeout_ms = 10000,
+        .http_threads = 4,
+        .max_body = 65536,
+        .max_agents = 10000,
+        .cpu_overcommit_pct = 400,
+        .ram_overcommit_pct = 100,
+        .disk_overcommit_pct = 100,
+        .placement = "spread",
+};
+
+static const struct cfg_opt opts[] = {
+        { "listen", CFG_STR, cfg.listen, 0, 0, "native API address (HOST:PORT)" },
+        { "admin_listen", CFG_STR, cfg.admin_listen, 0, 0,
+          "admin API address (HOST:PORT); needs admin_token unless on loopback" },
+        { "agent_listen", CFG_STR, cfg.agent_listen, 0, 0,
+          "agent link URL (nng, e.g. tcp://0.0.0.0:7400)" },
+        { "db", CFG_STR, cfg.db, 0, 0, "SQLite database file" },
+        { "admin_token", CFG_STR, cfg.admin_token, 0, 0,
+          "bearer token the admin API requires (empty: none, loopback only)" },
+        { "log_level", CFG_STR, cfg.log_level, 0, 0, "error, warn, info or debug" },
+        { "hold_ms", CFG_INT, &cfg.hold_ms, 100, 60000, "longest hold of an agent's long poll" },
+        { "host_timeout_ms", CFG_INT, &cfg.host_timeout_ms, 1000, 3600000,
+          "a host not heard from for this long is unreachable" },
+        { "http_threads", CFG_INT, &cfg.http_threads, 2, 256, "HTTP worker threads per listener" },
+        { "max_body", CFG_INT, &cfg.max_body, 1024, 16 << 20, "largest request body (bytes)" },
+        { "max_agents", CFG_INT, &cfg.max_agents, 1, 1000000, "most agents connected at once" },
+        { "cpu_overcommit_pct", CFG_INT, &cfg.cpu_overcommit_pct, 10, 10000,
+          "vCPUs placed per host, in percent of its vCPUs" },
+        { "ram_overcommit_pct", CFG_INT, &cfg.ram_overcommit_pct, 10, 1000,
+          "RAM placed per host, in percent of its RAM" },
+        { "disk_overcommit_pct", CFG_INT, &cfg.disk_overcommit_pct, 10, 1000,
+          "disk placed per host, in percent of its disk" },
+        { "placement", CFG_STR, cfg.placement, 0, 0,
+          "spread (most free RAM first) or pack (fill hosts up)" },
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+static int is_loopback(const char *hostport)
+{
+        return strncmp(hostport, "127.", 4) == 0 || strncmp(hostport, "[::1]:", 6) == 0 ||
+               strncmp(hostport, "localhost:", 10) == 0;
+}
+
+int main(int argc, char **argv)
+{
+        struct store *store = NULL;
+        struct hub *hub = NULL;
+        struct http_server *native = NULL, *admin = NULL;
+        sigset_t set;
+        int sig, r, ret = 1;
+
+        r = cfg_load(opts, N_OPTS, argc, argv, "tasman-broker",
+                     "Serves Tasman's public REST APIs and admin API, keeps the platform's\n"
+                     "state, and tells every agent the desired state of its host.");
+        if (r != 0)
+                return r > 0 ? 0 : 2;
+        log_set_ident("tasman-broker");
+        if (log_set_level_name(cfg.log_level) < 0) {
+                fprintf(stderr, "tasman-broker: log_level must be error, warn, info or debug\n");
+                return 2;
+        }
+        if (strcmp(cfg.placement, "spread") != 0 && strcmp(cfg.placement, "pack") != 0) {
+                fprintf(stderr, "tasman-broker: placement must be spread or pack\n");
+                return 2;
+        }
+        if (!cfg.admin_token[0] && !is_loopback(cfg.admin_listen)) {
+                fprintf(stderr, "tasman-broker: admin_listen %s is not loopback: set admin_token\n",
+                        cfg.admin_listen);
+                return 2;
+        }
+
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        if (store_open(cfg.db, &store) < 0)
+                goto out;
+        struct hub_config hc = {
+                .url = cfg.agent_listen,
+                .hold_ms = (uint32_t)cfg.hold_ms,
+                .max_agents = (uint32_t)cfg.max_agents,
+                .host_timeout_ms = cfg.host_timeout_ms,
+        };
+        if (hub_start(&hc, store, &hub) < 0)
+                goto out;
+        static struct api api;
+        api.store = store;
+        api.hub = hub;
+        api.host_timeout_ms = cfg.host_timeout_ms;
+        api.admin_token = cfg.admin_token;
+        api.sched.cpu_ratio = (double)cfg.cpu_overcommit_pct / 100.0;
+        api.sched.ram_ratio = (double)cfg.ram_overcommit_pct / 100.0;
+        api.sched.disk_ratio = (double)cfg.disk_overcommit_pct / 100.0;
+        api.sched.strategy = strcmp(cfg.placement, "pack") == 0 ? SCHED_PACK : SCHED_SPREAD;
+        r = http_server_start(cfg.listen, (size_t)cfg.max_body, (unsigned)cfg.http_threads,
+                              api_native_handle, &api, &native);
+        if (r < 0) {
+                log_error("broker: cannot serve the native API on %s: %s", cfg.listen,
+                          strerror(-r));
+                goto out;
+        }
+        r = http_server_start(cfg.admin_listen, (size_t)cfg.max_body, 2, api_admin_handle, &api,
+                              &admin);
+        if (r < 0) {
+                log_error("broker: cannot serve the admin API on %s: %s", cfg.admin_listen,
+                          strerror(-r));
+                goto out;
+        }
+        log_info("broker %s: native API http://%s, admin API http://%s, agents %s, db %s",
+                 TASMAN_VERSION, cfg.listen, cfg.admin_listen, cfg.agent_listen, cfg.db);
+        notify_send("READY=1\nSTATUS=serving");
+        if (sigwait(&set, &sig) == 0)
+                log_info("broker: signal %d, stopping", sig);
+        notify_send("STOPPING=1");
+        ret = 0;
+out:
+        http_server_free(native);
+        http_server_free(admin);
+        hub_free(hub);
+        store_free(store);
+        return ret;
+}

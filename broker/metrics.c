@@ -1,0 +1,120 @@
+#include "metrics.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+
+static const char *const api_names[] = { [METRICS_NATIVE] = "native", [METRICS_ADMIN] = "admin" };
+_Static_assert(sizeof(api_names) / sizeof(api_names[0]) == METRICS_API__MAX, "api_names");
+
+/* Latency buckets in microseconds (le), the last one is +Inf. */
+static const int64_t bucket_us[] = { 1000, 5000, 10000, 50000, 100000, 500000, 1000000 };
+#define N_BUCKETS (sizeof(bucket_us) / sizeof(bucket_us[0]))
+#define N_CODES 6 /* 1xx..5xx by first digit; 0 = other */
+
+static struct {
+        atomic_uint_fast64_t by_code[METRICS_API__MAX][N_CODES];
+        atomic_uint_fast64_t buckets[METRICS_API__MAX][N_BUCKETS + 1];
+        atomic_uint_fast64_t sum_us[METRICS_API__MAX];
+} m;
+
+void metrics_request(enum metrics_api api, int status, int64_t usec)
+{
+        size_t b = 0;
+        int c = status / 100;
+        if ((unsigned)api >= METRICS_API__MAX)
+                return;
+        atomic_fetch_add(&m.by_code[api][c >= 1 && c <= 5 ? c : 0], 1);
+        while (b < N_BUCKETS && usec > bucket_us[b])
+                b++;
+        atomic_fetch_add(&m.buckets[api][b], 1);
+        atomic_fetch_add(&m.sum_us[api], (uint_fast64_t)(usec > 0 ? usec : 0));
+}
+
+char *metrics_render(struct store *s, int64_t now, int64_t host_timeout_ms)
+{
+        static const char *const statuses[] = { "provisioning", "running", "stopped", "starting",
+                                                "stopping",     "rebooting", "rebuilding",
+                                                "paused",       "error",   "unknown" };
+        size_t n_st = sizeof(statuses) / sizeof(statuses[0]);
+        struct host *hs = NULL;
+        struct vm *vms = NULL;
+        size_t n_hosts = 0, n_vms = 0, guests[10] = { 0 }, up = 0, down = 0, draining = 0;
+        uint64_t placements = 0;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f;
+
+        if (store_host_list(s, &hs, &n_hosts) < 0 || store_vm_list_all(s, &vms, &n_vms) < 0 ||
+            store_event_count(s, "vps.created", &placements) < 0) {
+                free(hs);
+                free(vms);
+                return NULL;
+        }
+        for (size_t i = 0; i < n_hosts; i++) {
+                if (now - hs[i].last_seen > host_timeout_ms)
+                        down++;
+                else if (hs[i].draining)
+                        draining++;
+                else
+                        up++;
+        }
+        for (size_t i = 0; i < n_vms; i++) {
+                const char *st = api_vps_status(&vms[i], now, host_timeout_ms);
+                for (size_t k = 0; k < n_st; k++)
+                        if (strcmp(st, statuses[k]) == 0)
+                                guests[k]++;
+        }
+        free(hs);
+        free(vms);
+        if (!(f = open_memstream(&buf, &len)))
+                return NULL;
+        fprintf(f, "# HELP tasman_hosts Hosts by state.\n# TYPE tasman_hosts gauge\n");
+        fprintf(f, "tasman_hosts{state=\"up\"} %zu\ntasman_hosts{state=\"draining\"} %zu\n"
+                   "tasman_hosts{state=\"unreachable\"} %zu\n",
+                up, draining, down);
+        fprintf(f, "# HELP tasman_guests Guests by status.\n# TYPE tasman_guests gauge\n");
+        for (size_t k = 0; k < n_st; k++)
+                fprintf(f, "tasman_guests{status=\"%s\"} %zu\n", statuses[k], guests[k]);
+        fprintf(f, "# HELP tasman_placements_total Guests placed on a host.\n"
+                   "# TYPE tasman_placements_total counter\ntasman_placements_total %llu\n",
+                (unsigned long long)placements);
+        fprintf(f, "# HELP tasman_api_requests_total API requests by API and status class.\n"
+                   "# TYPE tasman_api_requests_total counter\n");
+        for (int a = 0; a < METRICS_API__MAX; a++)
+                for (int c = 1; c <= 5; c++)
+                        fprintf(f, "tasman_api_requests_total{api=\"%s\",code=\"%dxx\"} %llu\n",
+                                api_names[a], c,
+                                (unsigned long long)atomic_load(&m.by_code[a][c]));
+        fprintf(f, "# HELP tasman_api_request_seconds API request latency.\n"
+                   "# TYPE tasman_api_request_seconds histogram\n");
+        for (int a = 0; a < METRICS_API__MAX; a++) {
+                uint64_t cum = 0;
+                for (size_t b = 0; b <= N_BUCKETS; b++) {
+                        cum += atomic_load(&m.buckets[a][b]);
+                        if (b < N_BUCKETS)
+                                fprintf(f,
+                                        "tasman_api_request_seconds_bucket{api=\"%s\",le=\"%g\"} "
+                                        "%llu\n",
+                                        api_names[a], (double)bucket_us[b] / 1e6,
+                                        (unsigned long long)cum);
+                        else
+                                fprintf(f,
+                                        "tasman_api_request_seconds_bucket{api=\"%s\",le=\"+Inf\"} "
+                                        "%llu\n",
+                                        api_names[a], (unsigned long long)cum);
+                }
+                fprintf(f, "tasman_api_request_seconds_sum{api=\"%s\"} %.6f\n", api_names[a],
+                        (double)atomic_load(&m.sum_us[a]) / 1e6);
+                fprintf(f, "tasman_api_request_seconds_count{api=\"%s\"} %llu\n", api_names[a],
+                        (unsigned long long)cum);
+        }
+        if (fclose(f) != 0) {
+                free(buf);
+                return NULL;
+        }
+        return buf;
+}

@@ -1,0 +1,182 @@
+/* store: the platform's state, behind one interface.
+ *
+ * store_sqlite.c is the SQLite back-end (WAL, synchronous=FULL: a call that
+ * returned 0 is on disk). Every mutating call is one transaction, so a
+ * placement and the capacity it takes, or a change and the host's new
+ * generation, are committed together or not at all. The schema is built by
+ * numbered migrations at open.
+ *
+ * Thread safety: every function may be called from any thread; calls are
+ * serialised inside. Structs returned are plain values owned by the caller;
+ * arrays are malloc'd and freed with free().
+ *
+ * Errors: 0 or a negative errno: -ENOENT (no such row, or not the caller's
+ * account), -EEXIST (unique name taken), -ENOSPC (no host has room),
+ * -EIO (the database failed; logged here, once).
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec.h"
+#include "ids.h"
+#include "scheduler.h"
+
+struct store;
+
+#define STORE_NAME_MAX 64
+
+enum tier { TIER_FREE, TIER_PRO, TIER_ENTERPRISE, TIER__MAX };
+const char *tier_to_string(enum tier t);
+int tier_from_string(const char *s, enum tier *ret);
+
+struct account {
+        uint64_t id;
+        char name[STORE_NAME_MAX];
+        enum tier tier;
+        int64_t created_at; /* ms since the epoch */
+};
+
+struct api_key {
+        uint64_t id;
+        uint64_t account_id;
+        enum tier tier;
+        uint8_t hash[32];
+};
+
+struct host {
+        uint64_t id;
+        char name[TMSG_STR];
+        char site[TMSG_STR];
+        char underlay_ip[TMSG_STR];
+        char boot_id[TMSG_STR];
+        char agent_version[TMSG_STR];
+        char hv_type[TMSG_STR];
+        uint32_t vcpus;
+        uint64_t ram_mb, disk_gb;
+        uint32_t vcpus_used; /* reserved by the guests placed here */
+        uint64_t ram_mb_used, disk_gb_used;
+        uint32_t guests;      /* vms placed here */
+        uint32_t obs_domains; /* domains the agent last reported */
+        uint32_t obs_vcpus;   /* vCPUs of its running domains, as reported */
+        uint64_t obs_ram_mb;
+        uint64_t generation, applied_generation;
+        int64_t last_seen; /* ms */
+        int draining;
+};
+
+enum vm_power_want { VM_WANT_RUNNING, VM_WANT_STOPPED };
+
+struct vm {
+        uint64_t id;
+        uint64_t account_id;
+        char name[STORE_NAME_MAX];
+        char size[32];
+        char image[TMSG_STR];
+        char site[TMSG_STR];
+        uint64_t host_id;
+        uint32_t vcpus, ram_mb, disk_gb;
+        enum vm_power_want want;
+        uint64_t reboot_seq, rebuild_seq;
+        int64_t created_at;
+        /* What the agent last reported; obs_state < 0: never reported. */
+        int obs_state;
+        uint64_t obs_reboot_done, obs_rebuild_done;
+        char obs_error[TMSG_ERR];
+        int64_t host_last_seen;
+};
+
+struct vm_new {
+        uint64_t account_id;
+        const char *name, *size, *image;
+        const char *site; /* NULL: any */
+        uint32_t vcpus, ram_mb, disk_gb;
+        const struct sched_params *sched; /* NULL: defaults (cpu x4, spread) */
+        char *why;                        /* optional: why nothing fits */
+        size_t why_len;
+};
+
+enum vm_action { VM_ACT_START, VM_ACT_SHUTDOWN, VM_ACT_REBOOT, VM_ACT_REBUILD };
+
+int store_open(const char *path, struct store **ret);
+void store_free(struct store *s);
+
+/* The installation's id key (made at the first start, never changed). */
+const struct id_key *store_id_key(struct store *s);
+
+/* Accounts and keys. */
+int store_account_create(struct store *s, const char *name, enum tier tier, struct account *ret);
+int store_account_by_name(struct store *s, const char *name, struct account *ret);
+int store_account_list(struct store *s, struct account **ret, size_t *ret_n);
+int store_key_create(struct store *s, uint64_t account_id, const char *prefix,
+                     const uint8_t hash[32], uint64_t *ret_id);
+/* Every live key with this prefix (normally one). */
+int store_key_find(struct store *s, const char *prefix, struct api_key *ret, size_t max,
+                   size_t *ret_n);
+
+/* Hosts: the agent link. */
+int store_host_hello(struct store *s, const struct msg_hello *h, int64_t now,
+                     uint64_t *ret_host_id, int *ret_rebooted);
+int store_host_by_name(struct store *s, const char *name, struct host *ret);
+int store_host_generation(struct store *s, uint64_t host_id, uint64_t *ret_gen);
+/* The host's id and boot id by name, cheaply (the agent link's hot path). */
+int store_host_lookup(struct store *s, const char *name, uint64_t *ret_id, char *boot_id,
+                      size_t boot_id_len);
+/* Records a Sync: last seen, applied generation, each domain's state. A
+ * full report (sync->partial == 0) also marks every unlisted vm absent. */
+int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync *sync,
+                       int64_t now);
+/* The host's full desired state; ret->domains is malloc'd. */
+int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply *ret);
+int store_hosts_touch(struct store *s, const uint64_t *ids, size_t n, int64_t now);
+int store_host_list(struct store *s, struct host **ret, size_t *ret_n);
+
+/* Node administration: -ENOENT for an unknown host; remove is -EBUSY while
+ * guests are placed on it. */
+int store_host_set_draining(struct store *s, const char *name, int draining);
+int store_host_remove(struct store *s, const char *name);
+
+struct store_event {
+        uint64_t id;
+        int64_t at;
+        char kind[32];
+        uint64_t resource_id;
+        char data[128];
+};
+
+/* The newest events of a host and of the guests on it, newest first. */
+int store_host_events(struct store *s, uint64_t host_id, size_t limit, struct store_event **ret,
+                      size_t *ret_n);
+
+/* Records each host's passage to unreachable (not heard from within
+ * timeout_ms) or back up, once, as an event. Called periodically. */
+int store_hosts_liveness(struct store *s, int64_t now, int64_t timeout_ms, size_t *ret_down,
+                         size_t *ret_up);
+struct site {
+        uint64_t id;
+        char slug[TMSG_STR];
+        char name[128];
+        uint32_t hosts;
+};
+
+/* Every site, and creating or naming one (by slug). */
+int store_sites(struct store *s, struct site **ret, size_t *ret_n);
+int store_site_put(struct store *s, const char *slug, const char *name, struct site *ret);
+
+/* Site slugs that have at least one host. */
+int store_site_list(struct store *s, char (**ret)[TMSG_STR], size_t *ret_n);
+
+/* VMs. A create places the vm on a live host with room (live: seen after
+ * live_after) in the same transaction. */
+int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int64_t live_after,
+                    struct vm *ret);
+int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret);
+int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t *ret_n);
+/* Every live vm of every account (metrics). */
+int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n);
+/* How many events of this kind the outbox holds. */
+int store_event_count(struct store *s, const char *kind, uint64_t *ret);
+int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
+                    struct vm *ret);
+int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64_t *ret_host_id);

@@ -1,0 +1,1419 @@
+/* The SQLite back-end of store.h. See store.h for the contract. */
+#include "store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "scheduler.h"
+#include "util.h"
+
+
+#define MAX_STMTS 64
+
+struct store {
+        sqlite3 *db;
+        pthread_mutex_t lock;
+        struct id_key key;
+        struct {
+                const char *sql; /* a string literal: compared by address */
+                sqlite3_stmt *st;
+        } stmts[MAX_STMTS];
+        size_t n_stmts;
+};
+
+static const char *const tier_names[] = {
+        [TIER_FREE] = "free", [TIER_PRO] = "pro", [TIER_ENTERPRISE] = "enterprise"
+};
+_Static_assert(sizeof(tier_names) / sizeof(tier_names[0]) == TIER__MAX, "tier_names");
+
+const char *tier_to_string(enum tier t)
+{
+        return (unsigned)t < TIER__MAX ? tier_names[t] : "free";
+}
+
+int tier_from_string(const char *s, enum tier *ret)
+{
+        for (int i = 0; i < TIER__MAX; i++)
+                if (strcmp(s, tier_names[i]) == 0) {
+                        *ret = (enum tier)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+/* ---- migrations: append only; never edit one that has shipped ---- */
+
+static const char *const migrations[] = {
+        /* 1: accounts, keys, hosts, vms, events */
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  name TEXT NOT NULL UNIQUE, tier INTEGER NOT NULL, created_at INTEGER NOT NULL);"
+        "CREATE TABLE api_keys (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id), prefix TEXT NOT NULL,"
+        "  hash BLOB NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER);"
+        "CREATE INDEX api_keys_prefix ON api_keys(prefix);"
+        "CREATE TABLE hosts (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+        "  site TEXT NOT NULL, underlay_ip TEXT NOT NULL, boot_id TEXT NOT NULL,"
+        "  agent_version TEXT NOT NULL, hv_type TEXT NOT NULL, vcpus INTEGER NOT NULL,"
+        "  ram_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL,"
+        "  generation INTEGER NOT NULL DEFAULT 1, applied_generation INTEGER NOT NULL DEFAULT 0,"
+        "  last_seen INTEGER NOT NULL, draining INTEGER NOT NULL DEFAULT 0,"
+        "  obs_domains INTEGER NOT NULL DEFAULT 0, obs_vcpus INTEGER NOT NULL DEFAULT 0,"
+        "  obs_ram_mb INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);"
+        "CREATE TABLE vms (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id), name TEXT NOT NULL,"
+        "  size TEXT NOT NULL, image TEXT NOT NULL, site TEXT NOT NULL,"
+        "  host_id INTEGER NOT NULL REFERENCES hosts(id), vcpus INTEGER NOT NULL,"
+        "  ram_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL, want INTEGER NOT NULL,"
+        "  reboot_seq INTEGER NOT NULL DEFAULT 0, rebuild_seq INTEGER NOT NULL DEFAULT 0,"
+        "  created_at INTEGER NOT NULL, deleted_at INTEGER,"
+        "  obs_state INTEGER NOT NULL DEFAULT -1, obs_reboot_done INTEGER NOT NULL DEFAULT 0,"
+        "  obs_rebuild_done INTEGER NOT NULL DEFAULT 0, obs_error TEXT NOT NULL DEFAULT '',"
+        "  obs_at INTEGER);"
+        "CREATE INDEX vms_account ON vms(account_id, id) WHERE deleted_at IS NULL;"
+        "CREATE INDEX vms_host ON vms(host_id, id);"
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,"
+        "  kind TEXT NOT NULL, account_id INTEGER, resource_id INTEGER,"
+        "  data TEXT NOT NULL DEFAULT '');",
+        /* 2: capacity reserved per host, kept in the same transactions that
+         * place and delete guests (the scheduler reads hosts only). */
+        "ALTER TABLE hosts ADD COLUMN vcpus_used INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE hosts ADD COLUMN ram_mb_used INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE hosts ADD COLUMN disk_gb_used INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE hosts ADD COLUMN guests INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE hosts ADD COLUMN inflight INTEGER NOT NULL DEFAULT 0;"
+        "UPDATE hosts SET"
+        "  vcpus_used = (SELECT COALESCE(SUM(vcpus), 0) FROM vms v"
+        "                WHERE v.host_id = hosts.id AND v.deleted_at IS NULL),"
+        "  ram_mb_used = (SELECT COALESCE(SUM(ram_mb), 0) FROM vms v"
+        "                 WHERE v.host_id = hosts.id AND v.deleted_at IS NULL),"
+        "  disk_gb_used = (SELECT COALESCE(SUM(disk_gb), 0) FROM vms v"
+        "                  WHERE v.host_id = hosts.id AND v.deleted_at IS NULL),"
+        "  guests = (SELECT COUNT(*) FROM vms v"
+        "            WHERE v.host_id = hosts.id AND v.deleted_at IS NULL),"
+        "  inflight = (SELECT COUNT(*) FROM vms v WHERE v.host_id = hosts.id"
+        "              AND v.deleted_at IS NULL AND v.obs_state < 0);",
+        /* 3: liveness transitions are recorded once, as events */
+        "ALTER TABLE hosts ADD COLUMN reachable INTEGER NOT NULL DEFAULT 1;"
+        "CREATE INDEX events_resource ON events(resource_id, id);",
+        /* 4: sites: a number, a slug (the native region) and a name */
+        "CREATE TABLE sites (id INTEGER PRIMARY KEY AUTOINCREMENT, slug TEXT NOT NULL UNIQUE,"
+        "  name TEXT NOT NULL, created_at INTEGER NOT NULL);"
+        "INSERT INTO sites (slug, name, created_at)"
+        "  SELECT DISTINCT site, site, MIN(created_at) FROM hosts GROUP BY site;",
+};
+
+static int db_err(struct store *s, const char *what)
+{
+        log_error("store: %s: %s", what, sqlite3_errmsg(s->db));
+        return -EIO;
+}
+
+static int exec(struct store *s, const char *sql)
+{
+        char *msg = NULL;
+        if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+                log_error("store: %s", msg ? msg : sqlite3_errmsg(s->db));
+                sqlite3_free(msg);
+                return -EIO;
+        }
+        return 0;
+}
+
+/* A cached prepared statement, reset and unbound. */
+static sqlite3_stmt *stmt(struct store *s, const char *sql)
+{
+        for (size_t i = 0; i < s->n_stmts; i++) {
+                if (s->stmts[i].sql == sql) {
+                        sqlite3_reset(s->stmts[i].st);
+                        sqlite3_clear_bindings(s->stmts[i].st);
+                        return s->stmts[i].st;
+                }
+        }
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
+            SQLITE_OK) {
+                log_error("store: cannot prepare statement: %s", sqlite3_errmsg(s->db));
+                return NULL;
+        }
+        if (s->n_stmts >= MAX_STMTS)
+                abort(); /* programming error: raise MAX_STMTS */
+        s->stmts[s->n_stmts].sql = sql;
+        s->stmts[s->n_stmts].st = st;
+        s->n_stmts++;
+        return st;
+}
+
+static void col_text(sqlite3_stmt *st, int i, char *dst, size_t n)
+{
+        const unsigned char *t = sqlite3_column_text(st, i);
+        util_strlcpy(dst, t ? (const char *)t : "", n);
+}
+
+static int begin(struct store *s)
+{
+        pthread_mutex_lock(&s->lock);
+        if (exec(s, "BEGIN IMMEDIATE") < 0) {
+                pthread_mutex_unlock(&s->lock);
+                return -EIO;
+        }
+        return 0;
+}
+
+/* Commits on r == 0, rolls back otherwise; returns r (or -EIO). */
+static int end(struct store *s, int r)
+{
+        if (r == 0 && exec(s, "COMMIT") < 0)
+                r = -EIO;
+        if (r < 0)
+                exec(s, "ROLLBACK");
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static int event(struct store *s, int64_t now, const char *kind, uint64_t account_id,
+                 uint64_t resource_id, const char *data)
+{
+        static const char sql[] =
+                "INSERT INTO events (at, kind, account_id, resource_id, data) VALUES (?,?,?,?,?)";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+        if (account_id)
+                sqlite3_bind_int64(st, 3, (sqlite3_int64)account_id);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)resource_id);
+        sqlite3_bind_text(st, 5, data ? data : "", -1, SQLITE_STATIC);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot record event");
+}
+
+static int migrate(struct store *s)
+{
+        sqlite3_stmt *st;
+        int version = 0, r = 0;
+        size_t n = sizeof(migrations) / sizeof(migrations[0]);
+
+        if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+                return db_err(s, "cannot read schema version");
+        if (sqlite3_step(st) == SQLITE_ROW)
+                version = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        if (version > (int)n) {
+                log_error("store: database schema %d is newer than this broker knows (%zu)",
+                          version, n);
+                return -EPROTO;
+        }
+        for (size_t i = (size_t)version; i < n && r == 0; i++) {
+                char pragma[64];
+                r = exec(s, "BEGIN IMMEDIATE");
+                if (r == 0)
+                        r = exec(s, migrations[i]);
+                snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %zu", i + 1);
+                if (r == 0)
+                        r = exec(s, pragma);
+                if (r == 0 && i == 0) {
+                        /* The id key: made once, here, never changed. */
+                        uint8_t secret[32];
+                        r = util_random(secret, sizeof(secret));
+                        if (r == 0 &&
+                            sqlite3_prepare_v2(s->db,
+                                               "INSERT INTO meta (key, value) VALUES ('id_key', ?)",
+                                               -1, &st, NULL) == SQLITE_OK) {
+                                sqlite3_bind_blob(st, 1, secret, sizeof(secret), SQLITE_STATIC);
+                                r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+                                sqlite3_finalize(st);
+                        }
+                }
+                if (r == 0)
+                        r = exec(s, "COMMIT");
+                else
+                        exec(s, "ROLLBACK");
+                if (r == 0)
+                        log_info("store: schema migrated to version %zu", i + 1);
+        }
+        return r;
+}
+
+static int load_key(struct store *s)
+{
+        sqlite3_stmt *st;
+        int r = -EIO;
+        if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = 'id_key'", -1, &st,
+                               NULL) != SQLITE_OK)
+                return db_err(s, "cannot read id key");
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) >= 16) {
+                id_key_init(&s->key, sqlite3_column_blob(st, 0),
+                            (size_t)sqlite3_column_bytes(st, 0));
+                r = 0;
+        }
+        sqlite3_finalize(st);
+        if (r < 0)
+                log_error("store: id key missing from the database");
+        return r;
+}
+
+int store_open(const char *path, struct store **ret)
+{
+        struct store *s = calloc(1, sizeof(*s));
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        pthread_mutex_init(&s->lock, NULL);
+        if (sqlite3_open_v2(path, &s->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                            NULL) != SQLITE_OK) {
+                log_error("store %s: cannot open: %s", path,
+                          s->db ? sqlite3_errmsg(s->db) : "out of memory");
+                r = -EIO;
+                goto fail;
+        }
+        sqlite3_busy_timeout(s->db, 5000);
+        r = exec(s, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+                    "PRAGMA foreign_keys = ON;");
+        if (r == 0)
+                r = migrate(s);
+        if (r == 0)
+                r = load_key(s);
+        if (r < 0)
+                goto fail;
+        *ret = s;
+        return 0;
+fail:
+        store_free(s);
+        return r;
+}
+
+void store_free(struct store *s)
+{
+        if (!s)
+                return;
+        for (size_t i = 0; i < s->n_stmts; i++)
+                sqlite3_finalize(s->stmts[i].st);
+        sqlite3_close(s->db);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+}
+
+const struct id_key *store_id_key(struct store *s)
+{
+        return &s->key;
+}
+
+/* ---- accounts and keys ---- */
+
+static void row_account(sqlite3_stmt *st, struct account *a)
+{
+        memset(a, 0, sizeof(*a));
+        a->id = (uint64_t)sqlite3_column_int64(st, 0);
+        col_text(st, 1, a->name, sizeof(a->name));
+        a->tier = (enum tier)sqlite3_column_int(st, 2);
+        a->created_at = sqlite3_column_int64(st, 3);
+}
+
+int store_account_create(struct store *s, const char *name, enum tier tier, struct account *ret)
+{
+        static const char sql[] =
+                "INSERT INTO accounts (name, tier, created_at) VALUES (?,?,?)";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, tier);
+        sqlite3_bind_int64(st, 3, now);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_CONSTRAINT)
+                return end(s, -EEXIST);
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot create account"));
+        memset(ret, 0, sizeof(*ret));
+        ret->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        util_strlcpy(ret->name, name, sizeof(ret->name));
+        ret->tier = tier;
+        ret->created_at = now;
+        r = event(s, now, "account.created", ret->id, ret->id, name);
+        return end(s, r);
+}
+
+typedef void (*row_fn)(sqlite3_stmt *st, void *item);
+
+/* Runs a one-row SELECT keyed by a text parameter: 0, -ENOENT or -EIO. */
+static int one_by_text(struct store *s, const char *sql, const char *key, row_fn fn, void *ret,
+                       const char *what)
+{
+        int r = -ENOENT;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                r = -EIO;
+        } else {
+                sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+                int rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        fn(st, ret);
+                        r = 0;
+                } else if (rc != SQLITE_DONE) {
+                        r = db_err(s, what);
+                }
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static void row_account_cb(sqlite3_stmt *st, void *item)
+{
+        row_account(st, item);
+}
+
+int store_account_by_name(struct store *s, const char *name, struct account *ret)
+{
+        static const char sql[] =
+                "SELECT id, name, tier, created_at FROM accounts WHERE name = ?";
+        return one_by_text(s, sql, name, row_account_cb, ret, "cannot read account");
+}
+
+/* Collects rows of a SELECT into a growing array of elem_size items. */
+
+static int collect(struct store *s, sqlite3_stmt *st, size_t elem_size, row_fn fn, void **ret,
+                   size_t *ret_n)
+{
+        char *arr = NULL;
+        size_t n = 0, cap = 0;
+        int rc;
+
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n == cap) {
+                        size_t ncap = cap ? cap * 2 : 16;
+                        char *na = realloc(arr, ncap * elem_size);
+                        if (!na) {
+                                free(arr);
+                                return -ENOMEM;
+                        }
+                        arr = na;
+                        cap = ncap;
+                }
+                fn(st, arr + n * elem_size);
+                n++;
+        }
+        if (rc != SQLITE_DONE) {
+                free(arr);
+                return db_err(s, "cannot read rows");
+        }
+        *ret = arr;
+        *ret_n = n;
+        return 0;
+}
+
+int store_account_list(struct store *s, struct account **ret, size_t *ret_n)
+{
+        static const char sql[] = "SELECT id, name, tier, created_at FROM accounts ORDER BY id";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, sizeof(**ret), row_account_cb, (void **)ret, ret_n) : -EIO;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_key_create(struct store *s, uint64_t account_id, const char *prefix,
+                     const uint8_t hash[32], uint64_t *ret_id)
+{
+        static const char sql[] =
+                "INSERT INTO api_keys (account_id, prefix, hash, created_at) VALUES (?,?,?,?)";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, prefix, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, hash, 32, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot create key"));
+        *ret_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        r = event(s, now, "key.created", account_id, *ret_id, prefix);
+        return end(s, r);
+}
+
+int store_key_find(struct store *s, const char *prefix, struct api_key *ret, size_t max,
+                   size_t *ret_n)
+{
+        static const char sql[] =
+                "SELECT k.id, k.account_id, a.tier, k.hash FROM api_keys k"
+                " JOIN accounts a ON a.id = k.account_id"
+                " WHERE k.prefix = ? AND k.revoked_at IS NULL LIMIT 8";
+        size_t n = 0;
+        int rc, r = 0;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                pthread_mutex_unlock(&s->lock);
+                return -EIO;
+        }
+        sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+                struct api_key *k = &ret[n++];
+                k->id = (uint64_t)sqlite3_column_int64(st, 0);
+                k->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+                k->tier = (enum tier)sqlite3_column_int(st, 2);
+                memset(k->hash, 0, 32);
+                if (sqlite3_column_bytes(st, 3) == 32)
+                        memcpy(k->hash, sqlite3_column_blob(st, 3), 32);
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                r = db_err(s, "cannot read keys");
+        pthread_mutex_unlock(&s->lock);
+        *ret_n = n;
+        return r;
+}
+
+/* ---- hosts ---- */
+
+#define HOST_COLS                                                                         \
+        "h.id, h.name, h.site, h.underlay_ip, h.boot_id, h.agent_version, h.hv_type,"     \
+        " h.vcpus, h.ram_mb, h.disk_gb, h.generation, h.applied_generation, h.last_seen," \
+        " h.draining, h.obs_domains, h.obs_vcpus, h.obs_ram_mb, h.guests, h.vcpus_used,"  \
+        " h.ram_mb_used, h.disk_gb_used"
+
+static void row_host(sqlite3_stmt *st, void *item)
+{
+        struct host *h = item;
+        memset(h, 0, sizeof(*h));
+        h->id = (uint64_t)sqlite3_column_int64(st, 0);
+        col_text(st, 1, h->name, sizeof(h->name));
+        col_text(st, 2, h->site, sizeof(h->site));
+        col_text(st, 3, h->underlay_ip, sizeof(h->underlay_ip));
+        col_text(st, 4, h->boot_id, sizeof(h->boot_id));
+        col_text(st, 5, h->agent_version, sizeof(h->agent_version));
+        col_text(st, 6, h->hv_type, sizeof(h->hv_type));
+        h->vcpus = (uint32_t)sqlite3_column_int64(st, 7);
+        h->ram_mb = (uint64_t)sqlite3_column_int64(st, 8);
+        h->disk_gb = (uint64_t)sqlite3_column_int64(st, 9);
+        h->generation = (uint64_t)sqlite3_column_int64(st, 10);
+        h->applied_generation = (uint64_t)sqlite3_column_int64(st, 11);
+        h->last_seen = sqlite3_column_int64(st, 12);
+        h->draining = sqlite3_column_int(st, 13);
+        h->obs_domains = (uint32_t)sqlite3_column_int64(st, 14);
+        h->obs_vcpus = (uint32_t)sqlite3_column_int64(st, 15);
+        h->obs_ram_mb = (uint64_t)sqlite3_column_int64(st, 16);
+        h->guests = (uint32_t)sqlite3_column_int64(st, 17);
+        h->vcpus_used = (uint32_t)sqlite3_column_int64(st, 18);
+        h->ram_mb_used = (uint64_t)sqlite3_column_int64(st, 19);
+        h->disk_gb_used = (uint64_t)sqlite3_column_int64(st, 20);
+}
+
+/* A site an agent names exists from then on (named after its slug until
+ * an admin names it). */
+static int site_ensure(struct store *s, const char *slug, int64_t now)
+{
+        static const char sql[] =
+                "INSERT OR IGNORE INTO sites (slug, name, created_at) VALUES (?1, ?1, ?2)";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_text(st, 1, slug, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot record site");
+}
+
+int store_host_hello(struct store *s, const struct msg_hello *h, int64_t now,
+                     uint64_t *ret_host_id, int *ret_rebooted)
+{
+        static const char sel[] = "SELECT id, boot_id FROM hosts WHERE name = ?";
+        static const char ins[] =
+                "INSERT INTO hosts (name, site, underlay_ip, boot_id, agent_version, hv_type,"
+                " vcpus, ram_mb, disk_gb, last_seen, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)";
+        static const char upd[] =
+                "UPDATE hosts SET site = ?2, underlay_ip = ?3, boot_id = ?4, agent_version = ?5,"
+                " hv_type = ?6, vcpus = ?7, ram_mb = ?8, disk_gb = ?9, last_seen = ?10,"
+                " generation = generation + 1 WHERE id = ?1";
+        uint64_t id = 0;
+        int rebooted = 0, r = begin(s);
+        char old_boot[TMSG_STR] = "";
+        sqlite3_stmt *st;
+
+        if (r < 0)
+                return r;
+        if (!(st = stmt(s, sel)))
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, h->host_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+                id = (uint64_t)sqlite3_column_int64(st, 0);
+                col_text(st, 1, old_boot, sizeof(old_boot));
+        }
+        if (!(st = stmt(s, id ? upd : ins)))
+                return end(s, -EIO);
+        int base = id ? 1 : 0;
+        if (id)
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        else
+                sqlite3_bind_text(st, 1, h->host_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, h->site, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, h->underlay_ip, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, h->boot_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, h->agent_version, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, h->hv_type, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, h->vcpus);
+        sqlite3_bind_int64(st, 8, (sqlite3_int64)h->ram_mb);
+        sqlite3_bind_int64(st, 9, (sqlite3_int64)h->disk_gb);
+        sqlite3_bind_int64(st, 10, now);
+        if (!base)
+                sqlite3_bind_int64(st, 11, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot record host"));
+        if (!id) {
+                id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+                r = site_ensure(s, h->site, now);
+                if (r == 0)
+                        r = event(s, now, "host.joined", 0, id, h->host_id);
+        } else if ((r = site_ensure(s, h->site, now)) < 0) {
+                return end(s, r);
+        } else if (strcmp(old_boot, h->boot_id) != 0) {
+                rebooted = 1;
+                r = event(s, now, "host.rebooted", 0, id, h->host_id);
+        }
+        if (r < 0)
+                return end(s, r);
+        *ret_host_id = id;
+        *ret_rebooted = rebooted;
+        return end(s, 0);
+}
+
+int store_host_by_name(struct store *s, const char *name, struct host *ret)
+{
+        static const char sql[] = "SELECT " HOST_COLS " FROM hosts h WHERE h.name = ?";
+        return one_by_text(s, sql, name, row_host, ret, "cannot read host");
+}
+
+int store_host_lookup(struct store *s, const char *name, uint64_t *ret_id, char *boot_id,
+                      size_t boot_id_len)
+{
+        static const char sql[] = "SELECT id, boot_id FROM hosts WHERE name = ?";
+        int r = -ENOENT;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                r = -EIO;
+        } else {
+                sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+                int rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        *ret_id = (uint64_t)sqlite3_column_int64(st, 0);
+                        col_text(st, 1, boot_id, boot_id_len);
+                        r = 0;
+                } else if (rc != SQLITE_DONE) {
+                        r = db_err(s, "cannot read host");
+                }
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_host_generation(struct store *s, uint64_t host_id, uint64_t *ret_gen)
+{
+        static const char sql[] = "SELECT generation FROM hosts WHERE id = ?";
+        int r = -ENOENT;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                r = -EIO;
+        } else {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+                if (sqlite3_step(st) == SQLITE_ROW) {
+                        *ret_gen = (uint64_t)sqlite3_column_int64(st, 0);
+                        r = 0;
+                }
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_host_list(struct store *s, struct host **ret, size_t *ret_n)
+{
+        static const char sql[] = "SELECT " HOST_COLS " FROM hosts h ORDER BY h.name";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, sizeof(**ret), row_host, (void **)ret, ret_n) : -EIO;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static void row_site(sqlite3_stmt *st, void *item)
+{
+        col_text(st, 0, item, TMSG_STR);
+}
+
+int store_site_list(struct store *s, char (**ret)[TMSG_STR], size_t *ret_n)
+{
+        static const char sql[] = "SELECT DISTINCT site FROM hosts ORDER BY site";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, TMSG_STR, row_site, (void **)ret, ret_n) : -EIO;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_hosts_touch(struct store *s, const uint64_t *ids, size_t n, int64_t now)
+{
+        static const char sql[] = "UPDATE hosts SET last_seen = MAX(last_seen, ?) WHERE id = ?";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && r == 0; i++) {
+                sqlite3_stmt *st = stmt(s, sql);
+                if (!st)
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, now);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)ids[i]);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        r = db_err(s, "cannot touch host");
+        }
+        return end(s, r);
+}
+
+struct obs_row {
+        uint64_t id, account_id;
+        int state;
+        uint64_t reboot_done, rebuild_done;
+        char error[TMSG_ERR];
+        int deleted;
+};
+
+static void row_obs(sqlite3_stmt *st, void *item)
+{
+        struct obs_row *o = item;
+        o->id = (uint64_t)sqlite3_column_int64(st, 0);
+        o->state = sqlite3_column_int(st, 1);
+        o->reboot_done = (uint64_t)sqlite3_column_int64(st, 2);
+        o->rebuild_done = (uint64_t)sqlite3_column_int64(st, 3);
+        col_text(st, 4, o->error, sizeof(o->error));
+        o->deleted = sqlite3_column_type(st, 5) != SQLITE_NULL;
+        o->account_id = (uint64_t)sqlite3_column_int64(st, 6);
+}
+
+static int cmp_obs(const void *a, const void *b)
+{
+        const struct dom_observed *x = a, *y = b;
+        return x->vm_id < y->vm_id ? -1 : x->vm_id > y->vm_id;
+}
+
+/* Records one reported domain against its row (inside the transaction). */
+static int observe_one(struct store *s, const struct obs_row *o, const struct dom_observed *d,
+                       int64_t now)
+{
+        static const char upd[] =
+                "UPDATE vms SET obs_state = ?, obs_reboot_done = ?, obs_rebuild_done = ?,"
+                " obs_error = ?, obs_at = ? WHERE id = ?";
+        static const char purge[] = "DELETE FROM vms WHERE id = ? AND deleted_at IS NOT NULL";
+        sqlite3_stmt *st;
+
+        if (o->deleted && (!d || d->state == POWER_UNKNOWN)) {
+                /* Deleted, and gone from the host: forget it. */
+                if (!(st = stmt(s, purge)))
+                        return -EIO;
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)o->id);
+                return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot purge vm");
+        }
+        int state = d && d->state != POWER_UNKNOWN ? (int)d->state : -1;
+        const char *err = d ? d->error : "";
+        uint64_t rb = d ? d->reboot_done : o->reboot_done;
+        uint64_t rl = d ? d->rebuild_done : o->rebuild_done;
+        if (state == o->state && rb == o->reboot_done && rl == o->rebuild_done &&
+            strcmp(err, o->error) == 0)
+                return 0;
+        if (!(st = stmt(s, upd)))
+                return -EIO;
+        sqlite3_bind_int(st, 1, state);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)rb);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)rl);
+        sqlite3_bind_text(st, 4, err, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, now);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)o->id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return db_err(s, "cannot record vm state");
+        if (o->state < 0 && state >= 0 && !o->deleted) {
+                /* No longer being created: one in flight less on its host. */
+                static const char fl[] =
+                        "UPDATE hosts SET inflight = MAX(inflight - 1, 0)"
+                        " WHERE id = (SELECT host_id FROM vms WHERE id = ?)";
+                if (!(st = stmt(s, fl)))
+                        return -EIO;
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)o->id);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return db_err(s, "cannot update host");
+        }
+        if (state != o->state && !o->deleted)
+                return event(s, now, "vps.power_observed", o->account_id, o->id,
+                             state < 0 ? "absent" : power_to_string((enum power)state));
+        return 0;
+}
+
+int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync *sync,
+                       int64_t now)
+{
+        static const char host_upd[] =
+                "UPDATE hosts SET last_seen = ?, applied_generation = ?, obs_domains = ?,"
+                " obs_vcpus = ?, obs_ram_mb = ? WHERE id = ?";
+        static const char sel[] =
+                "SELECT id, obs_state, obs_reboot_done, obs_rebuild_done, obs_error, deleted_at,"
+                " account_id FROM vms WHERE host_id = ? ORDER BY id";
+        static const char sel_one[] =
+                "SELECT id, obs_state, obs_reboot_done, obs_rebuild_done, obs_error, deleted_at,"
+                " account_id FROM vms WHERE host_id = ? AND id = ?";
+        struct dom_observed *doms = NULL;
+        struct obs_row *rows = NULL;
+        size_t n_rows = 0, j = 0;
+        sqlite3_stmt *st;
+        int r;
+
+        if (sync->n_domains) {
+                doms = malloc(sync->n_domains * sizeof(*doms));
+                if (!doms)
+                        return -ENOMEM;
+                memcpy(doms, sync->domains, sync->n_domains * sizeof(*doms));
+                qsort(doms, sync->n_domains, sizeof(*doms), cmp_obs);
+        }
+        if ((r = begin(s)) < 0) {
+                free(doms);
+                return r;
+        }
+        if (!(st = stmt(s, host_upd))) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)sync->applied_generation);
+        sqlite3_bind_int64(st, 3, sync->n_present);
+        sqlite3_bind_int64(st, 4, sync->vcpus_used);
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)sync->ram_mb_used);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)host_id);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+                r = db_err(s, "cannot update host");
+                goto out;
+        }
+        if (sync->partial) {
+                /* Only what changed: one row each. */
+                for (size_t i = 0; i < sync->n_domains && r == 0; i++) {
+                        struct obs_row o;
+                        if (!(st = stmt(s, sel_one))) {
+                                r = -EIO;
+                                break;
+                        }
+                        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+                        sqlite3_bind_int64(st, 2, (sqlite3_int64)doms[i].vm_id);
+                        int rc = sqlite3_step(st);
+                        if (rc == SQLITE_DONE)
+                                continue; /* not ours to record */
+                        if (rc != SQLITE_ROW) {
+                                r = db_err(s, "cannot read vm");
+                                break;
+                        }
+                        row_obs(st, &o);
+                        r = observe_one(s, &o, &doms[i], now);
+                }
+                goto out;
+        }
+        if (!(st = stmt(s, sel))) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        r = collect(s, st, sizeof(*rows), row_obs, (void **)&rows, &n_rows);
+        if (r < 0)
+                goto out;
+        /* A full report: both sorted by id, walk them together. A row the
+         * report lacks is absent from the host. Domains the broker does not
+         * know are the agent's to remove; we only record. */
+        for (size_t i = 0; i < n_rows && r == 0; i++) {
+                const struct dom_observed *d = NULL;
+                while (j < sync->n_domains && doms[j].vm_id < rows[i].id)
+                        j++;
+                if (j < sync->n_domains && doms[j].vm_id == rows[i].id)
+                        d = &doms[j];
+                r = observe_one(s, &rows[i], d, now);
+        }
+out:
+        free(rows);
+        free(doms);
+        return end(s, r);
+}
+
+static void row_desired(sqlite3_stmt *st, void *item)
+{
+        struct dom_desired *d = item;
+        memset(d, 0, sizeof(*d));
+        d->vm_id = (uint64_t)sqlite3_column_int64(st, 0);
+        col_text(st, 1, d->hostname, sizeof(d->hostname));
+        d->vcpus = (uint32_t)sqlite3_column_int64(st, 2);
+        d->ram_mb = (uint32_t)sqlite3_column_int64(st, 3);
+        d->disk_gb = (uint32_t)sqlite3_column_int64(st, 4);
+        d->power = sqlite3_column_int(st, 5) == VM_WANT_RUNNING ? POWER_RUNNING : POWER_STOPPED;
+        d->reboot_seq = (uint64_t)sqlite3_column_int64(st, 6);
+        d->rebuild_seq = (uint64_t)sqlite3_column_int64(st, 7);
+        col_text(st, 8, d->image, sizeof(d->image));
+}
+
+int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply *ret)
+{
+        static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
+        static const char sql[] =
+                "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image"
+                " FROM vms WHERE host_id = ? AND deleted_at IS NULL ORDER BY id";
+        int r = 0;
+
+        memset(ret, 0, sizeof(*ret));
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, gen);
+        if (!st) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+                r = -ENOENT;
+                goto out;
+        }
+        ret->generation = (uint64_t)sqlite3_column_int64(st, 0);
+        if (!(st = stmt(s, sql))) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        r = collect(s, st, sizeof(*ret->domains), row_desired, (void **)&ret->domains,
+                    &ret->n_domains);
+        if (r == 0 && ret->n_domains > TMSG_MAX_DOMAINS) {
+                log_error("host %llu: %zu domains exceed the link's limit of %u",
+                          (unsigned long long)host_id, ret->n_domains, TMSG_MAX_DOMAINS);
+                free(ret->domains);
+                memset(ret, 0, sizeof(*ret));
+                r = -E2BIG;
+        }
+out:
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* ---- vms ---- */
+
+#define VM_COLS                                                                           \
+        "v.id, v.account_id, v.name, v.size, v.image, v.site, v.host_id, v.vcpus,"       \
+        " v.ram_mb, v.disk_gb, v.want, v.reboot_seq, v.rebuild_seq, v.created_at,"       \
+        " v.obs_state, v.obs_reboot_done, v.obs_rebuild_done, v.obs_error, h.last_seen"
+
+static void row_vm(sqlite3_stmt *st, void *item)
+{
+        struct vm *v = item;
+        memset(v, 0, sizeof(*v));
+        v->id = (uint64_t)sqlite3_column_int64(st, 0);
+        v->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        col_text(st, 2, v->name, sizeof(v->name));
+        col_text(st, 3, v->size, sizeof(v->size));
+        col_text(st, 4, v->image, sizeof(v->image));
+        col_text(st, 5, v->site, sizeof(v->site));
+        v->host_id = (uint64_t)sqlite3_column_int64(st, 6);
+        v->vcpus = (uint32_t)sqlite3_column_int64(st, 7);
+        v->ram_mb = (uint32_t)sqlite3_column_int64(st, 8);
+        v->disk_gb = (uint32_t)sqlite3_column_int64(st, 9);
+        v->want = (enum vm_power_want)sqlite3_column_int(st, 10);
+        v->reboot_seq = (uint64_t)sqlite3_column_int64(st, 11);
+        v->rebuild_seq = (uint64_t)sqlite3_column_int64(st, 12);
+        v->created_at = sqlite3_column_int64(st, 13);
+        v->obs_state = sqlite3_column_int(st, 14);
+        v->obs_reboot_done = (uint64_t)sqlite3_column_int64(st, 15);
+        v->obs_rebuild_done = (uint64_t)sqlite3_column_int64(st, 16);
+        col_text(st, 17, v->obs_error, sizeof(v->obs_error));
+        v->host_last_seen = sqlite3_column_int64(st, 18);
+}
+
+/* Reads one vm of an account inside the caller's lock. */
+static int get_vm_locked(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret)
+{
+        static const char sql[] = "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
+                                  " WHERE v.id = ? AND v.account_id = ? AND v.deleted_at IS NULL";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                row_vm(st, ret);
+                return 0;
+        }
+        return rc == SQLITE_DONE ? -ENOENT : db_err(s, "cannot read vm");
+}
+
+static int bump_generation(struct store *s, uint64_t host_id)
+{
+        static const char sql[] = "UPDATE hosts SET generation = generation + 1 WHERE id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot bump generation");
+}
+
+static void row_sched(sqlite3_stmt *st, void *item)
+{
+        struct sched_host *h = item;
+        memset(h, 0, sizeof(*h));
+        h->id = (uint64_t)sqlite3_column_int64(st, 0);
+        h->site_id = 1; /* the query kept only the requested site's hosts */
+        h->live = (uint8_t)sqlite3_column_int(st, 1);
+        h->draining = (uint8_t)sqlite3_column_int(st, 2);
+        h->vcpus = (uint32_t)sqlite3_column_int64(st, 3);
+        h->ram_mb = (uint64_t)sqlite3_column_int64(st, 4);
+        h->disk_gb = (uint64_t)sqlite3_column_int64(st, 5);
+        h->vcpus_used = (uint32_t)sqlite3_column_int64(st, 6);
+        h->ram_mb_used = (uint64_t)sqlite3_column_int64(st, 7);
+        h->disk_gb_used = (uint64_t)sqlite3_column_int64(st, 8);
+        h->inflight = (uint32_t)sqlite3_column_int64(st, 9);
+}
+
+static int host_site(struct store *s, uint64_t host_id, char *buf, size_t len)
+{
+        static const char sql[] = "SELECT site FROM hosts WHERE id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return db_err(s, "cannot read host site");
+        col_text(st, 0, buf, len);
+        return 0;
+}
+
+/* Adds (sign 1) or gives back (sign -1) a guest's reservation on its host. */
+static int reserve(struct store *s, uint64_t host_id, int sign, uint32_t vcpus, uint32_t ram_mb,
+                   uint32_t disk_gb, int inflight)
+{
+        static const char sql[] =
+                "UPDATE hosts SET vcpus_used = MAX(vcpus_used + ?2, 0),"
+                " ram_mb_used = MAX(ram_mb_used + ?3, 0), disk_gb_used = MAX(disk_gb_used + ?4, 0),"
+                " guests = MAX(guests + ?5, 0), inflight = MAX(inflight + ?6, 0),"
+                " generation = generation + 1 WHERE id = ?1";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)sign * vcpus);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)sign * ram_mb);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)sign * disk_gb);
+        sqlite3_bind_int64(st, 5, sign);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)sign * inflight);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot reserve capacity");
+}
+
+int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int64_t live_after,
+                    struct vm *ret)
+{
+        /* Every host of the site: the scheduler decides, inside the same
+         * transaction that reserves the capacity it chose. */
+        static const char cands[] =
+                "SELECT id, last_seen > ?1, draining, vcpus, ram_mb, disk_gb, vcpus_used,"
+                " ram_mb_used, disk_gb_used, inflight FROM hosts WHERE ?2 IS NULL OR site = ?2";
+        static const char ins[] =
+                "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
+                " disk_gb, want, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)";
+        static const struct sched_params defaults = {
+                .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
+        };
+        struct sched_params sp = req->sched ? *req->sched : defaults;
+        struct sched_host *hosts = NULL;
+        struct sched_result res;
+        size_t n_hosts = 0;
+        sqlite3_stmt *st;
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        if (!(st = stmt(s, cands))) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, live_after);
+        if (req->site)
+                sqlite3_bind_text(st, 2, req->site, -1, SQLITE_STATIC);
+        r = collect(s, st, sizeof(*hosts), row_sched, (void **)&hosts, &n_hosts);
+        if (r < 0)
+                goto out;
+        sp.seed ^= (uint64_t)now;
+        struct sched_req sr = { .site_id = req->site ? 1 : 0, .site = req->site,
+                                .vcpus = req->vcpus, .ram_mb = req->ram_mb,
+                                .disk_gb = req->disk_gb };
+        r = sched_place(hosts, n_hosts, &sr, &sp, &res);
+        if (r < 0)
+                goto out;
+        if (!res.found) {
+                if (req->why)
+                        sched_explain(&res, &sr, req->why, req->why_len);
+                r = -ENOSPC;
+                goto out;
+        }
+        const struct sched_host *h = &hosts[res.index];
+        char site[TMSG_STR];
+        if (host_site(s, h->id, site, sizeof(site)) < 0) {
+                r = -EIO;
+                goto out;
+        }
+        if (!(st = stmt(s, ins))) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)req->account_id);
+        sqlite3_bind_text(st, 2, req->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, req->size, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, req->image, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, site, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)h->id);
+        sqlite3_bind_int64(st, 7, req->vcpus);
+        sqlite3_bind_int64(st, 8, req->ram_mb);
+        sqlite3_bind_int64(st, 9, req->disk_gb);
+        sqlite3_bind_int(st, 10, VM_WANT_RUNNING);
+        sqlite3_bind_int64(st, 11, now);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+                r = db_err(s, "cannot insert vm");
+                goto out;
+        }
+        uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        r = reserve(s, h->id, 1, req->vcpus, req->ram_mb, req->disk_gb, 1);
+        if (r == 0)
+                r = event(s, now, "vps.created", req->account_id, id, req->name);
+        if (r == 0)
+                r = get_vm_locked(s, req->account_id, id, ret);
+out:
+        free(hosts);
+        return end(s, r);
+}
+
+int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret)
+{
+        pthread_mutex_lock(&s->lock);
+        int r = get_vm_locked(s, account_id, vm_id, ret);
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t *ret_n)
+{
+        static const char sql[] = "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
+                                  " WHERE v.account_id = ? AND v.deleted_at IS NULL ORDER BY v.id";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st)
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        r = st ? collect(s, st, sizeof(**ret), row_vm, (void **)ret, ret_n) : -EIO;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
+                    struct vm *ret)
+{
+        static const char start[] = "UPDATE vms SET want = 0 WHERE id = ?";
+        static const char stop[] = "UPDATE vms SET want = 1 WHERE id = ?";
+        static const char reboot[] = "UPDATE vms SET reboot_seq = reboot_seq + 1 WHERE id = ?";
+        static const char rebuild[] =
+                "UPDATE vms SET rebuild_seq = rebuild_seq + 1, want = 0 WHERE id = ?";
+        static const char *const kinds[] = { "vps.start", "vps.shutdown", "vps.reboot",
+                                             "vps.rebuild" };
+        _Static_assert(VM_WANT_RUNNING == 0 && VM_WANT_STOPPED == 1, "want literals");
+        const char *sql = act == VM_ACT_START      ? start
+                          : act == VM_ACT_SHUTDOWN ? stop
+                          : act == VM_ACT_REBOOT   ? reboot
+                                                   : rebuild;
+        struct vm v;
+        int64_t now = util_now_ms();
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        r = get_vm_locked(s, account_id, vm_id, &v);
+        if (r < 0)
+                return end(s, r);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot record action"));
+        r = bump_generation(s, v.host_id);
+        if (r == 0)
+                r = event(s, now, kinds[act], account_id, vm_id, "");
+        if (r == 0)
+                r = get_vm_locked(s, account_id, vm_id, ret);
+        return end(s, r);
+}
+
+int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64_t *ret_host_id)
+{
+        static const char sql[] = "UPDATE vms SET deleted_at = ? WHERE id = ?";
+        struct vm v;
+        int64_t now = util_now_ms();
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        r = get_vm_locked(s, account_id, vm_id, &v);
+        if (r < 0)
+                return end(s, r);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot delete vm"));
+        /* The reservation goes back now; the agent removes the domain. */
+        r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.obs_state < 0);
+        if (r == 0)
+                r = event(s, now, "vps.deleted", account_id, vm_id, v.name);
+        if (r == 0)
+                *ret_host_id = v.host_id;
+        return end(s, r);
+}
+
+/* ---- node administration and liveness ---- */
+
+int store_host_set_draining(struct store *s, const char *name, int draining)
+{
+        static const char sql[] = "UPDATE hosts SET draining = ? WHERE name = ?";
+        static const char sel[] = "SELECT id FROM hosts WHERE name = ?";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sel);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, -ENOENT);
+        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+        if (!(st = stmt(s, sql)))
+                return end(s, -EIO);
+        sqlite3_bind_int(st, 1, draining ? 1 : 0);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot drain host"));
+        r = event(s, util_now_ms(), draining ? "host.drained" : "host.undrained", 0, id, name);
+        return end(s, r);
+}
+
+int store_host_remove(struct store *s, const char *name)
+{
+        static const char sel[] = "SELECT id, guests FROM hosts WHERE name = ?";
+        static const char del_vms[] =
+                "DELETE FROM vms WHERE host_id = ? AND deleted_at IS NOT NULL";
+        static const char del[] = "DELETE FROM hosts WHERE id = ?";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sel);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, -ENOENT);
+        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+        if (sqlite3_column_int64(st, 1) > 0)
+                return end(s, -EBUSY);
+        const char *sqls[] = { del_vms, del };
+        for (int i = 0; i < 2; i++) {
+                if (!(st = stmt(s, sqls[i])))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot remove host"));
+        }
+        r = event(s, util_now_ms(), "host.removed", 0, id, name);
+        return end(s, r);
+}
+
+static void row_event(sqlite3_stmt *st, void *item)
+{
+        struct store_event *e = item;
+        memset(e, 0, sizeof(*e));
+        e->id = (uint64_t)sqlite3_column_int64(st, 0);
+        e->at = sqlite3_column_int64(st, 1);
+        col_text(st, 2, e->kind, sizeof(e->kind));
+        e->resource_id = (uint64_t)sqlite3_column_int64(st, 3);
+        col_text(st, 4, e->data, sizeof(e->data));
+}
+
+int store_host_events(struct store *s, uint64_t host_id, size_t limit, struct store_event **ret,
+                      size_t *ret_n)
+{
+        /* The host's own events and those of the guests placed on it. */
+        static const char sql[] =
+                "SELECT id, at, kind, resource_id, data FROM events"
+                " WHERE (kind LIKE 'host.%' AND resource_id = ?1)"
+                "    OR (kind LIKE 'vps.%' AND resource_id IN (SELECT id FROM vms WHERE host_id = ?1))"
+                " ORDER BY id DESC LIMIT ?2";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+        }
+        r = st ? collect(s, st, sizeof(**ret), row_event, (void **)ret, ret_n) : -EIO;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_hosts_liveness(struct store *s, int64_t now, int64_t timeout_ms, size_t *ret_down,
+                         size_t *ret_up)
+{
+        static const char down[] =
+                "UPDATE hosts SET reachable = 0 WHERE reachable = 1 AND last_seen < ?"
+                " RETURNING id, name";
+        static const char up[] =
+                "UPDATE hosts SET reachable = 1 WHERE reachable = 0 AND last_seen >= ?"
+                " RETURNING id, name";
+        const char *sqls[] = { down, up };
+        const char *kinds[] = { "host.unreachable", "host.up" };
+        size_t counts[2] = { 0, 0 };
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        for (int k = 0; k < 2 && r == 0; k++) {
+                struct {
+                        uint64_t id;
+                        char name[TMSG_STR];
+                } changed[64];
+                size_t n = 0;
+                int rc;
+                sqlite3_stmt *st = stmt(s, sqls[k]);
+                if (!st) {
+                        r = -EIO;
+                        break;
+                }
+                sqlite3_bind_int64(st, 1, now - timeout_ms);
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                        if (n < 64) {
+                                changed[n].id = (uint64_t)sqlite3_column_int64(st, 0);
+                                col_text(st, 1, changed[n].name, sizeof(changed[n].name));
+                        }
+                        n++;
+                }
+                if (rc != SQLITE_DONE) {
+                        r = db_err(s, "cannot update liveness");
+                        break;
+                }
+                sqlite3_reset(st);
+                for (size_t i = 0; i < n && i < 64 && r == 0; i++) {
+                        log_warn("host %s: %s", changed[i].name,
+                                 k == 0 ? "unreachable (not heard from)" : "up again");
+                        r = event(s, now, kinds[k], 0, changed[i].id, changed[i].name);
+                }
+                counts[k] = n;
+        }
+        if (r == 0) {
+                if (ret_down)
+                        *ret_down = counts[0];
+                if (ret_up)
+                        *ret_up = counts[1];
+        }
+        return end(s, r);
+}
+
+int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n)
+{
+        static const char sql[] = "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
+                                  " WHERE v.deleted_at IS NULL";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, sizeof(**ret), row_vm, (void **)ret, ret_n) : -EIO;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_event_count(struct store *s, const char *kind, uint64_t *ret)
+{
+        static const char sql[] = "SELECT COUNT(*) FROM events WHERE kind = ?";
+        int r = -EIO;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st) {
+                sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
+                if (sqlite3_step(st) == SQLITE_ROW) {
+                        *ret = (uint64_t)sqlite3_column_int64(st, 0);
+                        r = 0;
+                } else {
+                        r = db_err(s, "cannot count events");
+                }
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+static void row_site_full(sqlite3_stmt *st, void *item)
+{
+        struct site *x = item;
+        memset(x, 0, sizeof(*x));
+        x->id = (uint64_t)sqlite3_column_int64(st, 0);
+        col_text(st, 1, x->slug, sizeof(x->slug));
+        col_text(st, 2, x->name, sizeof(x->name));
+        x->hosts = (uint32_t)sqlite3_column_int64(st, 3);
+}
+
+int store_sites(struct store *s, struct site **ret, size_t *ret_n)
+{
+        static const char sql[] =
+                "SELECT s.id, s.slug, s.name, (SELECT COUNT(*) FROM hosts h WHERE h.site = s.slug)"
+                " FROM sites s ORDER BY s.id";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, sizeof(**ret), row_site_full, (void **)ret, ret_n) : -EIO;
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+int store_site_put(struct store *s, const char *slug, const char *name, struct site *ret)
+{
+        static const char sql[] =
+                "INSERT INTO sites (slug, name, created_at) VALUES (?1, ?2, ?3)"
+                " ON CONFLICT(slug) DO UPDATE SET name = excluded.name";
+        static const char sel[] =
+                "SELECT s.id, s.slug, s.name, (SELECT COUNT(*) FROM hosts h WHERE h.site = s.slug)"
+                " FROM sites s WHERE s.slug = ?";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, slug, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot record site"));
+        if (!(st = stmt(s, sel)))
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, slug, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, db_err(s, "cannot read site"));
+        row_site_full(st, ret);
+        r = event(s, now, "site.updated", 0, ret->id, name);
+        return end(s, r);
+}
