@@ -1,0 +1,127 @@
+# Shared helpers for the end-to-end tests (sourced, bash).
+#
+# Each test gets its own directory, ports, broker and agents, and stops
+# only the processes it started (by pid) when it exits. Results are TAP
+# lines: "ok - what" / "not ok - what" (tests/run counts them).
+set -u
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+T=$(mktemp -d /tmp/tasman-e2e.XXXXXX)
+PIDS=()
+FAILS=0
+CLEANUPS=()
+
+cleanup() {
+        local f
+        for f in "${CLEANUPS[@]+"${CLEANUPS[@]}"}"; do $f || true; done
+        for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$p" 2>/dev/null || true; done
+        for p in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$p" 2>/dev/null || true; done
+        # Sanitizer reports of the daemons land in their logs: a report is a failure.
+        if grep -lE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$T"/*.log 2>/dev/null; then
+                not_ok "sanitizer report in daemon logs (see above files)"
+        else
+                ok "no sanitizer report in daemon logs"
+        fi
+        if [ "$FAILS" -eq 0 ] && [ -z "${KEEP:-}" ]; then rm -rf "$T"; else echo "# kept $T"; fi
+}
+trap cleanup EXIT
+
+ok() { echo "ok - $*"; }
+not_ok() { echo "not ok - $*"; FAILS=$((FAILS + 1)); }
+# check DESC CMD...: ok if the command succeeds
+check() { local d=$1; shift; if "$@"; then ok "$d"; else not_ok "$d"; fi; }
+# eq DESC GOT WANT
+eq() {
+        if [ "$2" == "$3" ]; then ok "$1"; else not_ok "$1 (got '$2', want '$3')"; fi
+}
+# fatal DESC: stop the test here (the runner counts the failure)
+fatal() { not_ok "$*"; exit 1; }
+
+# free_port: a TCP port nobody listens on (bounded tries)
+free_port() {
+        local i p
+        for i in $(seq 1 200); do
+                p=$((20000 + RANDOM % 30000))
+                if ! ss -Hltn "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
+        done
+        return 1
+}
+
+API_PORT=$(free_port); ADMIN_PORT=$(free_port); AGENT_PORT=$(free_port)
+API=http://127.0.0.1:$API_PORT
+ADMIN=http://127.0.0.1:$ADMIN_PORT
+AGENT_URL=tcp://127.0.0.1:$AGENT_PORT
+export TASMAN_BROKER=$ADMIN
+
+BROKER_PID=
+start_broker() {
+        "$BUILD/tasman-broker" --db="$T/broker.db" --listen="127.0.0.1:$API_PORT" \
+                --admin_listen="127.0.0.1:$ADMIN_PORT" --agent_listen="$AGENT_URL" \
+                --host_timeout_ms="${HOST_TIMEOUT_MS:-10000}" "$@" >>"$T/broker.log" 2>&1 &
+        BROKER_PID=$!
+        PIDS+=("$BROKER_PID")
+        wait_for 10 "broker answers" curl -fs "$ADMIN/v1/accounts" -o /dev/null
+}
+
+# start_agent NAME [--key=value ...]: an agent on libvirt's test driver
+declare -A AGENT_PIDS=()
+start_agent() {
+        local name=$1; shift
+        mkdir -p "$T/$name"
+        "$BUILD/tasman-agent" --broker="$AGENT_URL" --libvirt_uri=test:///default \
+                --host_id="$name" --state_dir="$T/$name" --vcpus=64 --ram_mb=262144 \
+                --disk_gb=10000 "$@" >>"$T/$name.log" 2>&1 &
+        AGENT_PIDS[$name]=$!
+        PIDS+=("$!")
+}
+
+stop_pid() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
+
+# wait_for SECONDS DESC CMD...: poll CMD every 50 ms until it succeeds
+wait_for() {
+        local limit=$1 desc=$2; shift 2
+        local end=$((SECONDS + limit))
+        while [ $SECONDS -lt $end ]; do
+                if "$@" >/dev/null 2>&1; then return 0; fi
+                sleep 0.05
+        done
+        echo "# timed out after ${limit}s waiting for: $desc"
+        return 1
+}
+
+# api METHOD PATH [JSON] -> sets CODE and BODY (uses $KEY if set)
+api() {
+        local m=$1 p=$2 data=${3-}
+        local args=(-s -o "$T/body" -w '%{http_code}' -X "$m")
+        [ -n "${KEY:-}" ] && args+=(-H "Authorization: Bearer $KEY")
+        [ -n "$data" ] && args+=(-H 'Content-Type: application/json' --data-binary "$data")
+        CODE=$(curl "${args[@]}" "$API$p")
+        BODY=$(cat "$T/body")
+}
+jget() { jq -r "$1" <<<"$BODY"; }
+
+ctl() { "$BUILD/tasmanctl" --broker "$ADMIN" "$@"; }
+
+# new_account NAME -> prints a fresh API key for it
+new_account() {
+        ctl account create "$1" --tier "${2:-pro}" >/dev/null || return 1
+        ctl key create "$1" 2>/dev/null | head -1
+}
+
+vps_status() { KEY=$1 api GET "/v1/vps/$2"; jget .data.status; }
+# wait_status KEY ID STATUS [SECONDS]
+wait_status() {
+        local end=$((SECONDS + ${4:-20})) s=
+        while [ $SECONDS -lt $end ]; do
+                s=$(vps_status "$1" "$2")
+                [ "$s" == "$3" ] && return 0
+                sleep 0.05
+        done
+        echo "# vps $2: status '$s', waited for '$3'"
+        return 1
+}
+
+node_field() { ctl --json node list | jq -r ".[] | select(.host == \"$1\") | $2"; }
+# match DESC STRING REGEX
+match() { if [[ "$2" =~ $3 ]]; then ok "$1"; else not_ok "$1 ('$2' !~ $3)"; fi; }

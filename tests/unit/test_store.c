@@ -1,0 +1,974 @@
+/* store_sqlite on a real database file in a temp directory, and the pure
+ * api_vps_status() over the rows it returns.
+ *
+ * Whether a deleted row is really gone is read from the file with SQLite
+ * directly (read-only, a second connection): the store's own API never
+ * shows deleted rows, purged or not. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "api.h"
+#include "auth.h"
+#include "catalog.h"
+#include "ids.h"
+#include "store.h"
+
+#define NOW 1700000000000LL
+#define LIVE_AFTER (NOW - 30000)
+
+struct fx {
+        char dir[64];
+        char path[128];
+        struct store *s;
+        uint64_t acc, other; /* two accounts */
+};
+
+static int setup(void **state)
+{
+        struct fx *f = calloc(1, sizeof(*f));
+        struct account a;
+        assert_non_null(f);
+        snprintf(f->dir, sizeof(f->dir), "/tmp/tasman-store.XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        snprintf(f->path, sizeof(f->path), "%s/tasman.db", f->dir);
+        assert_int_equal(store_open(f->path, &f->s), 0);
+        assert_int_equal(store_account_create(f->s, "alice", TIER_PRO, &a), 0);
+        f->acc = a.id;
+        assert_int_equal(store_account_create(f->s, "bob", TIER_FREE, &a), 0);
+        f->other = a.id;
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fx *f = *state;
+        char cmd[160];
+        store_free(f->s);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+        assert_int_equal(system(cmd), 0);
+        free(f);
+        return 0;
+}
+
+/* ---- helpers ---- */
+
+static uint64_t hello_at(struct fx *f, const char *name, const char *site, uint32_t vcpus,
+                         uint64_t ram_mb, const char *boot_id, int64_t now, int *ret_rebooted)
+{
+        struct msg_hello h = { .vcpus = vcpus, .ram_mb = ram_mb, .disk_gb = 1000 };
+        uint64_t id = 0;
+        int rebooted = -1;
+        snprintf(h.host_id, sizeof(h.host_id), "%s", name);
+        snprintf(h.site, sizeof(h.site), "%s", site);
+        snprintf(h.underlay_ip, sizeof(h.underlay_ip), "10.0.0.1");
+        snprintf(h.boot_id, sizeof(h.boot_id), "%s", boot_id);
+        snprintf(h.agent_version, sizeof(h.agent_version), "0.1.0");
+        snprintf(h.hv_type, sizeof(h.hv_type), "test");
+        assert_int_equal(store_host_hello(f->s, &h, now, &id, &rebooted), 0);
+        assert_true(id > 0);
+        assert_true(rebooted == 0 || rebooted == 1);
+        if (ret_rebooted)
+                *ret_rebooted = rebooted;
+        return id;
+}
+
+static uint64_t hello(struct fx *f, const char *name, const char *site, uint32_t vcpus,
+                      uint64_t ram_mb)
+{
+        return hello_at(f, name, site, vcpus, ram_mb, "boot-1", NOW, NULL);
+}
+
+static int create_vm(struct fx *f, uint64_t account, const char *name, const char *site,
+                     uint32_t vcpus, uint32_t ram_mb, struct vm *ret)
+{
+        const struct vm_new req = {
+                .account_id = account, .name = name, .size = "s-test", .image = "debian-12",
+                .site = site, .vcpus = vcpus, .ram_mb = ram_mb, .disk_gb = 10,
+        };
+        return store_vm_create(f->s, &req, NOW, LIVE_AFTER, ret);
+}
+
+static uint64_t generation(struct fx *f, uint64_t host_id)
+{
+        uint64_t g = 0;
+        assert_int_equal(store_host_generation(f->s, host_id, &g), 0);
+        return g;
+}
+
+static struct vm get_vm(struct fx *f, uint64_t account, uint64_t id)
+{
+        struct vm v;
+        assert_int_equal(store_vm_get(f->s, account, id, &v), 0);
+        return v;
+}
+
+/* A full (or partial) Sync of the given domains. */
+static void observe(struct fx *f, uint64_t host_id, const struct dom_observed *doms, size_t n,
+                    int partial)
+{
+        struct msg_sync sync = {
+                .applied_generation = 3,
+                .domains = (struct dom_observed *)doms,
+                .n_domains = n,
+                .vcpus_used = 2,
+                .ram_mb_used = 1024,
+                .partial = partial,
+                .n_present = (uint32_t)n,
+        };
+        assert_int_equal(store_host_observe(f->s, host_id, &sync, NOW + 1000), 0);
+}
+
+/* Rows of vms with this id in the file, deleted or not. */
+static int rows_in_file(struct fx *f, uint64_t vm_id)
+{
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        int n = -1;
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM vms WHERE id = ?", -1, &st,
+                                            NULL),
+                         SQLITE_OK);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                n = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return n;
+}
+
+/* ---- accounts and keys ---- */
+
+static void test_accounts(void **state)
+{
+        struct fx *f = *state;
+        struct account a, *list = NULL;
+        size_t n = 0;
+
+        assert_int_equal(store_account_create(f->s, "alice", TIER_FREE, &a), -EEXIST);
+        assert_int_equal(store_account_create(f->s, "carol", TIER_ENTERPRISE, &a), 0);
+        assert_string_equal(a.name, "carol");
+        assert_int_equal(a.tier, TIER_ENTERPRISE);
+        assert_true(a.created_at > 0);
+        uint64_t carol = a.id;
+
+        memset(&a, 0, sizeof(a));
+        assert_int_equal(store_account_by_name(f->s, "alice", &a), 0);
+        assert_int_equal(a.id, f->acc);
+        assert_string_equal(a.name, "alice");
+        assert_int_equal(a.tier, TIER_PRO);
+        assert_int_equal(store_account_by_name(f->s, "nobody", &a), -ENOENT);
+        assert_int_equal(store_account_by_name(f->s, "ALICE", &a), -ENOENT);
+
+        assert_int_equal(store_account_list(f->s, &list, &n), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(list[0].id, f->acc);
+        assert_string_equal(list[0].name, "alice");
+        assert_int_equal(list[1].id, f->other);
+        assert_string_equal(list[1].name, "bob");
+        assert_int_equal(list[1].tier, TIER_FREE);
+        assert_int_equal(list[2].id, carol);
+        free(list);
+}
+
+static void test_tiers(void **state)
+{
+        static const char *const names[] = { "free", "pro", "enterprise" };
+        enum tier t;
+        (void)state;
+        for (int i = 0; i < TIER__MAX; i++) {
+                assert_string_equal(tier_to_string((enum tier)i), names[i]);
+                assert_int_equal(tier_from_string(names[i], &t), 0);
+                assert_int_equal(t, i);
+        }
+        t = TIER_PRO;
+        assert_int_equal(tier_from_string("gold", &t), -EINVAL);
+        assert_int_equal(tier_from_string("", &t), -EINVAL);
+        assert_int_equal(tier_from_string("Free", &t), -EINVAL);
+        assert_int_equal(t, TIER_PRO);
+        assert_string_equal(tier_to_string(TIER__MAX), "free");
+}
+
+static void test_keys(void **state)
+{
+        struct fx *f = *state;
+        uint8_t h1[32], h2[32], h3[32];
+        uint64_t k1, k2, k3;
+        struct api_key keys[8];
+        size_t n = 99;
+
+        memset(h1, 0x11, 32);
+        memset(h2, 0x22, 32);
+        memset(h3, 0x33, 32);
+        assert_int_equal(store_key_create(f->s, f->acc, "tas_aaaaaaaa", h1, &k1), 0);
+        assert_int_equal(store_key_create(f->s, f->other, "tas_bbbbbbbb", h2, &k2), 0);
+        assert_int_equal(store_key_create(f->s, f->other, "tas_aaaaaaaa", h3, &k3), 0);
+        assert_true(k1 != k2 && k2 != k3 && k1 != k3);
+
+        assert_int_equal(store_key_find(f->s, "tas_bbbbbbbb", keys, 8, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(keys[0].id, k2);
+        assert_int_equal(keys[0].account_id, f->other);
+        assert_int_equal(keys[0].tier, TIER_FREE);
+        assert_memory_equal(keys[0].hash, h2, 32);
+
+        /* A shared prefix finds both, with each account's tier. */
+        assert_int_equal(store_key_find(f->s, "tas_aaaaaaaa", keys, 8, &n), 0);
+        assert_int_equal(n, 2);
+        for (size_t i = 0; i < n; i++) {
+                if (keys[i].id == k1) {
+                        assert_int_equal(keys[i].account_id, f->acc);
+                        assert_int_equal(keys[i].tier, TIER_PRO);
+                        assert_memory_equal(keys[i].hash, h1, 32);
+                } else {
+                        assert_int_equal(keys[i].id, k3);
+                        assert_int_equal(keys[i].account_id, f->other);
+                        assert_memory_equal(keys[i].hash, h3, 32);
+                }
+        }
+        /* max bounds what is written. */
+        assert_int_equal(store_key_find(f->s, "tas_aaaaaaaa", keys, 1, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(store_key_find(f->s, "tas_cccccccc", keys, 8, &n), 0);
+        assert_int_equal(n, 0);
+        /* A prefix is matched whole, not as a LIKE pattern. */
+        assert_int_equal(store_key_find(f->s, "tas_aaaa", keys, 8, &n), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(store_key_find(f->s, "tas_%", keys, 8, &n), 0);
+        assert_int_equal(n, 0);
+}
+
+/* auth over the store: a key made by auth_key_create checks out; nothing
+ * else does. */
+static void test_auth_bearer(void **state)
+{
+        struct fx *f = *state;
+        char key[AUTH_KEY_LEN + 1], prefix[AUTH_PREFIX_LEN + 1], hdr[128];
+        uint64_t key_id = 0, account = 0;
+        enum tier tier = TIER__MAX;
+
+        assert_int_equal(auth_key_create(f->s, f->acc, key, prefix, &key_id), 0);
+        assert_true(key_id > 0);
+        assert_int_equal(strlen(key), AUTH_KEY_LEN);
+        assert_int_equal(strncmp(key, "tas_", 4), 0);
+        assert_int_equal(strlen(prefix), AUTH_PREFIX_LEN);
+        assert_int_equal(strncmp(key, prefix, AUTH_PREFIX_LEN), 0);
+
+        /* A second key under the same prefix (another account's, with
+         * another hash) does not hide the first. */
+        uint8_t other_hash[32];
+        uint64_t other_id;
+        memset(other_hash, 0x5a, sizeof(other_hash));
+        assert_int_equal(store_key_create(f->s, f->other, prefix, other_hash, &other_id), 0);
+
+        static const char *const good_fmt[] = { "Bearer %s", "bearer %s", "BEARER   %s" };
+        for (size_t i = 0; i < 3; i++) {
+                snprintf(hdr, sizeof(hdr), good_fmt[i], key);
+                account = 0;
+                tier = TIER__MAX;
+                assert_int_equal(auth_check_bearer(f->s, hdr, &account, &tier), 0);
+                assert_int_equal(account, f->acc);
+                assert_int_equal(tier, TIER_PRO);
+        }
+
+        char upper[AUTH_KEY_LEN + 1], flipped[AUTH_KEY_LEN + 1];
+        snprintf(upper, sizeof(upper), "%s", key);
+        for (char *p = upper + 4; *p; p++)
+                if (*p >= 'a' && *p <= 'f')
+                        *p = (char)(*p - 'a' + 'A');
+        snprintf(flipped, sizeof(flipped), "%s", key);
+        flipped[AUTH_KEY_LEN - 1] = flipped[AUTH_KEY_LEN - 1] == '0' ? '1' : '0';
+        char bad[12][128];
+        size_t n_bad = 0;
+        snprintf(bad[n_bad++], 128, "Bearer %s", flipped);           /* unknown key */
+        snprintf(bad[n_bad++], 128, "Bearer %s ", key);              /* trailing space */
+        snprintf(bad[n_bad++], 128, "Bearer %.*s", AUTH_KEY_LEN - 1, key); /* short */
+        snprintf(bad[n_bad++], 128, "Bearer %s0", key);              /* long */
+        snprintf(bad[n_bad++], 128, "Basic %s", key);
+        snprintf(bad[n_bad++], 128, "Bearer%s", key);                /* no space */
+        snprintf(bad[n_bad++], 128, "%s", key);                      /* no scheme */
+        snprintf(bad[n_bad++], 128, "Bearer tak_%s", key + 4);
+        snprintf(bad[n_bad++], 128, "Bearer %s", prefix);
+        snprintf(bad[n_bad++], 128, "Bearer ");
+        snprintf(bad[n_bad++], 128, "%s", "");
+        int upper_differs = strcmp(upper, key) != 0;
+        if (upper_differs)
+                snprintf(bad[n_bad++], 128, "Bearer %s", upper);
+        for (size_t i = 0; i < n_bad; i++) {
+                account = 4242;
+                if (auth_check_bearer(f->s, bad[i], &account, &tier) != -EACCES)
+                        fail_msg("'%s' was accepted", bad[i]);
+                assert_int_equal(account, 4242);
+        }
+        assert_int_equal(auth_check_bearer(f->s, NULL, &account, &tier), -EACCES);
+}
+
+/* ---- hosts ---- */
+
+static void test_host_hello(void **state)
+{
+        struct fx *f = *state;
+        struct host h;
+        int rebooted = -1;
+        char boot[TMSG_STR];
+        uint64_t id2 = 0;
+
+        uint64_t id = hello_at(f, "node-1", "ams1", 8, 16384, "boot-1", NOW, &rebooted);
+        assert_int_equal(rebooted, 0);
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.id, id);
+        assert_string_equal(h.name, "node-1");
+        assert_string_equal(h.site, "ams1");
+        assert_string_equal(h.underlay_ip, "10.0.0.1");
+        assert_string_equal(h.boot_id, "boot-1");
+        assert_string_equal(h.agent_version, "0.1.0");
+        assert_string_equal(h.hv_type, "test");
+        assert_int_equal(h.vcpus, 8);
+        assert_int_equal(h.ram_mb, 16384);
+        assert_int_equal(h.disk_gb, 1000);
+        assert_int_equal(h.last_seen, NOW);
+        assert_int_equal(h.guests, 0);
+        assert_int_equal(h.draining, 0);
+
+        /* The same agent again: same host, not a reboot; new figures kept. */
+        assert_int_equal(hello_at(f, "node-1", "ams1", 16, 32768, "boot-1", NOW + 5, &rebooted),
+                         id);
+        assert_int_equal(rebooted, 0);
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.vcpus, 16);
+        assert_int_equal(h.ram_mb, 32768);
+        assert_int_equal(h.last_seen, NOW + 5);
+
+        /* A new boot id: the host rebooted. */
+        assert_int_equal(hello_at(f, "node-1", "ams1", 16, 32768, "boot-2", NOW + 9, &rebooted),
+                         id);
+        assert_int_equal(rebooted, 1);
+        assert_int_equal(store_host_lookup(f->s, "node-1", &id2, boot, sizeof(boot)), 0);
+        assert_int_equal(id2, id);
+        assert_string_equal(boot, "boot-2");
+
+        /* Another host gets another id. */
+        uint64_t other = hello_at(f, "node-2", "fra1", 4, 8192, "x", NOW, &rebooted);
+        assert_true(other != id);
+        assert_int_equal(rebooted, 0);
+
+        assert_int_equal(store_host_by_name(f->s, "node-3", &h), -ENOENT);
+        assert_int_equal(store_host_lookup(f->s, "node-3", &id2, boot, sizeof(boot)), -ENOENT);
+        assert_int_equal(store_host_generation(f->s, 999, &id2), -ENOENT);
+
+        struct host *list = NULL;
+        size_t n = 0;
+        assert_int_equal(store_host_list(f->s, &list, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(list[0].name, "node-1");
+        assert_string_equal(list[1].name, "node-2");
+        free(list);
+
+        char(*sites)[TMSG_STR] = NULL;
+        assert_int_equal(store_site_list(f->s, &sites, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(sites[0], "ams1");
+        assert_string_equal(sites[1], "fra1");
+        free(sites);
+}
+
+static void test_hosts_touch(void **state)
+{
+        struct fx *f = *state;
+        struct host h;
+        uint64_t a = hello(f, "node-a", "ams1", 4, 8192);
+        uint64_t b = hello(f, "node-b", "ams1", 4, 8192);
+        uint64_t ids[] = { a, b, 12345 };
+
+        assert_int_equal(store_hosts_touch(f->s, ids, 3, NOW + 500), 0);
+        assert_int_equal(store_host_by_name(f->s, "node-a", &h), 0);
+        assert_int_equal(h.last_seen, NOW + 500);
+        assert_int_equal(store_host_by_name(f->s, "node-b", &h), 0);
+        assert_int_equal(h.last_seen, NOW + 500);
+        /* Never backwards. */
+        assert_int_equal(store_hosts_touch(f->s, ids, 1, NOW), 0);
+        assert_int_equal(store_host_by_name(f->s, "node-a", &h), 0);
+        assert_int_equal(h.last_seen, NOW + 500);
+}
+
+/* ---- vms: placement ---- */
+
+static void test_create_needs_live_host(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+
+        assert_int_equal(create_vm(f, f->acc, "web1", NULL, 1, 512, &v), -ENOSPC);
+        /* A host last seen at live_after exactly is not live. */
+        hello_at(f, "node-1", "ams1", 4, 8192, "b", LIVE_AFTER, NULL);
+        assert_int_equal(create_vm(f, f->acc, "web1", NULL, 1, 512, &v), -ENOSPC);
+        hello_at(f, "node-1", "ams1", 4, 8192, "b", LIVE_AFTER + 1, NULL);
+        assert_int_equal(create_vm(f, f->acc, "web1", NULL, 1, 512, &v), 0);
+}
+
+static void test_create_places(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+        uint64_t host = hello(f, "node-1", "ams1", 4, 8192);
+        uint64_t gen = generation(f, host);
+
+        assert_int_equal(create_vm(f, f->acc, "web1", NULL, 2, 1024, &v), 0);
+        assert_true(v.id > 0);
+        assert_int_equal(v.account_id, f->acc);
+        assert_string_equal(v.name, "web1");
+        assert_string_equal(v.size, "s-test");
+        assert_string_equal(v.image, "debian-12");
+        assert_string_equal(v.site, "ams1");
+        assert_int_equal(v.host_id, host);
+        assert_int_equal(v.vcpus, 2);
+        assert_int_equal(v.ram_mb, 1024);
+        assert_int_equal(v.disk_gb, 10);
+        assert_int_equal(v.want, VM_WANT_RUNNING);
+        assert_int_equal(v.reboot_seq, 0);
+        assert_int_equal(v.rebuild_seq, 0);
+        assert_int_equal(v.created_at, NOW);
+        assert_int_equal(v.obs_state, -1);
+        assert_string_equal(v.obs_error, "");
+        assert_int_equal(v.host_last_seen, NOW);
+        assert_int_equal(generation(f, host), gen + 1);
+
+        struct host h;
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.guests, 1);
+        assert_int_equal(h.vcpus_used, 2);
+        assert_int_equal(h.ram_mb_used, 1024);
+        assert_int_equal(h.disk_gb_used, 10);
+}
+
+/* 4 vCPUs (x4 overcommit: 16), 8192 MB: RAM is the limit. */
+static void test_capacity(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+        uint64_t host = hello(f, "node-1", "ams1", 4, 8192);
+
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 2, 4096, &v), 0);
+        assert_int_equal(create_vm(f, f->acc, "b", NULL, 2, 4096, &v), 0);
+        uint64_t gen = generation(f, host);
+        assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 4096, &v), -ENOSPC);
+        assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 1, &v), -ENOSPC);
+        assert_int_equal(generation(f, host), gen); /* a refusal changes nothing */
+
+        struct vm *list = NULL;
+        size_t n = 0;
+        assert_int_equal(store_vm_list(f->s, f->acc, &list, &n), 0);
+        assert_int_equal(n, 2);
+        free(list);
+}
+
+static void test_capacity_vcpus_and_disk(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+        hello(f, "node-1", "ams1", 4, 8192); /* disk: 1000 GB */
+
+        assert_int_equal(create_vm(f, f->acc, "big", NULL, 17, 512, &v), -ENOSPC);
+        assert_int_equal(create_vm(f, f->acc, "big", NULL, 16, 512, &v), 0);
+        assert_int_equal(create_vm(f, f->acc, "one", NULL, 1, 512, &v), -ENOSPC);
+
+        const struct vm_new disk = {
+                .account_id = f->acc, .name = "disk", .size = "s", .image = "i",
+                .vcpus = 0, .ram_mb = 512, .disk_gb = 991,
+        };
+        assert_int_equal(store_vm_create(f->s, &disk, NOW, LIVE_AFTER, &v), -ENOSPC);
+        const struct vm_new disk_ok = {
+                .account_id = f->acc, .name = "disk", .size = "s", .image = "i",
+                .vcpus = 0, .ram_mb = 512, .disk_gb = 990,
+        };
+        assert_int_equal(store_vm_create(f->s, &disk_ok, NOW, LIVE_AFTER, &v), 0);
+}
+
+static void test_site_filter_and_spread(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+        uint64_t ams = hello(f, "node-ams", "ams1", 8, 8192);
+        uint64_t fra = hello(f, "node-fra", "fra1", 8, 16384);
+
+        assert_int_equal(create_vm(f, f->acc, "x", "lon1", 1, 512, &v), -ENOSPC);
+        assert_int_equal(create_vm(f, f->acc, "a", "ams1", 1, 512, &v), 0);
+        assert_int_equal(v.host_id, ams);
+        assert_string_equal(v.site, "ams1");
+        /* Any site: the host with the most free RAM. */
+        assert_int_equal(create_vm(f, f->acc, "b", NULL, 1, 4096, &v), 0);
+        assert_int_equal(v.host_id, fra);
+        assert_string_equal(v.site, "fra1");
+        assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 4096, &v), 0);
+        assert_int_equal(v.host_id, fra); /* 12288 free against 7680 */
+        assert_int_equal(create_vm(f, f->acc, "d", NULL, 1, 4096, &v), 0);
+        assert_int_equal(v.host_id, fra); /* 8192 against 7680 */
+        assert_int_equal(create_vm(f, f->acc, "e", NULL, 1, 4096, &v), 0);
+        assert_int_equal(v.host_id, ams); /* 4096 against 7680 */
+        assert_int_equal(create_vm(f, f->acc, "f", "fra1", 1, 4096, &v), 0);
+        assert_int_equal(v.host_id, fra);
+        assert_int_equal(create_vm(f, f->acc, "g", "fra1", 1, 512, &v), -ENOSPC);
+        assert_int_equal(create_vm(f, f->acc, "g", NULL, 1, 512, &v), 0);
+        assert_int_equal(v.host_id, ams);
+}
+
+/* The catalog's sizes against a host of 8 vCPUs (32 with overcommit) and
+ * 16 GB: RAM decides. */
+static void test_capacity_catalog_sizes(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+        const struct size_def *big = catalog_size("standard-8vcpu-16gb");
+        const struct size_def *small = catalog_size("standard-1vcpu-1gb");
+        assert_non_null(big);
+        assert_non_null(small);
+        assert_null(catalog_size("standard-64vcpu"));
+        hello(f, "node-1", "ams1", 8, 16384);
+
+        struct vm_new req = {
+                .account_id = f->acc, .name = "big", .size = big->slug, .image = "debian-12",
+                .vcpus = big->vcpus, .ram_mb = big->ram_mb, .disk_gb = big->disk_gb,
+        };
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &v), 0);
+        assert_string_equal(v.size, "standard-8vcpu-16gb");
+        req.name = "small";
+        req.size = small->slug;
+        req.vcpus = small->vcpus;
+        req.ram_mb = small->ram_mb;
+        req.disk_gb = small->disk_gb;
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &v), -ENOSPC);
+}
+
+/* ---- vms: reading ---- */
+
+static void test_vm_get_list_by_account(void **state)
+{
+        struct fx *f = *state;
+        struct vm a1, a2, b1, v, *list = NULL;
+        size_t n = 0;
+        hello(f, "node-1", "ams1", 8, 16384);
+
+        assert_int_equal(create_vm(f, f->acc, "a1", NULL, 1, 512, &a1), 0);
+        assert_int_equal(create_vm(f, f->other, "b1", NULL, 1, 512, &b1), 0);
+        assert_int_equal(create_vm(f, f->acc, "a2", NULL, 1, 512, &a2), 0);
+
+        v = get_vm(f, f->acc, a1.id);
+        assert_string_equal(v.name, "a1");
+        assert_int_equal(store_vm_get(f->s, f->other, a1.id, &v), -ENOENT);
+        assert_int_equal(store_vm_get(f->s, f->acc, b1.id, &v), -ENOENT);
+        assert_int_equal(store_vm_get(f->s, f->acc, 999999, &v), -ENOENT);
+
+        assert_int_equal(store_vm_list(f->s, f->acc, &list, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(list[0].id, a1.id);
+        assert_int_equal(list[1].id, a2.id);
+        free(list);
+        assert_int_equal(store_vm_list(f->s, f->other, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].id, b1.id);
+        free(list);
+        list = NULL;
+        assert_int_equal(store_vm_list(f->s, 424242, &list, &n), 0);
+        assert_int_equal(n, 0);
+        free(list);
+}
+
+/* ---- vms: actions ---- */
+
+static void test_actions(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, r;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+
+        static const struct {
+                enum vm_action act;
+                enum vm_power_want want;
+                uint64_t reboot_seq, rebuild_seq;
+        } steps[] = {
+                { VM_ACT_SHUTDOWN, VM_WANT_STOPPED, 0, 0 },
+                { VM_ACT_SHUTDOWN, VM_WANT_STOPPED, 0, 0 },
+                { VM_ACT_START, VM_WANT_RUNNING, 0, 0 },
+                { VM_ACT_REBOOT, VM_WANT_RUNNING, 1, 0 },
+                { VM_ACT_REBOOT, VM_WANT_RUNNING, 2, 0 },
+                { VM_ACT_SHUTDOWN, VM_WANT_STOPPED, 2, 0 },
+                { VM_ACT_REBUILD, VM_WANT_RUNNING, 2, 1 }, /* a rebuild also starts it */
+                { VM_ACT_REBOOT, VM_WANT_RUNNING, 3, 1 },
+        };
+        for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+                uint64_t gen = generation(f, host);
+                assert_int_equal(store_vm_action(f->s, f->acc, v.id, steps[i].act, &r), 0);
+                assert_int_equal(r.id, v.id);
+                assert_int_equal(r.want, steps[i].want);
+                assert_int_equal(r.reboot_seq, steps[i].reboot_seq);
+                assert_int_equal(r.rebuild_seq, steps[i].rebuild_seq);
+                assert_int_equal(generation(f, host), gen + 1);
+                struct vm g = get_vm(f, f->acc, v.id);
+                assert_int_equal(g.want, steps[i].want);
+                assert_int_equal(g.reboot_seq, steps[i].reboot_seq);
+                assert_int_equal(g.rebuild_seq, steps[i].rebuild_seq);
+        }
+        /* Not the caller's vm: refused, nothing changes. */
+        uint64_t gen = generation(f, host);
+        assert_int_equal(store_vm_action(f->s, f->other, v.id, VM_ACT_REBOOT, &r), -ENOENT);
+        assert_int_equal(store_vm_action(f->s, f->acc, 999999, VM_ACT_REBOOT, &r), -ENOENT);
+        assert_int_equal(generation(f, host), gen);
+        assert_int_equal(get_vm(f, f->acc, v.id).reboot_seq, 3);
+}
+
+/* ---- the agent link: desired and observed ---- */
+
+static void test_host_desired(void **state)
+{
+        struct fx *f = *state;
+        struct vm a, b, c;
+        struct msg_sync_reply rep;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        uint64_t other_host = hello(f, "node-2", "ams1", 1, 1024);
+        uint64_t dummy;
+
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.n_domains, 0);
+        free(rep.domains);
+
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 2, 2048, &a), 0);
+        assert_int_equal(create_vm(f, f->other, "b", NULL, 1, 1024, &b), 0);
+        assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 1024, &c), 0);
+        assert_int_equal(a.host_id, host);
+        assert_int_equal(b.host_id, host);
+        assert_int_equal(c.host_id, host);
+        assert_int_equal(store_vm_action(f->s, f->other, b.id, VM_ACT_SHUTDOWN, &b), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, c.id, VM_ACT_REBOOT, &c), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, c.id, VM_ACT_REBUILD, &c), 0);
+        assert_int_equal(store_vm_delete(f->s, f->acc, a.id, &dummy), 0);
+        assert_int_equal(dummy, host);
+
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.generation, generation(f, host));
+        assert_int_equal(rep.n_domains, 2);
+        const struct dom_desired *d = rep.domains;
+        assert_int_equal(d[0].vm_id, b.id);
+        assert_string_equal(d[0].hostname, "b");
+        assert_int_equal(d[0].vcpus, 1);
+        assert_int_equal(d[0].ram_mb, 1024);
+        assert_int_equal(d[0].disk_gb, 10);
+        assert_int_equal(d[0].power, POWER_STOPPED);
+        assert_string_equal(d[0].image, "debian-12");
+        assert_int_equal(d[1].vm_id, c.id);
+        assert_int_equal(d[1].power, POWER_RUNNING);
+        assert_int_equal(d[1].reboot_seq, 1);
+        assert_int_equal(d[1].rebuild_seq, 1);
+        free(rep.domains);
+
+        assert_int_equal(store_host_desired(f->s, other_host, &rep), 0);
+        assert_int_equal(rep.n_domains, 0);
+        free(rep.domains);
+        assert_int_equal(store_host_desired(f->s, 999, &rep), -ENOENT);
+}
+
+static void test_host_observe(void **state)
+{
+        struct fx *f = *state;
+        struct vm a, b;
+        struct host h;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 1, 512, &a), 0);
+        assert_int_equal(create_vm(f, f->acc, "b", NULL, 1, 512, &b), 0);
+
+        /* Full report, in any order, plus a domain the broker does not know. */
+        struct dom_observed doms[3] = {
+                { .vm_id = b.id, .state = POWER_STOPPED, .reboot_done = 0, .rebuild_done = 0 },
+                { .vm_id = 987654, .state = POWER_RUNNING },
+                { .vm_id = a.id, .state = POWER_RUNNING, .reboot_done = 4, .rebuild_done = 2 },
+        };
+        snprintf(doms[0].error, sizeof(doms[0].error), "cannot start: no space");
+        observe(f, host, doms, 3, 0);
+        a = get_vm(f, f->acc, a.id);
+        b = get_vm(f, f->acc, b.id);
+        assert_int_equal(a.obs_state, POWER_RUNNING);
+        assert_int_equal(a.obs_reboot_done, 4);
+        assert_int_equal(a.obs_rebuild_done, 2);
+        assert_string_equal(a.obs_error, "");
+        assert_int_equal(b.obs_state, POWER_STOPPED);
+        assert_string_equal(b.obs_error, "cannot start: no space");
+        assert_int_equal(a.host_last_seen, NOW + 1000);
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.last_seen, NOW + 1000);
+        assert_int_equal(h.applied_generation, 3);
+        assert_int_equal(h.obs_domains, 3);
+        assert_int_equal(h.obs_vcpus, 2);
+        assert_int_equal(h.obs_ram_mb, 1024);
+
+        /* Partial: only b changes; a is left as it was. */
+        struct dom_observed part = { .vm_id = b.id, .state = POWER_RUNNING };
+        observe(f, host, &part, 1, 1);
+        assert_int_equal(get_vm(f, f->acc, a.id).obs_state, POWER_RUNNING);
+        b = get_vm(f, f->acc, b.id);
+        assert_int_equal(b.obs_state, POWER_RUNNING);
+        assert_string_equal(b.obs_error, "");
+
+        /* Partial with POWER_UNKNOWN: the domain is gone. */
+        part.state = POWER_UNKNOWN;
+        observe(f, host, &part, 1, 1);
+        assert_int_equal(get_vm(f, f->acc, b.id).obs_state, -1);
+
+        /* Full report without a: a is absent again. */
+        struct dom_observed only_b = { .vm_id = b.id, .state = POWER_PAUSED };
+        observe(f, host, &only_b, 1, 0);
+        assert_int_equal(get_vm(f, f->acc, a.id).obs_state, -1);
+        assert_int_equal(get_vm(f, f->acc, b.id).obs_state, POWER_PAUSED);
+        /* ... and the counters it last reported are kept. */
+        assert_int_equal(get_vm(f, f->acc, a.id).obs_reboot_done, 4);
+
+        /* An empty full report: nothing is there. */
+        observe(f, host, NULL, 0, 0);
+        assert_int_equal(get_vm(f, f->acc, b.id).obs_state, -1);
+}
+
+/* Another host's report never touches this host's vms. */
+static void test_observe_other_host(void **state)
+{
+        struct fx *f = *state;
+        struct vm a;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        uint64_t other = hello(f, "node-2", "ams1", 1, 256);
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 1, 512, &a), 0);
+        assert_int_equal(a.host_id, host);
+
+        struct dom_observed d = { .vm_id = a.id, .state = POWER_RUNNING };
+        observe(f, other, &d, 1, 0);
+        assert_int_equal(get_vm(f, f->acc, a.id).obs_state, -1);
+        observe(f, other, &d, 1, 1);
+        assert_int_equal(get_vm(f, f->acc, a.id).obs_state, -1);
+}
+
+static void test_delete_and_purge(void **state)
+{
+        struct fx *f = *state;
+        struct vm a, b, *list = NULL;
+        struct msg_sync_reply rep;
+        size_t n;
+        uint64_t host_id = 0;
+        uint64_t host = hello(f, "node-1", "ams1", 4, 8192);
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 1, 4096, &a), 0);
+        assert_int_equal(create_vm(f, f->acc, "b", NULL, 1, 4096, &b), 0);
+        struct dom_observed both[2] = {
+                { .vm_id = a.id, .state = POWER_RUNNING },
+                { .vm_id = b.id, .state = POWER_RUNNING },
+        };
+        observe(f, host, both, 2, 0);
+
+        uint64_t gen = generation(f, host);
+        assert_int_equal(store_vm_delete(f->s, f->other, a.id, &host_id), -ENOENT);
+        assert_int_equal(generation(f, host), gen);
+        assert_int_equal(store_vm_delete(f->s, f->acc, a.id, &host_id), 0);
+        assert_int_equal(host_id, host);
+        assert_int_equal(generation(f, host), gen + 1);
+        assert_int_equal(store_vm_delete(f->s, f->acc, a.id, &host_id), -ENOENT);
+        assert_int_equal(store_vm_get(f->s, f->acc, a.id, &a), -ENOENT);
+        assert_int_equal(store_vm_action(f->s, f->acc, a.id, VM_ACT_START, &a), -ENOENT);
+        assert_int_equal(store_vm_list(f->s, f->acc, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].id, b.id);
+        free(list);
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.n_domains, 1);
+        assert_int_equal(rep.domains[0].vm_id, b.id);
+        free(rep.domains);
+        /* Its capacity is free again at once. */
+        struct vm c;
+        assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 4096, &c), 0);
+
+        /* Still on the host: the row stays. */
+        observe(f, host, both, 2, 0);
+        assert_int_equal(rows_in_file(f, a.id), 1);
+        /* Gone from the host: the row goes. */
+        observe(f, host, &both[1], 1, 0);
+        assert_int_equal(rows_in_file(f, a.id), 0);
+        assert_int_equal(rows_in_file(f, b.id), 1);
+
+        /* Likewise through a partial report saying "gone". */
+        assert_int_equal(store_vm_delete(f->s, f->acc, b.id, &host_id), 0);
+        struct dom_observed gone = { .vm_id = b.id, .state = POWER_UNKNOWN };
+        observe(f, host, &gone, 1, 1);
+        assert_int_equal(rows_in_file(f, b.id), 0);
+}
+
+/* Closing and opening the file again keeps every row and the id key. */
+static void test_reopen(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, *list = NULL;
+        struct account a;
+        size_t n = 0;
+        char before[ID_STR_MAX], after[ID_STR_MAX];
+        uint64_t host = hello(f, "node-1", "ams1", 4, 8192);
+        assert_int_equal(create_vm(f, f->acc, "keep", NULL, 1, 512, &v), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, &v), 0);
+        uint64_t gen = generation(f, host);
+        id_encode(store_id_key(f->s), "vps", v.id, before, sizeof(before));
+
+        store_free(f->s);
+        f->s = NULL;
+        assert_int_equal(store_open(f->path, &f->s), 0);
+
+        id_encode(store_id_key(f->s), "vps", v.id, after, sizeof(after));
+        assert_string_equal(before, after);
+        uint64_t back = 0;
+        assert_int_equal(id_decode(store_id_key(f->s), "vps", before, &back), 0);
+        assert_int_equal(back, v.id);
+
+        assert_int_equal(store_account_by_name(f->s, "alice", &a), 0);
+        assert_int_equal(a.id, f->acc);
+        assert_int_equal(generation(f, host), gen);
+        assert_int_equal(store_vm_list(f->s, f->acc, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].id, v.id);
+        assert_string_equal(list[0].name, "keep");
+        assert_int_equal(list[0].reboot_seq, 1);
+        free(list);
+}
+
+/* Two installations never share an id key. */
+static void test_id_key_per_installation(void **state)
+{
+        struct fx *f = *state;
+        struct store *s2;
+        char path[160], a[ID_STR_MAX], b[ID_STR_MAX];
+        snprintf(path, sizeof(path), "%s/second.db", f->dir);
+        assert_int_equal(store_open(path, &s2), 0);
+        id_encode(store_id_key(f->s), "vps", 1, a, sizeof(a));
+        id_encode(store_id_key(s2), "vps", 1, b, sizeof(b));
+        assert_string_not_equal(a, b);
+        store_free(s2);
+        store_free(NULL);
+}
+
+static void test_open_fails(void **state)
+{
+        struct store *s = (struct store *)0x1;
+        (void)state;
+        assert_int_equal(store_open("/nonexistent-dir/tasman.db", &s), -EIO);
+        assert_ptr_equal(s, (struct store *)0x1);
+}
+
+/* ---- api_vps_status ---- */
+
+static void test_vps_status(void **state)
+{
+        const int64_t now = NOW, timeout = 30000;
+        static const struct {
+                const char *want;
+                int64_t seen_ago;
+                enum vm_power_want want_power;
+                int obs_state;
+                uint64_t reboot_seq, reboot_done, rebuild_seq, rebuild_done;
+                const char *error;
+        } cases[] = {
+                { "unknown", 30001, VM_WANT_RUNNING, POWER_RUNNING, 0, 0, 0, 0, "" },
+                { "unknown", 30001, VM_WANT_STOPPED, POWER_STOPPED, 0, 0, 0, 0, "" },
+                { "unknown", 30001, VM_WANT_RUNNING, -1, 0, 0, 0, 0, "boom" },
+                { "running", 30000, VM_WANT_RUNNING, POWER_RUNNING, 0, 0, 0, 0, "" },
+                { "provisioning", 0, VM_WANT_RUNNING, -1, 0, 0, 0, 0, "" },
+                { "provisioning", 0, VM_WANT_RUNNING, -1, 0, 0, 1, 0, "" },
+                { "running", 0, VM_WANT_RUNNING, POWER_RUNNING, 0, 0, 0, 0, "" },
+                { "running", 0, VM_WANT_RUNNING, POWER_RUNNING, 2, 2, 1, 1, "" },
+                { "stopping", 0, VM_WANT_STOPPED, POWER_RUNNING, 0, 0, 0, 0, "" },
+                { "starting", 0, VM_WANT_RUNNING, POWER_STOPPED, 0, 0, 0, 0, "" },
+                { "starting", 0, VM_WANT_RUNNING, POWER_CRASHED, 0, 0, 0, 0, "" },
+                { "stopped", 0, VM_WANT_STOPPED, POWER_STOPPED, 0, 0, 0, 0, "" },
+                { "stopped", 0, VM_WANT_STOPPED, POWER_CRASHED, 0, 0, 0, 0, "" },
+                { "rebooting", 0, VM_WANT_RUNNING, POWER_RUNNING, 1, 0, 0, 0, "" },
+                { "rebuilding", 0, VM_WANT_RUNNING, POWER_RUNNING, 0, 0, 1, 0, "" },
+                { "rebuilding", 0, VM_WANT_RUNNING, POWER_STOPPED, 0, 0, 3, 2, "" },
+                { "rebuilding", 0, VM_WANT_RUNNING, POWER_RUNNING, 0, 0, 1, 0, "boom" },
+                { "error", 0, VM_WANT_RUNNING, POWER_STOPPED, 0, 0, 0, 0, "cannot start" },
+                { "error", 0, VM_WANT_RUNNING, -1, 0, 0, 0, 0, "cannot define" },
+                { "paused", 0, VM_WANT_RUNNING, POWER_PAUSED, 0, 0, 0, 0, "" },
+                { "unknown", 0, VM_WANT_RUNNING, POWER_UNKNOWN, 0, 0, 0, 0, "" },
+        };
+        (void)state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct vm v = {
+                        .id = 1,
+                        .want = cases[i].want_power,
+                        .obs_state = cases[i].obs_state,
+                        .reboot_seq = cases[i].reboot_seq,
+                        .obs_reboot_done = cases[i].reboot_done,
+                        .rebuild_seq = cases[i].rebuild_seq,
+                        .obs_rebuild_done = cases[i].rebuild_done,
+                        .host_last_seen = now - cases[i].seen_ago,
+                };
+                snprintf(v.obs_error, sizeof(v.obs_error), "%s", cases[i].error);
+                const char *got = api_vps_status(&v, now, timeout);
+                if (strcmp(got, cases[i].want) != 0)
+                        fail_msg("case %zu: '%s', want '%s'", i, got, cases[i].want);
+        }
+}
+
+/* The status of rows as the store returns them, end to end. */
+static void test_vps_status_from_store(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+        uint64_t host = hello(f, "node-1", "ams1", 4, 8192);
+        const int64_t t = NOW + 1000;
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        assert_string_equal(api_vps_status(&v, NOW, 30000), "provisioning");
+
+        struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING };
+        observe(f, host, &d, 1, 0);
+        v = get_vm(f, f->acc, v.id);
+        assert_string_equal(api_vps_status(&v, t, 30000), "running");
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_SHUTDOWN, &v), 0);
+        assert_string_equal(api_vps_status(&v, t, 30000), "stopping");
+        d.state = POWER_STOPPED;
+        observe(f, host, &d, 1, 0);
+        v = get_vm(f, f->acc, v.id);
+        assert_string_equal(api_vps_status(&v, t, 30000), "stopped");
+        assert_string_equal(api_vps_status(&v, t + 30001, 30000), "unknown");
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_START, &v), 0);
+        assert_string_equal(api_vps_status(&v, t, 30000), "starting");
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        const struct CMUnitTest tests[] = {
+                T(test_accounts),
+                cmocka_unit_test(test_tiers),
+                T(test_keys),
+                T(test_auth_bearer),
+                T(test_host_hello),
+                T(test_hosts_touch),
+                T(test_create_needs_live_host),
+                T(test_create_places),
+                T(test_capacity),
+                T(test_capacity_vcpus_and_disk),
+                T(test_site_filter_and_spread),
+                T(test_capacity_catalog_sizes),
+                T(test_vm_get_list_by_account),
+                T(test_actions),
+                T(test_host_desired),
+                T(test_host_observe),
+                T(test_observe_other_host),
+                T(test_delete_and_purge),
+                T(test_reopen),
+                T(test_id_key_per_installation),
+                cmocka_unit_test(test_open_fails),
+                cmocka_unit_test(test_vps_status),
+                T(test_vps_status_from_store),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
