@@ -38,30 +38,73 @@ eq() {
 # fatal DESC: stop the test here (the runner counts the failure)
 fatal() { not_ok "$*"; exit 1; }
 
-# free_port: a TCP port nobody listens on (bounded tries)
+# free_port VAR: set VAR to a TCP port no socket uses, below the kernel's ephemeral range
+# (so a client's outgoing connection cannot take it between the pick and
+# the bind) and not handed out before by this test (bounded tries).
+USED_PORTS=" "
 free_port() {
-        local i p
+        local var=$1 i p lo
+        lo=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+        [ "$lo" -gt 21000 ] 2>/dev/null || lo=32768
         for i in $(seq 1 200); do
-                p=$((20000 + RANDOM % 30000))
-                if ! ss -Hltn "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
+                p=$((20000 + RANDOM % (lo - 20000)))
+                case $USED_PORTS in *" $p "*) continue ;; esac
+                if ! ss -Htan "sport = :$p" | grep -q .; then
+                        USED_PORTS="$USED_PORTS$p "
+                        printf -v "$var" %s "$p"
+                        return 0
+                fi
         done
         return 1
 }
 
-API_PORT=$(free_port); ADMIN_PORT=$(free_port); AGENT_PORT=$(free_port)
-API=http://127.0.0.1:$API_PORT
-ADMIN=http://127.0.0.1:$ADMIN_PORT
-AGENT_URL=tcp://127.0.0.1:$AGENT_PORT
-export TASMAN_BROKER=$ADMIN
+pick_broker_ports() {
+        free_port API_PORT && free_port ADMIN_PORT && free_port AGENT_PORT || return 1
+        API=http://127.0.0.1:$API_PORT
+        ADMIN=http://127.0.0.1:$ADMIN_PORT
+        AGENT_URL=tcp://127.0.0.1:$AGENT_PORT
+        export TASMAN_BROKER=$ADMIN
+}
+pick_broker_ports
 
+# start_broker [--key=value ...]: start a broker and wait until it answers.
+# A broker that exits at once because another process took one of its
+# ports between the pick and the bind is started again on fresh ports,
+# unless agents already dial the old ones (a restart keeps its ports).
 BROKER_PID=
+BROKER_STARTS=0
 start_broker() {
-        "$BUILD/tasman-broker" --db="$T/broker.db" --listen="127.0.0.1:$API_PORT" \
-                --admin_listen="127.0.0.1:$ADMIN_PORT" --agent_listen="$AGENT_URL" \
-                --host_timeout_ms="${HOST_TIMEOUT_MS:-10000}" "$@" >>"$T/broker.log" 2>&1 &
-        BROKER_PID=$!
-        PIDS+=("$BROKER_PID")
-        wait_for 10 "broker answers" curl -fs "$ADMIN/v1/accounts" -o /dev/null
+        local try end mark
+        for try in 1 2 3 4 5; do
+                mark=$(cat "$T/broker.log" 2>/dev/null | wc -c)
+                "$BUILD/tasman-broker" --db="$T/broker.db" --listen="127.0.0.1:$API_PORT" \
+                        --admin_listen="127.0.0.1:$ADMIN_PORT" --agent_listen="$AGENT_URL" \
+                        --host_timeout_ms="${HOST_TIMEOUT_MS:-10000}" "$@" >>"$T/broker.log" 2>&1 &
+                BROKER_PID=$!
+                PIDS+=("$BROKER_PID")
+                end=$((SECONDS + 30))
+                while [ $SECONDS -lt $end ]; do
+                        if curl -fs "$ADMIN/v1/accounts" -o /dev/null 2>&1; then
+                                BROKER_STARTS=$((BROKER_STARTS + 1))
+                                return 0
+                        fi
+                        kill -0 "$BROKER_PID" 2>/dev/null || break
+                        sleep 0.05
+                done
+                if kill -0 "$BROKER_PID" 2>/dev/null; then
+                        echo "# broker (pid $BROKER_PID) does not answer after 30 s; its log:"
+                        tail -c +"$((mark + 1))" "$T/broker.log" | tail -n 20 | sed 's/^/#   /'
+                        return 1
+                fi
+                wait "$BROKER_PID" 2>/dev/null
+                echo "# broker exited at start; its log:"
+                tail -c +"$((mark + 1))" "$T/broker.log" | tail -n 5 | sed 's/^/#   /'
+                if [ "$BROKER_STARTS" -gt 0 ] || ! tail -c +"$((mark + 1))" "$T/broker.log" | grep -q "Address already in use"; then
+                        return 1
+                fi
+                pick_broker_ports
+        done
+        return 1
 }
 
 # start_agent NAME [--key=value ...]: an agent on libvirt's test driver

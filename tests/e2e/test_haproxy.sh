@@ -4,7 +4,7 @@ source "$(dirname "$0")/lib.sh"
 
 command -v haproxy >/dev/null || fatal "haproxy is not installed (scripts/install-deps installs it)"
 start_broker || fatal "broker starts"
-LB_API=$(free_port); LB_AGENT=$(free_port)
+free_port LB_API && free_port LB_AGENT || fatal "free ports"
 sed -e "s/127.0.0.1:18080/127.0.0.1:$LB_API/; s/127.0.0.1:17400/127.0.0.1:$LB_AGENT/" \
     -e "s/127.0.0.1:8080/127.0.0.1:$API_PORT/; s/127.0.0.1:7400/127.0.0.1:$AGENT_PORT/" \
     "$ROOT/packaging/haproxy/haproxy.cfg" >"$T/haproxy.cfg"
