@@ -156,11 +156,29 @@ static void col_text(sqlite3_stmt *st, int i, char *dst, size_t n)
         util_strlcpy(dst, t ? (const char *)t : "", n);
 }
 
+/*
+ * Leaves the store: every cached statement is reset first, so none that
+ * stopped on a row keeps a read transaction open (which would pin the WAL
+ * and let it grow without bound, as checkpoints could never finish).
+ */
+static void reset_all(struct store *s)
+{
+        for (size_t i = 0; i < s->n_stmts; i++)
+                if (sqlite3_stmt_busy(s->stmts[i].st))
+                        sqlite3_reset(s->stmts[i].st);
+}
+
+static void unlock(struct store *s)
+{
+        reset_all(s);
+        pthread_mutex_unlock(&s->lock);
+}
+
 static int begin(struct store *s)
 {
         pthread_mutex_lock(&s->lock);
         if (exec(s, "BEGIN IMMEDIATE") < 0) {
-                pthread_mutex_unlock(&s->lock);
+                unlock(s);
                 return -EIO;
         }
         return 0;
@@ -169,11 +187,12 @@ static int begin(struct store *s)
 /* Commits on r == 0, rolls back otherwise; returns r (or -EIO). */
 static int end(struct store *s, int r)
 {
+        reset_all(s);
         if (r == 0 && exec(s, "COMMIT") < 0)
                 r = -EIO;
         if (r < 0)
                 exec(s, "ROLLBACK");
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -367,7 +386,7 @@ static int one_by_text(struct store *s, const char *sql, const char *key, row_fn
                         r = db_err(s, what);
                 }
         }
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -422,7 +441,7 @@ int store_account_list(struct store *s, struct account **ret, size_t *ret_n)
         pthread_mutex_lock(&s->lock);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, sizeof(**ret), row_account_cb, (void **)ret, ret_n) : -EIO;
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -461,7 +480,7 @@ int store_key_find(struct store *s, const char *prefix, struct api_key *ret, siz
         pthread_mutex_lock(&s->lock);
         sqlite3_stmt *st = stmt(s, sql);
         if (!st) {
-                pthread_mutex_unlock(&s->lock);
+                unlock(s);
                 return -EIO;
         }
         sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
@@ -476,7 +495,7 @@ int store_key_find(struct store *s, const char *prefix, struct api_key *ret, siz
         }
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
                 r = db_err(s, "cannot read keys");
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         *ret_n = n;
         return r;
 }
@@ -619,7 +638,7 @@ int store_host_lookup(struct store *s, const char *name, uint64_t *ret_id, char 
                         r = db_err(s, "cannot read host");
                 }
         }
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -638,7 +657,7 @@ int store_host_generation(struct store *s, uint64_t host_id, uint64_t *ret_gen)
                         r = 0;
                 }
         }
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -649,7 +668,7 @@ int store_host_list(struct store *s, struct host **ret, size_t *ret_n)
         pthread_mutex_lock(&s->lock);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, sizeof(**ret), row_host, (void **)ret, ret_n) : -EIO;
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -665,7 +684,7 @@ int store_site_list(struct store *s, char (**ret)[TMSG_STR], size_t *ret_n)
         pthread_mutex_lock(&s->lock);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, TMSG_STR, row_site, (void **)ret, ret_n) : -EIO;
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -905,7 +924,7 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
                 r = -E2BIG;
         }
 out:
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -1106,7 +1125,7 @@ int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm
 {
         pthread_mutex_lock(&s->lock);
         int r = get_vm_locked(s, account_id, vm_id, ret);
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -1120,7 +1139,7 @@ int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t 
         if (st)
                 sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
         r = st ? collect(s, st, sizeof(**ret), row_vm, (void **)ret, ret_n) : -EIO;
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -1274,7 +1293,7 @@ int store_host_events(struct store *s, uint64_t host_id, size_t limit, struct st
                 sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
         }
         r = st ? collect(s, st, sizeof(**ret), row_event, (void **)ret, ret_n) : -EIO;
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -1294,11 +1313,11 @@ int store_hosts_liveness(struct store *s, int64_t now, int64_t timeout_ms, size_
         if (r < 0)
                 return r;
         for (int k = 0; k < 2 && r == 0; k++) {
-                struct {
+                struct changed {
                         uint64_t id;
                         char name[TMSG_STR];
-                } changed[64];
-                size_t n = 0;
+                } *changed = NULL;
+                size_t n = 0, cap = 0;
                 int rc;
                 sqlite3_stmt *st = stmt(s, sqls[k]);
                 if (!st) {
@@ -1307,22 +1326,32 @@ int store_hosts_liveness(struct store *s, int64_t now, int64_t timeout_ms, size_
                 }
                 sqlite3_bind_int64(st, 1, now - timeout_ms);
                 while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                        if (n < 64) {
-                                changed[n].id = (uint64_t)sqlite3_column_int64(st, 0);
-                                col_text(st, 1, changed[n].name, sizeof(changed[n].name));
+                        if (n == cap) {
+                                size_t ncap = cap ? cap * 2 : 64;
+                                struct changed *g = realloc(changed, ncap * sizeof(*g));
+                                if (!g) {
+                                        rc = SQLITE_NOMEM;
+                                        break;
+                                }
+                                changed = g;
+                                cap = ncap;
                         }
+                        changed[n].id = (uint64_t)sqlite3_column_int64(st, 0);
+                        col_text(st, 1, changed[n].name, sizeof(changed[n].name));
                         n++;
                 }
+                sqlite3_reset(st);
                 if (rc != SQLITE_DONE) {
-                        r = db_err(s, "cannot update liveness");
+                        free(changed);
+                        r = rc == SQLITE_NOMEM ? -ENOMEM : db_err(s, "cannot update liveness");
                         break;
                 }
-                sqlite3_reset(st);
-                for (size_t i = 0; i < n && i < 64 && r == 0; i++) {
+                for (size_t i = 0; i < n && r == 0; i++) {
                         log_warn("host %s: %s", changed[i].name,
                                  k == 0 ? "unreachable (not heard from)" : "up again");
                         r = event(s, now, kinds[k], 0, changed[i].id, changed[i].name);
                 }
+                free(changed);
                 counts[k] = n;
         }
         if (r == 0) {
@@ -1342,7 +1371,7 @@ int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n)
         pthread_mutex_lock(&s->lock);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, sizeof(**ret), row_vm, (void **)ret, ret_n) : -EIO;
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -1361,7 +1390,7 @@ int store_event_count(struct store *s, const char *kind, uint64_t *ret)
                         r = db_err(s, "cannot count events");
                 }
         }
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 
@@ -1384,7 +1413,7 @@ int store_sites(struct store *s, struct site **ret, size_t *ret_n)
         pthread_mutex_lock(&s->lock);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, sizeof(**ret), row_site_full, (void **)ret, ret_n) : -EIO;
-        pthread_mutex_unlock(&s->lock);
+        unlock(s);
         return r;
 }
 

@@ -942,6 +942,92 @@ static void test_vps_status_from_store(void **state)
         assert_string_equal(api_vps_status(&v, t, 30000), "starting");
 }
 
+/* Liveness transitions of many hosts at once: every one gets its event. */
+static void test_liveness_many(void **state)
+{
+        struct fx *f = *state;
+        enum { N = 150 };
+        uint64_t ids[N], n_ev = 0;
+        size_t down = 0, up = 0;
+        char name[32];
+
+        for (int i = 0; i < N; i++) {
+                snprintf(name, sizeof(name), "node-%03d", i);
+                ids[i] = hello(f, name, "ams1", 4, 8192);
+        }
+        assert_int_equal(store_hosts_liveness(f->s, NOW + 20000, 10000, &down, &up), 0);
+        assert_int_equal(down, N);
+        assert_int_equal(up, 0);
+        assert_int_equal(store_event_count(f->s, "host.unreachable", &n_ev), 0);
+        assert_int_equal(n_ev, N);
+        /* Nothing changes: no new events. */
+        assert_int_equal(store_hosts_liveness(f->s, NOW + 21000, 10000, &down, &up), 0);
+        assert_int_equal(down + up, 0);
+        assert_int_equal(store_hosts_touch(f->s, ids, N, NOW + 30000), 0);
+        assert_int_equal(store_hosts_liveness(f->s, NOW + 30500, 10000, &down, &up), 0);
+        assert_int_equal(up, N);
+        assert_int_equal(store_event_count(f->s, "host.up", &n_ev), 0);
+        assert_int_equal(n_ev, N);
+}
+
+/* No store call leaves a read transaction open: a second connection can
+ * checkpoint and truncate the whole WAL between calls (otherwise the WAL
+ * would grow without bound on a busy broker). */
+static void assert_wal_truncates(struct fx *f, const char *after)
+{
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &st, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        if (sqlite3_column_int(st, 0) != 0)
+                fail_msg("WAL checkpoint blocked after %s", after);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+}
+
+static void test_no_read_left_open(void **state)
+{
+        struct fx *f = *state;
+        struct account a;
+        struct host h;
+        struct vm v, *vs = NULL;
+        struct account *as = NULL;
+        struct host *hs = NULL;
+        struct msg_sync_reply rep;
+        uint64_t hid, gen, id = 0;
+        size_t n;
+        char boot[64];
+
+        hid = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web1", NULL, 1, 512, &v), 0);
+        assert_wal_truncates(f, "writes");
+        assert_int_equal(store_account_by_name(f->s, "alice", &a), 0);
+        assert_wal_truncates(f, "store_account_by_name");
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_wal_truncates(f, "store_host_by_name");
+        assert_int_equal(store_host_lookup(f->s, "node-1", &id, boot, sizeof(boot)), 0);
+        assert_wal_truncates(f, "store_host_lookup");
+        assert_int_equal(store_host_generation(f->s, hid, &gen), 0);
+        assert_wal_truncates(f, "store_host_generation");
+        assert_int_equal(store_vm_get(f->s, f->acc, v.id, &v), 0);
+        assert_wal_truncates(f, "store_vm_get");
+        assert_int_equal(store_vm_list(f->s, f->acc, &vs, &n), 0);
+        free(vs);
+        assert_wal_truncates(f, "store_vm_list");
+        assert_int_equal(store_account_list(f->s, &as, &n), 0);
+        free(as);
+        assert_wal_truncates(f, "store_account_list");
+        assert_int_equal(store_host_list(f->s, &hs, &n), 0);
+        free(hs);
+        assert_wal_truncates(f, "store_host_list");
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, hid, &rep), 0);
+        free(rep.domains);
+        assert_wal_truncates(f, "store_host_desired");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -969,6 +1055,8 @@ int main(void)
                 cmocka_unit_test(test_open_fails),
                 cmocka_unit_test(test_vps_status),
                 T(test_vps_status_from_store),
+                T(test_liveness_many),
+                T(test_no_read_left_open),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
