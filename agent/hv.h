@@ -43,7 +43,8 @@ int hv_node_info(struct hv *hv, struct hv_node *ret);
 /* The domains we own, malloc'd array (caller frees), sorted by vm_id. */
 int hv_list(struct hv *hv, struct hv_domain **ret, size_t *ret_n);
 
-/* One domain we own, read now; -ENOENT if it is not there (or not ours). */
+/* One domain we own, read now; -ENOENT if it is not there (or not ours),
+ * -EIO if libvirt could not tell (the caller must not take it as absent). */
 int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret);
 
 /* Defines (persistently) the domain for spec; an existing domain of that

@@ -312,8 +312,8 @@ int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret)
 
         domxml_name(vm_id, name, sizeof(name));
         dom = virDomainLookupByName(hv->conn, name);
-        if (!dom)
-                return -ENOENT;
+        if (!dom) /* absent only if libvirt says so; else we do not know */
+                return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ENOENT : -EIO;
         if ((e = meta_find(hv, vm_id, NULL))) {
                 d.vm_id = vm_id;
                 d.reboot_done = e->reboot_done;
@@ -322,7 +322,7 @@ int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret)
                 r = -ENOENT; /* not ours */
         }
         if (r == 0 && virDomainGetState(dom, &st, &reason, 0) < 0)
-                r = -ENOENT;
+                r = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ENOENT : -EIO;
         virDomainFree(dom);
         if (r < 0)
                 return r;

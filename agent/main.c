@@ -106,7 +106,8 @@ struct agent {
         struct hv_domain *obs;
         size_t n_obs;
         int64_t last_full_ms;
-        int full_next;  /* the next report must be a full one */
+        int full_next;  /* re-read libvirt fully before the next report */
+        uint32_t hold_ms; /* the broker's longest hold of a sync (hello reply) */
         uint64_t *dirty; /* vm ids touched since the last report */
         size_t n_dirty, cap_dirty;
 };
@@ -233,6 +234,7 @@ static int hello(struct agent *a)
                  cfg.host_id, cfg.broker, rep.hello_reply.host_num, h->vcpus, h->ram_mb,
                  h->disk_gb);
         a->registered = 1;
+        a->hold_ms = rep.hello_reply.hold_ms;
         notify_send("STATUS=joined the broker");
         tmsg_clear(&rep);
         return 0;
@@ -438,6 +440,8 @@ static int full_next_fail(struct agent *a)
 static int refresh(struct agent *a, const struct rc_op *ops, size_t n_ops,
                    struct hv_domain **obs, size_t *n_obs)
 {
+        int failed = 0;
+
         for (size_t i = 0; i < n_ops; i++) {
                 uint64_t id = ops[i].vm_id;
                 struct hv_domain d;
@@ -459,12 +463,16 @@ static int refresh(struct agent *a, const struct rc_op *ops, size_t n_ops,
                         memmove(&n[pos + 1], &n[pos], (*n_obs - pos) * sizeof(*n));
                         n[pos] = d;
                         (*n_obs)++;
-                } else if (have) {
+                } else if (r == -ENOENT && have) {
                         memmove(&(*obs)[pos], &(*obs)[pos + 1], (*n_obs - pos - 1) * sizeof(**obs));
                         (*n_obs)--;
+                } else if (r != -ENOENT) {
+                        /* libvirt could not tell: keep what we knew and
+                         * re-read everything before the next report. */
+                        failed = 1;
                 }
         }
-        return 0;
+        return failed ? -EIO : 0;
 }
 
 static void mark_dirty(struct agent *a, uint64_t vm_id)
@@ -486,7 +494,8 @@ static void mark_dirty(struct agent *a, uint64_t vm_id)
 
 /* Re-reads libvirt fully when due (or when a report was lost), then diffs
  * and acts until nothing is left to do (bounded), re-reading only what it
- * touched. Returns 1 when the next report must be a full one. */
+ * touched. Returns 1 when it re-read libvirt fully, so this report can be a
+ * full one; a failure while acting sets full_next for the next pass. */
 static int converge(struct agent *a)
 {
         int64_t now = util_mono_ms();
@@ -504,6 +513,7 @@ static int converge(struct agent *a)
                 a->n_obs = n_obs;
                 a->last_full_ms = now;
                 a->n_dirty = 0;
+                a->full_next = 0; /* the ops below may set it again */
                 full = 1;
         }
         struct hv_domain *obs = a->obs;
@@ -535,7 +545,7 @@ static int converge(struct agent *a)
         }
         a->obs = obs;
         a->n_obs = n_obs;
-        return full || a->full_next;
+        return full;
 }
 
 static const struct hv_domain *find_obs(const struct agent *a, uint64_t vm_id)
@@ -585,8 +595,17 @@ static int sync_once(struct agent *a)
         util_strlcpy(s->host_id, cfg.host_id, sizeof(s->host_id));
         read_boot_id(s->boot_id, sizeof(s->boot_id));
         s->applied_generation = a->applied_gen;
-        /* Come back soon while graceful stops or errors are in flight. */
-        s->max_hold_ms = a->n_pending ? 1000 : a->n_errors ? 5000 : 0;
+        /* Come back soon while graceful stops or errors are in flight, and
+         * when idle at least every observe_interval_ms, so a change made to
+         * a guest outside Tasman (or a crash) is seen and reported then. */
+        uint32_t hold = a->hold_ms ? a->hold_ms : 20000;
+        if (cfg.observe_interval_ms > 0 && (uint64_t)cfg.observe_interval_ms < hold)
+                hold = (uint32_t)cfg.observe_interval_ms;
+        if (a->n_errors && hold > 5000)
+                hold = 5000;
+        if (a->n_pending && hold > 1000)
+                hold = 1000;
+        s->max_hold_ms = hold;
         s->partial = !full;
         s->n_present = (uint32_t)a->n_obs;
         s->domains = calloc(a->n_obs + a->n_dirty + a->n_errors + 1, sizeof(*s->domains));
@@ -618,8 +637,9 @@ static int sync_once(struct agent *a)
                         put_report(s, a, a->errors[i].vm_id, NULL);
         }
         a->n_dirty = 0;
-        a->full_next = 0;
-        r = roundtrip(a, &req, &rep, 35000);
+        /* The broker answers within the hold; past it plus a margin the
+         * reply is lost (broker gone, or a balancer dropped the link). */
+        r = roundtrip(a, &req, &rep, (int)hold + 15000);
         tmsg_clear(&req);
         if (r < 0) {
                 a->full_next = 1; /* the report may be lost: send all next time */
@@ -631,11 +651,14 @@ static int sync_once(struct agent *a)
                         log_warn("broker %s: does not know host %s; joining again", cfg.broker,
                                  cfg.host_id);
                         a->registered = 0;
-                } else {
-                        log_warn("broker %s: %s", cfg.broker, rep.error.message);
+                        tmsg_clear(&rep);
+                        return 0;
                 }
+                /* The broker could not take the report (its store failing?):
+                 * back off rather than spin on it. */
+                log_warn("broker %s: %s", cfg.broker, rep.error.message);
                 tmsg_clear(&rep);
-                return 0;
+                return -EIO;
         }
         if (rep.type != TMSG_SYNC_REPLY) {
                 tmsg_clear(&rep);

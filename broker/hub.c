@@ -17,7 +17,7 @@
 #include "util.h"
 
 #define TICK_MS 100
-#define TOUCH_EVERY_MS 2000
+#define TOUCH_EVERY_MS 2000 /* at most; host_timeout_ms / 4 if smaller */
 
 enum hctx_state { H_RECV, H_BUSY, H_PARKED, H_SEND };
 
@@ -42,6 +42,7 @@ struct hub {
         size_t n_ctxs, cap_ctxs;
         size_t n_recv; /* contexts waiting for a request */
         int stopping;
+        int64_t touch_every_ms;
         pthread_t thread;
 };
 
@@ -112,7 +113,12 @@ static struct hctx *ctx_new_locked(struct hub *h)
         if (!c)
                 return NULL;
         c->hub = h;
-        if (nng_ctx_open(&c->ctx, h->sock) != 0 || nng_aio_alloc(&c->aio, ctx_cb, c) != 0) {
+        if (nng_ctx_open(&c->ctx, h->sock) != 0) {
+                free(c);
+                return NULL;
+        }
+        if (nng_aio_alloc(&c->aio, ctx_cb, c) != 0) {
+                nng_ctx_close(c->ctx);
                 free(c);
                 return NULL;
         }
@@ -239,8 +245,11 @@ static void ctx_cb(void *arg)
         int rv = nng_aio_result(c->aio);
 
         if (c->state == H_SEND) {
-                if (rv != 0)
+                if (rv != 0) {
+                        /* Not sent: the message is still ours. */
                         nng_msg_free(nng_aio_get_msg(c->aio));
+                        nng_aio_set_msg(c->aio, NULL);
+                }
                 pthread_mutex_lock(&h->lock);
                 if (h->stopping) {
                         pthread_mutex_unlock(&h->lock);
@@ -262,8 +271,13 @@ static void ctx_cb(void *arg)
         if (!stop && rv != 0)
                 h->n_recv++;
         pthread_mutex_unlock(&h->lock);
-        if (stop)
+        if (stop) {
+                if (rv == 0) {
+                        nng_msg_free(nng_aio_get_msg(c->aio));
+                        nng_aio_set_msg(c->aio, NULL);
+                }
                 return;
+        }
         if (rv != 0) {
                 nng_ctx_recv(c->ctx, c->aio);
                 return;
@@ -306,7 +320,7 @@ static void *hub_thread(void *arg)
         pthread_mutex_lock(&h->lock);
         while (!h->stopping) {
                 struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
+                clock_gettime(CLOCK_MONOTONIC, &ts);
                 ts.tv_nsec += TICK_MS * 1000000L;
                 if (ts.tv_nsec >= 1000000000L) {
                         ts.tv_sec++;
@@ -329,7 +343,7 @@ static void *hub_thread(void *arg)
                         }
                 }
                 int64_t now = util_mono_ms();
-                int do_touch = now - last_touch >= TOUCH_EVERY_MS;
+                int do_touch = now - last_touch >= h->touch_every_ms;
                 size_t n_due = 0, n_touch = 0;
                 for (size_t i = 0; i < h->n_ctxs; i++) {
                         struct hctx *c = h->ctxs[i];
@@ -373,8 +387,18 @@ int hub_start(const struct hub_config *cfg, struct store *s, struct hub **ret)
                 return -ENOMEM;
         h->store = s;
         h->cfg = *cfg;
+        h->touch_every_ms = TOUCH_EVERY_MS;
+        if (cfg->host_timeout_ms > 0 && cfg->host_timeout_ms / 4 < h->touch_every_ms)
+                h->touch_every_ms = cfg->host_timeout_ms / 4;
+        store_set_seen_slack(s, h->touch_every_ms);
         pthread_mutex_init(&h->lock, NULL);
-        pthread_cond_init(&h->cond, NULL);
+        /* Timed waits on the monotonic clock: a wall-clock step must not
+         * stall or rush the replies. */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&h->cond, &ca);
+        pthread_condattr_destroy(&ca);
         if ((rv = nng_rep0_open(&h->sock)) != 0) {
                 log_error("agent link: cannot open socket: %s", nng_strerror(rv));
                 goto fail;

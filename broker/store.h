@@ -80,8 +80,10 @@ struct vm {
         enum vm_power_want want;
         uint64_t reboot_seq, rebuild_seq;
         int64_t created_at;
-        /* What the agent last reported; obs_state < 0: never reported. */
+        /* What the agent last reported; obs_state < 0: absent, or never
+         * reported (then observed is 0). */
         int obs_state;
+        int observed;
         uint64_t obs_reboot_done, obs_rebuild_done;
         char obs_error[TMSG_ERR];
         int64_t host_last_seen;
@@ -130,6 +132,10 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
 /* The host's full desired state; ret->domains is malloc'd. */
 int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply *ret);
 int store_hosts_touch(struct store *s, const uint64_t *ids, size_t n, int64_t now);
+/* A Sync that changes nothing but last_seen writes nothing (no commit, no
+ * fsync) while last_seen is at most this stale: the hub keeps it fresh
+ * with store_hosts_touch() in batches. 0 (the default): always write. */
+void store_set_seen_slack(struct store *s, int64_t ms);
 int store_host_list(struct store *s, struct host **ret, size_t *ret_n);
 
 /* Node administration: -ENOENT for an unknown host; remove is -EBUSY while

@@ -25,6 +25,7 @@ struct store {
                 sqlite3_stmt *st;
         } stmts[MAX_STMTS];
         size_t n_stmts;
+        int64_t seen_slack_ms; /* see store_set_seen_slack() */
 };
 
 static const char *const tier_names[] = {
@@ -688,6 +689,13 @@ int store_site_list(struct store *s, char (**ret)[TMSG_STR], size_t *ret_n)
         return r;
 }
 
+void store_set_seen_slack(struct store *s, int64_t ms)
+{
+        pthread_mutex_lock(&s->lock);
+        s->seen_slack_ms = ms < 0 ? 0 : ms;
+        unlock(s);
+}
+
 int store_hosts_touch(struct store *s, const uint64_t *ids, size_t n, int64_t now)
 {
         static const char sql[] = "UPDATE hosts SET last_seen = MAX(last_seen, ?) WHERE id = ?";
@@ -712,6 +720,7 @@ struct obs_row {
         uint64_t reboot_done, rebuild_done;
         char error[TMSG_ERR];
         int deleted;
+        int observed; /* reported by its host at least once */
 };
 
 static void row_obs(sqlite3_stmt *st, void *item)
@@ -724,6 +733,7 @@ static void row_obs(sqlite3_stmt *st, void *item)
         col_text(st, 4, o->error, sizeof(o->error));
         o->deleted = sqlite3_column_type(st, 5) != SQLITE_NULL;
         o->account_id = (uint64_t)sqlite3_column_int64(st, 6);
+        o->observed = sqlite3_column_int(st, 7);
 }
 
 static int cmp_obs(const void *a, const void *b)
@@ -737,8 +747,9 @@ static int observe_one(struct store *s, const struct obs_row *o, const struct do
                        int64_t now)
 {
         static const char upd[] =
-                "UPDATE vms SET obs_state = ?, obs_reboot_done = ?, obs_rebuild_done = ?,"
-                " obs_error = ?, obs_at = ? WHERE id = ?";
+                "UPDATE vms SET obs_state = ?1, obs_reboot_done = ?2, obs_rebuild_done = ?3,"
+                " obs_error = ?4, obs_at = COALESCE(obs_at, CASE WHEN ?1 >= 0 THEN ?5 END)"
+                " WHERE id = ?6"; /* obs_at: first seen present */
         static const char purge[] = "DELETE FROM vms WHERE id = ? AND deleted_at IS NOT NULL";
         sqlite3_stmt *st;
 
@@ -766,8 +777,10 @@ static int observe_one(struct store *s, const struct obs_row *o, const struct do
         sqlite3_bind_int64(st, 6, (sqlite3_int64)o->id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return db_err(s, "cannot record vm state");
-        if (o->state < 0 && state >= 0 && !o->deleted) {
-                /* No longer being created: one in flight less on its host. */
+        if (!o->observed && state >= 0 && !o->deleted) {
+                /* Seen for the first time, so no longer being created: one
+                 * in flight less on its host. (Only the first time: a guest
+                 * that vanishes and comes back was never counted again.) */
                 static const char fl[] =
                         "UPDATE hosts SET inflight = MAX(inflight - 1, 0)"
                         " WHERE id = (SELECT host_id FROM vms WHERE id = ?)";
@@ -787,14 +800,16 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
                        int64_t now)
 {
         static const char host_upd[] =
-                "UPDATE hosts SET last_seen = ?, applied_generation = ?, obs_domains = ?,"
-                " obs_vcpus = ?, obs_ram_mb = ? WHERE id = ?";
+                "UPDATE hosts SET last_seen = MAX(last_seen, ?1), applied_generation = ?2,"
+                " obs_domains = ?3, obs_vcpus = ?4, obs_ram_mb = ?5 WHERE id = ?6"
+                " AND (last_seen < ?1 - ?7 OR applied_generation != ?2 OR obs_domains != ?3"
+                " OR obs_vcpus != ?4 OR obs_ram_mb != ?5)";
         static const char sel[] =
                 "SELECT id, obs_state, obs_reboot_done, obs_rebuild_done, obs_error, deleted_at,"
-                " account_id FROM vms WHERE host_id = ? ORDER BY id";
+                " account_id, obs_at IS NOT NULL FROM vms WHERE host_id = ? ORDER BY id";
         static const char sel_one[] =
                 "SELECT id, obs_state, obs_reboot_done, obs_rebuild_done, obs_error, deleted_at,"
-                " account_id FROM vms WHERE host_id = ? AND id = ?";
+                " account_id, obs_at IS NOT NULL FROM vms WHERE host_id = ? AND id = ?";
         struct dom_observed *doms = NULL;
         struct obs_row *rows = NULL;
         size_t n_rows = 0, j = 0;
@@ -822,6 +837,7 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
         sqlite3_bind_int64(st, 4, sync->vcpus_used);
         sqlite3_bind_int64(st, 5, (sqlite3_int64)sync->ram_mb_used);
         sqlite3_bind_int64(st, 6, (sqlite3_int64)host_id);
+        sqlite3_bind_int64(st, 7, s->seen_slack_ms);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot update host");
                 goto out;
@@ -933,7 +949,8 @@ out:
 #define VM_COLS                                                                           \
         "v.id, v.account_id, v.name, v.size, v.image, v.site, v.host_id, v.vcpus,"       \
         " v.ram_mb, v.disk_gb, v.want, v.reboot_seq, v.rebuild_seq, v.created_at,"       \
-        " v.obs_state, v.obs_reboot_done, v.obs_rebuild_done, v.obs_error, h.last_seen"
+        " v.obs_state, v.obs_reboot_done, v.obs_rebuild_done, v.obs_error, h.last_seen,"   \
+        " v.obs_at IS NOT NULL"
 
 static void row_vm(sqlite3_stmt *st, void *item)
 {
@@ -958,6 +975,7 @@ static void row_vm(sqlite3_stmt *st, void *item)
         v->obs_rebuild_done = (uint64_t)sqlite3_column_int64(st, 16);
         col_text(st, 17, v->obs_error, sizeof(v->obs_error));
         v->host_last_seen = sqlite3_column_int64(st, 18);
+        v->observed = sqlite3_column_int(st, 19);
 }
 
 /* Reads one vm of an account inside the caller's lock. */
@@ -1201,7 +1219,7 @@ int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot delete vm"));
         /* The reservation goes back now; the agent removes the domain. */
-        r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.obs_state < 0);
+        r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, !v.observed);
         if (r == 0)
                 r = event(s, now, "vps.deleted", account_id, vm_id, v.name);
         if (r == 0)

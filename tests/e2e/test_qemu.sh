@@ -77,6 +77,16 @@ eq "after kill -9 and restart: not rebooted again" "$(boots)" 3
 eq "after kill -9 and restart: still one domain" "$(own_domains | wc -l)" 1
 check "after kill -9 and restart: libvirt still has it running" bash -c "[ \"\$($V domstate $DOM)\" == running ]"
 
+# Powered off behind Tasman's back: an idle agent re-reads libvirt every
+# observe_interval_ms (it asks the broker to hold its poll no longer) and
+# starts the guest again, as the desired state says running.
+starts() { grep -c ": start$" "$T/agent.log"; }
+STARTS=$(starts)
+$V destroy "$DOM" >/dev/null
+check "destroyed outside Tasman: the agent starts it again" wait_for 60 "4 boots" bash -c "[ \$(grep -c TASMAN-BOOT-COUNT $CONSOLE) -ge 4 ]"
+check "destroyed outside Tasman: running again" wait_status "$KEY_A" "$ID" running 30
+eq "the agent logged one start more" "$(starts)" $((STARTS + 1))
+
 kill -9 "$AGENT"; wait "$AGENT" 2>/dev/null
 KEY=$KEY_A api DELETE "/v1/vps/$ID"
 eq "delete while the agent is down -> 204" "$CODE" 204
