@@ -147,6 +147,22 @@ static int rows_in_file(struct fx *f, uint64_t vm_id)
         return n;
 }
 
+/* One integer read from the file with SQL (id bound to ?1). */
+static int64_t int_in_file(struct fx *f, const char *sql, uint64_t id)
+{
+        sqlite3 *db;
+        sqlite3_stmt *st;
+        int64_t v = -1;
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+        return v;
+}
+
 /* ---- accounts and keys ---- */
 
 static void test_accounts(void **state)
@@ -970,6 +986,47 @@ static void test_liveness_many(void **state)
         assert_int_equal(n_ev, N);
 }
 
+/* A host's count of guests being created drops once per guest, when it is
+ * first seen present: not again when a guest vanishes and comes back, and
+ * a deleted guest gives back its count only if it was never seen. */
+static void test_inflight(void **state)
+{
+        struct fx *f = *state;
+        static const char q[] = "SELECT inflight FROM hosts WHERE id = ?1";
+        struct vm a, b, c;
+        uint64_t hid;
+        uint64_t host = hello(f, "node-1", "ams1", 16, 65536);
+
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 1, 512, &a), 0);
+        assert_int_equal(create_vm(f, f->acc, "b", NULL, 1, 512, &b), 0);
+        assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 512, &c), 0);
+        assert_int_equal(int_in_file(f, q, host), 3);
+        struct dom_observed d = { .vm_id = a.id, .state = POWER_RUNNING };
+        observe(f, host, &d, 1, 1);
+        assert_int_equal(int_in_file(f, q, host), 2);
+        assert_true(get_vm(f, f->acc, a.id).observed);
+        assert_false(get_vm(f, f->acc, b.id).observed);
+        /* a vanishes (full report without it), then comes back */
+        observe(f, host, NULL, 0, 0);
+        assert_int_equal(get_vm(f, f->acc, a.id).obs_state, -1);
+        observe(f, host, &d, 1, 1);
+        assert_int_equal(int_in_file(f, q, host), 2);
+        /* b fails to be defined: reported absent with an error; still in flight */
+        struct dom_observed e = { .vm_id = b.id, .state = POWER_UNKNOWN };
+        snprintf(e.error, sizeof(e.error), "define: no space");
+        observe(f, host, &e, 1, 1);
+        assert_int_equal(int_in_file(f, q, host), 2);
+        assert_false(get_vm(f, f->acc, b.id).observed);
+        /* deleting never-seen b gives its count back; deleting seen a does not */
+        assert_int_equal(store_vm_delete(f->s, f->acc, b.id, &hid), 0);
+        assert_int_equal(int_in_file(f, q, host), 1);
+        assert_int_equal(store_vm_delete(f->s, f->acc, a.id, &hid), 0);
+        assert_int_equal(int_in_file(f, q, host), 1);
+        d.vm_id = c.id;
+        observe(f, host, &d, 1, 1);
+        assert_int_equal(int_in_file(f, q, host), 0);
+}
+
 /* No store call leaves a read transaction open: a second connection can
  * checkpoint and truncate the whole WAL between calls (otherwise the WAL
  * would grow without bound on a busy broker). */
@@ -1057,6 +1114,7 @@ int main(void)
                 T(test_vps_status_from_store),
                 T(test_liveness_many),
                 T(test_no_read_left_open),
+                T(test_inflight),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
