@@ -41,7 +41,7 @@ static struct {
         char log_level[CFG_STR_MAX];
         int64_t shutdown_timeout_ms;
         int64_t observe_interval_ms;
-        int64_t vcpus, ram_mb, disk_gb;
+        int64_t vcpus, ram_mb, disk_gb, hdd_gb;
 } cfg = {
         .broker = "tcp://127.0.0.1:7400",
         .libvirt_uri = "qemu:///system",
@@ -77,7 +77,9 @@ static const struct cfg_opt opts[] = {
         { "ram_mb", CFG_INT, &cfg.ram_mb, 0, INT64_C(1) << 40,
           "RAM offered in MiB (0: what libvirt reports)" },
         { "disk_gb", CFG_INT, &cfg.disk_gb, 0, INT64_C(1) << 30,
-          "disk offered in GB (0: size of state_dir's file system)" },
+          "ssd storage offered in GB (0: size of state_dir's file system)" },
+        { "hdd_gb", CFG_INT, &cfg.hdd_gb, 0, INT64_C(1) << 30,
+          "hdd storage offered in GB (0: none)" },
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -202,6 +204,7 @@ static void fill_capacity(struct agent *a, struct msg_hello *h)
                 h->disk_gb = (uint64_t)cfg.disk_gb;
         else if (statvfs(cfg.state_dir, &vfs) == 0)
                 h->disk_gb = (uint64_t)vfs.f_blocks * vfs.f_frsize / 1000000000u;
+        h->hdd_gb = (uint64_t)cfg.hdd_gb;
 }
 
 static int hello(struct agent *a)
@@ -230,9 +233,9 @@ static int hello(struct agent *a)
                 return -EPROTO;
         }
         log_info("host %s: joined broker %s as host %" PRIu64 " (%u vCPUs, %" PRIu64
-                 " MiB, %" PRIu64 " GB)",
+                 " MiB, %" PRIu64 " GB ssd, %" PRIu64 " GB hdd)",
                  cfg.host_id, cfg.broker, rep.hello_reply.host_num, h->vcpus, h->ram_mb,
-                 h->disk_gb);
+                 h->disk_gb, h->hdd_gb);
         a->registered = 1;
         a->hold_ms = rep.hello_reply.hold_ms;
         notify_send("STATUS=joined the broker");
@@ -332,6 +335,8 @@ static int define(struct agent *a, const struct dom_desired *d)
                 .rebuild_done = d->rebuild_seq,
         };
 
+        if ((unsigned)d->storage >= STORAGE__MAX)
+                return -EPROTONOSUPPORT; /* a storage type newer than this agent */
         image_files(d->image, kernel, initrd, cmd, sizeof(kernel));
         if (kernel[0]) {
                 snprintf(full_cmd, sizeof(full_cmd), "%s tasman.hostname=%s", cmd, d->hostname);

@@ -26,7 +26,7 @@ static void run(size_t n_hosts, long decisions)
                 hs[i] = (struct sched_host){
                         .id = i + 1, .site_id = (uint32_t)(i % 4) + 1, .live = (i % 97) != 0,
                         .draining = (i % 101) == 0, .vcpus = 64, .ram_mb = 1u << 20,
-                        .disk_gb = 1u << 20,
+                        .disk_gb = { 1u << 20, 0 },
                 };
         }
         int64_t t0 = util_mono_us();
@@ -47,7 +47,7 @@ static void run(size_t n_hosts, long decisions)
                 struct sched_host *h = &hs[r.index];
                 h->vcpus_used += req.vcpus;
                 h->ram_mb_used += req.ram_mb;
-                h->disk_gb_used += req.disk_gb;
+                h->disk_gb_used[req.storage] += req.disk_gb;
                 placed++;
         }
         double secs = (double)(util_mono_us() - t0) / 1e6;

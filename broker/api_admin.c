@@ -119,17 +119,21 @@ static json_t *node_json(struct api *api, const struct host *h, int64_t now)
                             : h->draining              ? "draining"
                                                        : "up";
         util_iso8601_utc(h->last_seen, seen);
+        /* disk_gb: all storage types together; storage: each type. */
         return json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:b,"
-                         " s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:I, s:{s:I, s:I, s:I},"
-                         " s:I, s:I}",
+                         " s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I}, s:{s:{s:I, s:I}, s:{s:I, s:I}},"
+                         " s:I, s:{s:I, s:I, s:I}, s:I, s:I}",
                          "host", h->name, "site", h->site, "state", state, "last_seen", seen,
                          "last_seen_age_ms", (json_int_t)(age < 0 ? 0 : age), "agent_version",
                          h->agent_version, "hypervisor", h->hv_type, "underlay_ip",
                          h->underlay_ip, "draining", h->draining, "vcpus", "total",
                          (json_int_t)h->vcpus, "used", (json_int_t)h->vcpus_used, "ram_mb",
                          "total", (json_int_t)h->ram_mb, "used", (json_int_t)h->ram_mb_used,
-                         "disk_gb", "total", (json_int_t)h->disk_gb, "used",
-                         (json_int_t)h->disk_gb_used, "guests", (json_int_t)h->guests,
+                         "disk_gb", "total", (json_int_t)(h->disk_gb + h->hdd_gb), "used",
+                         (json_int_t)(h->disk_gb_used + h->hdd_gb_used), "storage", "ssd",
+                         "total_gb", (json_int_t)h->disk_gb, "used_gb", (json_int_t)h->disk_gb_used,
+                         "hdd", "total_gb", (json_int_t)h->hdd_gb, "used_gb",
+                         (json_int_t)h->hdd_gb_used, "guests", (json_int_t)h->guests,
                          "observed", "domains", (json_int_t)h->obs_domains, "vcpus_running",
                          (json_int_t)h->obs_vcpus, "ram_mb_running", (json_int_t)h->obs_ram_mb,
                          "generation", (json_int_t)h->generation, "applied_generation",

@@ -98,10 +98,12 @@ static json_t *vps_json(const struct api *api, const struct vm *v, int64_t now)
         char id[ID_STR_MAX], created[21];
         id_encode(store_id_key(api->store), "vps", v->id, id, sizeof(id));
         util_iso8601_utc(v->created_at, created);
-        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s}", "id", id, "name", v->name,
-                         "status", api_vps_status(v, now, api->host_timeout_ms), "size", v->size,
-                         "region", v->site, "image", v->image, "networks", "created_at",
-                         created);
+        /* storage_type and anti_affinity_group: Tasman's additions. */
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:s, s:s?}", "id", id, "name",
+                         v->name, "status", api_vps_status(v, now, api->host_timeout_ms), "size",
+                         v->size, "region", v->site, "image", v->image, "networks",
+                         "created_at", created, "storage_type", storage_to_string(v->storage),
+                         "anti_affinity_group", v->group[0] ? v->group : NULL);
 }
 
 static int valid_name(const char *s)
@@ -113,6 +115,17 @@ static int valid_name(const char *s)
         for (const char *p = s; *p; p++)
                 if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
                       (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+                        return 0;
+        return 1;
+}
+
+static int valid_group(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n >= TMSG_STR)
+                return 0;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
                         return 0;
         return 1;
 }
@@ -193,6 +206,30 @@ static void vps_create(struct api *api, uint64_t account, const struct http_req 
                         goto out;
                 }
         }
+        /* Tasman's additions: the disk's storage type (as in the Tilaa
+         * API) and an anti-affinity group (no two guests of an account's
+         * group share a host). */
+        enum storage storage = STORAGE_SSD;
+        const char *group = NULL;
+        static const char *const storage_types[] = { "ssd", "hdd", NULL };
+        v = json_object_get(body, "storage_type");
+        if (v && !json_is_null(v) &&
+            (!json_is_string(v) || storage_from_string(json_string_value(v), &storage) < 0)) {
+                json_invalid(resp, "storage_type", "Invalid storage type specified",
+                             storage_types);
+                goto out;
+        }
+        v = json_object_get(body, "anti_affinity_group");
+        if (v && !json_is_null(v)) {
+                group = json_is_string(v) ? json_string_value(v) : "";
+                if (!valid_group(group)) {
+                        json_invalid(resp, "anti_affinity_group",
+                                     "anti_affinity_group must be 1 to 63 lowercase letters, "
+                                     "digits or '-'",
+                                     NULL);
+                        goto out;
+                }
+        }
         v = json_object_get(body, "ssh_keys");
         if (v && !json_is_null(v)) {
                 if (!json_is_array(v)) {
@@ -228,6 +265,8 @@ static void vps_create(struct api *api, uint64_t account, const struct http_req 
                 .vcpus = sz->vcpus,
                 .ram_mb = sz->ram_mb,
                 .disk_gb = sz->disk_gb,
+                .storage = storage,
+                .group = group,
                 .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL,
                 .why = why,
                 .why_len = sizeof(why),

@@ -29,8 +29,9 @@ int sched_place(const struct sched_host *hosts, size_t n, const struct sched_req
 
         if (!req || !p || (n && !hosts) || !(p->cpu_ratio > 0) || !(p->ram_ratio > 0) ||
             !(p->disk_ratio > 0) || p->cpu_ratio > 1000 || p->ram_ratio > 1000 ||
-            p->disk_ratio > 1000)
+            p->disk_ratio > 1000 || (unsigned)req->storage >= STORAGE__MAX)
                 return -EINVAL;
+        const unsigned st = (unsigned)req->storage;
         memset(ret, 0, sizeof(*ret));
         const uint64_t cpu_pm = to_permille(p->cpu_ratio), ram_pm = to_permille(p->ram_ratio),
                        disk_pm = to_permille(p->disk_ratio);
@@ -51,8 +52,12 @@ int sched_place(const struct sched_host *hosts, size_t n, const struct sched_req
                         f = SCHED_F_CPU;
                 else if (!fits(h->ram_mb, h->ram_mb_used, req->ram_mb, ram_pm))
                         f = SCHED_F_RAM;
-                else if (!fits(h->disk_gb, h->disk_gb_used, req->disk_gb, disk_pm))
+                else if (h->disk_gb[st] == 0)
+                        f = SCHED_F_STORAGE;
+                else if (!fits(h->disk_gb[st], h->disk_gb_used[st], req->disk_gb, disk_pm))
                         f = SCHED_F_DISK;
+                else if (h->in_group)
+                        f = SCHED_F_GROUP;
                 else
                         f = SCHED_F__MAX;
                 if (f != SCHED_F__MAX) {
@@ -101,8 +106,15 @@ void sched_explain(const struct sched_result *r, const struct sched_req *req, ch
                         snprintf(why, sizeof(why), "without %u vCPUs free", req->vcpus);
                 else if (f == SCHED_F_RAM)
                         snprintf(why, sizeof(why), "without %u MB RAM free", req->ram_mb);
+                else if (f == SCHED_F_STORAGE)
+                        snprintf(why, sizeof(why), "without %s storage",
+                                 storage_to_string(req->storage));
                 else if (f == SCHED_F_DISK)
-                        snprintf(why, sizeof(why), "without %u GB disk free", req->disk_gb);
+                        snprintf(why, sizeof(why), "without %u GB %s free", req->disk_gb,
+                                 storage_to_string(req->storage));
+                else if (f == SCHED_F_GROUP)
+                        snprintf(why, sizeof(why), "already holding a guest of group %.24s",
+                                 req->group ? req->group : "?");
                 else
                         snprintf(why, sizeof(why), "%s", what[f]);
                 off += (size_t)snprintf(buf + off, len - off, "%s %zu %s", first ? ";" : ",",

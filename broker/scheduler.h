@@ -3,7 +3,9 @@
  * in bench/sched.
  *
  * Filters first: the site, the host being live and not draining, then
- * vCPU, RAM and disk room under the overcommit ratios. Survivors are
+ * vCPU, RAM and disk room (of the requested storage type) under the
+ * overcommit ratios, then anti-affinity (no two guests of one group on a
+ * host). Survivors are
  * weighed: spread (most free RAM first) or pack (least free RAM that
  * fits), minus 256 MB per guest already being created on the host, plus
  * a few MB of deterministic jitter from the seed so that concurrent brokers
@@ -17,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codec.h" /* enum storage */
+
 struct sched_host {
         uint64_t id;
         uint32_t site_id; /* sites compare by number, not by name */
@@ -24,8 +28,9 @@ struct sched_host {
         uint8_t draining;
         uint32_t vcpus, vcpus_used;
         uint64_t ram_mb, ram_mb_used;
-        uint64_t disk_gb, disk_gb_used;
+        uint64_t disk_gb[STORAGE__MAX], disk_gb_used[STORAGE__MAX];
         uint32_t inflight; /* guests placed here and not yet running */
+        uint8_t in_group;  /* already holds a guest of the request's group */
 };
 
 struct sched_req {
@@ -34,6 +39,8 @@ struct sched_req {
         uint32_t vcpus;
         uint32_t ram_mb;
         uint32_t disk_gb;
+        enum storage storage;
+        const char *group; /* anti-affinity group, for sched_explain (NULL: none) */
 };
 
 enum sched_strategy { SCHED_SPREAD, SCHED_PACK };
@@ -50,7 +57,9 @@ enum sched_filter {
         SCHED_F_DRAINING,
         SCHED_F_CPU,
         SCHED_F_RAM,
+        SCHED_F_STORAGE, /* none of the requested type at all */
         SCHED_F_DISK,
+        SCHED_F_GROUP,
         SCHED_F__MAX,
 };
 

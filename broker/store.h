@@ -56,7 +56,8 @@ struct host {
         uint32_t vcpus;
         uint64_t ram_mb, disk_gb;
         uint32_t vcpus_used; /* reserved by the guests placed here */
-        uint64_t ram_mb_used, disk_gb_used;
+        uint64_t ram_mb_used, disk_gb_used; /* disk_gb*: ssd storage */
+        uint64_t hdd_gb, hdd_gb_used;
         uint32_t guests;      /* vms placed here */
         uint32_t obs_domains; /* domains the agent last reported */
         uint32_t obs_vcpus;   /* vCPUs of its running domains, as reported */
@@ -84,6 +85,8 @@ struct vm {
          * reported (then observed is 0). */
         int obs_state;
         int observed;
+        enum storage storage;
+        char group[TMSG_STR]; /* anti-affinity group; "" for none */
         uint64_t obs_reboot_done, obs_rebuild_done;
         char obs_error[TMSG_ERR];
         int64_t host_last_seen;
@@ -94,6 +97,8 @@ struct vm_new {
         const char *name, *size, *image;
         const char *site; /* NULL: any */
         uint32_t vcpus, ram_mb, disk_gb;
+        enum storage storage;
+        const char *group; /* anti-affinity group of the account (NULL: none) */
         const struct sched_params *sched; /* NULL: defaults (cpu x4, spread) */
         char *why;                        /* optional: why nothing fits */
         size_t why_len;

@@ -108,6 +108,14 @@ static const char *const migrations[] = {
         "  name TEXT NOT NULL, created_at INTEGER NOT NULL);"
         "INSERT INTO sites (slug, name, created_at)"
         "  SELECT DISTINCT site, site, MIN(created_at) FROM hosts GROUP BY site;",
+        /* 5: storage types (hosts' disk_gb columns are the ssd ones) and
+         * anti-affinity groups (per account) */
+        "ALTER TABLE hosts ADD COLUMN hdd_gb INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE hosts ADD COLUMN hdd_gb_used INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN storage INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN aa_group TEXT;"
+        "CREATE INDEX vms_group ON vms(account_id, aa_group, host_id)"
+        "  WHERE aa_group IS NOT NULL AND deleted_at IS NULL;",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -507,7 +515,7 @@ int store_key_find(struct store *s, const char *prefix, struct api_key *ret, siz
         "h.id, h.name, h.site, h.underlay_ip, h.boot_id, h.agent_version, h.hv_type,"     \
         " h.vcpus, h.ram_mb, h.disk_gb, h.generation, h.applied_generation, h.last_seen," \
         " h.draining, h.obs_domains, h.obs_vcpus, h.obs_ram_mb, h.guests, h.vcpus_used,"  \
-        " h.ram_mb_used, h.disk_gb_used"
+        " h.ram_mb_used, h.disk_gb_used, h.hdd_gb, h.hdd_gb_used"
 
 static void row_host(sqlite3_stmt *st, void *item)
 {
@@ -534,6 +542,8 @@ static void row_host(sqlite3_stmt *st, void *item)
         h->vcpus_used = (uint32_t)sqlite3_column_int64(st, 18);
         h->ram_mb_used = (uint64_t)sqlite3_column_int64(st, 19);
         h->disk_gb_used = (uint64_t)sqlite3_column_int64(st, 20);
+        h->hdd_gb = (uint64_t)sqlite3_column_int64(st, 21);
+        h->hdd_gb_used = (uint64_t)sqlite3_column_int64(st, 22);
 }
 
 /* A site an agent names exists from then on (named after its slug until
@@ -556,11 +566,12 @@ int store_host_hello(struct store *s, const struct msg_hello *h, int64_t now,
         static const char sel[] = "SELECT id, boot_id FROM hosts WHERE name = ?";
         static const char ins[] =
                 "INSERT INTO hosts (name, site, underlay_ip, boot_id, agent_version, hv_type,"
-                " vcpus, ram_mb, disk_gb, last_seen, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)";
+                " vcpus, ram_mb, disk_gb, last_seen, created_at, hdd_gb)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)";
         static const char upd[] =
                 "UPDATE hosts SET site = ?2, underlay_ip = ?3, boot_id = ?4, agent_version = ?5,"
                 " hv_type = ?6, vcpus = ?7, ram_mb = ?8, disk_gb = ?9, last_seen = ?10,"
-                " generation = generation + 1 WHERE id = ?1";
+                " hdd_gb = ?12, generation = generation + 1 WHERE id = ?1";
         uint64_t id = 0;
         int rebooted = 0, r = begin(s);
         char old_boot[TMSG_STR] = "";
@@ -593,6 +604,7 @@ int store_host_hello(struct store *s, const struct msg_hello *h, int64_t now,
         sqlite3_bind_int64(st, 10, now);
         if (!base)
                 sqlite3_bind_int64(st, 11, now);
+        sqlite3_bind_int64(st, 12, (sqlite3_int64)h->hdd_gb);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot record host"));
         if (!id) {
@@ -902,14 +914,15 @@ static void row_desired(sqlite3_stmt *st, void *item)
         d->reboot_seq = (uint64_t)sqlite3_column_int64(st, 6);
         d->rebuild_seq = (uint64_t)sqlite3_column_int64(st, 7);
         col_text(st, 8, d->image, sizeof(d->image));
+        d->storage = sqlite3_column_int(st, 9) == STORAGE_HDD ? STORAGE_HDD : STORAGE_SSD;
 }
 
 int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply *ret)
 {
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
-                "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image"
-                " FROM vms WHERE host_id = ? AND deleted_at IS NULL ORDER BY id";
+                "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
+                " storage FROM vms WHERE host_id = ? AND deleted_at IS NULL ORDER BY id";
         int r = 0;
 
         memset(ret, 0, sizeof(*ret));
@@ -950,7 +963,7 @@ out:
         "v.id, v.account_id, v.name, v.size, v.image, v.site, v.host_id, v.vcpus,"       \
         " v.ram_mb, v.disk_gb, v.want, v.reboot_seq, v.rebuild_seq, v.created_at,"       \
         " v.obs_state, v.obs_reboot_done, v.obs_rebuild_done, v.obs_error, h.last_seen,"   \
-        " v.obs_at IS NOT NULL"
+        " v.obs_at IS NOT NULL, v.storage, v.aa_group"
 
 static void row_vm(sqlite3_stmt *st, void *item)
 {
@@ -976,6 +989,8 @@ static void row_vm(sqlite3_stmt *st, void *item)
         col_text(st, 17, v->obs_error, sizeof(v->obs_error));
         v->host_last_seen = sqlite3_column_int64(st, 18);
         v->observed = sqlite3_column_int(st, 19);
+        v->storage = sqlite3_column_int(st, 20) == STORAGE_HDD ? STORAGE_HDD : STORAGE_SSD;
+        col_text(st, 21, v->group, sizeof(v->group));
 }
 
 /* Reads one vm of an account inside the caller's lock. */
@@ -1016,11 +1031,13 @@ static void row_sched(sqlite3_stmt *st, void *item)
         h->draining = (uint8_t)sqlite3_column_int(st, 2);
         h->vcpus = (uint32_t)sqlite3_column_int64(st, 3);
         h->ram_mb = (uint64_t)sqlite3_column_int64(st, 4);
-        h->disk_gb = (uint64_t)sqlite3_column_int64(st, 5);
+        h->disk_gb[STORAGE_SSD] = (uint64_t)sqlite3_column_int64(st, 5);
         h->vcpus_used = (uint32_t)sqlite3_column_int64(st, 6);
         h->ram_mb_used = (uint64_t)sqlite3_column_int64(st, 7);
-        h->disk_gb_used = (uint64_t)sqlite3_column_int64(st, 8);
+        h->disk_gb_used[STORAGE_SSD] = (uint64_t)sqlite3_column_int64(st, 8);
         h->inflight = (uint32_t)sqlite3_column_int64(st, 9);
+        h->disk_gb[STORAGE_HDD] = (uint64_t)sqlite3_column_int64(st, 10);
+        h->disk_gb_used[STORAGE_HDD] = (uint64_t)sqlite3_column_int64(st, 11);
 }
 
 static int host_site(struct store *s, uint64_t host_id, char *buf, size_t len)
@@ -1038,11 +1055,13 @@ static int host_site(struct store *s, uint64_t host_id, char *buf, size_t len)
 
 /* Adds (sign 1) or gives back (sign -1) a guest's reservation on its host. */
 static int reserve(struct store *s, uint64_t host_id, int sign, uint32_t vcpus, uint32_t ram_mb,
-                   uint32_t disk_gb, int inflight)
+                   uint32_t disk_gb, enum storage storage, int inflight)
 {
         static const char sql[] =
                 "UPDATE hosts SET vcpus_used = MAX(vcpus_used + ?2, 0),"
-                " ram_mb_used = MAX(ram_mb_used + ?3, 0), disk_gb_used = MAX(disk_gb_used + ?4, 0),"
+                " ram_mb_used = MAX(ram_mb_used + ?3, 0),"
+                " disk_gb_used = MAX(disk_gb_used + CASE WHEN ?7 = 0 THEN ?4 ELSE 0 END, 0),"
+                " hdd_gb_used = MAX(hdd_gb_used + CASE WHEN ?7 = 1 THEN ?4 ELSE 0 END, 0),"
                 " guests = MAX(guests + ?5, 0), inflight = MAX(inflight + ?6, 0),"
                 " generation = generation + 1 WHERE id = ?1";
         sqlite3_stmt *st = stmt(s, sql);
@@ -1054,7 +1073,38 @@ static int reserve(struct store *s, uint64_t host_id, int sign, uint32_t vcpus, 
         sqlite3_bind_int64(st, 4, (sqlite3_int64)sign * disk_gb);
         sqlite3_bind_int64(st, 5, sign);
         sqlite3_bind_int64(st, 6, (sqlite3_int64)sign * inflight);
+        sqlite3_bind_int(st, 7, (int)storage);
         return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot reserve capacity");
+}
+
+/* Marks the candidate hosts (sorted by id) that hold a guest of the
+ * account's anti-affinity group. */
+static int mark_group(struct store *s, const char *sql, const struct vm_new *req,
+                      struct sched_host *hosts, size_t n)
+{
+        sqlite3_stmt *st = stmt(s, sql);
+        int rc;
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)req->account_id);
+        sqlite3_bind_text(st, 2, req->group, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+                size_t lo = 0, hi = n;
+                while (lo < hi) {
+                        size_t mid = lo + (hi - lo) / 2;
+                        if (hosts[mid].id == id) {
+                                hosts[mid].in_group = 1;
+                                break;
+                        }
+                        if (hosts[mid].id < id)
+                                lo = mid + 1;
+                        else
+                                hi = mid;
+                }
+        }
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? 0 : db_err(s, "cannot read anti-affinity group");
 }
 
 int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int64_t live_after,
@@ -1064,10 +1114,15 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
          * transaction that reserves the capacity it chose. */
         static const char cands[] =
                 "SELECT id, last_seen > ?1, draining, vcpus, ram_mb, disk_gb, vcpus_used,"
-                " ram_mb_used, disk_gb_used, inflight FROM hosts WHERE ?2 IS NULL OR site = ?2";
+                " ram_mb_used, disk_gb_used, inflight, hdd_gb, hdd_gb_used FROM hosts"
+                " WHERE ?2 IS NULL OR site = ?2 ORDER BY id";
+        static const char grp[] =
+                "SELECT DISTINCT host_id FROM vms WHERE account_id = ?1 AND aa_group = ?2"
+                " AND deleted_at IS NULL";
         static const char ins[] =
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
-                " disk_gb, want, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)";
+                " disk_gb, want, created_at, storage, aa_group)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
@@ -1090,10 +1145,13 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         r = collect(s, st, sizeof(*hosts), row_sched, (void **)&hosts, &n_hosts);
         if (r < 0)
                 goto out;
+        if (req->group && (r = mark_group(s, grp, req, hosts, n_hosts)) < 0)
+                goto out;
         sp.seed ^= (uint64_t)now;
         struct sched_req sr = { .site_id = req->site ? 1 : 0, .site = req->site,
                                 .vcpus = req->vcpus, .ram_mb = req->ram_mb,
-                                .disk_gb = req->disk_gb };
+                                .disk_gb = req->disk_gb, .storage = req->storage,
+                                .group = req->group };
         r = sched_place(hosts, n_hosts, &sr, &sp, &res);
         if (r < 0)
                 goto out;
@@ -1124,12 +1182,15 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         sqlite3_bind_int64(st, 9, req->disk_gb);
         sqlite3_bind_int(st, 10, VM_WANT_RUNNING);
         sqlite3_bind_int64(st, 11, now);
+        sqlite3_bind_int(st, 12, (int)req->storage);
+        if (req->group)
+                sqlite3_bind_text(st, 13, req->group, -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot insert vm");
                 goto out;
         }
         uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
-        r = reserve(s, h->id, 1, req->vcpus, req->ram_mb, req->disk_gb, 1);
+        r = reserve(s, h->id, 1, req->vcpus, req->ram_mb, req->disk_gb, req->storage, 1);
         if (r == 0)
                 r = event(s, now, "vps.created", req->account_id, id, req->name);
         if (r == 0)
@@ -1219,7 +1280,7 @@ int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot delete vm"));
         /* The reservation goes back now; the agent removes the domain. */
-        r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, !v.observed);
+        r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, !v.observed);
         if (r == 0)
                 r = event(s, now, "vps.deleted", account_id, vm_id, v.name);
         if (r == 0)

@@ -53,6 +53,7 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                 hello.vcpus = h->vcpus;
                 hello.ram_mb = h->ram_mb;
                 hello.disk_gb = h->disk_gb;
+                hello.hdd_gb = h->hdd_gb;
                 env.body_case = TASMAN__ENVELOPE__BODY_HELLO;
                 env.hello = &hello;
                 break;
@@ -123,6 +124,8 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                         des[i].reboot_seq = d->reboot_seq;
                         des[i].rebuild_seq = d->rebuild_seq;
                         des[i].image = S(d->image);
+                        des[i].storage = d->storage == STORAGE_HDD ? TASMAN__STORAGE__STORAGE_HDD
+                                                                   : TASMAN__STORAGE__STORAGE_SSD;
                         des_p[i] = &des[i];
                 }
                 srep.generation = s->generation;
@@ -207,6 +210,7 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                 m.hello.vcpus = h->vcpus;
                 m.hello.ram_mb = h->ram_mb;
                 m.hello.disk_gb = h->disk_gb;
+                m.hello.hdd_gb = h->hdd_gb;
                 break;
         }
         case TASMAN__ENVELOPE__BODY_HELLO_REPLY:
@@ -268,6 +272,12 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         d->reboot_seq = o->reboot_seq;
                         d->rebuild_seq = o->rebuild_seq;
                         COPY(d->image, o->image);
+                        if (o->storage == TASMAN__STORAGE__STORAGE_SSD)
+                                d->storage = STORAGE_SSD;
+                        else if (o->storage == TASMAN__STORAGE__STORAGE_HDD)
+                                d->storage = STORAGE_HDD;
+                        else
+                                d->storage = STORAGE__MAX; /* newer than this agent */
                 }
                 break;
         }

@@ -40,6 +40,26 @@ enum tmsg_type {
 /* Error codes carried in TMSG_ERROR (positive errno values). */
 #define TMSG_E_UNKNOWN_HOST 2 /* ENOENT: send Hello first */
 
+/* Storage types of guest disks (both APIs say ssd or hdd). */
+enum storage { STORAGE_SSD, STORAGE_HDD, STORAGE__MAX };
+
+static inline const char *storage_to_string(enum storage t)
+{
+        return t == STORAGE_HDD ? "hdd" : "ssd";
+}
+
+/* 0, or -1 for a name that is not a storage type. */
+static inline int storage_from_string(const char *s, enum storage *ret)
+{
+        if (s && s[0] == 's' && s[1] == 's' && s[2] == 'd' && !s[3])
+                *ret = STORAGE_SSD;
+        else if (s && s[0] == 'h' && s[1] == 'd' && s[2] == 'd' && !s[3])
+                *ret = STORAGE_HDD;
+        else
+                return -1;
+        return 0;
+}
+
 struct msg_hello {
         char host_id[TMSG_STR];
         char site[TMSG_STR];
@@ -49,7 +69,8 @@ struct msg_hello {
         char hv_type[TMSG_STR];
         uint32_t vcpus;
         uint64_t ram_mb;
-        uint64_t disk_gb;
+        uint64_t disk_gb; /* ssd */
+        uint64_t hdd_gb;
 };
 
 struct msg_hello_reply {
@@ -88,6 +109,7 @@ struct dom_desired {
         uint64_t reboot_seq;
         uint64_t rebuild_seq;
         char image[TMSG_STR];
+        enum storage storage; /* STORAGE__MAX: a type this build does not know */
 };
 
 struct msg_sync_reply {

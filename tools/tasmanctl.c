@@ -475,6 +475,17 @@ static int cmd_node(const struct ctl *ctl, const struct cmd *cmd, char **args)
                 json_array_append(one, data);
                 table_print(node_cols, one);
                 json_decref(one);
+                json_t *sto = json_object_get(data, "storage");
+                if (json_is_object(sto)) {
+                        const char *type;
+                        json_t *t;
+                        printf("\nStorage (GB used/total):");
+                        json_object_foreach(sto, type, t)
+                                printf(" %s %lld/%lld", type,
+                                       (long long)json_integer_value(json_object_get(t, "used_gb")),
+                                       (long long)json_integer_value(json_object_get(t, "total_gb")));
+                        printf("\n");
+                }
                 if (json_array_size(ev))
                         printf("\nRecent events (newest first):\n");
                 for (size_t i = 0; i < json_array_size(ev); i++) {

@@ -66,6 +66,13 @@ KEY=$A api POST /v1/vps '{"name":"x","size":"standard-2vcpu-4gb","image":"ubuntu
 err_is "unknown region" 422 validation_error region
 KEY=$A api POST /v1/vps '{"name":"x","size":"standard-2vcpu-4gb","image":"ubuntu-24.04","network":"net_nothere"}'
 err_is "unknown network" 422 validation_error network
+KEY=$A api POST /v1/vps '{"name":"x","size":"standard-2vcpu-4gb","image":"ubuntu-24.04","storage_type":"tape"}'
+err_is "unknown storage type" 422 validation_error storage_type
+eq "unknown storage type lists the types" "$(jq -c .error.details.allowed <<<"$BODY")" '["ssd","hdd"]'
+KEY=$A api POST /v1/vps '{"name":"x","size":"standard-2vcpu-4gb","image":"ubuntu-24.04","anti_affinity_group":"Bad Group"}'
+err_is "invalid anti-affinity group" 422 validation_error anti_affinity_group
+KEY=$A api POST /v1/vps '{"name":"x","size":"standard-2vcpu-4gb","image":"ubuntu-24.04","anti_affinity_group":7}'
+err_is "anti-affinity group of the wrong type" 422 validation_error anti_affinity_group
 KEY=$A api POST "/v1/vps/$ID/actions" '{"action":"explode"}'
 err_is "unknown action" 422 validation_error action
 check "unknown action lists allowed actions" jq -e '.error.details.allowed | index("reboot")' <<<"$BODY"

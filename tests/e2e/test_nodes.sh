@@ -22,6 +22,7 @@ eq "node show: the host" "$(jq -r .host <<<"$out")" hv1
 check "node show: recent events hold its joining" jq -e '.events | map(.kind) | index("host.joined")' <<<"$out"
 ctl node show hv1 >"$T/show.txt"
 check "node show: a table and the events for people" grep -q "Recent events" "$T/show.txt"
+check "node show: storage per type for people" grep -q "^Storage (GB used/total): ssd 0/500 hdd 0/0$" "$T/show.txt"
 ctl node show nosuch >/dev/null 2>&1; eq "node show of an unknown host: exit 1" "$?" 1
 
 # --- sites: numbered, named by admins
@@ -92,4 +93,31 @@ check "metrics: guests by status" grep -qE '^tasman_guests\{status="running"\} [
 eq "metrics: placements from the event stream" "$(awk '/^tasman_placements_total/ {print $2}' "$T/metrics")" 10
 check "metrics: API requests by status class" grep -qE '^tasman_api_requests_total\{api="native",code="4xx"\} [1-9]' "$T/metrics"
 check "metrics: latency histogram" grep -qE '^tasman_api_request_seconds_bucket\{api="native",le="\+Inf"\} [1-9]' "$T/metrics"
+
+# --- storage types and anti-affinity groups (site tas-5: hv5 has hdd, hv6 not)
+start_agent hv5 "${small[@]}" --site=tas-5 --hdd_gb=40
+start_agent hv6 "${small[@]}" --site=tas-5
+check "hv5 and hv6 up" wait_for 10 "up" bash -c "[ \"\$(\"$BUILD/tasmanctl\" --broker $ADMIN --json node list | jq '[.[] | select(.site == \"tas-5\" and .state == \"up\")] | length')\" == 2 ]"
+eq "node show: hdd capacity per storage type" "$(ctl --json node show hv5 | jq -c .storage)" \
+        '{"ssd":{"total_gb":500,"used_gb":0},"hdd":{"total_gb":40,"used_gb":0}}'
+mks() { KEY=$K api POST /v1/vps "{\"name\":\"$1\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\",\"region\":\"tas-5\"$2}"; }
+mks hd1 ',"storage_type":"hdd"'
+eq "hdd VPS -> 201" "$CODE" 201
+eq "it says hdd" "$(jget .data.storage_type)" hdd
+eq "hdd VPS lands on the host with hdd" "$(node_field hv5 .storage.hdd.used_gb)/$(node_field hv6 .guests)" "25/0"
+mks hd2 ',"storage_type":"hdd"'
+eq "hdd VPS, 25 GB more: 40 GB hdd is 10 short -> 422" "$CODE" 422
+eq "the reason names the storage type" "$(jget .error.details.hosts)" \
+        "site tas-5: 2 hosts; 1 without hdd storage, 1 without 25 GB hdd free"
+mks g1 ',"anti_affinity_group":"pair"'
+mks g2 ',"anti_affinity_group":"pair"'
+eq "two of a group -> 201" "$CODE" 201
+eq "the group is shown" "$(jget .data.anti_affinity_group)" pair
+eq "one on each host" "$(node_field hv5 .guests)/$(node_field hv6 .guests)" "2/1"
+mks g3 ',"anti_affinity_group":"pair"'
+eq "a third of the group on two hosts -> 422" "$CODE" 422
+eq "the reason names the group" "$(jget .error.details.hosts)" \
+        "site tas-5: 2 hosts; 2 already holding a guest of group pair"
+mks g4 ''
+eq "without the group it still fits -> 201" "$CODE" 201
 exit 0

@@ -84,6 +84,7 @@ static void hello_sample(struct tmsg *m)
         m->hello.vcpus = 64;
         m->hello.ram_mb = 512ULL * 1024;
         m->hello.disk_gb = 1ULL << 40;
+        m->hello.hdd_gb = 12345;
 }
 
 static void sync_reply_sample(struct tmsg *m, size_t n)
@@ -105,6 +106,7 @@ static void sync_reply_sample(struct tmsg *m, size_t n)
                 d->reboot_seq = i;
                 d->rebuild_seq = i * 3;
                 snprintf(d->image, sizeof(d->image), "debian-%zu", 11 + i % 2);
+                d->storage = i % 3 ? STORAGE_SSD : STORAGE_HDD;
         }
 }
 
@@ -152,6 +154,7 @@ static void test_hello(void **state)
         assert_int_equal(out.hello.vcpus, 64);
         assert_int_equal(out.hello.ram_mb, 512ULL * 1024);
         assert_int_equal(out.hello.disk_gb, 1ULL << 40);
+        assert_int_equal(out.hello.hdd_gb, 12345);
         tmsg_clear(&out);
         assert_empty(&out);
 
@@ -263,6 +266,7 @@ static void test_sync_reply(void **state)
                         assert_int_equal(b->reboot_seq, a->reboot_seq);
                         assert_int_equal(b->rebuild_seq, a->rebuild_seq);
                         assert_string_equal(b->image, a->image);
+                        assert_int_equal(b->storage, a->storage);
                 }
                 tmsg_clear(&out);
                 tmsg_clear(&in);
@@ -584,6 +588,16 @@ static void test_decode_unknown_power(void **state)
         assert_int_equal(codec_decode(buf, len, &m), 0);
         assert_int_equal(m.sync_reply.domains[0].vm_id, 4);
         assert_int_equal(m.sync_reply.domains[0].power, POWER_UNKNOWN);
+        tmsg_clear(&m);
+        free(buf);
+
+        /* A storage type newer than this build: kept as unknown, so the
+         * agent reports that one guest rather than dropping the message. */
+        des.power = TASMAN__POWER__POWER_RUNNING;
+        des.storage = (Tasman__Storage)7;
+        buf = pack_env(&env, &len);
+        assert_int_equal(codec_decode(buf, len, &m), 0);
+        assert_int_equal(m.sync_reply.domains[0].storage, STORAGE__MAX);
         tmsg_clear(&m);
         free(buf);
 }

@@ -1027,6 +1027,105 @@ static void test_inflight(void **state)
         assert_int_equal(int_in_file(f, q, host), 0);
 }
 
+static uint64_t hello_storage(struct fx *f, const char *name, uint64_t ssd_gb, uint64_t hdd_gb)
+{
+        struct msg_hello h = { .vcpus = 64, .ram_mb = 65536, .disk_gb = ssd_gb, .hdd_gb = hdd_gb };
+        uint64_t id = 0;
+        int rebooted;
+        snprintf(h.host_id, sizeof(h.host_id), "%s", name);
+        snprintf(h.site, sizeof(h.site), "ams1");
+        snprintf(h.boot_id, sizeof(h.boot_id), "b");
+        assert_int_equal(store_host_hello(f->s, &h, NOW, &id, &rebooted), 0);
+        return id;
+}
+
+static int create_in(struct fx *f, const char *name, enum storage st, uint32_t disk_gb,
+                     const char *group, struct vm *ret, char *why, size_t why_len)
+{
+        const struct vm_new req = {
+                .account_id = f->acc, .name = name, .size = "s-test", .image = "debian-12",
+                .vcpus = 1, .ram_mb = 512, .disk_gb = disk_gb, .storage = st, .group = group,
+                .why = why, .why_len = why_len,
+        };
+        return store_vm_create(f->s, &req, NOW, LIVE_AFTER, ret);
+}
+
+/* Disk room is counted per storage type, and goes back on delete. */
+static void test_storage_types(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, w;
+        struct host h;
+        struct msg_sync_reply rep;
+        char why[256];
+        uint64_t hid;
+        uint64_t ssd_only = hello_storage(f, "ssd-only", 100, 0);
+        uint64_t both = hello_storage(f, "both", 10, 50);
+
+        assert_int_equal(create_in(f, "h1", STORAGE_HDD, 40, NULL, &v, why, sizeof(why)), 0);
+        assert_int_equal(v.host_id, both);
+        assert_int_equal(v.storage, STORAGE_HDD);
+        assert_int_equal(create_in(f, "h2", STORAGE_HDD, 20, NULL, &w, why, sizeof(why)), -ENOSPC);
+        assert_string_equal(why, "all sites: 2 hosts; 1 without hdd storage, 1 without 20 GB hdd "
+                                 "free");
+        assert_int_equal(store_host_by_name(f->s, "both", &h), 0);
+        assert_int_equal(h.hdd_gb, 50);
+        assert_int_equal(h.hdd_gb_used, 40);
+        assert_int_equal(h.disk_gb_used, 0);
+        /* ssd room is separate: 80 GB of ssd still fits on ssd-only */
+        assert_int_equal(create_in(f, "s1", STORAGE_SSD, 80, NULL, &w, why, sizeof(why)), 0);
+        assert_int_equal(w.host_id, ssd_only);
+        /* the agent is told the type */
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, both, &rep), 0);
+        assert_int_equal(rep.n_domains, 1);
+        assert_int_equal(rep.domains[0].storage, STORAGE_HDD);
+        free(rep.domains);
+        /* delete gives the hdd room back */
+        assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &hid), 0);
+        assert_int_equal(store_host_by_name(f->s, "both", &h), 0);
+        assert_int_equal(h.hdd_gb_used, 0);
+        assert_int_equal(create_in(f, "h3", STORAGE_HDD, 50, NULL, &v, why, sizeof(why)), 0);
+}
+
+/* No two guests of an account's group on one host; other accounts and
+ * other groups are not affected; a deleted guest no longer counts. */
+static void test_anti_affinity(void **state)
+{
+        struct fx *f = *state;
+        struct vm v[4], o;
+        char why[256];
+        uint64_t hid;
+        hello_storage(f, "n1", 1000, 0);
+        hello_storage(f, "n2", 1000, 0);
+        hello_storage(f, "n3", 1000, 0);
+
+        for (int i = 0; i < 3; i++) {
+                char name[8];
+                snprintf(name, sizeof(name), "db%d", i);
+                assert_int_equal(create_in(f, name, STORAGE_SSD, 10, "db", &v[i], why, sizeof(why)),
+                                 0);
+                assert_string_equal(v[i].group, "db");
+                for (int k = 0; k < i; k++)
+                        assert_true(v[i].host_id != v[k].host_id);
+        }
+        assert_int_equal(create_in(f, "db3", STORAGE_SSD, 10, "db", &v[3], why, sizeof(why)),
+                         -ENOSPC);
+        assert_string_equal(why, "all sites: 3 hosts; 3 already holding a guest of group db");
+        /* another group, no group, another account: all still fit */
+        assert_int_equal(create_in(f, "web0", STORAGE_SSD, 10, "web", &o, why, sizeof(why)), 0);
+        assert_int_equal(create_in(f, "x", STORAGE_SSD, 10, NULL, &o, why, sizeof(why)), 0);
+        assert_string_equal(o.group, "");
+        const struct vm_new other = { .account_id = f->other, .name = "db0", .size = "s",
+                                      .image = "debian-12", .vcpus = 1, .ram_mb = 512,
+                                      .disk_gb = 10, .group = "db" };
+        assert_int_equal(store_vm_create(f->s, &other, NOW, LIVE_AFTER, &o), 0);
+        /* deleting one frees its host for the group */
+        assert_int_equal(store_vm_delete(f->s, f->acc, v[1].id, &hid), 0);
+        assert_int_equal(create_in(f, "db3", STORAGE_SSD, 10, "db", &v[3], why, sizeof(why)), 0);
+        assert_int_equal(v[3].host_id, v[1].host_id);
+}
+
 /* No store call leaves a read transaction open: a second connection can
  * checkpoint and truncate the whole WAL between calls (otherwise the WAL
  * would grow without bound on a busy broker). */
@@ -1115,6 +1214,8 @@ int main(void)
                 T(test_liveness_many),
                 T(test_no_read_left_open),
                 T(test_inflight),
+                T(test_storage_types),
+                T(test_anti_affinity),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
