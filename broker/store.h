@@ -141,6 +141,9 @@ int store_hosts_touch(struct store *s, const uint64_t *ids, size_t n, int64_t no
  * fsync) while last_seen is at most this stale: the hub keeps it fresh
  * with store_hosts_touch() in batches. 0 (the default): always write. */
 void store_set_seen_slack(struct store *s, int64_t ms);
+/* For tests: how many hosts the placement cache shows other than the
+ * table does (0: in step), -1 before the first placement loads it. */
+int store_check_host_cache(struct store *s);
 int store_host_list(struct store *s, struct host **ret, size_t *ret_n);
 
 /* Node administration: -ENOENT for an unknown host; remove is -EBUSY while

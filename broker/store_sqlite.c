@@ -26,6 +26,17 @@ struct store {
         } stmts[MAX_STMTS];
         size_t n_stmts;
         int64_t seen_slack_ms; /* see store_set_seen_slack() */
+        /* The scheduler's view of every host, sorted by id, kept in step
+         * with the hosts table: a placement then costs no read of 10,000
+         * rows. This process is the database's only writer (the SQLite
+         * back-end serves one broker), so a row is re-read after every
+         * transaction that changed it, committed or not. */
+        struct sched_host *hc; /* what the scheduler reads */
+        int64_t *hc_seen;      /* each host's last_seen, beside it */
+        size_t n_hc, cap_hc;
+        int hc_loaded;
+        uint64_t *hc_dirty; /* hosts changed by the open transaction */
+        size_t n_hc_dirty, cap_hc_dirty;
 };
 
 static const char *const tier_names[] = {
@@ -183,6 +194,203 @@ static void unlock(struct store *s)
         pthread_mutex_unlock(&s->lock);
 }
 
+/* ---- the scheduler's host cache ---- */
+
+#define HC_COLS                                                                            \
+        "h.id, h.last_seen, h.draining, h.vcpus, h.ram_mb, h.disk_gb, h.vcpus_used,"      \
+        " h.ram_mb_used, h.disk_gb_used, h.inflight, h.hdd_gb, h.hdd_gb_used,"            \
+        " COALESCE((SELECT id FROM sites WHERE slug = h.site), 0)"
+
+struct hc_row {
+        struct sched_host h;
+        int64_t last_seen;
+};
+
+static void row_hc(sqlite3_stmt *st, void *item)
+{
+        struct hc_row *c = item;
+        struct sched_host *h = &c->h;
+        memset(c, 0, sizeof(*c));
+        h->id = (uint64_t)sqlite3_column_int64(st, 0);
+        c->last_seen = sqlite3_column_int64(st, 1);
+        h->draining = (uint8_t)sqlite3_column_int(st, 2);
+        h->vcpus = (uint32_t)sqlite3_column_int64(st, 3);
+        h->ram_mb = (uint64_t)sqlite3_column_int64(st, 4);
+        h->disk_gb[STORAGE_SSD] = (uint64_t)sqlite3_column_int64(st, 5);
+        h->vcpus_used = (uint32_t)sqlite3_column_int64(st, 6);
+        h->ram_mb_used = (uint64_t)sqlite3_column_int64(st, 7);
+        h->disk_gb_used[STORAGE_SSD] = (uint64_t)sqlite3_column_int64(st, 8);
+        h->inflight = (uint32_t)sqlite3_column_int64(st, 9);
+        h->disk_gb[STORAGE_HDD] = (uint64_t)sqlite3_column_int64(st, 10);
+        h->disk_gb_used[STORAGE_HDD] = (uint64_t)sqlite3_column_int64(st, 11);
+        h->site_id = (uint32_t)sqlite3_column_int64(st, 12);
+}
+
+static int collect(struct store *s, sqlite3_stmt *st, size_t elem_size,
+                   void (*fn)(sqlite3_stmt *, void *), void **ret, size_t *ret_n);
+
+static void hc_mark(struct store *s, uint64_t host_id)
+{
+        if (!s->hc_loaded)
+                return;
+        if (s->n_hc_dirty == s->cap_hc_dirty) {
+                size_t ncap = s->cap_hc_dirty ? s->cap_hc_dirty * 2 : 16;
+                uint64_t *n = realloc(s->hc_dirty, ncap * sizeof(*n));
+                if (!n) {
+                        s->hc_loaded = 0; /* cannot track: load it all again */
+                        return;
+                }
+                s->hc_dirty = n;
+                s->cap_hc_dirty = ncap;
+        }
+        s->hc_dirty[s->n_hc_dirty++] = host_id;
+}
+
+static size_t hc_find(const struct store *s, uint64_t id, int *found)
+{
+        size_t lo = 0, hi = s->n_hc;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (s->hc[mid].id == id) {
+                        *found = 1;
+                        return mid;
+                }
+                if (s->hc[mid].id < id)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        *found = 0;
+        return lo;
+}
+
+/* Re-reads one host's row into the cache (or drops it if gone). */
+static int hc_reload(struct store *s, uint64_t id)
+{
+        static const char sql[] = "SELECT " HC_COLS " FROM hosts h WHERE h.id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        struct hc_row row;
+        int found, rc;
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                row_hc(st, &row);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                return -EIO;
+        size_t pos = hc_find(s, id, &found);
+        if (rc == SQLITE_DONE) {
+                if (found) {
+                        size_t tail = s->n_hc - pos - 1;
+                        memmove(&s->hc[pos], &s->hc[pos + 1], tail * sizeof(*s->hc));
+                        memmove(&s->hc_seen[pos], &s->hc_seen[pos + 1], tail * sizeof(*s->hc_seen));
+                        s->n_hc--;
+                }
+                return 0;
+        }
+        if (!found) {
+                if (s->n_hc == s->cap_hc) {
+                        size_t ncap = s->cap_hc ? s->cap_hc * 2 : 64;
+                        struct sched_host *nh = realloc(s->hc, ncap * sizeof(*nh));
+                        if (!nh)
+                                return -ENOMEM;
+                        s->hc = nh;
+                        int64_t *ns = realloc(s->hc_seen, ncap * sizeof(*ns));
+                        if (!ns)
+                                return -ENOMEM;
+                        s->hc_seen = ns;
+                        s->cap_hc = ncap;
+                }
+                memmove(&s->hc[pos + 1], &s->hc[pos], (s->n_hc - pos) * sizeof(*s->hc));
+                memmove(&s->hc_seen[pos + 1], &s->hc_seen[pos], (s->n_hc - pos) * sizeof(*s->hc_seen));
+                s->n_hc++;
+        }
+        s->hc[pos] = row.h;
+        s->hc_seen[pos] = row.last_seen;
+        return 0;
+}
+
+/* After a transaction ends: the changed hosts' rows as they now are. */
+static void hc_apply(struct store *s)
+{
+        for (size_t i = 0; i < s->n_hc_dirty && s->hc_loaded; i++)
+                if (hc_reload(s, s->hc_dirty[i]) < 0)
+                        s->hc_loaded = 0;
+        s->n_hc_dirty = 0;
+}
+
+static int hc_load(struct store *s)
+{
+        static const char sql[] = "SELECT " HC_COLS " FROM hosts h ORDER BY h.id";
+        struct hc_row *rows = NULL;
+        size_t n = 0;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        int r = collect(s, st, sizeof(*rows), row_hc, (void **)&rows, &n);
+        if (r < 0)
+                return r;
+        struct sched_host *h = malloc((n ? n : 1) * sizeof(*h));
+        int64_t *seen = malloc((n ? n : 1) * sizeof(*seen));
+        if (!h || !seen) {
+                free(h);
+                free(seen);
+                free(rows);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                h[i] = rows[i].h;
+                seen[i] = rows[i].last_seen;
+        }
+        free(rows);
+        free(s->hc);
+        free(s->hc_seen);
+        s->hc = h;
+        s->hc_seen = seen;
+        s->cap_hc = n ? n : 1;
+        s->n_hc = n;
+        s->hc_loaded = 1;
+        s->n_hc_dirty = 0;
+        return 0;
+}
+
+int store_check_host_cache(struct store *s)
+{
+        static const char sql[] = "SELECT " HC_COLS " FROM hosts h ORDER BY h.id";
+        struct hc_row *rows = NULL;
+        size_t n = 0;
+        int bad = 0;
+
+        pthread_mutex_lock(&s->lock);
+        if (!s->hc_loaded) {
+                unlock(s);
+                return -1;
+        }
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st || collect(s, st, sizeof(*rows), row_hc, (void **)&rows, &n) < 0) {
+                unlock(s);
+                return -EIO;
+        }
+        if (n != s->n_hc)
+                bad++;
+        for (size_t i = 0; i < n && i < s->n_hc; i++) {
+                const struct sched_host *a = &s->hc[i], *b = &rows[i].h;
+                /* live and in_group are per request; the rest must match */
+                if (a->id != b->id || a->site_id != b->site_id || a->draining != b->draining ||
+                    a->vcpus != b->vcpus || a->vcpus_used != b->vcpus_used ||
+                    a->ram_mb != b->ram_mb || a->ram_mb_used != b->ram_mb_used ||
+                    memcmp(a->disk_gb, b->disk_gb, sizeof(a->disk_gb)) != 0 ||
+                    memcmp(a->disk_gb_used, b->disk_gb_used, sizeof(a->disk_gb_used)) != 0 ||
+                    a->inflight != b->inflight || s->hc_seen[i] != rows[i].last_seen)
+                        bad++;
+        }
+        free(rows);
+        unlock(s);
+        return bad;
+}
+
 static int begin(struct store *s)
 {
         pthread_mutex_lock(&s->lock);
@@ -194,13 +402,20 @@ static int begin(struct store *s)
 }
 
 /* Commits on r == 0, rolls back otherwise; returns r (or -EIO). */
-static int end(struct store *s, int r)
+static int finish(struct store *s, int r)
 {
         reset_all(s);
         if (r == 0 && exec(s, "COMMIT") < 0)
                 r = -EIO;
         if (r < 0)
                 exec(s, "ROLLBACK");
+        hc_apply(s);
+        return r;
+}
+
+static int end(struct store *s, int r)
+{
+        r = finish(s, r);
         unlock(s);
         return r;
 }
@@ -327,6 +542,9 @@ void store_free(struct store *s)
                 sqlite3_finalize(s->stmts[i].st);
         sqlite3_close(s->db);
         pthread_mutex_destroy(&s->lock);
+        free(s->hc);
+        free(s->hc_seen);
+        free(s->hc_dirty);
         free(s);
 }
 
@@ -607,8 +825,10 @@ int store_host_hello(struct store *s, const struct msg_hello *h, int64_t now,
         sqlite3_bind_int64(st, 12, (sqlite3_int64)h->hdd_gb);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot record host"));
-        if (!id) {
+        if (!id)
                 id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        hc_mark(s, id);
+        if (!base) {
                 r = site_ensure(s, h->site, now);
                 if (r == 0)
                         r = event(s, now, "host.joined", 0, id, h->host_id);
@@ -723,7 +943,15 @@ int store_hosts_touch(struct store *s, const uint64_t *ids, size_t n, int64_t no
                 if (sqlite3_step(st) != SQLITE_DONE)
                         r = db_err(s, "cannot touch host");
         }
-        return end(s, r);
+        r = finish(s, r);
+        for (size_t i = 0; i < n && r == 0 && s->hc_loaded; i++) {
+                int found;
+                size_t pos = hc_find(s, ids[i], &found);
+                if (found && s->hc_seen[pos] < now)
+                        s->hc_seen[pos] = now;
+        }
+        unlock(s);
+        return r;
 }
 
 struct obs_row {
@@ -839,6 +1067,7 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
                 free(doms);
                 return r;
         }
+        const int changes_before = sqlite3_total_changes(s->db);
         if (!(st = stmt(s, host_upd))) {
                 r = -EIO;
                 goto out;
@@ -896,6 +1125,9 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
                 r = observe_one(s, &rows[i], d, now);
         }
 out:
+        /* last_seen, or a guest's first sighting (in flight) changed it */
+        if (sqlite3_total_changes(s->db) != changes_before)
+                hc_mark(s, host_id);
         free(rows);
         free(doms);
         return end(s, r);
@@ -1021,25 +1253,6 @@ static int bump_generation(struct store *s, uint64_t host_id)
         return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot bump generation");
 }
 
-static void row_sched(sqlite3_stmt *st, void *item)
-{
-        struct sched_host *h = item;
-        memset(h, 0, sizeof(*h));
-        h->id = (uint64_t)sqlite3_column_int64(st, 0);
-        h->site_id = 1; /* the query kept only the requested site's hosts */
-        h->live = (uint8_t)sqlite3_column_int(st, 1);
-        h->draining = (uint8_t)sqlite3_column_int(st, 2);
-        h->vcpus = (uint32_t)sqlite3_column_int64(st, 3);
-        h->ram_mb = (uint64_t)sqlite3_column_int64(st, 4);
-        h->disk_gb[STORAGE_SSD] = (uint64_t)sqlite3_column_int64(st, 5);
-        h->vcpus_used = (uint32_t)sqlite3_column_int64(st, 6);
-        h->ram_mb_used = (uint64_t)sqlite3_column_int64(st, 7);
-        h->disk_gb_used[STORAGE_SSD] = (uint64_t)sqlite3_column_int64(st, 8);
-        h->inflight = (uint32_t)sqlite3_column_int64(st, 9);
-        h->disk_gb[STORAGE_HDD] = (uint64_t)sqlite3_column_int64(st, 10);
-        h->disk_gb_used[STORAGE_HDD] = (uint64_t)sqlite3_column_int64(st, 11);
-}
-
 static int host_site(struct store *s, uint64_t host_id, char *buf, size_t len)
 {
         static const char sql[] = "SELECT site FROM hosts WHERE id = ?";
@@ -1074,13 +1287,13 @@ static int reserve(struct store *s, uint64_t host_id, int sign, uint32_t vcpus, 
         sqlite3_bind_int64(st, 5, sign);
         sqlite3_bind_int64(st, 6, (sqlite3_int64)sign * inflight);
         sqlite3_bind_int(st, 7, (int)storage);
+        hc_mark(s, host_id);
         return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot reserve capacity");
 }
 
 /* Marks the candidate hosts (sorted by id) that hold a guest of the
  * account's anti-affinity group. */
-static int mark_group(struct store *s, const char *sql, const struct vm_new *req,
-                      struct sched_host *hosts, size_t n)
+static int mark_group(struct store *s, const char *sql, const struct vm_new *req)
 {
         sqlite3_stmt *st = stmt(s, sql);
         int rc;
@@ -1089,19 +1302,10 @@ static int mark_group(struct store *s, const char *sql, const struct vm_new *req
         sqlite3_bind_int64(st, 1, (sqlite3_int64)req->account_id);
         sqlite3_bind_text(st, 2, req->group, -1, SQLITE_STATIC);
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-                uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
-                size_t lo = 0, hi = n;
-                while (lo < hi) {
-                        size_t mid = lo + (hi - lo) / 2;
-                        if (hosts[mid].id == id) {
-                                hosts[mid].in_group = 1;
-                                break;
-                        }
-                        if (hosts[mid].id < id)
-                                lo = mid + 1;
-                        else
-                                hi = mid;
-                }
+                int found;
+                size_t pos = hc_find(s, (uint64_t)sqlite3_column_int64(st, 0), &found);
+                if (found)
+                        s->hc[pos].in_group = 1;
         }
         sqlite3_reset(st);
         return rc == SQLITE_DONE ? 0 : db_err(s, "cannot read anti-affinity group");
@@ -1110,12 +1314,9 @@ static int mark_group(struct store *s, const char *sql, const struct vm_new *req
 int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int64_t live_after,
                     struct vm *ret)
 {
-        /* Every host of the site: the scheduler decides, inside the same
-         * transaction that reserves the capacity it chose. */
-        static const char cands[] =
-                "SELECT id, last_seen > ?1, draining, vcpus, ram_mb, disk_gb, vcpus_used,"
-                " ram_mb_used, disk_gb_used, inflight, hdd_gb, hdd_gb_used FROM hosts"
-                " WHERE ?2 IS NULL OR site = ?2 ORDER BY id";
+        /* Every host (from the cache): the scheduler decides, inside the
+         * same transaction that reserves the capacity it chose. */
+        static const char site_sel[] = "SELECT id FROM sites WHERE slug = ?";
         static const char grp[] =
                 "SELECT DISTINCT host_id FROM vms WHERE account_id = ?1 AND aa_group = ?2"
                 " AND deleted_at IS NULL";
@@ -1127,32 +1328,40 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
         struct sched_params sp = req->sched ? *req->sched : defaults;
-        struct sched_host *hosts = NULL;
         struct sched_result res;
-        size_t n_hosts = 0;
+        uint32_t site_id = 0;
         sqlite3_stmt *st;
         int r = begin(s);
 
         if (r < 0)
                 return r;
-        if (!(st = stmt(s, cands))) {
-                r = -EIO;
+        if (!s->hc_loaded && (r = hc_load(s)) < 0)
                 goto out;
+        if (req->site) {
+                if (!(st = stmt(s, site_sel))) {
+                        r = -EIO;
+                        goto out;
+                }
+                sqlite3_bind_text(st, 1, req->site, -1, SQLITE_STATIC);
+                /* an unknown site: no host is in it */
+                site_id = sqlite3_step(st) == SQLITE_ROW ? (uint32_t)sqlite3_column_int64(st, 0)
+                                                         : UINT32_MAX;
+                sqlite3_reset(st);
         }
-        sqlite3_bind_int64(st, 1, live_after);
-        if (req->site)
-                sqlite3_bind_text(st, 2, req->site, -1, SQLITE_STATIC);
-        r = collect(s, st, sizeof(*hosts), row_sched, (void **)&hosts, &n_hosts);
-        if (r < 0)
-                goto out;
-        if (req->group && (r = mark_group(s, grp, req, hosts, n_hosts)) < 0)
+        /* Per request: live against this request's clock, no group yet. */
+        for (size_t i = 0; i < s->n_hc; i++) {
+                s->hc[i].live = s->hc_seen[i] > live_after;
+                s->hc[i].in_group = 0;
+        }
+        if (req->group && (r = mark_group(s, grp, req)) < 0)
                 goto out;
         sp.seed ^= (uint64_t)now;
-        struct sched_req sr = { .site_id = req->site ? 1 : 0, .site = req->site,
+        struct sched_req sr = { .site_id = site_id, .site = req->site,
                                 .vcpus = req->vcpus, .ram_mb = req->ram_mb,
                                 .disk_gb = req->disk_gb, .storage = req->storage,
                                 .group = req->group };
-        r = sched_place(hosts, n_hosts, &sr, &sp, &res);
+        const struct sched_host *hosts = s->hc;
+        r = sched_place(hosts, s->n_hc, &sr, &sp, &res);
         if (r < 0)
                 goto out;
         if (!res.found) {
@@ -1161,7 +1370,8 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 r = -ENOSPC;
                 goto out;
         }
-        const struct sched_host *h = &hosts[res.index];
+        /* a copy: the cache moves when the reservation reloads the row */
+        const struct sched_host chosen = hosts[res.index], *h = &chosen;
         char site[TMSG_STR];
         if (host_site(s, h->id, site, sizeof(site)) < 0) {
                 r = -EIO;
@@ -1196,7 +1406,6 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         if (r == 0)
                 r = get_vm_locked(s, req->account_id, id, ret);
 out:
-        free(hosts);
         return end(s, r);
 }
 
@@ -1308,6 +1517,7 @@ int store_host_set_draining(struct store *s, const char *name, int draining)
                 return end(s, -EIO);
         sqlite3_bind_int(st, 1, draining ? 1 : 0);
         sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        hc_mark(s, id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot drain host"));
         r = event(s, util_now_ms(), draining ? "host.drained" : "host.undrained", 0, id, name);
@@ -1332,6 +1542,7 @@ int store_host_remove(struct store *s, const char *name)
         uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
         if (sqlite3_column_int64(st, 1) > 0)
                 return end(s, -EBUSY);
+        hc_mark(s, id);
         const char *sqls[] = { del_vms, del };
         for (int i = 0; i < 2; i++) {
                 if (!(st = stmt(s, sqls[i])))

@@ -54,6 +54,8 @@ static int teardown(void **state)
 {
         struct fx *f = *state;
         char cmd[160];
+        /* whatever the test did, the placement cache is in step */
+        assert_true(store_check_host_cache(f->s) <= 0);
         store_free(f->s);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
         assert_int_equal(system(cmd), 0);
@@ -1126,6 +1128,49 @@ static void test_anti_affinity(void **state)
         assert_int_equal(v[3].host_id, v[1].host_id);
 }
 
+/* The placement cache follows every change of a host's row: joins,
+ * re-joins in another site, touches, reports, reservations, drains and
+ * removals, and a failed placement. */
+static void test_host_cache_in_step(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, w;
+        uint64_t hid;
+        char why[256];
+        uint64_t a = hello(f, "node-a", "ams1", 4, 8192);
+
+        assert_int_equal(store_check_host_cache(f->s), -1); /* not loaded yet */
+        assert_int_equal(create_vm(f, f->acc, "v", NULL, 1, 512, &v), 0);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        uint64_t b = hello(f, "node-b", "ams1", 4, 8192);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        hello(f, "node-b", "fra1", 8, 16384); /* moved and grown */
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        uint64_t ids[] = { a, b };
+        assert_int_equal(store_hosts_touch(f->s, ids, 2, NOW + 5000), 0);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING };
+        observe(f, a, &d, 1, 1); /* in flight drops */
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        assert_int_equal(create_vm(f, f->acc, "w", "fra1", 1, 512, &w), 0);
+        assert_int_equal(w.host_id, b);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        assert_int_equal(create_vm(f, f->acc, "x", "fra1", 64, 512, &w), -ENOSPC);
+        assert_int_equal(create_vm(f, f->acc, "x", "nowhere", 1, 512, &w), -ENOSPC);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        assert_int_equal(store_host_set_draining(f->s, "node-a", 1), 0);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        assert_int_equal(create_in(f, "y", STORAGE_SSD, 1, NULL, &w, why, sizeof(why)), 0);
+        assert_int_equal(w.host_id, b); /* a drains */
+        assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &hid), 0);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        observe(f, a, NULL, 0, 0); /* gone from the host: purged */
+        assert_int_equal(store_host_remove(f->s, "node-a"), 0);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        assert_int_equal(create_in(f, "z", STORAGE_SSD, 1, NULL, &w, why, sizeof(why)), 0);
+        assert_int_equal(w.host_id, b);
+}
+
 /* No store call leaves a read transaction open: a second connection can
  * checkpoint and truncate the whole WAL between calls (otherwise the WAL
  * would grow without bound on a busy broker). */
@@ -1216,6 +1261,7 @@ int main(void)
                 T(test_inflight),
                 T(test_storage_types),
                 T(test_anti_affinity),
+                T(test_host_cache_in_step),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
