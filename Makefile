@@ -107,7 +107,8 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory all-tests
 	$(Q)BUILD=$(BUILD) tests/run
 
-all-tests: $(BINS) $(UNIT_TESTS)
+# The benchmarks are built with the tests, so they never rot unnoticed.
+all-tests: $(BINS) $(UNIT_TESTS) $(BENCHES)
 
 run: deps
 	$(Q)$(MAKE) --no-print-directory all

@@ -33,9 +33,11 @@ static void run(size_t n_hosts, long decisions)
         for (long d = 0; d < decisions; d++) {
                 rnd = rnd * 6364136223846793005ULL + 1442695040888963407ULL;
                 uint32_t site = (uint32_t)((rnd >> 33) % 4);
-                struct sched_req req = { site + 1, sites[site], sizes[(rnd >> 40) % 3].vcpus,
-                                         sizes[(rnd >> 40) % 3].ram_mb,
-                                         sizes[(rnd >> 40) % 3].disk_gb };
+                struct sched_req req = { .site_id = site + 1, .site = sites[site],
+                                         .vcpus = sizes[(rnd >> 40) % 3].vcpus,
+                                         .ram_mb = sizes[(rnd >> 40) % 3].ram_mb,
+                                         .disk_gb = sizes[(rnd >> 40) % 3].disk_gb,
+                                         .storage = STORAGE_SSD };
                 struct sched_result r;
                 p.seed = rnd;
                 if (sched_place(hs, n_hosts, &req, &p, &r) < 0)

@@ -17,7 +17,7 @@
 #include "util.h"
 
 #define TICK_MS 100
-#define TOUCH_EVERY_MS 2000 /* at most; host_timeout_ms / 4 if smaller */
+#define TOUCH_EVERY_MS 2000 /* at most; host_timeout_ms / 10 if smaller */
 
 enum hctx_state { H_RECV, H_BUSY, H_PARKED, H_SEND };
 
@@ -289,13 +289,25 @@ static void on_pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
         struct hub *h = arg;
         uint32_t id = nng_pipe_id(p);
+        uint64_t gone[8];
+        size_t n_gone = 0;
         (void)ev;
         pthread_mutex_lock(&h->lock);
-        for (size_t i = 0; i < h->n_ctxs; i++)
-                if (h->ctxs[i]->state == H_PARKED && h->ctxs[i]->pipe_id == id)
-                        h->ctxs[i]->deadline = 0; /* the agent is gone: free the context */
+        for (size_t i = 0; i < h->n_ctxs; i++) {
+                struct hctx *c = h->ctxs[i];
+                if (c->state == H_PARKED && c->pipe_id == id) {
+                        c->deadline = 0; /* the agent is gone: free the context */
+                        if (n_gone < 8)
+                                gone[n_gone++] = c->host_id;
+                }
+        }
+        int stopping = h->stopping;
         pthread_cond_signal(&h->cond);
         pthread_mutex_unlock(&h->lock);
+        /* It was heard from until now: the liveness threshold counts from
+         * the disconnection, not from the last batched touch. */
+        if (n_gone && !stopping)
+                store_hosts_touch(h->store, gone, n_gone, util_now_ms());
 }
 
 void hub_notify(struct hub *h, uint64_t host_id)
@@ -388,8 +400,12 @@ int hub_start(const struct hub_config *cfg, struct store *s, struct hub **ret)
         h->store = s;
         h->cfg = *cfg;
         h->touch_every_ms = TOUCH_EVERY_MS;
-        if (cfg->host_timeout_ms > 0 && cfg->host_timeout_ms / 4 < h->touch_every_ms)
-                h->touch_every_ms = cfg->host_timeout_ms / 4;
+        /* A parked agent is heard from continuously; last_seen says so
+         * in batches, at most a tenth of the threshold late. */
+        if (cfg->host_timeout_ms > 0 && cfg->host_timeout_ms / 10 < h->touch_every_ms)
+                h->touch_every_ms = cfg->host_timeout_ms / 10;
+        if (h->touch_every_ms < 50)
+                h->touch_every_ms = 50;
         store_set_seen_slack(s, h->touch_every_ms);
         pthread_mutex_init(&h->lock, NULL);
         /* Timed waits on the monotonic clock: a wall-clock step must not
