@@ -88,27 +88,99 @@ static void account_list(struct api *api, struct http_resp *resp)
         json_respond(resp, 200, json_pack("{s:o}", "data", arr));
 }
 
-static void key_create(struct api *api, const char *name, struct http_resp *resp)
+static void key_create(struct api *api, const char *name, const struct http_req *req,
+                       struct http_resp *resp)
 {
         struct account a;
         char key[AUTH_KEY_LEN + 1], prefix[AUTH_PREFIX_LEN + 1], id[ID_STR_MAX], now_s[21];
         uint64_t key_id;
+        json_t *body = NULL;
+        int read_only = 0;
+
+        if (req->body_len) {
+                if (api_body_json(req, resp, &body) < 0)
+                        return;
+                json_t *ro = json_object_get(body, "read_only");
+                if (ro && !json_is_boolean(ro)) {
+                        json_decref(body);
+                        json_invalid(resp, "read_only", "read_only must be true or false", NULL);
+                        return;
+                }
+                read_only = ro && json_is_true(ro);
+                json_decref(body);
+        }
         int r = store_account_by_name(api->store, name, &a);
         if (r == -ENOENT) {
                 json_error(resp, 404, "not_found", "account not found", NULL);
                 return;
         }
-        if (r < 0 || auth_key_create(api->store, a.id, key, prefix, &key_id) < 0) {
+        if (r < 0 || auth_key_create(api->store, a.id, read_only, key, prefix, &key_id) < 0) {
                 json_error(resp, 500, "internal_error", "internal error", NULL);
                 return;
         }
         id_encode(store_id_key(api->store), "key", key_id, id, sizeof(id));
         util_iso8601_utc(util_now_ms(), now_s);
-        log_info("account %s: API key %s created", name, prefix);
+        log_info("account %s: API key %s created%s", name, prefix, read_only ? " (read-only)" : "");
         json_respond(resp, 201,
-                     json_pack("{s:{s:s, s:s, s:s, s:s, s:s}}", "data", "id", id, "account",
-                               a.name, "key", key, "prefix", prefix, "created_at", now_s));
+                     json_pack("{s:{s:s, s:s, s:s, s:s, s:b, s:s}}", "data", "id", id, "account",
+                               a.name, "key", key, "prefix", prefix, "read_only", read_only,
+                               "created_at", now_s));
         OPENSSL_cleanse(key, sizeof(key));
+}
+
+static void key_list(struct api *api, const char *name, struct http_resp *resp)
+{
+        struct account a;
+        struct api_key_info *ks = NULL;
+        size_t n = 0;
+        int r = store_account_by_name(api->store, name, &a);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "account not found", NULL);
+                return;
+        }
+        if (r < 0 || store_key_list(api->store, a.id, &ks, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++) {
+                char id[ID_STR_MAX], created[21], revoked[21];
+                id_encode(store_id_key(api->store), "key", ks[i].id, id, sizeof(id));
+                util_iso8601_utc(ks[i].created_at, created);
+                if (ks[i].revoked_at)
+                        util_iso8601_utc(ks[i].revoked_at, revoked);
+                json_array_append_new(arr, json_pack("{s:s, s:s, s:b, s:s, s:s?}", "id", id,
+                                                     "prefix", ks[i].prefix, "read_only",
+                                                     ks[i].read_only, "created_at", created,
+                                                     "revoked_at",
+                                                     ks[i].revoked_at ? revoked : NULL));
+        }
+        free(ks);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+static void key_revoke(struct api *api, const char *name, const char *key_str,
+                       struct http_resp *resp)
+{
+        struct account a;
+        uint64_t key_id;
+        int r = store_account_by_name(api->store, name, &a);
+        if (r == -ENOENT || id_decode(store_id_key(api->store), "key", key_str, &key_id) < 0) {
+                json_error(resp, 404, "not_found", r == -ENOENT ? "account not found"
+                                                                : "key not found", NULL);
+                return;
+        }
+        r = r < 0 ? r : store_key_revoke(api->store, a.id, key_id);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "key not found", NULL);
+                return;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        log_info("account %s: API key %s revoked", name, key_str);
+        json_respond(resp, 204, NULL);
 }
 
 static json_t *node_json(struct api *api, const struct host *h, int64_t now)
@@ -393,16 +465,29 @@ static void admin_route(void *ud, const struct http_req *req, struct http_resp *
         const char *pre = "/v1/accounts/";
         size_t pl = strlen(pre);
         if (strncmp(p, pre, pl) == 0) {
-                const char *slash = strchr(p + pl, '/');
-                char name[65];
-                size_t len = slash ? (size_t)(slash - (p + pl)) : 0;
-                if (slash && strcmp(slash, "/keys") == 0 && len > 0 && len < sizeof(name)) {
-                        memcpy(name, p + pl, len);
+                /* /v1/accounts/NAME/keys[/KEY_ID] */
+                const char *rest = p + pl, *slash = strchr(rest, '/');
+                char name[65], key_id[ID_STR_MAX] = "";
+                size_t len = slash ? (size_t)(slash - rest) : 0;
+                const char *tail = slash ? slash + 1 : "";
+                if (slash && len > 0 && len < sizeof(name) && strncmp(tail, "keys", 4) == 0 &&
+                    (tail[4] == '\0' || (tail[4] == '/' && tail[5] && !strchr(tail + 5, '/') &&
+                                          strlen(tail + 5) < sizeof(key_id)))) {
+                        memcpy(name, rest, len);
                         name[len] = '\0';
-                        if (strcmp(m, "POST") == 0)
-                                key_create(api, name, resp);
-                        else
-                                api_route_error(req, resp, 1, "POST");
+                        if (tail[4] == '/') {
+                                snprintf(key_id, sizeof(key_id), "%s", tail + 5);
+                                if (strcmp(m, "DELETE") == 0)
+                                        key_revoke(api, name, key_id, resp);
+                                else
+                                        api_route_error(req, resp, 1, "DELETE");
+                        } else if (strcmp(m, "POST") == 0) {
+                                key_create(api, name, req, resp);
+                        } else if (strcmp(m, "GET") == 0) {
+                                key_list(api, name, resp);
+                        } else {
+                                api_route_error(req, resp, 1, "GET, POST");
+                        }
                         return;
                 }
         }

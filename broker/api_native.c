@@ -424,12 +424,57 @@ void api_native_handle(void *ud, const struct http_req *req, struct http_resp *r
         metrics_request(METRICS_NATIVE, resp->status, util_mono_us() - t0);
 }
 
+/* Which handler a path and method reach, decided before authentication
+ * answers anything but 404/405 (which need no key). */
+enum route {
+        RT_NONE,
+        RT_VPS_LIST,
+        RT_VPS_CREATE,
+        RT_VPS_GET,
+        RT_VPS_DELETE,
+        RT_VPS_ACTION,
+};
+
+static enum route route_of(const struct http_req *req, char seg[][64], int n,
+                           struct http_resp *resp)
+{
+        const char *m = req->method;
+        int get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0,
+            del = strcmp(m, "DELETE") == 0;
+
+        if (n < 2 || strcmp(seg[0], "v1") != 0)
+                goto not_found;
+        if (strcmp(seg[1], "vps") == 0) {
+                if (n == 2) {
+                        if (get || post)
+                                return get ? RT_VPS_LIST : RT_VPS_CREATE;
+                        api_route_error(req, resp, 1, "GET, POST");
+                        return RT_NONE;
+                }
+                if (n == 3) {
+                        if (get || del)
+                                return get ? RT_VPS_GET : RT_VPS_DELETE;
+                        api_route_error(req, resp, 1, "GET, DELETE");
+                        return RT_NONE;
+                }
+                if (n == 4 && strcmp(seg[3], "actions") == 0) {
+                        if (post)
+                                return RT_VPS_ACTION;
+                        api_route_error(req, resp, 1, "POST");
+                        return RT_NONE;
+                }
+        }
+not_found:
+        json_error(resp, 404, "not_found", "no such endpoint", NULL);
+        return RT_NONE;
+}
+
 static void native_route(void *ud, const struct http_req *req, struct http_resp *resp)
 {
         struct api *api = ud;
         char seg[4][64];
-        uint64_t account, id = 0;
-        enum tier tier;
+        struct auth_who who;
+        uint64_t id = 0;
         int n, r;
 
         if (req->too_large) {
@@ -437,11 +482,10 @@ static void native_route(void *ud, const struct http_req *req, struct http_resp 
                 return;
         }
         n = split_path(req->path, seg, 4);
-        if (n < 2 || strcmp(seg[0], "v1") != 0 || strcmp(seg[1], "vps") != 0) {
-                json_error(resp, 404, "not_found", "no such endpoint", NULL);
+        enum route rt = route_of(req, seg, n, resp);
+        if (rt == RT_NONE)
                 return;
-        }
-        r = auth_check_bearer(api->store, req->authorization, &account, &tier);
+        r = auth_check_bearer(api->store, req->authorization, &who);
         if (r == -EIO) {
                 json_error(resp, 500, "internal_error", "internal error", NULL);
                 return;
@@ -451,34 +495,28 @@ static void native_route(void *ud, const struct http_req *req, struct http_resp 
                 http_resp_header(resp, "WWW-Authenticate", "Bearer");
                 return;
         }
-        const char *m = req->method;
-        if (n == 2) {
-                if (strcmp(m, "GET") == 0)
-                        vps_list(api, account, resp);
-                else if (strcmp(m, "POST") == 0)
-                        vps_create(api, account, req, resp);
-                else
-                        api_route_error(req, resp, 1, "GET, POST");
+        if (who.read_only && strcmp(req->method, "GET") != 0) {
+                json_error(resp, 403, "forbidden", "this API key may only read", NULL);
                 return;
         }
-        if (n > 4 || (n == 4 && strcmp(seg[3], "actions") != 0)) {
-                json_error(resp, 404, "not_found", "no such endpoint", NULL);
+        const uint64_t account = who.account_id;
+        switch (rt) {
+        case RT_VPS_LIST:
+                vps_list(api, account, resp);
                 return;
-        }
-        int is_get_delete = n == 3, is_action = n == 4;
-        int method_ok = is_get_delete ? (strcmp(m, "GET") == 0 || strcmp(m, "DELETE") == 0)
-                                      : strcmp(m, "POST") == 0;
-        if (!method_ok) {
-                api_route_error(req, resp, 1, is_get_delete ? "GET, DELETE" : "POST");
+        case RT_VPS_CREATE:
+                vps_create(api, account, req, resp);
                 return;
+        default:
+                break;
         }
         if (id_decode(store_id_key(api->store), "vps", seg[2], &id) < 0) {
                 json_error(resp, 404, "not_found", "VPS not found", NULL);
                 return;
         }
-        if (is_action)
+        if (rt == RT_VPS_ACTION)
                 vps_action(api, account, id, req, resp);
-        else if (strcmp(m, "GET") == 0)
+        else if (rt == RT_VPS_GET)
                 vps_get(api, account, id, resp);
         else
                 vps_delete(api, account, id, resp);

@@ -9,8 +9,8 @@
 
 #include "util.h"
 
-int auth_key_create(struct store *s, uint64_t account_id, char *key_out, char *prefix_out,
-                    uint64_t *ret_id)
+int auth_key_create(struct store *s, uint64_t account_id, int read_only, char *key_out,
+                    char *prefix_out, uint64_t *ret_id)
 {
         uint8_t raw[20], hash[32];
         char hex[41];
@@ -23,7 +23,7 @@ int auth_key_create(struct store *s, uint64_t account_id, char *key_out, char *p
         memcpy(prefix_out, key_out, AUTH_PREFIX_LEN);
         prefix_out[AUTH_PREFIX_LEN] = '\0';
         SHA256((const unsigned char *)key_out, AUTH_KEY_LEN, hash);
-        return store_key_create(s, account_id, prefix_out, hash, ret_id);
+        return store_key_create(s, account_id, prefix_out, hash, read_only, ret_id);
 }
 
 static int well_formed(const char *k)
@@ -36,8 +36,7 @@ static int well_formed(const char *k)
         return 1;
 }
 
-int auth_check_bearer(struct store *s, const char *header, uint64_t *ret_account,
-                      enum tier *ret_tier)
+int auth_check_bearer(struct store *s, const char *header, struct auth_who *ret)
 {
         struct api_key keys[8];
         char prefix[AUTH_PREFIX_LEN + 1];
@@ -62,7 +61,9 @@ int auth_check_bearer(struct store *s, const char *header, uint64_t *ret_account
                         found = (int)i;
         if (found < 0)
                 return -EACCES;
-        *ret_account = keys[found].account_id;
-        *ret_tier = keys[found].tier;
+        ret->account_id = keys[found].account_id;
+        ret->tier = keys[found].tier;
+        ret->key_id = keys[found].id;
+        ret->read_only = keys[found].read_only;
         return 0;
 }

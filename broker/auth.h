@@ -14,10 +14,17 @@
 #define AUTH_PREFIX_LEN 12  /* "tas_" + 8 hex */
 
 /* Makes a key for the account; key_out gets AUTH_KEY_LEN + 1 bytes. */
-int auth_key_create(struct store *s, uint64_t account_id, char *key_out, char *prefix_out,
-                    uint64_t *ret_id);
+int auth_key_create(struct store *s, uint64_t account_id, int read_only, char *key_out,
+                    char *prefix_out, uint64_t *ret_id);
 
-/* Checks an "Authorization: Bearer ..." header value. 0 and the key's
- * account and tier, or -EACCES (missing, malformed, unknown or revoked). */
-int auth_check_bearer(struct store *s, const char *header, uint64_t *ret_account,
-                      enum tier *ret_tier);
+/* Who a request is. */
+struct auth_who {
+        uint64_t account_id;
+        enum tier tier;
+        uint64_t key_id;
+        int read_only;
+};
+
+/* Checks an "Authorization: Bearer ..." header value. 0 and who it is, or
+ * -EACCES (missing, malformed, unknown or revoked), -EIO. */
+int auth_check_bearer(struct store *s, const char *header, struct auth_who *ret);

@@ -121,6 +121,7 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *c,
                 .body = cn->too_large ? NULL : cn->body,
                 .body_len = cn->too_large ? 0 : cn->len,
                 .too_large = cn->too_large,
+                .conn = c,
         };
         struct http_resp resp = { .status = 500 };
         cn->answered = 1;
@@ -130,6 +131,19 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *c,
                 http_resp_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close");
         }
         return send_resp(c, &resp);
+}
+
+const char *http_req_arg(const struct http_req *req, const char *name)
+{
+        if (!req->conn)
+                return NULL;
+        const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+        return v ? v : NULL;
+}
+
+const char *http_req_header(const struct http_req *req, const char *name)
+{
+        return req->conn ? MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,

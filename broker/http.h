@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#define HTTP_MAX_HEADERS 8
+#define HTTP_MAX_HEADERS 12
 
 struct http_req {
         const char *method;
@@ -24,6 +24,7 @@ struct http_req {
         const char *body;  /* NUL-terminated copy, or NULL */
         size_t body_len;
         int too_large;
+        void *conn; /* the server's; for http_req_arg() and http_req_header() */
 };
 
 struct http_resp {
@@ -46,6 +47,11 @@ struct http_server;
 int http_server_start(const char *listen, size_t max_body, unsigned threads,
                       http_handler_fn handler, void *ud, struct http_server **ret);
 void http_server_free(struct http_server *srv);
+
+/* A query-string argument ("?limit=10": "10"), or NULL if absent or empty. */
+const char *http_req_arg(const struct http_req *req, const char *name);
+/* A request header by name (case-insensitive), or NULL. */
+const char *http_req_header(const struct http_req *req, const char *name);
 
 /* Adds a header to resp (dropped past HTTP_MAX_HEADERS). */
 void http_resp_header(struct http_resp *resp, const char *name, const char *fmt, ...)

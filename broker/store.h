@@ -43,6 +43,16 @@ struct api_key {
         uint64_t account_id;
         enum tier tier;
         uint8_t hash[32];
+        int read_only; /* may only read (GET) */
+};
+
+/* A key as admins see it: never the hash. */
+struct api_key_info {
+        uint64_t id;
+        char prefix[16];
+        int read_only;
+        int64_t created_at;
+        int64_t revoked_at; /* 0: live */
 };
 
 struct host {
@@ -117,7 +127,11 @@ int store_account_create(struct store *s, const char *name, enum tier tier, stru
 int store_account_by_name(struct store *s, const char *name, struct account *ret);
 int store_account_list(struct store *s, struct account **ret, size_t *ret_n);
 int store_key_create(struct store *s, uint64_t account_id, const char *prefix,
-                     const uint8_t hash[32], uint64_t *ret_id);
+                     const uint8_t hash[32], int read_only, uint64_t *ret_id);
+/* The account's keys, live and revoked, oldest first (malloc'd). */
+int store_key_list(struct store *s, uint64_t account_id, struct api_key_info **ret, size_t *ret_n);
+/* Revokes one of the account's keys: 0 (also if already revoked), -ENOENT. */
+int store_key_revoke(struct store *s, uint64_t account_id, uint64_t key_id);
 /* Every live key with this prefix (normally one). */
 int store_key_find(struct store *s, const char *prefix, struct api_key *ret, size_t max,
                    size_t *ret_n);

@@ -127,6 +127,18 @@ static const char *const migrations[] = {
         "ALTER TABLE vms ADD COLUMN aa_group TEXT;"
         "CREATE INDEX vms_group ON vms(account_id, aa_group, host_id)"
         "  WHERE aa_group IS NOT NULL AND deleted_at IS NULL;",
+        /* 6: read-only API keys; SSH keys; idempotent POSTs; VPS ssh keys */
+        "ALTER TABLE api_keys ADD COLUMN read_only INTEGER NOT NULL DEFAULT 0;"
+        "CREATE INDEX api_keys_account ON api_keys(account_id, id);"
+        "CREATE TABLE ssh_keys (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id), name TEXT NOT NULL,"
+        "  public_key TEXT NOT NULL, fingerprint TEXT NOT NULL, created_at INTEGER NOT NULL,"
+        "  UNIQUE (account_id, fingerprint));"
+        "CREATE TABLE idempotency (account_id INTEGER NOT NULL, key TEXT NOT NULL,"
+        "  request_hash BLOB NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL,"
+        "  location TEXT, created_at INTEGER NOT NULL, PRIMARY KEY (account_id, key));"
+        "CREATE INDEX idempotency_age ON idempotency(created_at);"
+        "ALTER TABLE vms ADD COLUMN ssh_keys TEXT NOT NULL DEFAULT '';",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -673,10 +685,10 @@ int store_account_list(struct store *s, struct account **ret, size_t *ret_n)
 }
 
 int store_key_create(struct store *s, uint64_t account_id, const char *prefix,
-                     const uint8_t hash[32], uint64_t *ret_id)
+                     const uint8_t hash[32], int read_only, uint64_t *ret_id)
 {
-        static const char sql[] =
-                "INSERT INTO api_keys (account_id, prefix, hash, created_at) VALUES (?,?,?,?)";
+        static const char sql[] = "INSERT INTO api_keys (account_id, prefix, hash, created_at,"
+                                  " read_only) VALUES (?,?,?,?,?)";
         int64_t now = util_now_ms();
         int r = begin(s);
         if (r < 0)
@@ -688,6 +700,7 @@ int store_key_create(struct store *s, uint64_t account_id, const char *prefix,
         sqlite3_bind_text(st, 2, prefix, -1, SQLITE_STATIC);
         sqlite3_bind_blob(st, 3, hash, 32, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, now);
+        sqlite3_bind_int(st, 5, read_only ? 1 : 0);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot create key"));
         *ret_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -699,7 +712,7 @@ int store_key_find(struct store *s, const char *prefix, struct api_key *ret, siz
                    size_t *ret_n)
 {
         static const char sql[] =
-                "SELECT k.id, k.account_id, a.tier, k.hash FROM api_keys k"
+                "SELECT k.id, k.account_id, a.tier, k.hash, k.read_only FROM api_keys k"
                 " JOIN accounts a ON a.id = k.account_id"
                 " WHERE k.prefix = ? AND k.revoked_at IS NULL LIMIT 8";
         size_t n = 0;
@@ -719,12 +732,69 @@ int store_key_find(struct store *s, const char *prefix, struct api_key *ret, siz
                 memset(k->hash, 0, 32);
                 if (sqlite3_column_bytes(st, 3) == 32)
                         memcpy(k->hash, sqlite3_column_blob(st, 3), 32);
+                k->read_only = sqlite3_column_int(st, 4);
         }
         if (rc != SQLITE_ROW && rc != SQLITE_DONE)
                 r = db_err(s, "cannot read keys");
         unlock(s);
         *ret_n = n;
         return r;
+}
+
+static void row_key_info(sqlite3_stmt *st, void *item)
+{
+        struct api_key_info *k = item;
+        memset(k, 0, sizeof(*k));
+        k->id = (uint64_t)sqlite3_column_int64(st, 0);
+        col_text(st, 1, k->prefix, sizeof(k->prefix));
+        k->read_only = sqlite3_column_int(st, 2);
+        k->created_at = sqlite3_column_int64(st, 3);
+        k->revoked_at = sqlite3_column_type(st, 4) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 4);
+}
+
+int store_key_list(struct store *s, uint64_t account_id, struct api_key_info **ret, size_t *ret_n)
+{
+        static const char sql[] = "SELECT id, prefix, read_only, created_at, revoked_at"
+                                  " FROM api_keys WHERE account_id = ? ORDER BY id";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st)
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        r = st ? collect(s, st, sizeof(**ret), row_key_info, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+int store_key_revoke(struct store *s, uint64_t account_id, uint64_t key_id)
+{
+        static const char sql[] = "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2"
+                                  " AND account_id = ?3 AND revoked_at IS NULL";
+        static const char sel[] = "SELECT prefix FROM api_keys WHERE id = ?1 AND account_id = ?2";
+        int64_t now = util_now_ms();
+        char prefix[32];
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sel);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)key_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, -ENOENT);
+        col_text(st, 0, prefix, sizeof(prefix));
+        if (!(st = stmt(s, sql)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)key_id);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)account_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot revoke key"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, 0); /* already revoked: nothing to record */
+        r = event(s, now, "key.revoked", account_id, key_id, prefix);
+        return end(s, r);
 }
 
 /* ---- hosts ---- */

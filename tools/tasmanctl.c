@@ -29,7 +29,7 @@
 #define NAME_MAX_LEN 64
 #define URL_MAX 2048
 #define TOKEN_MAX 4096
-#define WORDS_MAX 3 /* "account create NAME" */
+#define WORDS_MAX 4 /* "key revoke ACCOUNT KEY_ID" */
 #define COLS_MAX 8
 #define CELL_MAX 80
 
@@ -45,7 +45,7 @@ struct ctl {
         const char *token; /* NULL: no Authorization header */
         const char *tier;  /* NULL unless --tier was given */
         const char *name;  /* NULL unless --name was given */
-        bool json, help, version;
+        bool json, help, version, read_only;
         char *words[WORDS_MAX]; /* the command and its arguments */
         size_t n_words;
 };
@@ -259,6 +259,7 @@ enum col_kind {
         COL_INT,
         COL_USAGE, /* {"total": T, "used": U} as "U/T" */
         COL_AGE,   /* milliseconds as "850ms ago", "12s ago", "5m ago", "3h ago" */
+        COL_BOOL,  /* true/false as "yes"/"no" */
 };
 
 struct col {
@@ -269,6 +270,11 @@ struct col {
 static const struct col account_cols[] = {
         {"ID", "id", COL_STR}, {"NAME", "name", COL_STR}, {"TIER", "tier", COL_STR},
         {"CREATED", "created_at", COL_STR}, {NULL, NULL, COL_STR},
+};
+static const struct col key_cols[] = {
+        {"ID", "id", COL_STR}, {"PREFIX", "prefix", COL_STR}, {"READ-ONLY", "read_only", COL_BOOL},
+        {"CREATED", "created_at", COL_STR}, {"REVOKED", "revoked_at", COL_STR},
+        {NULL, NULL, COL_STR},
 };
 static const struct col node_cols[] = {
         {"HOST", "host", COL_STR}, {"SITE", "site", COL_STR}, {"STATE", "state", COL_STR},
@@ -298,6 +304,8 @@ static void cell_fill(char *cell, const struct col *col, const json_t *item)
         else if (col->kind == COL_USAGE && json_is_integer(used) && json_is_integer(total))
                 snprintf(cell, CELL_MAX, "%" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT,
                          json_integer_value(used), json_integer_value(total));
+        else if (col->kind == COL_BOOL && json_is_boolean(v))
+                util_strlcpy(cell, json_is_true(v) ? "yes" : "no", CELL_MAX);
         else if (col->kind == COL_AGE && json_is_integer(v)) {
                 while (n < units[u].ms && units[u].ms > 1)
                         u++;
@@ -396,7 +404,7 @@ static int cmd_key_create(const struct ctl *ctl, const struct cmd *cmd, char **a
         if (!name_valid(args[0]))
                 return usage_error("invalid account name '%.100s'", args[0]);
         snprintf(path, sizeof(path), "/v1/accounts/%s/keys", args[0]); /* valid: no escaping */
-        req = json_object();
+        req = json_pack("{s:b}", "read_only", ctl->read_only);
         if (!req)
                 abort(); /* out of memory */
         r = broker_call(ctl, path, req, JSON_OBJECT, &data);
@@ -415,6 +423,43 @@ static int cmd_key_create(const struct ctl *ctl, const struct cmd *cmd, char **a
         }
         json_decref(data);
         json_decref(req);
+        return r;
+}
+
+static int cmd_key_list(const struct ctl *ctl, const struct cmd *cmd, char **args)
+{
+        char path[128];
+        json_t *data = NULL;
+        int r;
+
+        (void)cmd;
+        if (!name_valid(args[0]))
+                return usage_error("invalid account name '%.100s'", args[0]);
+        snprintf(path, sizeof(path), "/v1/accounts/%s/keys", args[0]);
+        r = broker_call(ctl, path, NULL, JSON_ARRAY, &data);
+        if (r == CTL_OK)
+                r = print_data(ctl, data, key_cols);
+        json_decref(data);
+        return r;
+}
+
+static int cmd_key_revoke(const struct ctl *ctl, const struct cmd *cmd, char **args)
+{
+        char path[192];
+        json_t *data = NULL;
+        int r;
+
+        (void)cmd;
+        if (!name_valid(args[0]))
+                return usage_error("invalid account name '%.100s'", args[0]);
+        size_t n = strlen(args[1]);
+        if (n == 0 || n > 32 || strspn(args[1], "abcdefghijklmnopqrstuvwxyz0123456789_") != n)
+                return usage_error("invalid key id '%.100s' (as 'key list' shows it)", args[1]);
+        snprintf(path, sizeof(path), "/v1/accounts/%s/keys/%s", args[0], args[1]);
+        r = broker_request(ctl, "DELETE", path, NULL, JSON_NULL, &data);
+        if (r == CTL_OK && !ctl->json)
+                say("key %s revoked", args[1]);
+        json_decref(data);
         return r;
 }
 
@@ -539,8 +584,13 @@ static const struct cmd cmds[] = {
         {"account", "create", " NAME [--tier free|pro|enterprise]",
          "create an account (tier defaults to free)", 1, cmd_account_create, NULL, NULL},
         {"account", "list", "", "list accounts", 0, cmd_list, "/v1/accounts", account_cols},
-        {"key", "create", " ACCOUNT", "create an API key for ACCOUNT and print it, only this once",
+        {"key", "create", " ACCOUNT [--read-only]",
+         "create an API key for ACCOUNT and print it, only this once (--read-only: GET only)",
          1, cmd_key_create, NULL, NULL},
+        {"key", "list", " ACCOUNT", "list ACCOUNT's keys (prefixes only, never the keys)", 1,
+         cmd_key_list, NULL, NULL},
+        {"key", "revoke", " ACCOUNT KEY_ID", "revoke a key: it stops working at once", 2,
+         cmd_key_revoke, NULL, NULL},
         {"node", "list", "", "list hypervisor nodes, their state and capacity", 0, cmd_list,
          "/v1/nodes", node_cols},
         {"site", "list", "", "list sites (regions): number, slug, name, hosts", 0, cmd_list,
@@ -598,7 +648,7 @@ static int print_help(const struct ctl *ctl)
 
 /* ---- Main ------------------------------------------------------------ */
 
-enum { OPT_BROKER = 256, OPT_TOKEN, OPT_JSON, OPT_TIER, OPT_NAME, OPT_VERSION };
+enum { OPT_BROKER = 256, OPT_TOKEN, OPT_JSON, OPT_TIER, OPT_NAME, OPT_VERSION, OPT_READ_ONLY };
 
 static const struct option long_opts[] = {
         {"broker", required_argument, NULL, OPT_BROKER},
@@ -606,6 +656,7 @@ static const struct option long_opts[] = {
         {"json", no_argument, NULL, OPT_JSON},
         {"tier", required_argument, NULL, OPT_TIER},
         {"name", required_argument, NULL, OPT_NAME},
+        {"read-only", no_argument, NULL, OPT_READ_ONLY},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -635,6 +686,7 @@ static int parse_args(int argc, char **argv, struct ctl *ctl)
                 case OPT_JSON: ctl->json = true; break;
                 case OPT_TIER: ctl->tier = optarg; break;
                 case OPT_NAME: ctl->name = optarg; break;
+                case OPT_READ_ONLY: ctl->read_only = true; break;
                 case 'h': ctl->help = true; break;
                 case OPT_VERSION: ctl->version = true; break;
                 case ':': r = usage_error("option '%s' needs a value", argv[optind - 1]); break;
@@ -662,6 +714,8 @@ static int check_args(const struct ctl *ctl, const struct cmd **ret_cmd)
                 return usage_error("--tier applies only to 'account create'");
         if (ctl->name && cmd->run != cmd_site_set)
                 return usage_error("--name applies only to 'site set'");
+        if (ctl->read_only && cmd->run != cmd_key_create)
+                return usage_error("--read-only applies only to 'key create'");
         if (!ctl->broker[0] || strlen(ctl->broker) > URL_MAX || !text_plain(ctl->broker))
                 return usage_error("invalid broker URL (1-%d printable characters)", URL_MAX);
         if (ctl->token && (strlen(ctl->token) > TOKEN_MAX || !text_plain(ctl->token)))

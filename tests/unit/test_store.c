@@ -228,9 +228,9 @@ static void test_keys(void **state)
         memset(h1, 0x11, 32);
         memset(h2, 0x22, 32);
         memset(h3, 0x33, 32);
-        assert_int_equal(store_key_create(f->s, f->acc, "tas_aaaaaaaa", h1, &k1), 0);
-        assert_int_equal(store_key_create(f->s, f->other, "tas_bbbbbbbb", h2, &k2), 0);
-        assert_int_equal(store_key_create(f->s, f->other, "tas_aaaaaaaa", h3, &k3), 0);
+        assert_int_equal(store_key_create(f->s, f->acc, "tas_aaaaaaaa", h1, 0, &k1), 0);
+        assert_int_equal(store_key_create(f->s, f->other, "tas_bbbbbbbb", h2, 0, &k2), 0);
+        assert_int_equal(store_key_create(f->s, f->other, "tas_aaaaaaaa", h3, 0, &k3), 0);
         assert_true(k1 != k2 && k2 != k3 && k1 != k3);
 
         assert_int_equal(store_key_find(f->s, "tas_bbbbbbbb", keys, 8, &n), 0);
@@ -272,10 +272,10 @@ static void test_auth_bearer(void **state)
 {
         struct fx *f = *state;
         char key[AUTH_KEY_LEN + 1], prefix[AUTH_PREFIX_LEN + 1], hdr[128];
-        uint64_t key_id = 0, account = 0;
-        enum tier tier = TIER__MAX;
+        uint64_t key_id = 0;
+        struct auth_who who;
 
-        assert_int_equal(auth_key_create(f->s, f->acc, key, prefix, &key_id), 0);
+        assert_int_equal(auth_key_create(f->s, f->acc, 0, key, prefix, &key_id), 0);
         assert_true(key_id > 0);
         assert_int_equal(strlen(key), AUTH_KEY_LEN);
         assert_int_equal(strncmp(key, "tas_", 4), 0);
@@ -287,16 +287,17 @@ static void test_auth_bearer(void **state)
         uint8_t other_hash[32];
         uint64_t other_id;
         memset(other_hash, 0x5a, sizeof(other_hash));
-        assert_int_equal(store_key_create(f->s, f->other, prefix, other_hash, &other_id), 0);
+        assert_int_equal(store_key_create(f->s, f->other, prefix, other_hash, 0, &other_id), 0);
 
         static const char *const good_fmt[] = { "Bearer %s", "bearer %s", "BEARER   %s" };
         for (size_t i = 0; i < 3; i++) {
                 snprintf(hdr, sizeof(hdr), good_fmt[i], key);
-                account = 0;
-                tier = TIER__MAX;
-                assert_int_equal(auth_check_bearer(f->s, hdr, &account, &tier), 0);
-                assert_int_equal(account, f->acc);
-                assert_int_equal(tier, TIER_PRO);
+                memset(&who, 0, sizeof(who));
+                assert_int_equal(auth_check_bearer(f->s, hdr, &who), 0);
+                assert_int_equal(who.account_id, f->acc);
+                assert_int_equal(who.tier, TIER_PRO);
+                assert_int_equal(who.key_id, key_id);
+                assert_int_equal(who.read_only, 0);
         }
 
         char upper[AUTH_KEY_LEN + 1], flipped[AUTH_KEY_LEN + 1];
@@ -323,12 +324,37 @@ static void test_auth_bearer(void **state)
         if (upper_differs)
                 snprintf(bad[n_bad++], 128, "Bearer %s", upper);
         for (size_t i = 0; i < n_bad; i++) {
-                account = 4242;
-                if (auth_check_bearer(f->s, bad[i], &account, &tier) != -EACCES)
+                who.account_id = 4242;
+                if (auth_check_bearer(f->s, bad[i], &who) != -EACCES)
                         fail_msg("'%s' was accepted", bad[i]);
-                assert_int_equal(account, 4242);
+                assert_int_equal(who.account_id, 4242);
         }
-        assert_int_equal(auth_check_bearer(f->s, NULL, &account, &tier), -EACCES);
+        assert_int_equal(auth_check_bearer(f->s, NULL, &who), -EACCES);
+
+        /* a read-only key says so; a revoked key no longer works */
+        char ro[AUTH_KEY_LEN + 1], ro_prefix[AUTH_PREFIX_LEN + 1];
+        uint64_t ro_id;
+        assert_int_equal(auth_key_create(f->s, f->acc, 1, ro, ro_prefix, &ro_id), 0);
+        snprintf(hdr, sizeof(hdr), "Bearer %s", ro);
+        assert_int_equal(auth_check_bearer(f->s, hdr, &who), 0);
+        assert_int_equal(who.read_only, 1);
+        assert_int_equal(store_key_revoke(f->s, f->other, ro_id), -ENOENT); /* not theirs */
+        assert_int_equal(store_key_revoke(f->s, f->acc, ro_id), 0);
+        assert_int_equal(store_key_revoke(f->s, f->acc, ro_id), 0); /* again: still fine */
+        assert_int_equal(auth_check_bearer(f->s, hdr, &who), -EACCES);
+        struct api_key_info *ks = NULL;
+        size_t nk = 0;
+        assert_int_equal(store_key_list(f->s, f->acc, &ks, &nk), 0);
+        assert_int_equal(nk, 2);
+        assert_int_equal(ks[0].id, key_id);
+        assert_int_equal(ks[0].revoked_at, 0);
+        assert_int_equal(ks[1].id, ro_id);
+        assert_true(ks[1].read_only && ks[1].revoked_at > 0);
+        assert_string_equal(ks[1].prefix, ro_prefix);
+        free(ks);
+        uint64_t n_ev = 0;
+        assert_int_equal(store_event_count(f->s, "key.revoked", &n_ev), 0);
+        assert_int_equal(n_ev, 1);
 }
 
 /* ---- hosts ---- */
