@@ -91,6 +91,8 @@ void api_route_error(const struct http_req *req, struct http_resp *resp, int kno
         http_resp_header(resp, "Allow", "%s", allow);
 }
 
+#define API_PAGE_MAX 1000 /* the largest ?limit= of a list */
+
 /* ---- VPS ---- */
 
 static json_t *vps_json(const struct api *api, const struct vm *v, int64_t now)
@@ -308,20 +310,101 @@ static void store_failed(struct http_resp *resp, int r)
                 json_error(resp, 500, "internal_error", "internal error", NULL);
 }
 
-static void vps_list(struct api *api, uint64_t account, struct http_resp *resp)
+static const char *const vps_statuses[] = {
+        "provisioning", "running", "stopped", "starting", "stopping", "rebooting",
+        "rebuilding", "paused", "error", "unknown", NULL,
+};
+
+/* Parses ?limit= and ?cursor= (a list's paging, the same on every list):
+ * 0, or -EINVAL after answering 422. limit 0: no limit given. */
+static int page_args(const struct api *api, const struct http_req *req, const char *prefix,
+                     size_t *ret_limit, uint64_t *ret_after, struct http_resp *resp)
 {
-        struct vm *vms = NULL;
-        size_t n = 0;
-        int64_t now = util_now_ms();
-        if (store_vm_list(api->store, account, &vms, &n) < 0) {
-                json_error(resp, 500, "internal_error", "internal error", NULL);
-                return;
+        const char *l = http_req_arg(req, "limit"), *c = http_req_arg(req, "cursor");
+        *ret_limit = 0;
+        *ret_after = 0;
+        if (l) {
+                char *end;
+                errno = 0;
+                long v = strtol(l, &end, 10);
+                if (errno || *end || end == l || v < 1 || v > API_PAGE_MAX) {
+                        char msg[96];
+                        snprintf(msg, sizeof(msg), "limit must be a whole number from 1 to %d",
+                                 API_PAGE_MAX);
+                        json_invalid(resp, "limit", msg, NULL);
+                        return -EINVAL;
+                }
+                *ret_limit = (size_t)v;
         }
+        if (c && id_decode(store_id_key(api->store), prefix, c, ret_after) < 0) {
+                json_invalid(resp, "cursor", "cursor must be a next_cursor this API returned",
+                             NULL);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* GET /v1/vps[?limit=N&cursor=C&status=S&region=R&name=N]: in id order, so
+ * a cursor (the last id of a page) stays valid while VPS are created. */
+static void vps_list(struct api *api, uint64_t account, const struct http_req *req,
+                     struct http_resp *resp)
+{
+        struct vm_query q = { .account_id = account };
+        const char *status = http_req_arg(req, "status");
+        size_t limit;
+        int64_t now = util_now_ms();
+
+        if (page_args(api, req, "vps", &limit, &q.after_id, resp) < 0)
+                return;
+        if (status) {
+                size_t i;
+                for (i = 0; vps_statuses[i] && strcmp(vps_statuses[i], status) != 0; i++)
+                        ;
+                if (!vps_statuses[i]) {
+                        json_invalid(resp, "status", "Invalid status specified", vps_statuses);
+                        return;
+                }
+        }
+        q.region = http_req_arg(req, "region");
+        q.name = http_req_arg(req, "name");
         json_t *arr = json_array();
-        for (size_t i = 0; arr && i < n; i++)
-                json_array_append_new(arr, vps_json(api, &vms[i], now));
-        free(vms);
-        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+        uint64_t last = 0;
+        int more = 0;
+        /* The status is derived, so it filters here: read in batches until
+         * the page is full or the account has no more. */
+        for (;;) {
+                struct vm *vms = NULL;
+                size_t n = 0, want = limit ? limit + 1 - json_array_size(arr) : 0;
+                if (status && want)
+                        want = want < 256 ? 256 : want;
+                q.limit = want;
+                if (store_vm_page(api->store, &q, &vms, &n) < 0) {
+                        json_decref(arr);
+                        json_error(resp, 500, "internal_error", "internal error", NULL);
+                        return;
+                }
+                for (size_t i = 0; i < n && !more; i++) {
+                        q.after_id = vms[i].id;
+                        if (status && strcmp(api_vps_status(&vms[i], now, api->host_timeout_ms),
+                                             status) != 0)
+                                continue;
+                        if (limit && json_array_size(arr) == limit) {
+                                more = 1; /* one beyond the page: there is a next one */
+                                break;
+                        }
+                        json_array_append_new(arr, vps_json(api, &vms[i], now));
+                        last = vms[i].id;
+                }
+                free(vms);
+                if (more || !want || n < want)
+                        break;
+        }
+        char cur[ID_STR_MAX];
+        if (more)
+                id_encode(store_id_key(api->store), "vps", last, cur, sizeof(cur));
+        /* next_cursor: Tasman's addition; null on the last page */
+        json_respond(resp, 200, json_pack("{s:o, s:s?}", "data", arr, "next_cursor",
+                                          more ? cur : NULL));
 }
 
 static void vps_get(struct api *api, uint64_t account, uint64_t id, struct http_resp *resp)
@@ -469,12 +552,15 @@ not_found:
         return RT_NONE;
 }
 
+static void etag(const struct http_req *req, struct http_resp *resp);
+static void dispatch(struct api *api, enum route rt, uint64_t account, char seg[][64],
+                     const struct http_req *req, struct http_resp *resp);
+
 static void native_route(void *ud, const struct http_req *req, struct http_resp *resp)
 {
         struct api *api = ud;
         char seg[4][64];
         struct auth_who who;
-        uint64_t id = 0;
         int n, r;
 
         if (req->too_large) {
@@ -500,9 +586,50 @@ static void native_route(void *ud, const struct http_req *req, struct http_resp 
                 return;
         }
         const uint64_t account = who.account_id;
+        dispatch(api, rt, account, seg, req, resp);
+        if (rt == RT_VPS_GET || rt == RT_VPS_LIST)
+                etag(req, resp);
+}
+
+/* ETag (a hash of the body) on what GET answers 200; If-None-Match with
+ * it (or *) gets 304 and no body. */
+static void etag(const struct http_req *req, struct http_resp *resp)
+{
+        if (resp->status != 200 || !resp->body)
+                return;
+        uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, 64 bits */
+        for (size_t i = 0; i < resp->body_len; i++) {
+                h ^= (uint8_t)resp->body[i];
+                h *= 0x100000001b3ULL;
+        }
+        char tag[24];
+        snprintf(tag, sizeof(tag), "\"%016llx\"", (unsigned long long)h);
+        http_resp_header(resp, "ETag", "%s", tag);
+        const char *inm = http_req_header(req, "If-None-Match");
+        if (!inm)
+                return;
+        /* a list of tags, each maybe weak (W/"...") */
+        for (const char *p = inm; *p;) {
+                p += strspn(p, " ,");
+                if (*p == '*' || (strncmp(p, "W/", 2) == 0 && strncmp(p + 2, tag, 18) == 0) ||
+                    strncmp(p, tag, 18) == 0) {
+                        free(resp->body);
+                        resp->body = NULL;
+                        resp->body_len = 0;
+                        resp->status = 304;
+                        return;
+                }
+                p += strcspn(p, ",");
+        }
+}
+
+static void dispatch(struct api *api, enum route rt, uint64_t account, char seg[][64],
+                     const struct http_req *req, struct http_resp *resp)
+{
+        uint64_t id = 0;
         switch (rt) {
         case RT_VPS_LIST:
-                vps_list(api, account, resp);
+                vps_list(api, account, req, resp);
                 return;
         case RT_VPS_CREATE:
                 vps_create(api, account, req, resp);

@@ -201,6 +201,15 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                     struct vm *ret);
 int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret);
 int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t *ret_n);
+/* A page of an account's vms in id order: ids above after_id, at most
+ * limit (0: all), optionally only one region or one name. */
+struct vm_query {
+        uint64_t account_id;
+        uint64_t after_id;
+        size_t limit;
+        const char *region, *name; /* NULL: any */
+};
+int store_vm_page(struct store *s, const struct vm_query *q, struct vm **ret, size_t *ret_n);
 /* Every live vm of every account (metrics). */
 int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n);
 /* How many events of this kind the outbox holds. */

@@ -1501,6 +1501,30 @@ int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t 
         return r;
 }
 
+int store_vm_page(struct store *s, const struct vm_query *q, struct vm **ret, size_t *ret_n)
+{
+        static const char sql[] =
+                "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
+                " WHERE v.account_id = ?1 AND v.deleted_at IS NULL AND v.id > ?2"
+                " AND (?3 IS NULL OR v.site = ?3) AND (?4 IS NULL OR v.name = ?4)"
+                " ORDER BY v.id LIMIT ?5";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)q->account_id);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)q->after_id);
+                if (q->region)
+                        sqlite3_bind_text(st, 3, q->region, -1, SQLITE_STATIC);
+                if (q->name)
+                        sqlite3_bind_text(st, 4, q->name, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 5, q->limit ? (sqlite3_int64)q->limit : -1);
+        }
+        r = st ? collect(s, st, sizeof(**ret), row_vm, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
 int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
                     struct vm *ret)
 {

@@ -134,14 +134,21 @@ wait_for() {
 }
 
 # api METHOD PATH [JSON] -> sets CODE and BODY (uses $KEY if set)
+# Extra request headers: H=("Name: value" ...); response headers land in
+# HEADERS (hdr NAME reads one).
+H=()
 api() {
-        local m=$1 p=$2 data=${3-}
-        local args=(-s -o "$T/body" -w '%{http_code}' -X "$m")
+        local m=$1 p=$2 data=${3-} h
+        local args=(-s -o "$T/body" -D "$T/headers" -w '%{http_code}' -X "$m")
         [ -n "${KEY:-}" ] && args+=(-H "Authorization: Bearer $KEY")
         [ -n "$data" ] && args+=(-H 'Content-Type: application/json' --data-binary "$data")
+        for h in "${H[@]+"${H[@]}"}"; do args+=(-H "$h"); done
+        rm -f "$T/body" # curl writes no file for an empty body
         CODE=$(curl "${args[@]}" "$API$p")
-        BODY=$(cat "$T/body")
+        BODY=$(cat "$T/body" 2>/dev/null)
+        HEADERS=$(tr -d '\r' <"$T/headers")
 }
+hdr() { awk -v n="$(tr 'A-Z' 'a-z' <<<"$1")" -F': ' 'tolower($1) == n {print $2}' <<<"$HEADERS" | tail -1; }
 jget() { jq -r "$1" <<<"$BODY"; }
 
 ctl() { "$BUILD/tasmanctl" --broker "$ADMIN" "$@"; }
