@@ -93,6 +93,20 @@ void api_route_error(const struct http_req *req, struct http_resp *resp, int kno
 
 #define API_PAGE_MAX 1000 /* the largest ?limit= of a list */
 
+/* resp->status 0 after a handler: its Idempotency-Key was claimed by a
+ * concurrent twin; native_route answers as the twin did. */
+#define REPLAY_PENDING 0
+
+static void store_failed(struct http_resp *resp, int r)
+{
+        if (r == -EEXIST)
+                resp->status = REPLAY_PENDING;
+        else if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "VPS not found", NULL);
+        else
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+}
+
 /* ---- VPS ---- */
 
 static json_t *vps_json(const struct api *api, const struct vm *v, int64_t now)
@@ -152,8 +166,8 @@ static const char *req_string(json_t *body, const char *field, struct http_resp 
         return json_string_value(v);
 }
 
-static void vps_create(struct api *api, uint64_t account, const struct http_req *req,
-                       struct http_resp *resp)
+static void vps_create(struct api *api, uint64_t account, const struct idem *idem,
+                       const struct http_req *req, struct http_resp *resp)
 {
         json_t *body = NULL, *v;
         const char *name, *size, *image, *region = NULL;
@@ -274,6 +288,7 @@ static void vps_create(struct api *api, uint64_t account, const struct http_req 
                 .why_len = sizeof(why),
         };
         int64_t now = util_now_ms();
+        nv.idem = idem;
         r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
         if (r == -ENOSPC) {
                 char msg[400];
@@ -284,7 +299,7 @@ static void vps_create(struct api *api, uint64_t account, const struct http_req 
                 goto out;
         }
         if (r < 0) {
-                json_error(resp, 500, "internal_error", "internal error", NULL);
+                store_failed(resp, r == -ENOENT ? -EIO : r);
                 goto out;
         }
         if (api->hub)
@@ -302,14 +317,6 @@ out:
 
 /* A store failure as the API says it: unknown (or not yours) is 404, the
  * rest is 500 without internals (the store logged the cause). */
-static void store_failed(struct http_resp *resp, int r)
-{
-        if (r == -ENOENT)
-                json_error(resp, 404, "not_found", "VPS not found", NULL);
-        else
-                json_error(resp, 500, "internal_error", "internal error", NULL);
-}
-
 static const char *const vps_statuses[] = {
         "provisioning", "running", "stopped", "starting", "stopping", "rebooting",
         "rebuilding", "paused", "error", "unknown", NULL,
@@ -438,7 +445,8 @@ _Static_assert(sizeof(actions) / sizeof(actions[0]) ==
                        sizeof(action_codes) / sizeof(action_codes[0]) + 1,
                "actions and action_codes must match");
 
-static void vps_action(struct api *api, uint64_t account, uint64_t id, const struct http_req *req,
+static void vps_action(struct api *api, uint64_t account, uint64_t id, const struct idem *idem,
+                       const struct http_req *req,
                        struct http_resp *resp)
 {
         json_t *body = NULL;
@@ -463,7 +471,7 @@ static void vps_action(struct api *api, uint64_t account, uint64_t id, const str
                 json_invalid(resp, "action", "Invalid action specified", actions);
                 goto out;
         }
-        r = store_vm_action(api->store, account, id, action_codes[i], &vm);
+        r = store_vm_action(api->store, account, id, action_codes[i], idem, &vm);
         if (r < 0) {
                 store_failed(resp, r);
                 goto out;
@@ -553,8 +561,65 @@ not_found:
 }
 
 static void etag(const struct http_req *req, struct http_resp *resp);
-static void dispatch(struct api *api, enum route rt, uint64_t account, char seg[][64],
-                     const struct http_req *req, struct http_resp *resp);
+static void dispatch(struct api *api, enum route rt, uint64_t account, const struct idem *idem,
+                     char seg[][64], const struct http_req *req, struct http_resp *resp);
+
+/* An Idempotency-Key on a POST: 0 to go ahead (idem filled), 1 when resp
+ * is the answer: 422 for a malformed key or one used with another
+ * request, or the first request's answer replayed (Idempotent-Replayed). */
+static int idem_prepare(struct api *api, const struct http_req *req, const char *key,
+                        struct idem *idem, struct http_resp *resp)
+{
+        size_t n = strlen(key);
+        int ok = n >= 1 && n <= 255;
+        for (size_t i = 0; ok && i < n; i++)
+                ok = key[i] > 0x20 && key[i] < 0x7f;
+        if (!ok) {
+                json_invalid(resp, "Idempotency-Key",
+                             "Idempotency-Key must be 1 to 255 printable characters", NULL);
+                return 1;
+        }
+        idem->key = key;
+        auth_request_hash(req->method, req->path, req->body, req->body_len, idem->hash);
+        struct idem_rec rec;
+        int r = store_idem_get(api->store, idem->account_id, key, util_now_ms(), &rec);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return 1;
+        }
+        if (memcmp(rec.hash, idem->hash, sizeof(rec.hash)) != 0) {
+                free(rec.body);
+                json_invalid(resp, "Idempotency-Key",
+                             "this Idempotency-Key was used with another request", NULL);
+                return 1;
+        }
+        if (rec.body) {
+                resp->status = rec.status;
+                resp->body = rec.body;
+                resp->body_len = strlen(rec.body);
+                resp->content_type = "application/json";
+                if (rec.location[0])
+                        http_resp_header(resp, "Location", "%s", rec.location);
+        } else {
+                /* The broker stopped before saving the answer: the effect
+                 * is there, so answer from the resource as it is now. */
+                struct vm vm;
+                char id[ID_STR_MAX];
+                if (store_vm_get(api->store, idem->account_id, rec.resource_id, &vm) < 0) {
+                        json_error(resp, 404, "not_found", "VPS not found", NULL);
+                        return 1;
+                }
+                json_respond(resp, rec.status,
+                             json_pack("{s:o}", "data", vps_json(api, &vm, util_now_ms())));
+                id_encode(store_id_key(api->store), "vps", vm.id, id, sizeof(id));
+                if (rec.status == 201)
+                        http_resp_header(resp, "Location", "/v1/vps/%s", id);
+        }
+        http_resp_header(resp, "Idempotent-Replayed", "true");
+        return 1;
+}
 
 static void native_route(void *ud, const struct http_req *req, struct http_resp *resp)
 {
@@ -586,7 +651,33 @@ static void native_route(void *ud, const struct http_req *req, struct http_resp 
                 return;
         }
         const uint64_t account = who.account_id;
-        dispatch(api, rt, account, seg, req, resp);
+        struct idem idem = { .account_id = account };
+        const struct idem *ip = NULL;
+        const char *ik = http_req_header(req, "Idempotency-Key");
+        if (ik && strcmp(req->method, "POST") == 0) {
+                if (idem_prepare(api, req, ik, &idem, resp) != 0)
+                        return; /* answered: bad key, a replay, or another request's key */
+                ip = &idem;
+        }
+        dispatch(api, rt, account, ip, seg, req, resp);
+        if (ip && resp->status == REPLAY_PENDING) {
+                /* a concurrent twin claimed the key between our look and our commit */
+                free(resp->body);
+                resp->body = NULL;
+                resp->n_headers = 0;
+                if (idem_prepare(api, req, ik, &idem, resp) == 0)
+                        json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        if (ip && (resp->status == 201 || resp->status == 202) && resp->body) {
+                const char *loc = NULL;
+                for (size_t i = 0; i < resp->n_headers; i++)
+                        if (strcmp(resp->headers[i].name, "Location") == 0)
+                                loc = resp->headers[i].value;
+                if (store_idem_set_response(api->store, account, ik, resp->body, loc) < 0)
+                        log_warn("idempotency key of account %llu: answer not saved (a replay "
+                                 "re-reads the resource)", (unsigned long long)account);
+        }
         if (rt == RT_VPS_GET || rt == RT_VPS_LIST)
                 etag(req, resp);
 }
@@ -623,8 +714,8 @@ static void etag(const struct http_req *req, struct http_resp *resp)
         }
 }
 
-static void dispatch(struct api *api, enum route rt, uint64_t account, char seg[][64],
-                     const struct http_req *req, struct http_resp *resp)
+static void dispatch(struct api *api, enum route rt, uint64_t account, const struct idem *idem,
+                     char seg[][64], const struct http_req *req, struct http_resp *resp)
 {
         uint64_t id = 0;
         switch (rt) {
@@ -632,7 +723,7 @@ static void dispatch(struct api *api, enum route rt, uint64_t account, char seg[
                 vps_list(api, account, req, resp);
                 return;
         case RT_VPS_CREATE:
-                vps_create(api, account, req, resp);
+                vps_create(api, account, idem, req, resp);
                 return;
         default:
                 break;
@@ -642,7 +733,7 @@ static void dispatch(struct api *api, enum route rt, uint64_t account, char seg[
                 return;
         }
         if (rt == RT_VPS_ACTION)
-                vps_action(api, account, id, req, resp);
+                vps_action(api, account, id, idem, req, resp);
         else if (rt == RT_VPS_GET)
                 vps_get(api, account, id, resp);
         else

@@ -5,6 +5,7 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "util.h"
@@ -66,4 +67,18 @@ int auth_check_bearer(struct store *s, const char *header, struct auth_who *ret)
         ret->key_id = keys[found].id;
         ret->read_only = keys[found].read_only;
         return 0;
+}
+
+void auth_request_hash(const char *method, const char *path, const char *body, size_t body_len,
+                       uint8_t out[32])
+{
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        unsigned int n = 32;
+        if (!c || EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1 ||
+            EVP_DigestUpdate(c, method, strlen(method) + 1) != 1 ||
+            EVP_DigestUpdate(c, path, strlen(path) + 1) != 1 ||
+            (body_len && EVP_DigestUpdate(c, body, body_len) != 1) ||
+            EVP_DigestFinal_ex(c, out, &n) != 1)
+                abort(); /* out of memory */
+        EVP_MD_CTX_free(c);
 }

@@ -28,3 +28,8 @@ struct auth_who {
 /* Checks an "Authorization: Bearer ..." header value. 0 and who it is, or
  * -EACCES (missing, malformed, unknown or revoked), -EIO. */
 int auth_check_bearer(struct store *s, const char *header, struct auth_who *ret);
+
+/* SHA-256 of a request (method, path, body), to tell a retry from another
+ * request under the same Idempotency-Key. */
+void auth_request_hash(const char *method, const char *path, const char *body, size_t body_len,
+                       uint8_t out[32]);

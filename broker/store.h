@@ -102,6 +102,25 @@ struct vm {
         int64_t host_last_seen;
 };
 
+/* An Idempotency-Key of a POST: the store records it in the transaction
+ * that has the request's effect, so a retry never has it twice. */
+struct idem {
+        uint64_t account_id;
+        const char *key;
+        uint8_t hash[32]; /* of the request: method, path and body */
+};
+#define STORE_IDEM_TTL_MS (24 * 3600 * 1000LL) /* a key is remembered a day */
+
+/* What a key's first request answered: body NULL if the broker stopped
+ * between the effect and saving the answer (re-render from resource_id). */
+struct idem_rec {
+        uint8_t hash[32];
+        int status;
+        uint64_t resource_id;
+        char *body; /* malloc'd */
+        char location[128];
+};
+
 struct vm_new {
         uint64_t account_id;
         const char *name, *size, *image;
@@ -110,6 +129,7 @@ struct vm_new {
         enum storage storage;
         const char *group; /* anti-affinity group of the account (NULL: none) */
         const struct sched_params *sched; /* NULL: defaults (cpu x4, spread) */
+        const struct idem *idem;          /* NULL: none */
         char *why;                        /* optional: why nothing fits */
         size_t why_len;
 };
@@ -215,5 +235,12 @@ int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n);
 /* How many events of this kind the outbox holds. */
 int store_event_count(struct store *s, const char *kind, uint64_t *ret);
 int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
-                    struct vm *ret);
+                    const struct idem *idem, struct vm *ret);
+/* Idempotency keys (see struct idem): 0 and the record, -ENOENT (none, or
+ * older than STORE_IDEM_TTL_MS). */
+int store_idem_get(struct store *s, uint64_t account_id, const char *key, int64_t now,
+                   struct idem_rec *ret);
+/* Saves the answer of the request that claimed the key (once). */
+int store_idem_set_response(struct store *s, uint64_t account_id, const char *key,
+                            const char *body, const char *location);
 int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64_t *ret_host_id);

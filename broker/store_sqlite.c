@@ -26,6 +26,7 @@ struct store {
         } stmts[MAX_STMTS];
         size_t n_stmts;
         int64_t seen_slack_ms; /* see store_set_seen_slack() */
+        int64_t idem_purged_at;
         /* The scheduler's view of every host, sorted by id, kept in step
          * with the hosts table: a placement then costs no read of 10,000
          * rows. This process is the database's only writer (the SQLite
@@ -135,8 +136,8 @@ static const char *const migrations[] = {
         "  public_key TEXT NOT NULL, fingerprint TEXT NOT NULL, created_at INTEGER NOT NULL,"
         "  UNIQUE (account_id, fingerprint));"
         "CREATE TABLE idempotency (account_id INTEGER NOT NULL, key TEXT NOT NULL,"
-        "  request_hash BLOB NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL,"
-        "  location TEXT, created_at INTEGER NOT NULL, PRIMARY KEY (account_id, key));"
+        "  request_hash BLOB NOT NULL, status INTEGER NOT NULL, resource_id INTEGER NOT NULL,"
+        "  body TEXT, location TEXT, created_at INTEGER NOT NULL, PRIMARY KEY (account_id, key));"
         "CREATE INDEX idempotency_age ON idempotency(created_at);"
         "ALTER TABLE vms ADD COLUMN ssh_keys TEXT NOT NULL DEFAULT '';",
 };
@@ -1361,6 +1362,9 @@ static int reserve(struct store *s, uint64_t host_id, int sign, uint32_t vcpus, 
         return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot reserve capacity");
 }
 
+static int idem_claim(struct store *s, const struct idem *i, int status, uint64_t resource_id,
+                      int64_t now);
+
 /* Marks the candidate hosts (sorted by id) that hold a guest of the
  * account's anti-affinity group. */
 static int mark_group(struct store *s, const char *sql, const struct vm_new *req)
@@ -1472,10 +1476,104 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
         r = reserve(s, h->id, 1, req->vcpus, req->ram_mb, req->disk_gb, req->storage, 1);
         if (r == 0)
+                r = idem_claim(s, req->idem, 201, id, now);
+        if (r == 0)
                 r = event(s, now, "vps.created", req->account_id, id, req->name);
         if (r == 0)
                 r = get_vm_locked(s, req->account_id, id, ret);
 out:
+        return end(s, r);
+}
+
+/* Inside a transaction: records that this idempotency key's request had
+ * its effect (on resource_id), in the same commit as the effect itself.
+ * -EEXIST if the key was taken meanwhile (the caller replays it). */
+static int idem_claim(struct store *s, const struct idem *i, int status, uint64_t resource_id,
+                      int64_t now)
+{
+        static const char sql[] =
+                "INSERT INTO idempotency (account_id, key, request_hash, status, resource_id,"
+                " created_at) VALUES (?,?,?,?,?,?)";
+        if (!i)
+                return 0;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)i->account_id);
+        sqlite3_bind_text(st, 2, i->key, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, i->hash, sizeof(i->hash), SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, status);
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)resource_id);
+        sqlite3_bind_int64(st, 6, now);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_CONSTRAINT)
+                return -EEXIST;
+        return rc == SQLITE_DONE ? 0 : db_err(s, "cannot record idempotency key");
+}
+
+int store_idem_get(struct store *s, uint64_t account_id, const char *key, int64_t now,
+                   struct idem_rec *ret)
+{
+        static const char sql[] =
+                "SELECT request_hash, status, resource_id, body, location FROM idempotency"
+                " WHERE account_id = ? AND key = ? AND created_at >= ?";
+        static const char purge[] = "DELETE FROM idempotency WHERE created_at < ?";
+        int r = -ENOENT;
+        pthread_mutex_lock(&s->lock);
+        if (now - s->idem_purged_at > 60000) {
+                /* Keys live STORE_IDEM_TTL_MS; the old ones go, a minute's worth at a time. */
+                sqlite3_stmt *p = stmt(s, purge);
+                if (p) {
+                        sqlite3_bind_int64(p, 1, now - STORE_IDEM_TTL_MS);
+                        if (sqlite3_step(p) != SQLITE_DONE)
+                                db_err(s, "cannot purge idempotency keys");
+                }
+                s->idem_purged_at = now;
+        }
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                unlock(s);
+                return -EIO;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, now - STORE_IDEM_TTL_MS);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                memset(ret, 0, sizeof(*ret));
+                if (sqlite3_column_bytes(st, 0) == (int)sizeof(ret->hash))
+                        memcpy(ret->hash, sqlite3_column_blob(st, 0), sizeof(ret->hash));
+                ret->status = sqlite3_column_int(st, 1);
+                ret->resource_id = (uint64_t)sqlite3_column_int64(st, 2);
+                const unsigned char *b = sqlite3_column_text(st, 3);
+                ret->body = b ? strdup((const char *)b) : NULL;
+                col_text(st, 4, ret->location, sizeof(ret->location));
+                r = b && !ret->body ? -ENOMEM : 0;
+        } else if (rc != SQLITE_DONE) {
+                r = db_err(s, "cannot read idempotency key");
+        }
+        unlock(s);
+        return r;
+}
+
+int store_idem_set_response(struct store *s, uint64_t account_id, const char *key,
+                            const char *body, const char *location)
+{
+        static const char sql[] = "UPDATE idempotency SET body = ?3, location = ?4"
+                                  " WHERE account_id = ?1 AND key = ?2 AND body IS NULL";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, body, -1, SQLITE_STATIC);
+        if (location)
+                sqlite3_bind_text(st, 4, location, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                r = db_err(s, "cannot record idempotent response");
         return end(s, r);
 }
 
@@ -1526,7 +1624,7 @@ int store_vm_page(struct store *s, const struct vm_query *q, struct vm **ret, si
 }
 
 int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
-                    struct vm *ret)
+                    const struct idem *idem, struct vm *ret)
 {
         static const char start[] = "UPDATE vms SET want = 0 WHERE id = ?";
         static const char stop[] = "UPDATE vms SET want = 1 WHERE id = ?";
@@ -1556,6 +1654,8 @@ int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum v
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot record action"));
         r = bump_generation(s, v.host_id);
+        if (r == 0)
+                r = idem_claim(s, idem, 202, vm_id, now);
         if (r == 0)
                 r = event(s, now, kinds[act], account_id, vm_id, "");
         if (r == 0)

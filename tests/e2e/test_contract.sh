@@ -111,4 +111,42 @@ eq "a weak match in a list -> 304" "$CODE" 304
 KEY=$P api POST "/v1/vps/$ID/actions" '{"action":"shutdown"}'
 H=("If-None-Match: $TAG"); KEY=$P api GET "/v1/vps/$ID"; H=()
 eq "changed since -> 200 and a new tag" "$CODE/$([ "$(hdr ETag)" != "$TAG" ] && echo new)" "200/new"
+
+# --- Idempotency-Key: a retry returns the first answer and does nothing twice
+I=$(new_account idem enterprise) || fatal "account idem"
+count() { KEY=$I api GET /v1/vps; jget '.data | length'; }
+B='{"name":"once","size":"standard-1vcpu-1gb","image":"debian-12"}'
+H=("Idempotency-Key: create-once-1"); KEY=$I api POST /v1/vps "$B"; H=()
+eq "first POST with a key -> 201" "$CODE" 201
+FIRST=$BODY; FIRST_ID=$(jget .data.id); FIRST_LOC=$(hdr Location)
+H=("Idempotency-Key: create-once-1"); KEY=$I api POST /v1/vps "$B"; H=()
+eq "retry -> 201 again" "$CODE" 201
+eq "retry: the first answer, byte for byte" "$BODY" "$FIRST"
+eq "retry: the same Location" "$(hdr Location)" "$FIRST_LOC"
+eq "retry: says it is a replay" "$(hdr Idempotent-Replayed)" true
+eq "retry: one VPS, not two" "$(count)" 1
+H=("Idempotency-Key: create-once-1"); KEY=$I api POST /v1/vps '{"name":"other","size":"standard-1vcpu-1gb","image":"debian-12"}'; H=()
+err_is "same key, another body" 422 validation_error Idempotency-Key
+eq "nothing made by it" "$(count)" 1
+H=("Idempotency-Key: $(printf 'k%.0s' $(seq 1 256))"); KEY=$I api POST /v1/vps "$B"; H=()
+err_is "a 256-character key" 422 validation_error Idempotency-Key
+H=("Idempotency-Key: create-once-1"); KEY=$P api POST /v1/vps "$B"; H=()
+eq "another account's same key is its own -> 201" "$CODE" 201
+check "... and a new VPS" [ "$(jget .data.id)" != "$FIRST_ID" ]
+# Eight concurrent requests with one key: one VPS, eight equal answers.
+for i in $(seq 1 8); do
+        curl -s -o "$T/race.$i" -w '%{http_code}\n' -H "Authorization: Bearer $I" \
+                -H 'Content-Type: application/json' -H 'Idempotency-Key: race-1' \
+                -d '{"name":"race","size":"standard-1vcpu-1gb","image":"debian-12"}' "$API/v1/vps" >>"$T/race.codes" &
+done
+wait_for 30 "8 answers" bash -c "[ \$(wc -l <$T/race.codes) -eq 8 ]"
+eq "concurrent retries: all 201" "$(grep -c '^201$' "$T/race.codes")" 8
+eq "concurrent retries: all the same VPS" "$(cat "$T"/race.[1-8] | jq -r .data.id | sort -u | wc -l)" 1
+eq "concurrent retries: one VPS made" "$(KEY=$I api GET '/v1/vps?name=race'; jget '.data | length')" 1
+H=("Idempotency-Key: act-1"); KEY=$I api POST "/v1/vps/$FIRST_ID/actions" '{"action":"reboot"}'; H=()
+eq "action with a key -> 202" "$CODE" 202
+H=("Idempotency-Key: act-1"); KEY=$I api POST "/v1/vps/$FIRST_ID/actions" '{"action":"reboot"}'; H=()
+eq "action retried -> 202, a replay" "$CODE/$(hdr Idempotent-Replayed)" "202/true"
+H=("Idempotency-Key: act-1"); KEY=$I api POST "/v1/vps/$FIRST_ID/actions" '{"action":"shutdown"}'; H=()
+err_is "the action's key with another action" 422 validation_error Idempotency-Key
 exit 0

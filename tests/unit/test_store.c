@@ -652,7 +652,7 @@ static void test_actions(void **state)
         };
         for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
                 uint64_t gen = generation(f, host);
-                assert_int_equal(store_vm_action(f->s, f->acc, v.id, steps[i].act, &r), 0);
+                assert_int_equal(store_vm_action(f->s, f->acc, v.id, steps[i].act, NULL, &r), 0);
                 assert_int_equal(r.id, v.id);
                 assert_int_equal(r.want, steps[i].want);
                 assert_int_equal(r.reboot_seq, steps[i].reboot_seq);
@@ -665,8 +665,8 @@ static void test_actions(void **state)
         }
         /* Not the caller's vm: refused, nothing changes. */
         uint64_t gen = generation(f, host);
-        assert_int_equal(store_vm_action(f->s, f->other, v.id, VM_ACT_REBOOT, &r), -ENOENT);
-        assert_int_equal(store_vm_action(f->s, f->acc, 999999, VM_ACT_REBOOT, &r), -ENOENT);
+        assert_int_equal(store_vm_action(f->s, f->other, v.id, VM_ACT_REBOOT, NULL, &r), -ENOENT);
+        assert_int_equal(store_vm_action(f->s, f->acc, 999999, VM_ACT_REBOOT, NULL, &r), -ENOENT);
         assert_int_equal(generation(f, host), gen);
         assert_int_equal(get_vm(f, f->acc, v.id).reboot_seq, 3);
 }
@@ -692,9 +692,9 @@ static void test_host_desired(void **state)
         assert_int_equal(a.host_id, host);
         assert_int_equal(b.host_id, host);
         assert_int_equal(c.host_id, host);
-        assert_int_equal(store_vm_action(f->s, f->other, b.id, VM_ACT_SHUTDOWN, &b), 0);
-        assert_int_equal(store_vm_action(f->s, f->acc, c.id, VM_ACT_REBOOT, &c), 0);
-        assert_int_equal(store_vm_action(f->s, f->acc, c.id, VM_ACT_REBUILD, &c), 0);
+        assert_int_equal(store_vm_action(f->s, f->other, b.id, VM_ACT_SHUTDOWN, NULL, &b), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, c.id, VM_ACT_REBOOT, NULL, &c), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, c.id, VM_ACT_REBUILD, NULL, &c), 0);
         assert_int_equal(store_vm_delete(f->s, f->acc, a.id, &dummy), 0);
         assert_int_equal(dummy, host);
 
@@ -821,7 +821,7 @@ static void test_delete_and_purge(void **state)
         assert_int_equal(generation(f, host), gen + 1);
         assert_int_equal(store_vm_delete(f->s, f->acc, a.id, &host_id), -ENOENT);
         assert_int_equal(store_vm_get(f->s, f->acc, a.id, &a), -ENOENT);
-        assert_int_equal(store_vm_action(f->s, f->acc, a.id, VM_ACT_START, &a), -ENOENT);
+        assert_int_equal(store_vm_action(f->s, f->acc, a.id, VM_ACT_START, NULL, &a), -ENOENT);
         assert_int_equal(store_vm_list(f->s, f->acc, &list, &n), 0);
         assert_int_equal(n, 1);
         assert_int_equal(list[0].id, b.id);
@@ -859,7 +859,7 @@ static void test_reopen(void **state)
         char before[ID_STR_MAX], after[ID_STR_MAX];
         uint64_t host = hello(f, "node-1", "ams1", 4, 8192);
         assert_int_equal(create_vm(f, f->acc, "keep", NULL, 1, 512, &v), 0);
-        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, &v), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, NULL, &v), 0);
         uint64_t gen = generation(f, host);
         id_encode(store_id_key(f->s), "vps", v.id, before, sizeof(before));
 
@@ -975,14 +975,14 @@ static void test_vps_status_from_store(void **state)
         observe(f, host, &d, 1, 0);
         v = get_vm(f, f->acc, v.id);
         assert_string_equal(api_vps_status(&v, t, 30000), "running");
-        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_SHUTDOWN, &v), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_SHUTDOWN, NULL, &v), 0);
         assert_string_equal(api_vps_status(&v, t, 30000), "stopping");
         d.state = POWER_STOPPED;
         observe(f, host, &d, 1, 0);
         v = get_vm(f, f->acc, v.id);
         assert_string_equal(api_vps_status(&v, t, 30000), "stopped");
         assert_string_equal(api_vps_status(&v, t + 30001, 30000), "unknown");
-        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_START, &v), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_START, NULL, &v), 0);
         assert_string_equal(api_vps_status(&v, t, 30000), "starting");
 }
 
@@ -1197,6 +1197,50 @@ static void test_host_cache_in_step(void **state)
         assert_int_equal(w.host_id, b);
 }
 
+/* An idempotency key is claimed in the transaction of the effect: a
+ * second create or action with it has no effect and says -EEXIST; the
+ * record tells what to replay. */
+static void test_idempotency(void **state)
+{
+        struct fx *f = *state;
+        struct idem i = { .account_id = f->acc, .key = "k1" };
+        struct idem_rec rec;
+        struct vm v, w;
+        memset(i.hash, 7, sizeof(i.hash));
+        hello(f, "node-1", "ams1", 8, 16384);
+        const struct vm_new req = { .account_id = f->acc, .name = "a", .size = "s",
+                                    .image = "debian-12", .vcpus = 1, .ram_mb = 512,
+                                    .disk_gb = 10, .idem = &i };
+        assert_int_equal(store_idem_get(f->s, f->acc, "k1", NOW, &rec), -ENOENT);
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &v), 0);
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &w), -EEXIST);
+        struct vm *vs = NULL;
+        size_t n = 0;
+        assert_int_equal(store_vm_list(f->s, f->acc, &vs, &n), 0);
+        free(vs);
+        assert_int_equal(n, 1); /* rolled back: no second VPS */
+        assert_int_equal(store_idem_get(f->s, f->acc, "k1", NOW, &rec), 0);
+        assert_int_equal(rec.status, 201);
+        assert_int_equal(rec.resource_id, v.id);
+        assert_null(rec.body); /* not saved yet: replay re-reads the VPS */
+        assert_int_equal(store_idem_set_response(f->s, f->acc, "k1", "{\"x\":1}", "/v1/vps/x"), 0);
+        assert_int_equal(store_idem_set_response(f->s, f->acc, "k1", "{\"x\":2}", NULL), 0);
+        assert_int_equal(store_idem_get(f->s, f->acc, "k1", NOW, &rec), 0);
+        assert_string_equal(rec.body, "{\"x\":1}"); /* saved once */
+        assert_string_equal(rec.location, "/v1/vps/x");
+        free(rec.body);
+        assert_int_equal(store_idem_get(f->s, f->other, "k1", NOW, &rec), -ENOENT);
+        /* forgotten after a day */
+        assert_int_equal(store_idem_get(f->s, f->acc, "k1", NOW + STORE_IDEM_TTL_MS + 1, &rec),
+                         -ENOENT);
+        /* actions: once */
+        struct idem j = { .account_id = f->acc, .key = "k2" };
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, &j, &w), 0);
+        assert_int_equal(w.reboot_seq, 1);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, &j, &w), -EEXIST);
+        assert_int_equal(get_vm(f, f->acc, v.id).reboot_seq, 1);
+}
+
 /* No store call leaves a read transaction open: a second connection can
  * checkpoint and truncate the whole WAL between calls (otherwise the WAL
  * would grow without bound on a busy broker). */
@@ -1288,6 +1332,7 @@ int main(void)
                 T(test_storage_types),
                 T(test_anti_affinity),
                 T(test_host_cache_in_step),
+                T(test_idempotency),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
