@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "sshkey.h"
 #include "catalog.h"
 #include "ids.h"
 #include "json.h"
@@ -247,18 +248,40 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
                 }
         }
         v = json_object_get(body, "ssh_keys");
+        uint64_t key_ids[STORE_VM_SSH_KEYS_MAX];
+        size_t n_keys = 0;
         if (v && !json_is_null(v)) {
-                if (!json_is_array(v)) {
-                        json_invalid(resp, "ssh_keys", "ssh_keys must be an array of key ids",
+                if (!json_is_array(v) || json_array_size(v) > STORE_VM_SSH_KEYS_MAX) {
+                        json_invalid(resp, "ssh_keys",
+                                     "ssh_keys must be an array of at most 32 SSH key ids",
                                      NULL);
                         goto out;
                 }
-                if (json_array_size(v) > 0) {
-                        json_t *k = json_array_get(v, 0);
+                for (size_t k = 0; k < json_array_size(v); k++) {
+                        json_t *e = json_array_get(v, k);
+                        if (!json_is_string(e) ||
+                            id_decode(store_id_key(api->store), "ssh", json_string_value(e),
+                                      &key_ids[n_keys]) < 0) {
+                                char msg[160];
+                                snprintf(msg, sizeof(msg), "unknown SSH key id: %.64s",
+                                         json_is_string(e) ? json_string_value(e)
+                                                           : "(not a string)");
+                                json_invalid(resp, "ssh_keys", msg, NULL);
+                                goto out;
+                        }
+                        n_keys++;
+                }
+                size_t bad = 0;
+                r = store_sshkey_check(api->store, account, key_ids, n_keys, &bad);
+                if (r == -ENOENT) {
                         char msg[160];
                         snprintf(msg, sizeof(msg), "unknown SSH key id: %.64s",
-                                 json_is_string(k) ? json_string_value(k) : "(not a string)");
+                                 json_string_value(json_array_get(v, bad)));
                         json_invalid(resp, "ssh_keys", msg, NULL);
+                        goto out;
+                }
+                if (r < 0) {
+                        json_error(resp, 500, "internal_error", "internal error", NULL);
                         goto out;
                 }
         }
@@ -289,6 +312,8 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
         };
         int64_t now = util_now_ms();
         nv.idem = idem;
+        nv.ssh_keys = key_ids;
+        nv.n_ssh_keys = n_keys;
         r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
         if (r == -ENOSPC) {
                 char msg[400];
@@ -483,6 +508,154 @@ out:
         json_decref(body);
 }
 
+/* ---- SSH keys (Tasman's addition: what the spec's ssh_keys ids name) ---- */
+
+static json_t *sshkey_json(const struct api *api, const struct ssh_key *k)
+{
+        char id[ID_STR_MAX], created[21];
+        struct sshkey_info info;
+        id_encode(store_id_key(api->store), "ssh", k->id, id, sizeof(id));
+        util_iso8601_utc(k->created_at, created);
+        if (sshkey_parse(k->public_key, strlen(k->public_key), &info, NULL, 0) < 0)
+                memset(&info, 0, sizeof(info));
+        return json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "id", id, "name", k->name,
+                         "type", info.type, "fingerprint", k->fingerprint, "bits",
+                         (int)info.bits, "public_key", k->public_key, "created_at", created);
+}
+
+static void sshkey_failed(struct http_resp *resp, int r)
+{
+        if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "SSH key not found", NULL);
+        else
+                store_failed(resp, r);
+}
+
+static void sshkey_create(struct api *api, uint64_t account, const struct idem *idem,
+                          const struct http_req *req, struct http_resp *resp)
+{
+        json_t *body = NULL, *v;
+        struct sshkey_info info;
+        char why[128] = "";
+        int r;
+
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        /* large (a 4 KiB key each): not on the stack */
+        struct ssh_key *kp = calloc(1, sizeof(*kp)), *mp = calloc(1, sizeof(*mp));
+        if (!kp || !mp) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        const char *pub = req_string(body, "public_key", resp, NULL);
+        if (!pub)
+                goto out;
+        size_t len = strlen(pub);
+        if (len >= STORE_SSHKEY_MAX ||
+            sshkey_parse(pub, len, &info, why, sizeof(why)) < 0) {
+                char msg[200];
+                snprintf(msg, sizeof(msg), "public_key is not a valid OpenSSH public key: %s",
+                         len >= STORE_SSHKEY_MAX ? "too long" : why);
+                json_invalid(resp, "public_key", msg, NULL);
+                goto out;
+        }
+        v = json_object_get(body, "name");
+        const char *name = NULL;
+        if (v && !json_is_null(v)) {
+                name = json_is_string(v) ? json_string_value(v) : "";
+                size_t n = strlen(name);
+                int ok = n >= 1 && n < sizeof(kp->name);
+                for (size_t i = 0; ok && i < n; i++)
+                        ok = (unsigned char)name[i] >= 0x20 && name[i] != 0x7f;
+                if (!ok) {
+                        json_invalid(resp, "name", "name must be 1 to 63 printable characters",
+                                     NULL);
+                        goto out;
+                }
+        }
+        kp->account_id = account;
+        /* the key's comment names it when no name is given */
+        util_strlcpy(kp->name, name ? name : info.comment[0] ? info.comment : info.fingerprint,
+                     sizeof(kp->name));
+        util_strlcpy(kp->fingerprint, info.fingerprint, sizeof(kp->fingerprint));
+        /* kept without surrounding blanks or a trailing newline */
+        while (len && (pub[len - 1] == '\n' || pub[len - 1] == ' ' || pub[len - 1] == '\t'))
+                len--;
+        while (len && (*pub == ' ' || *pub == '\t')) {
+                pub++;
+                len--;
+        }
+        memcpy(kp->public_key, pub, len);
+        kp->public_key[len] = '\0';
+        r = store_sshkey_create(api->store, kp, idem, mp);
+        if (r == -EEXIST) {
+                char id[ID_STR_MAX], msg[160];
+                id_encode(store_id_key(api->store), "ssh", mp->id, id, sizeof(id));
+                snprintf(msg, sizeof(msg), "this public key is already registered as %s", id);
+                json_invalid(resp, "public_key", msg, NULL);
+                goto out;
+        }
+        if (r < 0) {
+                store_failed(resp, r == -EALREADY ? -EEXIST : -EIO);
+                goto out;
+        }
+        char id[ID_STR_MAX];
+        id_encode(store_id_key(api->store), "ssh", mp->id, id, sizeof(id));
+        json_respond(resp, 201, json_pack("{s:o}", "data", sshkey_json(api, mp)));
+        http_resp_header(resp, "Location", "/v1/ssh_keys/%s", id);
+out:
+        free(kp);
+        free(mp);
+        json_decref(body);
+}
+
+static void sshkey_list(struct api *api, uint64_t account, const struct http_req *req,
+                        struct http_resp *resp)
+{
+        struct vm_query q = { .account_id = account };
+        struct ssh_key *ks = NULL;
+        size_t limit, n = 0;
+        if (page_args(api, req, "ssh", &limit, &q.after_id, resp) < 0)
+                return;
+        q.limit = limit ? limit + 1 : 0;
+        if (store_sshkey_page(api->store, &q, &ks, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        int more = limit && n > limit;
+        if (more)
+                n = limit;
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, sshkey_json(api, &ks[i]));
+        char cur[ID_STR_MAX];
+        if (more)
+                id_encode(store_id_key(api->store), "ssh", ks[n - 1].id, cur, sizeof(cur));
+        free(ks);
+        json_respond(resp, 200, json_pack("{s:o, s:s?}", "data", arr, "next_cursor",
+                                          more ? cur : NULL));
+}
+
+static void sshkey_get(struct api *api, uint64_t account, uint64_t id, struct http_resp *resp)
+{
+        struct ssh_key *k = malloc(sizeof(*k));
+        int r = k ? store_sshkey_get(api->store, account, id, k) : -ENOMEM;
+        if (r < 0)
+                sshkey_failed(resp, r);
+        else
+                json_respond(resp, 200, json_pack("{s:o}", "data", sshkey_json(api, k)));
+        free(k);
+}
+
+static void sshkey_delete(struct api *api, uint64_t account, uint64_t id, struct http_resp *resp)
+{
+        int r = store_sshkey_delete(api->store, account, id);
+        if (r < 0)
+                sshkey_failed(resp, r);
+        else
+                json_respond(resp, 204, NULL);
+}
+
 /* ---- routing ---- */
 
 /* Splits "/v1/vps/ID/actions" into segments (at most max, each < 64). */
@@ -524,6 +697,10 @@ enum route {
         RT_VPS_GET,
         RT_VPS_DELETE,
         RT_VPS_ACTION,
+        RT_SSH_LIST,
+        RT_SSH_CREATE,
+        RT_SSH_GET,
+        RT_SSH_DELETE,
 };
 
 static enum route route_of(const struct http_req *req, char seg[][64], int n,
@@ -554,6 +731,14 @@ static enum route route_of(const struct http_req *req, char seg[][64], int n,
                         api_route_error(req, resp, 1, "POST");
                         return RT_NONE;
                 }
+        }
+        if (strcmp(seg[1], "ssh_keys") == 0 && (n == 2 || n == 3)) {
+                if (n == 2 && (get || post))
+                        return get ? RT_SSH_LIST : RT_SSH_CREATE;
+                if (n == 3 && (get || del))
+                        return get ? RT_SSH_GET : RT_SSH_DELETE;
+                api_route_error(req, resp, 1, n == 2 ? "GET, POST" : "GET, DELETE");
+                return RT_NONE;
         }
 not_found:
         json_error(resp, 404, "not_found", "no such endpoint", NULL);
@@ -605,17 +790,31 @@ static int idem_prepare(struct api *api, const struct http_req *req, const char 
         } else {
                 /* The broker stopped before saving the answer: the effect
                  * is there, so answer from the resource as it is now. */
-                struct vm vm;
                 char id[ID_STR_MAX];
-                if (store_vm_get(api->store, idem->account_id, rec.resource_id, &vm) < 0) {
-                        json_error(resp, 404, "not_found", "VPS not found", NULL);
-                        return 1;
+                if (strncmp(req->path, "/v1/ssh_keys", 12) == 0) {
+                        struct ssh_key *k = malloc(sizeof(*k));
+                        if (!k || store_sshkey_get(api->store, idem->account_id, rec.resource_id,
+                                                   k) < 0) {
+                                free(k);
+                                json_error(resp, 404, "not_found", "SSH key not found", NULL);
+                                return 1;
+                        }
+                        json_respond(resp, rec.status, json_pack("{s:o}", "data", sshkey_json(api, k)));
+                        id_encode(store_id_key(api->store), "ssh", k->id, id, sizeof(id));
+                        http_resp_header(resp, "Location", "/v1/ssh_keys/%s", id);
+                        free(k);
+                } else {
+                        struct vm vm;
+                        if (store_vm_get(api->store, idem->account_id, rec.resource_id, &vm) < 0) {
+                                json_error(resp, 404, "not_found", "VPS not found", NULL);
+                                return 1;
+                        }
+                        json_respond(resp, rec.status,
+                                     json_pack("{s:o}", "data", vps_json(api, &vm, util_now_ms())));
+                        id_encode(store_id_key(api->store), "vps", vm.id, id, sizeof(id));
+                        if (rec.status == 201)
+                                http_resp_header(resp, "Location", "/v1/vps/%s", id);
                 }
-                json_respond(resp, rec.status,
-                             json_pack("{s:o}", "data", vps_json(api, &vm, util_now_ms())));
-                id_encode(store_id_key(api->store), "vps", vm.id, id, sizeof(id));
-                if (rec.status == 201)
-                        http_resp_header(resp, "Location", "/v1/vps/%s", id);
         }
         http_resp_header(resp, "Idempotent-Replayed", "true");
         return 1;
@@ -678,7 +877,7 @@ static void native_route(void *ud, const struct http_req *req, struct http_resp 
                         log_warn("idempotency key of account %llu: answer not saved (a replay "
                                  "re-reads the resource)", (unsigned long long)account);
         }
-        if (rt == RT_VPS_GET || rt == RT_VPS_LIST)
+        if (strcmp(req->method, "GET") == 0)
                 etag(req, resp);
 }
 
@@ -724,6 +923,21 @@ static void dispatch(struct api *api, enum route rt, uint64_t account, const str
                 return;
         case RT_VPS_CREATE:
                 vps_create(api, account, idem, req, resp);
+                return;
+        case RT_SSH_LIST:
+                sshkey_list(api, account, req, resp);
+                return;
+        case RT_SSH_CREATE:
+                sshkey_create(api, account, idem, req, resp);
+                return;
+        case RT_SSH_GET:
+        case RT_SSH_DELETE:
+                if (id_decode(store_id_key(api->store), "ssh", seg[2], &id) < 0)
+                        json_error(resp, 404, "not_found", "SSH key not found", NULL);
+                else if (rt == RT_SSH_GET)
+                        sshkey_get(api, account, id, resp);
+                else
+                        sshkey_delete(api, account, id, resp);
                 return;
         default:
                 break;

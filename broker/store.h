@@ -102,6 +102,17 @@ struct vm {
         int64_t host_last_seen;
 };
 
+/* An account's SSH public key (the native API's ssh_keys ids). */
+#define STORE_SSHKEY_MAX 4096 /* longest public key line kept */
+struct ssh_key {
+        uint64_t id;
+        uint64_t account_id;
+        char name[64];
+        char fingerprint[64];
+        char public_key[STORE_SSHKEY_MAX];
+        int64_t created_at;
+};
+
 /* An Idempotency-Key of a POST: the store records it in the transaction
  * that has the request's effect, so a retry never has it twice. */
 struct idem {
@@ -121,6 +132,7 @@ struct idem_rec {
         char location[128];
 };
 
+#define STORE_VM_SSH_KEYS_MAX 32
 struct vm_new {
         uint64_t account_id;
         const char *name, *size, *image;
@@ -130,6 +142,8 @@ struct vm_new {
         const char *group; /* anti-affinity group of the account (NULL: none) */
         const struct sched_params *sched; /* NULL: defaults (cpu x4, spread) */
         const struct idem *idem;          /* NULL: none */
+        const uint64_t *ssh_keys;         /* the account's SSH key ids for the guest */
+        size_t n_ssh_keys;                /* at most STORE_VM_SSH_KEYS_MAX */
         char *why;                        /* optional: why nothing fits */
         size_t why_len;
 };
@@ -236,6 +250,20 @@ int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n);
 int store_event_count(struct store *s, const char *kind, uint64_t *ret);
 int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
                     const struct idem *idem, struct vm *ret);
+/* SSH keys: create is -EEXIST when the account has that fingerprint
+ * already (ret->id is then the existing key's), -EALREADY when idem's key
+ * was claimed meanwhile; get/delete -ENOENT for an unknown or another
+ * account's id; page as store_vm_page (region, name unused). */
+int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct idem *idem,
+                        struct ssh_key *ret);
+int store_sshkey_get(struct store *s, uint64_t account_id, uint64_t id, struct ssh_key *ret);
+int store_sshkey_delete(struct store *s, uint64_t account_id, uint64_t id);
+int store_sshkey_page(struct store *s, const struct vm_query *q, struct ssh_key **ret,
+                      size_t *ret_n);
+/* 0 if every id is one of the account's keys, else -ENOENT and *ret_bad. */
+int store_sshkey_check(struct store *s, uint64_t account_id, const uint64_t *ids, size_t n,
+                       size_t *ret_bad);
+
 /* Idempotency keys (see struct idem): 0 and the record, -ENOENT (none, or
  * older than STORE_IDEM_TTL_MS). */
 int store_idem_get(struct store *s, uint64_t account_id, const char *key, int64_t now,

@@ -1396,8 +1396,8 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 " AND deleted_at IS NULL";
         static const char ins[] =
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
-                " disk_gb, want, created_at, storage, aa_group)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                " disk_gb, want, created_at, storage, aa_group, ssh_keys)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
@@ -1469,6 +1469,11 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         sqlite3_bind_int(st, 12, (int)req->storage);
         if (req->group)
                 sqlite3_bind_text(st, 13, req->group, -1, SQLITE_STATIC);
+        char keys[STORE_VM_SSH_KEYS_MAX * 21 + 1] = "";
+        for (size_t i = 0, off = 0; i < req->n_ssh_keys && i < STORE_VM_SSH_KEYS_MAX; i++)
+                off += (size_t)snprintf(keys + off, sizeof(keys) - off, "%s%llu", i ? "," : "",
+                                        (unsigned long long)req->ssh_keys[i]);
+        sqlite3_bind_text(st, 14, keys, -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot insert vm");
                 goto out;
@@ -1575,6 +1580,149 @@ int store_idem_set_response(struct store *s, uint64_t account_id, const char *ke
         if (sqlite3_step(st) != SQLITE_DONE)
                 r = db_err(s, "cannot record idempotent response");
         return end(s, r);
+}
+
+/* ---- SSH keys ---- */
+
+static void row_sshkey(sqlite3_stmt *st, void *item)
+{
+        struct ssh_key *k = item;
+        memset(k, 0, sizeof(*k));
+        k->id = (uint64_t)sqlite3_column_int64(st, 0);
+        k->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        col_text(st, 2, k->name, sizeof(k->name));
+        col_text(st, 3, k->fingerprint, sizeof(k->fingerprint));
+        col_text(st, 4, k->public_key, sizeof(k->public_key));
+        k->created_at = sqlite3_column_int64(st, 5);
+}
+
+#define SSHKEY_COLS "id, account_id, name, fingerprint, public_key, created_at"
+
+static int sshkey_get_locked(struct store *s, uint64_t account_id, uint64_t id,
+                             struct ssh_key *ret)
+{
+        static const char sql[] =
+                "SELECT " SSHKEY_COLS " FROM ssh_keys WHERE id = ? AND account_id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                row_sshkey(st, ret);
+                return 0;
+        }
+        return rc == SQLITE_DONE ? -ENOENT : db_err(s, "cannot read SSH key");
+}
+
+int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct idem *idem,
+                        struct ssh_key *ret)
+{
+        static const char dup[] = "SELECT id FROM ssh_keys WHERE account_id = ? AND fingerprint = ?";
+        static const char ins[] = "INSERT INTO ssh_keys (account_id, name, public_key, fingerprint,"
+                                  " created_at) VALUES (?,?,?,?,?)";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, dup);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)k->account_id);
+        sqlite3_bind_text(st, 2, k->fingerprint, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+                ret->id = (uint64_t)sqlite3_column_int64(st, 0);
+                return end(s, -EEXIST);
+        }
+        if (!(st = stmt(s, ins)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)k->account_id);
+        sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, k->public_key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, k->fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot store SSH key"));
+        uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        r = idem_claim(s, idem, 201, id, now);
+        if (r == -EEXIST)
+                r = -EALREADY;
+        if (r == 0)
+                r = event(s, now, "ssh_key.created", k->account_id, id, k->name);
+        if (r == 0)
+                r = sshkey_get_locked(s, k->account_id, id, ret);
+        return end(s, r);
+}
+
+int store_sshkey_get(struct store *s, uint64_t account_id, uint64_t id, struct ssh_key *ret)
+{
+        pthread_mutex_lock(&s->lock);
+        int r = sshkey_get_locked(s, account_id, id, ret);
+        unlock(s);
+        return r;
+}
+
+int store_sshkey_delete(struct store *s, uint64_t account_id, uint64_t id)
+{
+        static const char sql[] = "DELETE FROM ssh_keys WHERE id = ? AND account_id = ?";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot delete SSH key"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -ENOENT);
+        return end(s, event(s, util_now_ms(), "ssh_key.deleted", account_id, id, ""));
+}
+
+int store_sshkey_page(struct store *s, const struct vm_query *q, struct ssh_key **ret,
+                      size_t *ret_n)
+{
+        static const char sql[] = "SELECT " SSHKEY_COLS " FROM ssh_keys WHERE account_id = ?1"
+                                  " AND id > ?2 ORDER BY id LIMIT ?3";
+        int r;
+        pthread_mutex_lock(&s->lock);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)q->account_id);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)q->after_id);
+                sqlite3_bind_int64(st, 3, q->limit ? (sqlite3_int64)q->limit : -1);
+        }
+        r = st ? collect(s, st, sizeof(**ret), row_sshkey, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+int store_sshkey_check(struct store *s, uint64_t account_id, const uint64_t *ids, size_t n,
+                       size_t *ret_bad)
+{
+        static const char sql[] = "SELECT 1 FROM ssh_keys WHERE id = ? AND account_id = ?";
+        int r = 0;
+        pthread_mutex_lock(&s->lock);
+        for (size_t i = 0; i < n && r == 0; i++) {
+                sqlite3_stmt *st = stmt(s, sql);
+                if (!st) {
+                        r = -EIO;
+                        break;
+                }
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)ids[i]);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+                int rc = sqlite3_step(st);
+                if (rc == SQLITE_DONE) {
+                        *ret_bad = i;
+                        r = -ENOENT;
+                } else if (rc != SQLITE_ROW) {
+                        r = db_err(s, "cannot read SSH key");
+                }
+        }
+        unlock(s);
+        return r;
 }
 
 int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret)

@@ -149,4 +149,59 @@ H=("Idempotency-Key: act-1"); KEY=$I api POST "/v1/vps/$FIRST_ID/actions" '{"act
 eq "action retried -> 202, a replay" "$CODE/$(hdr Idempotent-Replayed)" "202/true"
 H=("Idempotency-Key: act-1"); KEY=$I api POST "/v1/vps/$FIRST_ID/actions" '{"action":"shutdown"}'; H=()
 err_is "the action's key with another action" 422 validation_error Idempotency-Key
+
+# --- SSH keys: real keys from ssh-keygen, fingerprints as OpenSSH prints them
+command -v ssh-keygen >/dev/null || fatal "ssh-keygen is missing (scripts/install-deps installs openssh-client)"
+S=$(new_account sshkeys) || fatal "account sshkeys"
+ssh-keygen -q -t ed25519 -N '' -C 'alice@laptop' -f "$T/ed" || fatal "ssh-keygen ed25519"
+ssh-keygen -q -t rsa -b 3072 -N '' -C 'rsa key' -f "$T/rsa" || fatal "ssh-keygen rsa"
+ssh-keygen -q -t ecdsa -b 384 -N '' -f "$T/ec" || fatal "ssh-keygen ecdsa"
+ssh-keygen -q -t rsa -b 1024 -N '' -f "$T/weak" 2>/dev/null || fatal "ssh-keygen rsa 1024"
+fp() { ssh-keygen -lf "$1" | awk '{print $2}'; }
+mkkey() { KEY=$S api POST /v1/ssh_keys "$(jq -nc --arg k "$(cat "$1")" --arg n "${2-}" 'if $n == "" then {public_key: $k} else {name: $n, public_key: $k} end')"; }
+mkkey "$T/ed.pub"
+eq "ed25519 key -> 201" "$CODE" 201
+ED_ID=$(jget .data.id)
+match "its id" "$ED_ID" '^ssh_[0-9a-z]{13}$'
+eq "fingerprint as ssh-keygen -l" "$(jget .data.fingerprint)" "$(fp "$T/ed.pub")"
+eq "named after its comment" "$(jget .data.name)" "alice@laptop"
+eq "type and bits" "$(jget .data.type)/$(jget .data.bits)" "ssh-ed25519/256"
+eq "Location" "$(hdr Location)" "/v1/ssh_keys/$ED_ID"
+mkkey "$T/rsa.pub" "work"
+eq "rsa 3072 -> 201" "$CODE/$(jget .data.bits)/$(jget .data.name)" "201/3072/work"
+eq "rsa fingerprint" "$(jget .data.fingerprint)" "$(fp "$T/rsa.pub")"
+mkkey "$T/ec.pub"
+eq "ecdsa 384 -> 201" "$CODE/$(jget .data.type)" "201/ecdsa-sha2-nistp384"
+eq "ecdsa fingerprint" "$(jget .data.fingerprint)" "$(fp "$T/ec.pub")"
+mkkey "$T/weak.pub"
+err_is "rsa 1024" 422 validation_error public_key
+mkkey "$T/ed.pub" again
+err_is "the same key twice" 422 validation_error public_key
+check "... naming the key it already is" bash -c "jq -r .error.message <<<'$BODY' | grep -q '$ED_ID'"
+KEY=$S api POST /v1/ssh_keys '{"public_key":"ssh-ed25519 AAAAnotbase64!!"}'
+err_is "garbage key" 422 validation_error public_key
+KEY=$S api POST /v1/ssh_keys '{"name":"x"}'
+err_is "no public_key" 422 validation_error public_key
+KEY=$S api POST /v1/ssh_keys "$(jq -nc --arg k "$(cat "$T/ec.pub")" '{name: 5, public_key: $k}')"
+err_is "name of the wrong type" 422 validation_error name
+KEY=$S api GET /v1/ssh_keys
+eq "list: three keys" "$(jget '.data | length')" 3
+KEY=$S api GET "/v1/ssh_keys?limit=2"
+eq "list pages too" "$(jget '.data | length')/$([ "$(jget .next_cursor)" != null ] && echo more)" "2/more"
+KEY=$S api GET "/v1/ssh_keys/$ED_ID"
+eq "get one" "$CODE/$(jget .data.public_key)" "200/$(cat "$T/ed.pub")"
+KEY=$A api GET "/v1/ssh_keys/$ED_ID"
+err_is "another account's key" 404 not_found
+KEY=$A api DELETE "/v1/ssh_keys/$ED_ID"
+err_is "another account deletes it" 404 not_found
+KEY=$S api POST /v1/vps "{\"name\":\"withkey\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\",\"ssh_keys\":[\"$ED_ID\"]}"
+eq "VPS with its account's key -> 201" "$CODE" 201
+KEY=$A api POST /v1/vps "{\"name\":\"stolen\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\",\"ssh_keys\":[\"$ED_ID\"]}"
+err_is "VPS with another account's key" 422 validation_error ssh_keys
+KEY=$S api DELETE "/v1/ssh_keys/$ED_ID"
+eq "delete -> 204" "$CODE" 204
+KEY=$S api GET "/v1/ssh_keys/$ED_ID"
+err_is "deleted key" 404 not_found
+KEY=$S api PUT /v1/ssh_keys
+err_is "PUT on the list" 405 method_not_allowed
 exit 0
