@@ -22,6 +22,7 @@ struct api {
         int64_t host_timeout_ms;  /* a host not heard from for this long is unreachable */
         const char *admin_token;  /* "" = no token required (loopback only) */
         struct sched_params sched; /* overcommit and strategy for placement */
+        struct ratelimit *rl;     /* NULL: no rate limits */
 };
 
 void api_native_handle(void *ud, const struct http_req *req, struct http_resp *resp);

@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "ratelimit.h"
 #include "sshkey.h"
 #include "catalog.h"
 #include "ids.h"
@@ -746,6 +747,8 @@ not_found:
 }
 
 static void etag(const struct http_req *req, struct http_resp *resp);
+static void authed_route(struct api *api, enum route rt, const struct auth_who *who,
+                         char seg[][64], const struct http_req *req, struct http_resp *resp);
 static void dispatch(struct api *api, enum route rt, uint64_t account, const struct idem *idem,
                      char seg[][64], const struct http_req *req, struct http_resp *resp);
 
@@ -845,11 +848,33 @@ static void native_route(void *ud, const struct http_req *req, struct http_resp 
                 http_resp_header(resp, "WWW-Authenticate", "Bearer");
                 return;
         }
-        if (who.read_only && strcmp(req->method, "GET") != 0) {
-                json_error(resp, 403, "forbidden", "this API key may only read", NULL);
-                return;
+        struct ratelimit_result rl = { .allowed = 1 };
+        if (api->rl) {
+                static const uint32_t per_minute[TIER__MAX] = { 60, 300, 1000 };
+                static const uint32_t burst[TIER__MAX] = { 10, 50, 100 };
+                unsigned t = (unsigned)who.tier < TIER__MAX ? (unsigned)who.tier : TIER_FREE;
+                ratelimit_take(api->rl, who.key_id, per_minute[t], burst[t], util_mono_ms(), &rl);
         }
-        const uint64_t account = who.account_id;
+        if (!rl.allowed) {
+                json_error(resp, 429, "rate_limited", "Too many requests", NULL);
+                http_resp_header(resp, "Retry-After", "%u", rl.retry_after_s);
+        } else if (who.read_only && strcmp(req->method, "GET") != 0) {
+                json_error(resp, 403, "forbidden", "this API key may only read", NULL);
+        } else {
+                authed_route(api, rt, &who, seg, req, resp);
+        }
+        if (api->rl) {
+                /* Reset: seconds until the bucket is full again (a delta) */
+                http_resp_header(resp, "X-RateLimit-Limit", "%u", rl.limit);
+                http_resp_header(resp, "X-RateLimit-Remaining", "%u", rl.remaining);
+                http_resp_header(resp, "X-RateLimit-Reset", "%u", rl.reset_s);
+        }
+}
+
+static void authed_route(struct api *api, enum route rt, const struct auth_who *who,
+                         char seg[][64], const struct http_req *req, struct http_resp *resp)
+{
+        const uint64_t account = who->account_id;
         struct idem idem = { .account_id = account };
         const struct idem *ip = NULL;
         const char *ik = http_req_header(req, "Idempotency-Key");

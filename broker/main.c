@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "ratelimit.h"
 #include "config.h"
 #include "http.h"
 #include "hub.h"
@@ -30,6 +31,7 @@ static struct {
         int64_t max_agents;
         int64_t cpu_overcommit_pct, ram_overcommit_pct, disk_overcommit_pct;
         char placement[CFG_STR_MAX];
+        int64_t rate_limits, rate_limit_keys;
 } cfg = {
         .listen = "127.0.0.1:8080",
         .admin_listen = "127.0.0.1:8081",
@@ -45,6 +47,8 @@ static struct {
         .ram_overcommit_pct = 100,
         .disk_overcommit_pct = 100,
         .placement = "spread",
+        .rate_limits = 1,
+        .rate_limit_keys = 100000,
 };
 
 static const struct cfg_opt opts[] = {
@@ -63,6 +67,10 @@ static const struct cfg_opt opts[] = {
         { "http_threads", CFG_INT, &cfg.http_threads, 2, 256, "HTTP worker threads per listener" },
         { "max_body", CFG_INT, &cfg.max_body, 1024, 16 << 20, "largest request body (bytes)" },
         { "max_agents", CFG_INT, &cfg.max_agents, 1, 1000000, "most agents connected at once" },
+        { "rate_limits", CFG_INT, &cfg.rate_limits, 0, 1,
+          "1: limit each API key to its tier's requests per minute; 0: no limits" },
+        { "rate_limit_keys", CFG_INT, &cfg.rate_limit_keys, 1, 1 << 24,
+          "API keys tracked at once (more active keys than this within ~10 s get 429)" },
         { "cpu_overcommit_pct", CFG_INT, &cfg.cpu_overcommit_pct, 10, 10000,
           "vCPUs placed per host, in percent of its vCPUs" },
         { "ram_overcommit_pct", CFG_INT, &cfg.ram_overcommit_pct, 10, 1000,
@@ -126,6 +134,10 @@ int main(int argc, char **argv)
         if (hub_start(&hc, store, &hub) < 0)
                 goto out;
         static struct api api;
+        if (cfg.rate_limits && ratelimit_new((size_t)cfg.rate_limit_keys, &api.rl) < 0) {
+                log_error("broker: cannot allocate the rate limiter");
+                goto out;
+        }
         api.store = store;
         api.hub = hub;
         api.host_timeout_ms = cfg.host_timeout_ms;
@@ -160,5 +172,6 @@ out:
         http_server_free(admin);
         hub_free(hub);
         store_free(store);
+        ratelimit_free(api.rl);
         return ret;
 }

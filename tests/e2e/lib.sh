@@ -68,6 +68,8 @@ pick_broker_ports() {
 pick_broker_ports
 
 # start_broker [--key=value ...]: start a broker and wait until it answers.
+# Rate limits are off (the tests poll faster than any tier allows) unless
+# RATE_LIMITS=1, as test_ratelimit sets.
 # A broker that exits at once because another process took one of its
 # ports between the pick and the bind is started again on fresh ports,
 # unless agents already dial the old ones (a restart keeps its ports).
@@ -79,7 +81,8 @@ start_broker() {
                 mark=$(cat "$T/broker.log" 2>/dev/null | wc -c)
                 "$BUILD/tasman-broker" --db="$T/broker.db" --listen="127.0.0.1:$API_PORT" \
                         --admin_listen="127.0.0.1:$ADMIN_PORT" --agent_listen="$AGENT_URL" \
-                        --host_timeout_ms="${HOST_TIMEOUT_MS:-10000}" "$@" >>"$T/broker.log" 2>&1 &
+                        --host_timeout_ms="${HOST_TIMEOUT_MS:-10000}" \
+                        --rate_limits="${RATE_LIMITS:-0}" "$@" >>"$T/broker.log" 2>&1 &
                 BROKER_PID=$!
                 PIDS+=("$BROKER_PID")
                 end=$((SECONDS + 30))
