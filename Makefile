@@ -38,7 +38,7 @@ AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c
 AGENT_SRC := agent/main.c
 BROKER_LIB_SRC := broker/http.c broker/store_sqlite.c broker/api_native.c broker/api_admin.c \
 	broker/hub.c broker/json.c broker/catalog.c broker/auth.c broker/scheduler.c broker/metrics.c \
-	broker/sshkey.c broker/ratelimit.c
+	broker/sshkey.c broker/ratelimit.c $(BUILD)/gen/openapi.c
 BROKER_SRC := broker/main.c
 CTL_SRC := tools/tasmanctl.c
 
@@ -70,6 +70,13 @@ $(BUILD)/gen/tasman.pb-c.c $(BUILD)/gen/tasman.pb-c.h: proto/tasman.proto
 	$(call say,PROTOC,$<)
 	$(Q)mkdir -p $(BUILD)/gen
 	$(Q)protoc-c --c_out=$(BUILD)/gen --proto_path=proto $<
+
+# The OpenAPI document, served at /v1/openapi.json, compiled in as a string.
+$(BUILD)/gen/openapi.c: broker/openapi.json
+	$(call say,GEN,$@)
+	$(Q)mkdir -p $(dir $@)
+	$(Q){ echo '/* generated from broker/openapi.json */'; echo 'const char api_openapi_json[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; echo ';'; } >$@
 
 $(BUILD)/obj/%.o: %.c | $(BUILD)/gen/tasman.pb-c.h
 	$(call say,CC,$<)

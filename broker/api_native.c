@@ -747,6 +747,7 @@ not_found:
 }
 
 static void etag(const struct http_req *req, struct http_resp *resp);
+extern const char api_openapi_json[]; /* generated from broker/openapi.json */
 static void authed_route(struct api *api, enum route rt, const struct auth_who *who,
                          char seg[][64], const struct http_req *req, struct http_resp *resp);
 static void dispatch(struct api *api, enum route rt, uint64_t account, const struct idem *idem,
@@ -835,6 +836,25 @@ static void native_route(void *ud, const struct http_req *req, struct http_resp 
                 return;
         }
         n = split_path(req->path, seg, 4);
+        if (n == 2 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "openapi.json") == 0) {
+                /* the document describes the API: no key needed to read it */
+                if (strcmp(req->method, "GET") != 0) {
+                        api_route_error(req, resp, 1, "GET");
+                        return;
+                }
+                resp->status = 200;
+                resp->content_type = "application/json";
+                resp->body_len = strlen(api_openapi_json);
+                resp->body = malloc(resp->body_len + 1);
+                if (!resp->body) {
+                        resp->body_len = 0;
+                        json_error(resp, 500, "internal_error", "internal error", NULL);
+                        return;
+                }
+                memcpy(resp->body, api_openapi_json, resp->body_len + 1);
+                etag(req, resp);
+                return;
+        }
         enum route rt = route_of(req, seg, n, resp);
         if (rt == RT_NONE)
                 return;
