@@ -932,11 +932,21 @@ static void etag(const struct http_req *req, struct http_resp *resp)
 {
         if (resp->status != 200 || !resp->body)
                 return;
-        uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, 64 bits */
-        for (size_t i = 0; i < resp->body_len; i++) {
-                h ^= (uint8_t)resp->body[i];
-                h *= 0x100000001b3ULL;
+        /* FNV-1a-style over 8 bytes a step, then a final mix: a tag,
+         * not a security hash (the body is the client's own data). */
+        uint64_t h = 0xcbf29ce484222325ULL ^ resp->body_len;
+        size_t i = 0;
+        for (; i + 8 <= resp->body_len; i += 8) {
+                uint64_t w;
+                memcpy(&w, resp->body + i, 8);
+                h = (h ^ w) * 0x100000001b3ULL;
+                h ^= h >> 29;
         }
+        for (; i < resp->body_len; i++)
+                h = (h ^ (uint8_t)resp->body[i]) * 0x100000001b3ULL;
+        h ^= h >> 33;
+        h *= 0xff51afd7ed558ccdULL;
+        h ^= h >> 33;
         char tag[24];
         snprintf(tag, sizeof(tag), "\"%016llx\"", (unsigned long long)h);
         http_resp_header(resp, "ETag", "%s", tag);
