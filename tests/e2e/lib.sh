@@ -69,7 +69,7 @@ pick_broker_ports
 
 # start_broker [--key=value ...]: start a broker and wait until it answers.
 # Rate limits are off (the tests poll faster than any tier allows) unless
-# RATE_LIMITS=1, as test_ratelimit sets.
+# RATE_LIMITS=1, as test_rate_limits sets.
 # A broker that exits at once because another process took one of its
 # ports between the pick and the bind is started again on fresh ports,
 # unless agents already dial the old ones (a restart keeps its ports).
