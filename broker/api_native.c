@@ -524,6 +524,20 @@ static json_t *sshkey_json(const struct api *api, const struct ssh_key *k)
                          (int)info.bits, "public_key", k->public_key, "created_at", created);
 }
 
+/* Drops a trailing partial UTF-8 sequence (after a cut by bytes). */
+static void utf8_cut(char *str)
+{
+        size_t n = strlen(str), i = n;
+        while (i > 0 && ((unsigned char)str[i - 1] & 0xc0) == 0x80)
+                i--; /* continuation bytes */
+        if (i == 0)
+                return;
+        unsigned char lead = (unsigned char)str[i - 1];
+        size_t want = lead < 0x80 ? 1 : lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+        if (n - (i - 1) < want)
+                str[i - 1] = '\0';
+}
+
 static void sshkey_failed(struct http_resp *resp, int r)
 {
         if (r == -ENOENT)
@@ -578,6 +592,7 @@ static void sshkey_create(struct api *api, uint64_t account, const struct idem *
         /* the key's comment names it when no name is given */
         util_strlcpy(kp->name, name ? name : info.comment[0] ? info.comment : info.fingerprint,
                      sizeof(kp->name));
+        utf8_cut(kp->name); /* a long comment may have been cut inside a character */
         util_strlcpy(kp->fingerprint, info.fingerprint, sizeof(kp->fingerprint));
         /* kept without surrounding blanks or a trailing newline */
         while (len && (pub[len - 1] == '\n' || pub[len - 1] == ' ' || pub[len - 1] == '\t'))
@@ -596,13 +611,25 @@ static void sshkey_create(struct api *api, uint64_t account, const struct idem *
                 json_invalid(resp, "public_key", msg, NULL);
                 goto out;
         }
+        if (r == -EDQUOT) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "an account may keep at most %d SSH keys",
+                         STORE_SSHKEYS_PER_ACCOUNT);
+                json_invalid(resp, "public_key", msg, NULL);
+                goto out;
+        }
         if (r < 0) {
                 store_failed(resp, r == -EALREADY ? -EEXIST : -EIO);
                 goto out;
         }
         char id[ID_STR_MAX];
         id_encode(store_id_key(api->store), "ssh", mp->id, id, sizeof(id));
-        json_respond(resp, 201, json_pack("{s:o}", "data", sshkey_json(api, mp)));
+        json_t *one = sshkey_json(api, mp);
+        if (!one) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        json_respond(resp, 201, json_pack("{s:o}", "data", one));
         http_resp_header(resp, "Location", "/v1/ssh_keys/%s", id);
 out:
         free(kp);
@@ -641,10 +668,13 @@ static void sshkey_get(struct api *api, uint64_t account, uint64_t id, struct ht
 {
         struct ssh_key *k = malloc(sizeof(*k));
         int r = k ? store_sshkey_get(api->store, account, id, k) : -ENOMEM;
+        json_t *one = r < 0 ? NULL : sshkey_json(api, k);
         if (r < 0)
                 sshkey_failed(resp, r);
+        else if (!one)
+                json_error(resp, 500, "internal_error", "internal error", NULL);
         else
-                json_respond(resp, 200, json_pack("{s:o}", "data", sshkey_json(api, k)));
+                json_respond(resp, 200, json_pack("{s:o}", "data", one));
         free(k);
 }
 
@@ -797,10 +827,12 @@ static int idem_prepare(struct api *api, const struct http_req *req, const char 
                 char id[ID_STR_MAX];
                 if (strncmp(req->path, "/v1/ssh_keys", 12) == 0) {
                         struct ssh_key *k = malloc(sizeof(*k));
-                        if (!k || store_sshkey_get(api->store, idem->account_id, rec.resource_id,
-                                                   k) < 0) {
+                        int g = k ? store_sshkey_get(api->store, idem->account_id,
+                                                     rec.resource_id, k)
+                                  : -ENOMEM;
+                        if (g < 0) {
                                 free(k);
-                                json_error(resp, 404, "not_found", "SSH key not found", NULL);
+                                sshkey_failed(resp, g);
                                 return 1;
                         }
                         json_respond(resp, rec.status, json_pack("{s:o}", "data", sshkey_json(api, k)));
@@ -809,8 +841,9 @@ static int idem_prepare(struct api *api, const struct http_req *req, const char 
                         free(k);
                 } else {
                         struct vm vm;
-                        if (store_vm_get(api->store, idem->account_id, rec.resource_id, &vm) < 0) {
-                                json_error(resp, 404, "not_found", "VPS not found", NULL);
+                        int g = store_vm_get(api->store, idem->account_id, rec.resource_id, &vm);
+                        if (g < 0) {
+                                store_failed(resp, g);
                                 return 1;
                         }
                         json_respond(resp, rec.status,

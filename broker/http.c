@@ -138,7 +138,7 @@ const char *http_req_arg(const struct http_req *req, const char *name)
         if (!req->conn)
                 return NULL;
         const char *v = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
-        return v ? v : NULL;
+        return v && *v ? v : NULL;
 }
 
 const char *http_req_header(const struct http_req *req, const char *name)

@@ -104,6 +104,7 @@ struct vm {
 
 /* An account's SSH public key (the native API's ssh_keys ids). */
 #define STORE_SSHKEY_MAX 4096 /* longest public key line kept */
+#define STORE_SSHKEYS_PER_ACCOUNT 100
 struct ssh_key {
         uint64_t id;
         uint64_t account_id;
@@ -251,8 +252,9 @@ int store_event_count(struct store *s, const char *kind, uint64_t *ret);
 int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
                     const struct idem *idem, struct vm *ret);
 /* SSH keys: create is -EEXIST when the account has that fingerprint
- * already (ret->id is then the existing key's), -EALREADY when idem's key
- * was claimed meanwhile; get/delete -ENOENT for an unknown or another
+ * already (ret->id is then the existing key's), -EDQUOT past
+ * STORE_SSHKEYS_PER_ACCOUNT, -EALREADY when idem's key was claimed
+ * meanwhile; get/delete -ENOENT for an unknown or another
  * account's id; page as store_vm_page (region, name unused). */
 int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct idem *idem,
                         struct ssh_key *ret);

@@ -14,7 +14,6 @@
 #include "util.h"
 
 
-#define MAX_STMTS 64
 
 struct store {
         sqlite3 *db;
@@ -23,8 +22,8 @@ struct store {
         struct {
                 const char *sql; /* a string literal: compared by address */
                 sqlite3_stmt *st;
-        } stmts[MAX_STMTS];
-        size_t n_stmts;
+        } *stmts; /* grows: one per distinct SQL string used */
+        size_t n_stmts, cap_stmts;
         int64_t seen_slack_ms; /* see store_set_seen_slack() */
         int64_t idem_purged_at;
         /* The scheduler's view of every host, sorted by id, kept in step
@@ -175,8 +174,17 @@ static sqlite3_stmt *stmt(struct store *s, const char *sql)
                 log_error("store: cannot prepare statement: %s", sqlite3_errmsg(s->db));
                 return NULL;
         }
-        if (s->n_stmts >= MAX_STMTS)
-                abort(); /* programming error: raise MAX_STMTS */
+        if (s->n_stmts == s->cap_stmts) {
+                size_t ncap = s->cap_stmts ? s->cap_stmts * 2 : 64;
+                void *n = realloc(s->stmts, ncap * sizeof(*s->stmts));
+                if (!n) {
+                        sqlite3_finalize(st);
+                        log_error("store: out of memory for a statement");
+                        return NULL;
+                }
+                s->stmts = n;
+                s->cap_stmts = ncap;
+        }
         s->stmts[s->n_stmts].sql = sql;
         s->stmts[s->n_stmts].st = st;
         s->n_stmts++;
@@ -553,6 +561,7 @@ void store_free(struct store *s)
                 return;
         for (size_t i = 0; i < s->n_stmts; i++)
                 sqlite3_finalize(s->stmts[i].st);
+        free(s->stmts);
         sqlite3_close(s->db);
         pthread_mutex_destroy(&s->lock);
         free(s->hc);
@@ -1499,9 +1508,20 @@ static int idem_claim(struct store *s, const struct idem *i, int status, uint64_
         static const char sql[] =
                 "INSERT INTO idempotency (account_id, key, request_hash, status, resource_id,"
                 " created_at) VALUES (?,?,?,?,?,?)";
+        static const char expired[] = "DELETE FROM idempotency WHERE account_id = ?"
+                                      " AND key = ? AND created_at < ?";
         if (!i)
                 return 0;
-        sqlite3_stmt *st = stmt(s, sql);
+        /* a key past its time is free again, purged or not yet */
+        sqlite3_stmt *st = stmt(s, expired);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)i->account_id);
+        sqlite3_bind_text(st, 2, i->key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, now - STORE_IDEM_TTL_MS);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return db_err(s, "cannot expire idempotency key");
+        st = stmt(s, sql);
         if (!st)
                 return -EIO;
         sqlite3_bind_int64(st, 1, (sqlite3_int64)i->account_id);
@@ -1514,6 +1534,20 @@ static int idem_claim(struct store *s, const struct idem *i, int status, uint64_
         if (rc == SQLITE_CONSTRAINT)
                 return -EEXIST;
         return rc == SQLITE_DONE ? 0 : db_err(s, "cannot record idempotency key");
+}
+
+/* The resource of a key claimed earlier in this transaction. */
+static int idem_set_resource(struct store *s, const struct idem *i, uint64_t resource_id)
+{
+        static const char sql[] =
+                "UPDATE idempotency SET resource_id = ? WHERE account_id = ? AND key = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)resource_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)i->account_id);
+        sqlite3_bind_text(st, 3, i->key, -1, SQLITE_STATIC);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot record idempotency key");
 }
 
 int store_idem_get(struct store *s, uint64_t account_id, const char *key, int64_t now,
@@ -1620,12 +1654,18 @@ int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct i
                         struct ssh_key *ret)
 {
         static const char dup[] = "SELECT id FROM ssh_keys WHERE account_id = ? AND fingerprint = ?";
+        static const char count[] = "SELECT COUNT(*) FROM ssh_keys WHERE account_id = ?";
         static const char ins[] = "INSERT INTO ssh_keys (account_id, name, public_key, fingerprint,"
                                   " created_at) VALUES (?,?,?,?,?)";
         int64_t now = util_now_ms();
         int r = begin(s);
         if (r < 0)
                 return r;
+        /* The key first: a retry whose twin got here first is a replay,
+         * not a duplicate. The id is known only after the insert. */
+        r = idem_claim(s, idem, 201, 0, now);
+        if (r < 0)
+                return end(s, r == -EEXIST ? -EALREADY : r);
         sqlite3_stmt *st = stmt(s, dup);
         if (!st)
                 return end(s, -EIO);
@@ -1635,6 +1675,13 @@ int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct i
                 ret->id = (uint64_t)sqlite3_column_int64(st, 0);
                 return end(s, -EEXIST);
         }
+        if (!(st = stmt(s, count)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)k->account_id);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, db_err(s, "cannot count SSH keys"));
+        if (sqlite3_column_int64(st, 0) >= STORE_SSHKEYS_PER_ACCOUNT)
+                return end(s, -EDQUOT);
         if (!(st = stmt(s, ins)))
                 return end(s, -EIO);
         sqlite3_bind_int64(st, 1, (sqlite3_int64)k->account_id);
@@ -1645,9 +1692,7 @@ int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct i
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot store SSH key"));
         uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
-        r = idem_claim(s, idem, 201, id, now);
-        if (r == -EEXIST)
-                r = -EALREADY;
+        r = idem ? idem_set_resource(s, idem, id) : 0;
         if (r == 0)
                 r = event(s, now, "ssh_key.created", k->account_id, id, k->name);
         if (r == 0)

@@ -204,4 +204,12 @@ KEY=$S api GET "/v1/ssh_keys/$ED_ID"
 err_is "deleted key" 404 not_found
 KEY=$S api PUT /v1/ssh_keys
 err_is "PUT on the list" 405 method_not_allowed
+# A long comment in a 2-byte script names the key cut at a character, not inside one.
+ssh-keygen -q -t ed25519 -N '' -C "$(printf 'é%.0s' $(seq 1 40))" -f "$T/utf" || fatal "ssh-keygen utf"
+mkkey "$T/utf.pub"
+eq "key with a 40-character non-ASCII comment -> 201" "$CODE" 201
+eq "... named with 31 of them (63 bytes at most)" "$(jget .data.name | wc -m)" 32
+eq "... and listed" "$(KEY=$S api GET /v1/ssh_keys; jget '[.data[] | select(.fingerprint != null)] | length')" 3
+KEY=$S api GET "/v1/vps?region=&name="
+eq "empty filters mean no filter" "$CODE/$(jget '.data | length')" "200/1"
 exit 0

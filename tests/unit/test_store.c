@@ -22,6 +22,7 @@
 #include "catalog.h"
 #include "ids.h"
 #include "store.h"
+#include "util.h"
 
 #define NOW 1700000000000LL
 #define LIVE_AFTER (NOW - 30000)
@@ -1233,12 +1234,120 @@ static void test_idempotency(void **state)
         /* forgotten after a day */
         assert_int_equal(store_idem_get(f->s, f->acc, "k1", NOW + STORE_IDEM_TTL_MS + 1, &rec),
                          -ENOENT);
+        /* a key past its day is free again even before the purge runs */
+        struct vm x;
+        assert_int_equal(store_vm_create(f->s, &req, NOW + STORE_IDEM_TTL_MS + 1, LIVE_AFTER, &x),
+                         0);
+        assert_true(x.id != v.id);
         /* actions: once */
         struct idem j = { .account_id = f->acc, .key = "k2" };
         assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, &j, &w), 0);
         assert_int_equal(w.reboot_seq, 1);
         assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, &j, &w), -EEXIST);
         assert_int_equal(get_vm(f, f->acc, v.id).reboot_seq, 1);
+}
+
+/* SSH keys: one per fingerprint per account, at most
+ * STORE_SSHKEYS_PER_ACCOUNT, and a retry with the key of a request that
+ * got there first is a replay (-EALREADY), not a duplicate. */
+static void test_sshkeys(void **state)
+{
+        struct fx *f = *state;
+        struct ssh_key *k = calloc(1, sizeof(*k)), *got = calloc(1, sizeof(*got));
+        struct idem i = { .account_id = f->acc, .key = "ssh-1" };
+        assert_non_null(k);
+        assert_non_null(got);
+        k->account_id = f->acc;
+        snprintf(k->name, sizeof(k->name), "laptop");
+        snprintf(k->public_key, sizeof(k->public_key), "ssh-ed25519 AAAA");
+        snprintf(k->fingerprint, sizeof(k->fingerprint), "SHA256:fp-0");
+        assert_int_equal(store_sshkey_create(f->s, k, &i, got), 0);
+        uint64_t first = got->id;
+        assert_int_equal(store_sshkey_create(f->s, k, &i, got), -EALREADY);
+        struct idem_rec rec;
+        assert_int_equal(store_idem_get(f->s, f->acc, "ssh-1", NOW * 0 + util_now_ms(), &rec), 0);
+        assert_int_equal(rec.resource_id, first);
+        free(rec.body);
+        assert_int_equal(store_sshkey_create(f->s, k, NULL, got), -EEXIST);
+        assert_int_equal(got->id, first);
+        for (int n = 1; n < STORE_SSHKEYS_PER_ACCOUNT; n++) {
+                snprintf(k->fingerprint, sizeof(k->fingerprint), "SHA256:fp-%d", n);
+                assert_int_equal(store_sshkey_create(f->s, k, NULL, got), 0);
+        }
+        snprintf(k->fingerprint, sizeof(k->fingerprint), "SHA256:fp-over");
+        assert_int_equal(store_sshkey_create(f->s, k, NULL, got), -EDQUOT);
+        k->account_id = f->other; /* another account has its own room */
+        assert_int_equal(store_sshkey_create(f->s, k, NULL, got), 0);
+        assert_int_equal(store_sshkey_get(f->s, f->acc, got->id, got), -ENOENT);
+        assert_int_equal(store_sshkey_delete(f->s, f->acc, first), 0);
+        assert_int_equal(store_sshkey_delete(f->s, f->acc, first), -ENOENT);
+        free(k);
+        free(got);
+}
+
+/* One store through (nearly) every call: the statement cache grows past
+ * any fixed size instead of aborting. */
+static void test_every_call_one_store(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, *vs = NULL;
+        struct host h, *hs = NULL;
+        struct site *sites = NULL;
+        struct site site;
+        struct store_event *ev = NULL;
+        struct api_key_info *ks = NULL;
+        struct msg_sync_reply rep;
+        char (*slugs)[TMSG_STR] = NULL;
+        char boot[64];
+        uint64_t hid, id, gen, kid, n_ev;
+        size_t n, down, up, bad;
+        uint8_t hash[32] = { 1 };
+
+        hid = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 1, 512, &v), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, NULL, &v), 0);
+        assert_int_equal(store_vm_list(f->s, f->acc, &vs, &n), 0);
+        free(vs);
+        struct vm_query q = { .account_id = f->acc, .limit = 5, .region = "ams1", .name = "a" };
+        assert_int_equal(store_vm_page(f->s, &q, &vs, &n), 0);
+        free(vs);
+        assert_int_equal(store_vm_list_all(f->s, &vs, &n), 0);
+        free(vs);
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(store_host_lookup(f->s, "node-1", &id, boot, sizeof(boot)), 0);
+        assert_int_equal(store_host_generation(f->s, hid, &gen), 0);
+        assert_int_equal(store_host_list(f->s, &hs, &n), 0);
+        free(hs);
+        assert_int_equal(store_site_list(f->s, &slugs, &n), 0);
+        free(slugs);
+        assert_int_equal(store_sites(f->s, &sites, &n), 0);
+        free(sites);
+        assert_int_equal(store_site_put(f->s, "ams1", "Amsterdam", &site), 0);
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, hid, &rep), 0);
+        free(rep.domains);
+        struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING };
+        observe(f, hid, &d, 1, 0);
+        observe(f, hid, &d, 1, 1);
+        assert_int_equal(store_hosts_touch(f->s, &hid, 1, NOW + 2000), 0);
+        assert_int_equal(store_hosts_liveness(f->s, NOW + 60000, 10000, &down, &up), 0);
+        assert_int_equal(store_host_events(f->s, hid, 10, &ev, &n), 0);
+        free(ev);
+        assert_int_equal(store_event_count(f->s, "vps.created", &n_ev), 0);
+        assert_int_equal(store_key_create(f->s, f->acc, "tas_00000000", hash, 1, &kid), 0);
+        assert_int_equal(store_key_list(f->s, f->acc, &ks, &n), 0);
+        free(ks);
+        assert_int_equal(store_key_revoke(f->s, f->acc, kid), 0);
+        assert_int_equal(store_sshkey_check(f->s, f->acc, &kid, 1, &bad), -ENOENT);
+        struct vm_query sq = { .account_id = f->acc };
+        struct ssh_key *sk = NULL;
+        assert_int_equal(store_sshkey_page(f->s, &sq, &sk, &n), 0);
+        free(sk);
+        assert_int_equal(store_host_set_draining(f->s, "node-1", 1), 0);
+        assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &id), 0);
+        observe(f, hid, NULL, 0, 0);
+        assert_int_equal(store_host_remove(f->s, "node-1"), 0);
+        assert_int_equal(store_check_host_cache(f->s), 0);
 }
 
 /* No store call leaves a read transaction open: a second connection can
@@ -1333,6 +1442,8 @@ int main(void)
                 T(test_anti_affinity),
                 T(test_host_cache_in_step),
                 T(test_idempotency),
+                T(test_sshkeys),
+                T(test_every_call_one_store),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
