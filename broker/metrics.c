@@ -82,6 +82,13 @@ char *metrics_render(struct store *s, int64_t now, int64_t host_timeout_ms)
         fprintf(f, "# HELP tasman_placements_total Guests placed on a host.\n"
                    "# TYPE tasman_placements_total counter\ntasman_placements_total %llu\n",
                 (unsigned long long)placements);
+        uint64_t commits = 0, writes = 0;
+        store_commit_stats(s, &commits, &writes);
+        fprintf(f, "# HELP tasman_store_commits_total Durable commits (one fsync each).\n"
+                   "# TYPE tasman_store_commits_total counter\ntasman_store_commits_total %llu\n"
+                   "# HELP tasman_store_writes_total Changes committed, grouped into those commits.\n"
+                   "# TYPE tasman_store_writes_total counter\ntasman_store_writes_total %llu\n",
+                (unsigned long long)commits, (unsigned long long)writes);
         fprintf(f, "# HELP tasman_api_requests_total API requests by API and status class.\n"
                    "# TYPE tasman_api_requests_total counter\n");
         for (int a = 0; a < METRICS_API__MAX; a++)

@@ -190,6 +190,9 @@ int store_hosts_touch(struct store *s, const uint64_t *ids, size_t n, int64_t no
  * fsync) while last_seen is at most this stale: the hub keeps it fresh
  * with store_hosts_touch() in batches. 0 (the default): always write. */
 void store_set_seen_slack(struct store *s, int64_t ms);
+/* Group commit: transactions committed (each one fsync) and the writes
+ * they carried, since the store was opened. */
+void store_commit_stats(struct store *s, uint64_t *ret_commits, uint64_t *ret_writes);
 /* For tests: how many hosts the placement cache shows other than the
  * table does (0: in step), -1 before the first placement loads it. */
 int store_check_host_cache(struct store *s);

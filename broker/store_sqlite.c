@@ -2,6 +2,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,17 @@ struct store {
         } *stmts; /* grows: one per distinct SQL string used */
         size_t n_stmts, cap_stmts;
         int64_t seen_slack_ms; /* see store_set_seen_slack() */
+        /* Group commit (see begin()): */
+        pthread_cond_t committed_cond;
+        int in_txn;              /* a batch transaction is open */
+        uint64_t batch;          /* number of the open (or last) batch */
+        uint64_t committed;      /* batches up to this one are over (durable or failed) */
+        uint64_t failed[16];     /* recent batches whose COMMIT failed */
+        size_t batch_writers;    /* writers whose changes are in the open batch */
+        int64_t batch_opened_us;
+        atomic_int arriving;     /* writers from begin() to the end of their work */
+        uint64_t n_commits, n_writes; /* for metrics: batches committed, writers in them */
+        struct store *reader; /* a second connection for reads (NULL in the reader) */
         int64_t idem_purged_at;
         /* The scheduler's view of every host, sorted by id, kept in step
          * with the hosts table: a placement then costs no read of 10,000
@@ -215,6 +227,50 @@ static void unlock(struct store *s)
         pthread_mutex_unlock(&s->lock);
 }
 
+/*
+ * Writes are committed in groups. Each writer runs its statements in a
+ * SAVEPOINT of one shared transaction (the batch): a failure rolls back its
+ * own changes only. It then waits until the batch is durable before it
+ * answers. The writer that finds no other writer on its way in (or a batch
+ * of GROUP_MAX writers, or one older than GROUP_MAX_US) commits the batch:
+ * one fsync for all of them. Readers wait for an open batch to commit
+ * (rlock), so nothing not yet durable is ever shown.
+ */
+#define GROUP_MAX 64
+#define GROUP_MAX_US 5000
+
+static int batch_failed(const struct store *s, uint64_t b)
+{
+        for (size_t i = 0; i < sizeof(s->failed) / sizeof(s->failed[0]); i++)
+                if (s->failed[i] == b)
+                        return 1;
+        return 0;
+}
+
+/* Caller holds the lock, a batch is open. */
+static void commit_batch(struct store *s)
+{
+        reset_all(s);
+        if (exec(s, "COMMIT") < 0) {
+                exec(s, "ROLLBACK");
+                s->failed[s->batch % (sizeof(s->failed) / sizeof(s->failed[0]))] = s->batch;
+                s->hc_loaded = 0; /* the cache saw changes that are gone: read it all again */
+        }
+        s->in_txn = 0;
+        s->committed = s->batch;
+        s->n_commits++;
+        s->n_writes += s->batch_writers;
+        pthread_cond_broadcast(&s->committed_cond);
+}
+
+/* The lock, for reading what is durable only. */
+static void rlock(struct store *s)
+{
+        pthread_mutex_lock(&s->lock);
+        while (s->in_txn)
+                pthread_cond_wait(&s->committed_cond, &s->lock);
+}
+
 /* ---- the scheduler's host cache ---- */
 
 #define HC_COLS                                                                            \
@@ -384,7 +440,7 @@ int store_check_host_cache(struct store *s)
         size_t n = 0;
         int bad = 0;
 
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         if (!s->hc_loaded) {
                 unlock(s);
                 return -1;
@@ -414,23 +470,52 @@ int store_check_host_cache(struct store *s)
 
 static int begin(struct store *s)
 {
+        atomic_fetch_add(&s->arriving, 1);
         pthread_mutex_lock(&s->lock);
-        if (exec(s, "BEGIN IMMEDIATE") < 0) {
+        if (!s->in_txn) {
+                if (exec(s, "BEGIN IMMEDIATE") < 0) {
+                        atomic_fetch_sub(&s->arriving, 1);
+                        unlock(s);
+                        return -EIO;
+                }
+                s->in_txn = 1;
+                s->batch++;
+                s->batch_writers = 0;
+                s->batch_opened_us = util_mono_us();
+        }
+        if (exec(s, "SAVEPOINT w") < 0) {
+                if (atomic_fetch_sub(&s->arriving, 1) == 1)
+                        commit_batch(s);
                 unlock(s);
                 return -EIO;
         }
         return 0;
 }
 
-/* Commits on r == 0, rolls back otherwise; returns r (or -EIO). */
+/* Keeps (r == 0) or undoes this writer's changes, then waits until they
+ * are durable; returns r, or -EIO if the batch could not be committed. */
 static int finish(struct store *s, int r)
 {
         reset_all(s);
-        if (r == 0 && exec(s, "COMMIT") < 0)
+        if (r == 0 && exec(s, "RELEASE w") < 0)
                 r = -EIO;
-        if (r < 0)
-                exec(s, "ROLLBACK");
+        if (r < 0) {
+                exec(s, "ROLLBACK TO w");
+                exec(s, "RELEASE w");
+        }
         hc_apply(s);
+        uint64_t mine = s->batch;
+        if (r == 0)
+                s->batch_writers++;
+        if (atomic_fetch_sub(&s->arriving, 1) == 1 || s->batch_writers >= GROUP_MAX ||
+            util_mono_us() - s->batch_opened_us >= GROUP_MAX_US)
+                commit_batch(s);
+        if (r == 0) {
+                while (s->committed < mine)
+                        pthread_cond_wait(&s->committed_cond, &s->lock);
+                if (batch_failed(s, mine))
+                        r = -EIO;
+        }
         return r;
 }
 
@@ -523,6 +608,27 @@ static int load_key(struct store *s)
         return r;
 }
 
+/* The read connection: sees committed data only (a WAL snapshot per
+ * statement), so reads neither wait for a batch nor show what is not yet
+ * durable; its own lock and statements. */
+static int open_reader(const char *path, struct store *w)
+{
+        struct store *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->committed_cond, NULL);
+        s->key = w->key;
+        w->reader = s;
+        if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK) {
+                log_error("store %s: cannot open a read connection", path);
+                return -EIO;
+        }
+        sqlite3_busy_timeout(s->db, 5000);
+        return exec(s, "PRAGMA query_only = ON;");
+}
+
 int store_open(const char *path, struct store **ret)
 {
         struct store *s = calloc(1, sizeof(*s));
@@ -531,6 +637,7 @@ int store_open(const char *path, struct store **ret)
         if (!s)
                 return -ENOMEM;
         pthread_mutex_init(&s->lock, NULL);
+        pthread_cond_init(&s->committed_cond, NULL);
         if (sqlite3_open_v2(path, &s->db,
                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                             NULL) != SQLITE_OK) {
@@ -546,6 +653,8 @@ int store_open(const char *path, struct store **ret)
                 r = migrate(s);
         if (r == 0)
                 r = load_key(s);
+        if (r == 0)
+                r = open_reader(path, s);
         if (r < 0)
                 goto fail;
         *ret = s;
@@ -559,11 +668,13 @@ void store_free(struct store *s)
 {
         if (!s)
                 return;
+        store_free(s->reader);
         for (size_t i = 0; i < s->n_stmts; i++)
                 sqlite3_finalize(s->stmts[i].st);
         free(s->stmts);
         sqlite3_close(s->db);
         pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->committed_cond);
         free(s->hc);
         free(s->hc_seen);
         free(s->hc_dirty);
@@ -621,7 +732,7 @@ static int one_by_text(struct store *s, const char *sql, const char *key, row_fn
                        const char *what)
 {
         int r = -ENOENT;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (!st) {
                 r = -EIO;
@@ -646,6 +757,8 @@ static void row_account_cb(sqlite3_stmt *st, void *item)
 
 int store_account_by_name(struct store *s, const char *name, struct account *ret)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_account_by_name(s->reader, name, ret);
         static const char sql[] =
                 "SELECT id, name, tier, created_at FROM accounts WHERE name = ?";
         return one_by_text(s, sql, name, row_account_cb, ret, "cannot read account");
@@ -685,9 +798,11 @@ static int collect(struct store *s, sqlite3_stmt *st, size_t elem_size, row_fn f
 
 int store_account_list(struct store *s, struct account **ret, size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_account_list(s->reader, ret, ret_n);
         static const char sql[] = "SELECT id, name, tier, created_at FROM accounts ORDER BY id";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, sizeof(**ret), row_account_cb, (void **)ret, ret_n) : -EIO;
         unlock(s);
@@ -721,13 +836,15 @@ int store_key_create(struct store *s, uint64_t account_id, const char *prefix,
 int store_key_find(struct store *s, const char *prefix, struct api_key *ret, size_t max,
                    size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_key_find(s->reader, prefix, ret, max, ret_n);
         static const char sql[] =
                 "SELECT k.id, k.account_id, a.tier, k.hash, k.read_only FROM api_keys k"
                 " JOIN accounts a ON a.id = k.account_id"
                 " WHERE k.prefix = ? AND k.revoked_at IS NULL LIMIT 8";
         size_t n = 0;
         int rc, r = 0;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (!st) {
                 unlock(s);
@@ -764,10 +881,12 @@ static void row_key_info(sqlite3_stmt *st, void *item)
 
 int store_key_list(struct store *s, uint64_t account_id, struct api_key_info **ret, size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_key_list(s->reader, account_id, ret, ret_n);
         static const char sql[] = "SELECT id, prefix, read_only, created_at, revoked_at"
                                   " FROM api_keys WHERE account_id = ? ORDER BY id";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (st)
                 sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
@@ -927,6 +1046,8 @@ int store_host_hello(struct store *s, const struct msg_hello *h, int64_t now,
 
 int store_host_by_name(struct store *s, const char *name, struct host *ret)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_host_by_name(s->reader, name, ret);
         static const char sql[] = "SELECT " HOST_COLS " FROM hosts h WHERE h.name = ?";
         return one_by_text(s, sql, name, row_host, ret, "cannot read host");
 }
@@ -934,9 +1055,11 @@ int store_host_by_name(struct store *s, const char *name, struct host *ret)
 int store_host_lookup(struct store *s, const char *name, uint64_t *ret_id, char *boot_id,
                       size_t boot_id_len)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_host_lookup(s->reader, name, ret_id, boot_id, boot_id_len);
         static const char sql[] = "SELECT id, boot_id FROM hosts WHERE name = ?";
         int r = -ENOENT;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (!st) {
                 r = -EIO;
@@ -957,9 +1080,11 @@ int store_host_lookup(struct store *s, const char *name, uint64_t *ret_id, char 
 
 int store_host_generation(struct store *s, uint64_t host_id, uint64_t *ret_gen)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_host_generation(s->reader, host_id, ret_gen);
         static const char sql[] = "SELECT generation FROM hosts WHERE id = ?";
         int r = -ENOENT;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (!st) {
                 r = -EIO;
@@ -976,9 +1101,11 @@ int store_host_generation(struct store *s, uint64_t host_id, uint64_t *ret_gen)
 
 int store_host_list(struct store *s, struct host **ret, size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_host_list(s->reader, ret, ret_n);
         static const char sql[] = "SELECT " HOST_COLS " FROM hosts h ORDER BY h.name";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, sizeof(**ret), row_host, (void **)ret, ret_n) : -EIO;
         unlock(s);
@@ -992,18 +1119,28 @@ static void row_site(sqlite3_stmt *st, void *item)
 
 int store_site_list(struct store *s, char (**ret)[TMSG_STR], size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_site_list(s->reader, ret, ret_n);
         static const char sql[] = "SELECT DISTINCT site FROM hosts ORDER BY site";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, TMSG_STR, row_site, (void **)ret, ret_n) : -EIO;
         unlock(s);
         return r;
 }
 
-void store_set_seen_slack(struct store *s, int64_t ms)
+void store_commit_stats(struct store *s, uint64_t *ret_commits, uint64_t *ret_writes)
 {
         pthread_mutex_lock(&s->lock);
+        *ret_commits = s->n_commits;
+        *ret_writes = s->n_writes;
+        pthread_mutex_unlock(&s->lock);
+}
+
+void store_set_seen_slack(struct store *s, int64_t ms)
+{
+        rlock(s);
         s->seen_slack_ms = ms < 0 ? 0 : ms;
         unlock(s);
 }
@@ -1231,6 +1368,8 @@ static void row_desired(sqlite3_stmt *st, void *item)
 
 int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply *ret)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_host_desired(s->reader, host_id, ret);
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
                 "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
@@ -1238,7 +1377,11 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
         int r = 0;
 
         memset(ret, 0, sizeof(*ret));
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
+        /* one snapshot for the generation and the rows it numbers (a read
+         * transaction: never BEGIN IMMEDIATE here, it would take the
+         * writer's lock) */
+        int snap = s->reader == NULL && !s->in_txn && exec(s, "BEGIN") == 0;
         sqlite3_stmt *st = stmt(s, gen);
         if (!st) {
                 r = -EIO;
@@ -1265,6 +1408,9 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
                 r = -E2BIG;
         }
 out:
+        reset_all(s);
+        if (snap)
+                exec(s, "COMMIT");
         unlock(s);
         return r;
 }
@@ -1558,7 +1704,7 @@ int store_idem_get(struct store *s, uint64_t account_id, const char *key, int64_
                 " WHERE account_id = ? AND key = ? AND created_at >= ?";
         static const char purge[] = "DELETE FROM idempotency WHERE created_at < ?";
         int r = -ENOENT;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         if (now - s->idem_purged_at > 60000) {
                 /* Keys live STORE_IDEM_TTL_MS; the old ones go, a minute's worth at a time. */
                 sqlite3_stmt *p = stmt(s, purge);
@@ -1702,7 +1848,9 @@ int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct i
 
 int store_sshkey_get(struct store *s, uint64_t account_id, uint64_t id, struct ssh_key *ret)
 {
-        pthread_mutex_lock(&s->lock);
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_sshkey_get(s->reader, account_id, id, ret);
+        rlock(s);
         int r = sshkey_get_locked(s, account_id, id, ret);
         unlock(s);
         return r;
@@ -1729,10 +1877,12 @@ int store_sshkey_delete(struct store *s, uint64_t account_id, uint64_t id)
 int store_sshkey_page(struct store *s, const struct vm_query *q, struct ssh_key **ret,
                       size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_sshkey_page(s->reader, q, ret, ret_n);
         static const char sql[] = "SELECT " SSHKEY_COLS " FROM ssh_keys WHERE account_id = ?1"
                                   " AND id > ?2 ORDER BY id LIMIT ?3";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (st) {
                 sqlite3_bind_int64(st, 1, (sqlite3_int64)q->account_id);
@@ -1747,9 +1897,11 @@ int store_sshkey_page(struct store *s, const struct vm_query *q, struct ssh_key 
 int store_sshkey_check(struct store *s, uint64_t account_id, const uint64_t *ids, size_t n,
                        size_t *ret_bad)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_sshkey_check(s->reader, account_id, ids, n, ret_bad);
         static const char sql[] = "SELECT 1 FROM ssh_keys WHERE id = ? AND account_id = ?";
         int r = 0;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         for (size_t i = 0; i < n && r == 0; i++) {
                 sqlite3_stmt *st = stmt(s, sql);
                 if (!st) {
@@ -1772,7 +1924,9 @@ int store_sshkey_check(struct store *s, uint64_t account_id, const uint64_t *ids
 
 int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret)
 {
-        pthread_mutex_lock(&s->lock);
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_vm_get(s->reader, account_id, vm_id, ret);
+        rlock(s);
         int r = get_vm_locked(s, account_id, vm_id, ret);
         unlock(s);
         return r;
@@ -1780,10 +1934,12 @@ int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm
 
 int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_vm_list(s->reader, account_id, ret, ret_n);
         static const char sql[] = "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
                                   " WHERE v.account_id = ? AND v.deleted_at IS NULL ORDER BY v.id";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (st)
                 sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
@@ -1794,13 +1950,15 @@ int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t 
 
 int store_vm_page(struct store *s, const struct vm_query *q, struct vm **ret, size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_vm_page(s->reader, q, ret, ret_n);
         static const char sql[] =
                 "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
                 " WHERE v.account_id = ?1 AND v.deleted_at IS NULL AND v.id > ?2"
                 " AND (?3 IS NULL OR v.site = ?3) AND (?4 IS NULL OR v.name = ?4)"
                 " ORDER BY v.id LIMIT ?5";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (st) {
                 sqlite3_bind_int64(st, 1, (sqlite3_int64)q->account_id);
@@ -1956,6 +2114,8 @@ static void row_event(sqlite3_stmt *st, void *item)
 int store_host_events(struct store *s, uint64_t host_id, size_t limit, struct store_event **ret,
                       size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_host_events(s->reader, host_id, limit, ret, ret_n);
         /* The host's own events and those of the guests placed on it. */
         static const char sql[] =
                 "SELECT id, at, kind, resource_id, data FROM events"
@@ -1963,7 +2123,7 @@ int store_host_events(struct store *s, uint64_t host_id, size_t limit, struct st
                 "    OR (kind LIKE 'vps.%' AND resource_id IN (SELECT id FROM vms WHERE host_id = ?1))"
                 " ORDER BY id DESC LIMIT ?2";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (st) {
                 sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
@@ -2042,10 +2202,12 @@ int store_hosts_liveness(struct store *s, int64_t now, int64_t timeout_ms, size_
 
 int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_vm_list_all(s->reader, ret, ret_n);
         static const char sql[] = "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
                                   " WHERE v.deleted_at IS NULL";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, sizeof(**ret), row_vm, (void **)ret, ret_n) : -EIO;
         unlock(s);
@@ -2054,9 +2216,11 @@ int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n)
 
 int store_event_count(struct store *s, const char *kind, uint64_t *ret)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_event_count(s->reader, kind, ret);
         static const char sql[] = "SELECT COUNT(*) FROM events WHERE kind = ?";
         int r = -EIO;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         if (st) {
                 sqlite3_bind_text(st, 1, kind, -1, SQLITE_STATIC);
@@ -2083,11 +2247,13 @@ static void row_site_full(sqlite3_stmt *st, void *item)
 
 int store_sites(struct store *s, struct site **ret, size_t *ret_n)
 {
+        if (s->reader) /* reads: the read connection, committed data only */
+                return store_sites(s->reader, ret, ret_n);
         static const char sql[] =
                 "SELECT s.id, s.slug, s.name, (SELECT COUNT(*) FROM hosts h WHERE h.site = s.slug)"
                 " FROM sites s ORDER BY s.id";
         int r;
-        pthread_mutex_lock(&s->lock);
+        rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
         r = st ? collect(s, st, sizeof(**ret), row_site_full, (void **)ret, ret_n) : -EIO;
         unlock(s);

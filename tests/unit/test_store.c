@@ -5,6 +5,7 @@
  * directly (read-only, a second connection): the store's own API never
  * shows deleted rows, purged or not. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1350,6 +1351,75 @@ static void test_every_call_one_store(void **state)
         assert_int_equal(store_check_host_cache(f->s), 0);
 }
 
+/* Many writers at once (group commit): every creation is durable when it
+ * returns and visible to reads from then on, a failing writer (no room)
+ * leaves the others' changes alone, and no more commits happen than writes. */
+struct writer_arg {
+        struct fx *f;
+        int id, made, refused, unseen;
+};
+
+static void *writer(void *p)
+{
+        struct writer_arg *w = p;
+        for (int i = 0; i < 100; i++) {
+                char name[32];
+                struct vm v, got;
+                snprintf(name, sizeof(name), "w%d-%d", w->id, i);
+                /* every 10th asks for more RAM than any host has: refused */
+                uint32_t ram = i % 10 == 9 ? 1u << 30 : 64;
+                const struct vm_new req = { .account_id = w->f->acc, .name = name, .size = "s",
+                                            .image = "debian-12", .vcpus = 1, .ram_mb = ram,
+                                            .disk_gb = 1 };
+                int r = store_vm_create(w->f->s, &req, NOW, LIVE_AFTER, &v);
+                if (r == 0) {
+                        w->made++;
+                        if (store_vm_get(w->f->s, w->f->acc, v.id, &got) != 0)
+                                w->unseen++; /* read-your-writes broken */
+                } else if (r == -ENOSPC) {
+                        w->refused++;
+                }
+        }
+        return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+        struct fx *f = *state;
+        enum { N = 8 };
+        pthread_t t[N];
+        struct writer_arg a[N];
+        uint64_t c0, w0, c1, w1;
+        hello(f, "node-1", "ams1", 100000, 1u << 30);
+        store_commit_stats(f->s, &c0, &w0);
+        for (int i = 0; i < N; i++) {
+                a[i] = (struct writer_arg){ .f = f, .id = i };
+                assert_int_equal(pthread_create(&t[i], NULL, writer, &a[i]), 0);
+        }
+        int made = 0;
+        for (int i = 0; i < N; i++) {
+                pthread_join(t[i], NULL);
+                assert_int_equal(a[i].made, 90);
+                assert_int_equal(a[i].refused, 10);
+                assert_int_equal(a[i].unseen, 0);
+                made += a[i].made;
+        }
+        struct vm *vs = NULL;
+        size_t n = 0;
+        assert_int_equal(store_vm_list(f->s, f->acc, &vs, &n), 0);
+        free(vs);
+        assert_int_equal(n, (size_t)made);
+        assert_int_equal(rows_in_file(f, 1), 1); /* in the file, from another connection */
+        store_commit_stats(f->s, &c1, &w1);
+        assert_true(w1 - w0 >= (uint64_t)made);
+        assert_true(c1 - c0 <= w1 - w0);
+        assert_int_equal(store_check_host_cache(f->s), 0);
+        struct host h;
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.guests, (uint32_t)made);
+        assert_int_equal(h.ram_mb_used, (uint64_t)made * 64);
+}
+
 /* No store call leaves a read transaction open: a second connection can
  * checkpoint and truncate the whole WAL between calls (otherwise the WAL
  * would grow without bound on a busy broker). */
@@ -1444,6 +1514,7 @@ int main(void)
                 T(test_idempotency),
                 T(test_sshkeys),
                 T(test_every_call_one_store),
+                T(test_group_commit),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
