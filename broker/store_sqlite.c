@@ -3,6 +3,10 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+
+/* Read connections: each thread keeps to one, so readers on different
+ * threads (the HTTP workers, the hub) do not queue on one lock. */
+#define STORE_READERS 4
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +40,9 @@ struct store {
         int64_t batch_opened_us;
         atomic_int arriving;     /* writers from begin() to the end of their work */
         uint64_t n_commits, n_writes; /* for metrics: batches committed, writers in them */
-        struct store *reader; /* a second connection for reads (NULL in the reader) */
+        struct store *reader; /* connections for reads (NULL in a reader): */
+        struct store *readers[STORE_READERS]; /* reader == readers[0] */
+        atomic_uint next_reader;
         int64_t idem_purged_at;
         /* The scheduler's view of every host, sorted by id, kept in step
          * with the hosts table: a placement then costs no read of 10,000
@@ -608,10 +614,19 @@ static int load_key(struct store *s)
         return r;
 }
 
-/* The read connection: sees committed data only (a WAL snapshot per
+static _Thread_local int my_reader = -1;
+
+static struct store *pick_reader(struct store *s)
+{
+        if (my_reader < 0)
+                my_reader = (int)(atomic_fetch_add(&s->next_reader, 1) % STORE_READERS);
+        return s->readers[my_reader];
+}
+
+/* A read connection: sees committed data only (a WAL snapshot per
  * statement), so reads neither wait for a batch nor show what is not yet
  * durable; its own lock and statements. */
-static int open_reader(const char *path, struct store *w)
+static int open_reader(const char *path, struct store *w, size_t i)
 {
         struct store *s = calloc(1, sizeof(*s));
         if (!s)
@@ -619,7 +634,9 @@ static int open_reader(const char *path, struct store *w)
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->committed_cond, NULL);
         s->key = w->key;
-        w->reader = s;
+        w->readers[i] = s;
+        if (i == 0)
+                w->reader = s;
         if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
             SQLITE_OK) {
                 log_error("store %s: cannot open a read connection", path);
@@ -653,8 +670,8 @@ int store_open(const char *path, struct store **ret)
                 r = migrate(s);
         if (r == 0)
                 r = load_key(s);
-        if (r == 0)
-                r = open_reader(path, s);
+        for (size_t i = 0; i < STORE_READERS && r == 0; i++)
+                r = open_reader(path, s, i);
         if (r < 0)
                 goto fail;
         *ret = s;
@@ -668,7 +685,8 @@ void store_free(struct store *s)
 {
         if (!s)
                 return;
-        store_free(s->reader);
+        for (size_t i = 0; i < STORE_READERS; i++)
+                store_free(s->readers[i]);
         for (size_t i = 0; i < s->n_stmts; i++)
                 sqlite3_finalize(s->stmts[i].st);
         free(s->stmts);
@@ -757,8 +775,8 @@ static void row_account_cb(sqlite3_stmt *st, void *item)
 
 int store_account_by_name(struct store *s, const char *name, struct account *ret)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_account_by_name(s->reader, name, ret);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_account_by_name(pick_reader(s), name, ret);
         static const char sql[] =
                 "SELECT id, name, tier, created_at FROM accounts WHERE name = ?";
         return one_by_text(s, sql, name, row_account_cb, ret, "cannot read account");
@@ -798,8 +816,8 @@ static int collect(struct store *s, sqlite3_stmt *st, size_t elem_size, row_fn f
 
 int store_account_list(struct store *s, struct account **ret, size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_account_list(s->reader, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_account_list(pick_reader(s), ret, ret_n);
         static const char sql[] = "SELECT id, name, tier, created_at FROM accounts ORDER BY id";
         int r;
         rlock(s);
@@ -836,8 +854,8 @@ int store_key_create(struct store *s, uint64_t account_id, const char *prefix,
 int store_key_find(struct store *s, const char *prefix, struct api_key *ret, size_t max,
                    size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_key_find(s->reader, prefix, ret, max, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_key_find(pick_reader(s), prefix, ret, max, ret_n);
         static const char sql[] =
                 "SELECT k.id, k.account_id, a.tier, k.hash, k.read_only FROM api_keys k"
                 " JOIN accounts a ON a.id = k.account_id"
@@ -881,8 +899,8 @@ static void row_key_info(sqlite3_stmt *st, void *item)
 
 int store_key_list(struct store *s, uint64_t account_id, struct api_key_info **ret, size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_key_list(s->reader, account_id, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_key_list(pick_reader(s), account_id, ret, ret_n);
         static const char sql[] = "SELECT id, prefix, read_only, created_at, revoked_at"
                                   " FROM api_keys WHERE account_id = ? ORDER BY id";
         int r;
@@ -1046,8 +1064,8 @@ int store_host_hello(struct store *s, const struct msg_hello *h, int64_t now,
 
 int store_host_by_name(struct store *s, const char *name, struct host *ret)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_host_by_name(s->reader, name, ret);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_host_by_name(pick_reader(s), name, ret);
         static const char sql[] = "SELECT " HOST_COLS " FROM hosts h WHERE h.name = ?";
         return one_by_text(s, sql, name, row_host, ret, "cannot read host");
 }
@@ -1055,8 +1073,8 @@ int store_host_by_name(struct store *s, const char *name, struct host *ret)
 int store_host_lookup(struct store *s, const char *name, uint64_t *ret_id, char *boot_id,
                       size_t boot_id_len)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_host_lookup(s->reader, name, ret_id, boot_id, boot_id_len);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_host_lookup(pick_reader(s), name, ret_id, boot_id, boot_id_len);
         static const char sql[] = "SELECT id, boot_id FROM hosts WHERE name = ?";
         int r = -ENOENT;
         rlock(s);
@@ -1080,8 +1098,8 @@ int store_host_lookup(struct store *s, const char *name, uint64_t *ret_id, char 
 
 int store_host_generation(struct store *s, uint64_t host_id, uint64_t *ret_gen)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_host_generation(s->reader, host_id, ret_gen);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_host_generation(pick_reader(s), host_id, ret_gen);
         static const char sql[] = "SELECT generation FROM hosts WHERE id = ?";
         int r = -ENOENT;
         rlock(s);
@@ -1101,8 +1119,8 @@ int store_host_generation(struct store *s, uint64_t host_id, uint64_t *ret_gen)
 
 int store_host_list(struct store *s, struct host **ret, size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_host_list(s->reader, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_host_list(pick_reader(s), ret, ret_n);
         static const char sql[] = "SELECT " HOST_COLS " FROM hosts h ORDER BY h.name";
         int r;
         rlock(s);
@@ -1119,8 +1137,8 @@ static void row_site(sqlite3_stmt *st, void *item)
 
 int store_site_list(struct store *s, char (**ret)[TMSG_STR], size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_site_list(s->reader, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_site_list(pick_reader(s), ret, ret_n);
         static const char sql[] = "SELECT DISTINCT site FROM hosts ORDER BY site";
         int r;
         rlock(s);
@@ -1368,8 +1386,8 @@ static void row_desired(sqlite3_stmt *st, void *item)
 
 int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply *ret)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_host_desired(s->reader, host_id, ret);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_host_desired(pick_reader(s), host_id, ret);
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
                 "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
@@ -1848,8 +1866,8 @@ int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct i
 
 int store_sshkey_get(struct store *s, uint64_t account_id, uint64_t id, struct ssh_key *ret)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_sshkey_get(s->reader, account_id, id, ret);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_sshkey_get(pick_reader(s), account_id, id, ret);
         rlock(s);
         int r = sshkey_get_locked(s, account_id, id, ret);
         unlock(s);
@@ -1877,8 +1895,8 @@ int store_sshkey_delete(struct store *s, uint64_t account_id, uint64_t id)
 int store_sshkey_page(struct store *s, const struct vm_query *q, struct ssh_key **ret,
                       size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_sshkey_page(s->reader, q, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_sshkey_page(pick_reader(s), q, ret, ret_n);
         static const char sql[] = "SELECT " SSHKEY_COLS " FROM ssh_keys WHERE account_id = ?1"
                                   " AND id > ?2 ORDER BY id LIMIT ?3";
         int r;
@@ -1897,8 +1915,8 @@ int store_sshkey_page(struct store *s, const struct vm_query *q, struct ssh_key 
 int store_sshkey_check(struct store *s, uint64_t account_id, const uint64_t *ids, size_t n,
                        size_t *ret_bad)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_sshkey_check(s->reader, account_id, ids, n, ret_bad);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_sshkey_check(pick_reader(s), account_id, ids, n, ret_bad);
         static const char sql[] = "SELECT 1 FROM ssh_keys WHERE id = ? AND account_id = ?";
         int r = 0;
         rlock(s);
@@ -1924,8 +1942,8 @@ int store_sshkey_check(struct store *s, uint64_t account_id, const uint64_t *ids
 
 int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_vm_get(s->reader, account_id, vm_id, ret);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_vm_get(pick_reader(s), account_id, vm_id, ret);
         rlock(s);
         int r = get_vm_locked(s, account_id, vm_id, ret);
         unlock(s);
@@ -1934,8 +1952,8 @@ int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm
 
 int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_vm_list(s->reader, account_id, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_vm_list(pick_reader(s), account_id, ret, ret_n);
         static const char sql[] = "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
                                   " WHERE v.account_id = ? AND v.deleted_at IS NULL ORDER BY v.id";
         int r;
@@ -1950,8 +1968,8 @@ int store_vm_list(struct store *s, uint64_t account_id, struct vm **ret, size_t 
 
 int store_vm_page(struct store *s, const struct vm_query *q, struct vm **ret, size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_vm_page(s->reader, q, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_vm_page(pick_reader(s), q, ret, ret_n);
         static const char sql[] =
                 "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
                 " WHERE v.account_id = ?1 AND v.deleted_at IS NULL AND v.id > ?2"
@@ -2114,8 +2132,8 @@ static void row_event(sqlite3_stmt *st, void *item)
 int store_host_events(struct store *s, uint64_t host_id, size_t limit, struct store_event **ret,
                       size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_host_events(s->reader, host_id, limit, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_host_events(pick_reader(s), host_id, limit, ret, ret_n);
         /* The host's own events and those of the guests placed on it. */
         static const char sql[] =
                 "SELECT id, at, kind, resource_id, data FROM events"
@@ -2202,8 +2220,8 @@ int store_hosts_liveness(struct store *s, int64_t now, int64_t timeout_ms, size_
 
 int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_vm_list_all(s->reader, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_vm_list_all(pick_reader(s), ret, ret_n);
         static const char sql[] = "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
                                   " WHERE v.deleted_at IS NULL";
         int r;
@@ -2216,8 +2234,8 @@ int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n)
 
 int store_event_count(struct store *s, const char *kind, uint64_t *ret)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_event_count(s->reader, kind, ret);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_event_count(pick_reader(s), kind, ret);
         static const char sql[] = "SELECT COUNT(*) FROM events WHERE kind = ?";
         int r = -EIO;
         rlock(s);
@@ -2247,8 +2265,8 @@ static void row_site_full(sqlite3_stmt *st, void *item)
 
 int store_sites(struct store *s, struct site **ret, size_t *ret_n)
 {
-        if (s->reader) /* reads: the read connection, committed data only */
-                return store_sites(s->reader, ret, ret_n);
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_sites(pick_reader(s), ret, ret_n);
         static const char sql[] =
                 "SELECT s.id, s.slug, s.name, (SELECT COUNT(*) FROM hosts h WHERE h.site = s.slug)"
                 " FROM sites s ORDER BY s.id";
