@@ -8,6 +8,7 @@
 #include "auth.h"
 #include "ratelimit.h"
 #include "sshkey.h"
+#include "templates.h"
 #include "catalog.h"
 #include "ids.h"
 #include "json.h"
@@ -168,14 +169,45 @@ static const char *req_string(json_t *body, const char *field, struct http_resp 
         return json_string_value(v);
 }
 
+/* The optional "region" of a body: 0 (*ret NULL when absent), or -EINVAL
+ * after answering (422 with the regions that exist, or 500). */
+static int region_arg(struct api *api, json_t *body, const char **ret, struct http_resp *resp)
+{
+        char (*sites)[TMSG_STR] = NULL;
+        size_t n_sites = 0, i;
+        json_t *v = json_object_get(body, "region");
+        *ret = NULL;
+        if (!v || json_is_null(v))
+                return 0;
+        if (!json_is_string(v)) {
+                json_invalid(resp, "region", "region must be a string", NULL);
+                return -EINVAL;
+        }
+        if (store_site_list(api->store, &sites, &n_sites) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return -EINVAL;
+        }
+        for (i = 0; i < n_sites && strcmp(sites[i], json_string_value(v)) != 0; i++)
+                ;
+        if (i == n_sites) {
+                const char *allowed[65] = { 0 };
+                for (size_t k = 0; k < n_sites && k < 64; k++)
+                        allowed[k] = sites[k];
+                json_invalid(resp, "region", "Invalid region specified", allowed);
+                free(sites);
+                return -EINVAL;
+        }
+        free(sites);
+        *ret = json_string_value(v);
+        return 0;
+}
+
 static void vps_create(struct api *api, uint64_t account, const struct idem *idem,
                        const struct http_req *req, struct http_resp *resp)
 {
         json_t *body = NULL, *v;
         const char *name, *size, *image, *region = NULL;
         const struct size_def *sz;
-        char (*sites)[TMSG_STR] = NULL;
-        size_t n_sites = 0;
         struct vm vm;
         int r;
 
@@ -202,28 +234,8 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
                 json_invalid(resp, "image", "Invalid image specified", catalog_image_slugs());
                 goto out;
         }
-        v = json_object_get(body, "region");
-        if (v && !json_is_null(v)) {
-                if (!json_is_string(v)) {
-                        json_invalid(resp, "region", "region must be a string", NULL);
-                        goto out;
-                }
-                region = json_string_value(v);
-                if (store_site_list(api->store, &sites, &n_sites) < 0) {
-                        json_error(resp, 500, "internal_error", "internal error", NULL);
-                        goto out;
-                }
-                size_t i;
-                for (i = 0; i < n_sites && strcmp(sites[i], region) != 0; i++)
-                        ;
-                if (i == n_sites) {
-                        const char *allowed[65] = { 0 };
-                        for (size_t k = 0; k < n_sites && k < 64; k++)
-                                allowed[k] = sites[k];
-                        json_invalid(resp, "region", "Invalid region specified", allowed);
-                        goto out;
-                }
-        }
+        if (region_arg(api, body, &region, resp) < 0)
+                goto out;
         /* Tasman's additions: the disk's storage type (as in the Tilaa
          * API) and an anti-affinity group (no two guests of an account's
          * group share a host). */
@@ -337,7 +349,6 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
         log_info("vm %s: created for account %llu on host %llu", id,
                  (unsigned long long)account, (unsigned long long)vm.host_id);
 out:
-        free(sites);
         json_decref(body);
 }
 
@@ -687,6 +698,177 @@ static void sshkey_delete(struct api *api, uint64_t account, uint64_t id, struct
                 json_respond(resp, 204, NULL);
 }
 
+/* ---- templates (one-click apps) ---- */
+
+/* A deployment's status follows its VPS's: the VPS is being made or
+ * started ("deploying"), runs ("running"; the app installs on first boot),
+ * or whatever else it says; "deleted" if it was deleted by itself. */
+static json_t *deploy_json(const struct api *api, const struct deployment *d)
+{
+        char id[ID_STR_MAX], vps_id[ID_STR_MAX], created[21];
+        struct vm vm;
+        const char *status = "deleted";
+        if (store_vm_get(api->store, d->account_id, d->vm_id, &vm) == 0) {
+                status = api_vps_status(&vm, util_now_ms(), api->host_timeout_ms);
+                if (strcmp(status, "provisioning") == 0 || strcmp(status, "starting") == 0)
+                        status = "deploying";
+        }
+        id_encode(store_id_key(api->store), "dep", d->id, id, sizeof(id));
+        id_encode(store_id_key(api->store), "vps", d->vm_id, vps_id, sizeof(vps_id));
+        util_iso8601_utc(d->created_at, created);
+        json_t *config = json_loads(d->config, 0, NULL);
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s}", "id", id, "template",
+                         d->template_id, "version", d->version, "name", d->name, "status",
+                         status, "vps_id", vps_id, "config", config ? config : json_object(),
+                         "created_at", created);
+}
+
+static void templates_list(struct http_resp *resp)
+{
+        size_t n;
+        const struct tpl *all = templates_all(&n);
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, templates_json(&all[i]));
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+static void template_deploy(struct api *api, uint64_t account, const struct idem *idem,
+                            const struct http_req *req, struct http_resp *resp)
+{
+        json_t *body = NULL, *v, *full = NULL, *pub = NULL;
+        char *user_data = NULL, *config_text = NULL;
+        const char *name, *region, *version;
+        const struct tpl *t;
+        char field[80], why[200];
+        struct vm vm;
+        uint64_t dep_id = 0;
+
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        const char *tid = req_string(body, "template", resp, templates_ids());
+        if (!tid)
+                goto out;
+        if (!(t = templates_find(tid))) {
+                json_invalid(resp, "template", "Invalid template specified", templates_ids());
+                goto out;
+        }
+        if (!(name = req_string(body, "name", resp, NULL)))
+                goto out;
+        if (!valid_name(name)) {
+                json_invalid(resp, "name",
+                             "name must be 1 to 63 letters, digits, '-' or '.', not starting "
+                             "or ending with '-' or '.'",
+                             NULL);
+                goto out;
+        }
+        version = t->versions[0];
+        v = json_object_get(body, "version");
+        if (v && !json_is_null(v)) {
+                const char *const *ver = t->versions;
+                while (*ver && (!json_is_string(v) || strcmp(*ver, json_string_value(v)) != 0))
+                        ver++;
+                if (!*ver) {
+                        json_invalid(resp, "version", "Invalid version specified", t->versions);
+                        goto out;
+                }
+                version = *ver;
+        }
+        if (region_arg(api, body, &region, resp) < 0)
+                goto out;
+        if (templates_validate(t, json_object_get(body, "config"), &full, field, sizeof(field),
+                               why, sizeof(why)) < 0) {
+                json_invalid(resp, field, why, NULL);
+                goto out;
+        }
+        pub = templates_public_config(t, full);
+        config_text = pub ? json_dumps(pub, JSON_COMPACT) : NULL;
+        user_data = templates_user_data(t, version, full);
+        const struct size_def *sz = catalog_size(t->size);
+        if (!config_text || !user_data || !sz || strlen(config_text) >= sizeof(((struct deployment *)0)->config)) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        char capacity[256] = "";
+        const struct deploy_new dn = { .template_id = t->id, .version = version,
+                                       .config = config_text };
+        struct vm_new nv = {
+                .account_id = account, .name = name, .size = t->size, .image = t->image,
+                .site = region, .vcpus = sz->vcpus, .ram_mb = sz->ram_mb, .disk_gb = sz->disk_gb,
+                .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL, .why = capacity,
+                .why_len = sizeof(capacity), .idem = idem, .user_data = user_data,
+                .deploy = &dn, .ret_deploy_id = &dep_id,
+        };
+        int64_t now = util_now_ms();
+        int r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
+        if (r == -ENOSPC) {
+                char msg[400];
+                snprintf(msg, sizeof(msg), "no host has room for a %s (%s)", t->size, capacity);
+                json_error(resp, 422, "validation_error", msg,
+                           json_pack("{s:s, s:s, s:s}", "field", region ? "region" : "template",
+                                     "reason", "capacity", "hosts", capacity));
+                goto out;
+        }
+        if (r < 0) {
+                store_failed(resp, r == -ENOENT ? -EIO : r);
+                goto out;
+        }
+        if (api->hub)
+                hub_notify(api->hub, vm.host_id);
+        struct deployment d;
+        char id[ID_STR_MAX];
+        if (store_deploy_get(api->store, account, dep_id, &d) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        id_encode(store_id_key(api->store), "dep", dep_id, id, sizeof(id));
+        json_respond(resp, 201, json_pack("{s:o}", "data", deploy_json(api, &d)));
+        http_resp_header(resp, "Location", "/v1/templates/deployments/%s", id);
+out:
+        if (user_data) /* it holds the secrets: wipe before freeing */
+                memset(user_data, 0, strlen(user_data));
+        free(user_data);
+        free(config_text);
+        json_decref(pub);
+        json_decref(full);
+        json_decref(body);
+}
+
+static void deploy_list(struct api *api, uint64_t account, const struct http_req *req,
+                        struct http_resp *resp)
+{
+        struct vm_query q = { .account_id = account };
+        struct deployment *ds = NULL;
+        size_t limit, n = 0;
+        if (page_args(api, req, "dep", &limit, &q.after_id, resp) < 0)
+                return;
+        q.limit = limit ? limit + 1 : 0;
+        if (store_deploy_page(api->store, &q, &ds, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        int more = limit && n > limit;
+        if (more)
+                n = limit;
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, deploy_json(api, &ds[i]));
+        char cur[ID_STR_MAX];
+        if (more)
+                id_encode(store_id_key(api->store), "dep", ds[n - 1].id, cur, sizeof(cur));
+        free(ds);
+        json_respond(resp, 200, json_pack("{s:o, s:s?}", "data", arr, "next_cursor",
+                                          more ? cur : NULL));
+}
+
+static void deploy_failed(struct http_resp *resp, int r)
+{
+        if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "deployment not found", NULL);
+        else
+                store_failed(resp, r);
+}
+
 /* ---- routing ---- */
 
 /* Splits "/v1/vps/ID/actions" into segments (at most max, each < 64). */
@@ -732,6 +914,11 @@ enum route {
         RT_SSH_CREATE,
         RT_SSH_GET,
         RT_SSH_DELETE,
+        RT_TPL_LIST,
+        RT_TPL_DEPLOY,
+        RT_DEP_LIST,
+        RT_DEP_GET,
+        RT_DEP_DELETE,
 };
 
 static enum route route_of(const struct http_req *req, char seg[][64], int n,
@@ -770,6 +957,32 @@ static enum route route_of(const struct http_req *req, char seg[][64], int n,
                         return get ? RT_SSH_GET : RT_SSH_DELETE;
                 api_route_error(req, resp, 1, n == 2 ? "GET, POST" : "GET, DELETE");
                 return RT_NONE;
+        }
+        if (strcmp(seg[1], "templates") == 0) {
+                if (n == 2) {
+                        if (get)
+                                return RT_TPL_LIST;
+                        api_route_error(req, resp, 1, "GET");
+                        return RT_NONE;
+                }
+                if (n == 3 && strcmp(seg[2], "deploy") == 0) {
+                        if (post)
+                                return RT_TPL_DEPLOY;
+                        api_route_error(req, resp, 1, "POST");
+                        return RT_NONE;
+                }
+                if (n == 3 && strcmp(seg[2], "deployments") == 0) {
+                        if (get)
+                                return RT_DEP_LIST;
+                        api_route_error(req, resp, 1, "GET");
+                        return RT_NONE;
+                }
+                if (n == 4 && strcmp(seg[2], "deployments") == 0) {
+                        if (get || del)
+                                return get ? RT_DEP_GET : RT_DEP_DELETE;
+                        api_route_error(req, resp, 1, "GET, DELETE");
+                        return RT_NONE;
+                }
         }
 not_found:
         json_error(resp, 404, "not_found", "no such endpoint", NULL);
@@ -825,7 +1038,17 @@ static int idem_prepare(struct api *api, const struct http_req *req, const char 
                 /* The broker stopped before saving the answer: the effect
                  * is there, so answer from the resource as it is now. */
                 char id[ID_STR_MAX];
-                if (strncmp(req->path, "/v1/ssh_keys", 12) == 0) {
+                if (strncmp(req->path, "/v1/templates", 13) == 0) {
+                        struct deployment d;
+                        int g = store_deploy_get(api->store, idem->account_id, rec.resource_id, &d);
+                        if (g < 0) {
+                                deploy_failed(resp, g);
+                                return 1;
+                        }
+                        json_respond(resp, rec.status, json_pack("{s:o}", "data", deploy_json(api, &d)));
+                        id_encode(store_id_key(api->store), "dep", d.id, id, sizeof(id));
+                        http_resp_header(resp, "Location", "/v1/templates/deployments/%s", id);
+                } else if (strncmp(req->path, "/v1/ssh_keys", 12) == 0) {
                         struct ssh_key *k = malloc(sizeof(*k));
                         int g = k ? store_sshkey_get(api->store, idem->account_id,
                                                      rec.resource_id, k)
@@ -1014,6 +1237,39 @@ static void dispatch(struct api *api, enum route rt, uint64_t account, const str
                 return;
         case RT_SSH_LIST:
                 sshkey_list(api, account, req, resp);
+                return;
+        case RT_TPL_LIST:
+                templates_list(resp);
+                return;
+        case RT_TPL_DEPLOY:
+                template_deploy(api, account, idem, req, resp);
+                return;
+        case RT_DEP_LIST:
+                deploy_list(api, account, req, resp);
+                return;
+        case RT_DEP_GET:
+        case RT_DEP_DELETE:
+                if (id_decode(store_id_key(api->store), "dep", seg[3], &id) < 0) {
+                        json_error(resp, 404, "not_found", "deployment not found", NULL);
+                } else if (rt == RT_DEP_GET) {
+                        struct deployment d;
+                        int g = store_deploy_get(api->store, account, id, &d);
+                        if (g < 0)
+                                deploy_failed(resp, g);
+                        else
+                                json_respond(resp, 200,
+                                             json_pack("{s:o}", "data", deploy_json(api, &d)));
+                } else {
+                        uint64_t host = 0;
+                        int g = store_deploy_delete(api->store, account, id, &host);
+                        if (g < 0) {
+                                deploy_failed(resp, g);
+                        } else {
+                                if (api->hub && host)
+                                        hub_notify(api->hub, host);
+                                json_respond(resp, 204, NULL);
+                        }
+                }
                 return;
         case RT_SSH_CREATE:
                 sshkey_create(api, account, idem, req, resp);

@@ -133,6 +133,23 @@ struct idem_rec {
         char location[128];
 };
 
+/* A template deployment: the VPS it made and its config without secrets. */
+struct deployment {
+        uint64_t id;
+        uint64_t account_id;
+        char template_id[32];
+        char version[16];
+        char name[STORE_NAME_MAX];
+        uint64_t vm_id;
+        char config[2048]; /* JSON */
+        int64_t created_at;
+};
+
+struct deploy_new {
+        const char *template_id, *version;
+        const char *config; /* JSON, no secrets */
+};
+
 #define STORE_VM_SSH_KEYS_MAX 32
 struct vm_new {
         uint64_t account_id;
@@ -145,6 +162,9 @@ struct vm_new {
         const struct idem *idem;          /* NULL: none */
         const uint64_t *ssh_keys;         /* the account's SSH key ids for the guest */
         size_t n_ssh_keys;                /* at most STORE_VM_SSH_KEYS_MAX */
+        const char *user_data;            /* cloud-init user-data, or NULL */
+        const struct deploy_new *deploy;  /* made by a template deployment, or NULL */
+        uint64_t *ret_deploy_id;          /* with deploy: the deployment's id */
         char *why;                        /* optional: why nothing fits */
         size_t why_len;
 };
@@ -268,6 +288,14 @@ int store_sshkey_page(struct store *s, const struct vm_query *q, struct ssh_key 
 /* 0 if every id is one of the account's keys, else -ENOENT and *ret_bad. */
 int store_sshkey_check(struct store *s, uint64_t account_id, const uint64_t *ids, size_t n,
                        size_t *ret_bad);
+
+/* Template deployments (made by store_vm_create with vm_new.deploy):
+ * get/page/delete as SSH keys; delete also deletes its VPS (ret_host_id
+ * 0 if that was gone already). */
+int store_deploy_get(struct store *s, uint64_t account_id, uint64_t id, struct deployment *ret);
+int store_deploy_page(struct store *s, const struct vm_query *q, struct deployment **ret,
+                      size_t *ret_n);
+int store_deploy_delete(struct store *s, uint64_t account_id, uint64_t id, uint64_t *ret_host_id);
 
 /* Idempotency keys (see struct idem): 0 and the record, -ENOENT (none, or
  * older than STORE_IDEM_TTL_MS). */

@@ -157,6 +157,14 @@ static const char *const migrations[] = {
         "  body TEXT, location TEXT, created_at INTEGER NOT NULL, PRIMARY KEY (account_id, key));"
         "CREATE INDEX idempotency_age ON idempotency(created_at);"
         "ALTER TABLE vms ADD COLUMN ssh_keys TEXT NOT NULL DEFAULT '';",
+        /* 7: template deployments; a VPS's cloud-init user-data */
+        "ALTER TABLE vms ADD COLUMN user_data TEXT;"
+        "CREATE TABLE deployments (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id), template TEXT NOT NULL,"
+        "  version TEXT NOT NULL, name TEXT NOT NULL, vm_id INTEGER NOT NULL,"
+        "  config TEXT NOT NULL, created_at INTEGER NOT NULL, deleted_at INTEGER);"
+        "CREATE INDEX deployments_account ON deployments(account_id, id)"
+        "  WHERE deleted_at IS NULL;",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1569,8 +1577,11 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 " AND deleted_at IS NULL";
         static const char ins[] =
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
-                " disk_gb, want, created_at, storage, aa_group, ssh_keys)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                " disk_gb, want, created_at, storage, aa_group, ssh_keys, user_data)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        static const char dep[] =
+                "INSERT INTO deployments (account_id, template, version, name, vm_id, config,"
+                " created_at) VALUES (?,?,?,?,?,?,?)";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
@@ -1647,14 +1658,40 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 off += (size_t)snprintf(keys + off, sizeof(keys) - off, "%s%llu", i ? "," : "",
                                         (unsigned long long)req->ssh_keys[i]);
         sqlite3_bind_text(st, 14, keys, -1, SQLITE_STATIC);
+        if (req->user_data)
+                sqlite3_bind_text(st, 15, req->user_data, -1, SQLITE_STATIC);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot insert vm");
                 goto out;
         }
         uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
         r = reserve(s, h->id, 1, req->vcpus, req->ram_mb, req->disk_gb, req->storage, 1);
+        uint64_t claim_id = id;
+        if (r == 0 && req->deploy) {
+                /* the deployment and its VPS are made (or not) together */
+                if (!(st = stmt(s, dep))) {
+                        r = -EIO;
+                        goto out;
+                }
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)req->account_id);
+                sqlite3_bind_text(st, 2, req->deploy->template_id, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 3, req->deploy->version, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 4, req->name, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 5, (sqlite3_int64)id);
+                sqlite3_bind_text(st, 6, req->deploy->config, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 7, now);
+                if (sqlite3_step(st) != SQLITE_DONE) {
+                        r = db_err(s, "cannot record deployment");
+                        goto out;
+                }
+                claim_id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+                if (req->ret_deploy_id)
+                        *req->ret_deploy_id = claim_id;
+                r = event(s, now, "template.deploying", req->account_id, claim_id,
+                          req->deploy->template_id);
+        }
         if (r == 0)
-                r = idem_claim(s, req->idem, 201, id, now);
+                r = idem_claim(s, req->idem, 201, claim_id, now);
         if (r == 0)
                 r = event(s, now, "vps.created", req->account_id, id, req->name);
         if (r == 0)
@@ -1940,6 +1977,103 @@ int store_sshkey_check(struct store *s, uint64_t account_id, const uint64_t *ids
         return r;
 }
 
+/* ---- template deployments ---- */
+
+#define DEPLOY_COLS "id, account_id, template, version, name, vm_id, config, created_at"
+
+static void row_deploy(sqlite3_stmt *st, void *item)
+{
+        struct deployment *d = item;
+        memset(d, 0, sizeof(*d));
+        d->id = (uint64_t)sqlite3_column_int64(st, 0);
+        d->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        col_text(st, 2, d->template_id, sizeof(d->template_id));
+        col_text(st, 3, d->version, sizeof(d->version));
+        col_text(st, 4, d->name, sizeof(d->name));
+        d->vm_id = (uint64_t)sqlite3_column_int64(st, 5);
+        col_text(st, 6, d->config, sizeof(d->config));
+        d->created_at = sqlite3_column_int64(st, 7);
+}
+
+static int deploy_get_locked(struct store *s, uint64_t account_id, uint64_t id,
+                             struct deployment *ret)
+{
+        static const char sql[] = "SELECT " DEPLOY_COLS " FROM deployments WHERE id = ?"
+                                  " AND account_id = ? AND deleted_at IS NULL";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                row_deploy(st, ret);
+                return 0;
+        }
+        return rc == SQLITE_DONE ? -ENOENT : db_err(s, "cannot read deployment");
+}
+
+int store_deploy_get(struct store *s, uint64_t account_id, uint64_t id, struct deployment *ret)
+{
+        if (s->reader)
+                return store_deploy_get(pick_reader(s), account_id, id, ret);
+        rlock(s);
+        int r = deploy_get_locked(s, account_id, id, ret);
+        unlock(s);
+        return r;
+}
+
+int store_deploy_page(struct store *s, const struct vm_query *q, struct deployment **ret,
+                      size_t *ret_n)
+{
+        if (s->reader)
+                return store_deploy_page(pick_reader(s), q, ret, ret_n);
+        static const char sql[] = "SELECT " DEPLOY_COLS " FROM deployments WHERE account_id = ?1"
+                                  " AND deleted_at IS NULL AND id > ?2 ORDER BY id LIMIT ?3";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)q->account_id);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)q->after_id);
+                sqlite3_bind_int64(st, 3, q->limit ? (sqlite3_int64)q->limit : -1);
+        }
+        r = st ? collect(s, st, sizeof(**ret), row_deploy, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id, int64_t now,
+                            uint64_t *ret_host_id);
+
+int store_deploy_delete(struct store *s, uint64_t account_id, uint64_t id, uint64_t *ret_host_id)
+{
+        static const char sql[] = "UPDATE deployments SET deleted_at = ? WHERE id = ?";
+        struct deployment d;
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        r = deploy_get_locked(s, account_id, id, &d);
+        if (r < 0)
+                return end(s, r);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot delete deployment"));
+        /* and what it made: its VPS (gone already if deleted by itself) */
+        *ret_host_id = 0;
+        r = vm_delete_locked(s, account_id, d.vm_id, now, ret_host_id);
+        if (r == -ENOENT)
+                r = 0;
+        if (r == 0)
+                r = event(s, now, "template.deleted", account_id, id, d.template_id);
+        return end(s, r);
+}
+
 int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret)
 {
         if (s->reader) /* reads: a read connection, committed data only */
@@ -2032,32 +2166,36 @@ int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum v
         return end(s, r);
 }
 
-int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64_t *ret_host_id)
+static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id, int64_t now,
+                            uint64_t *ret_host_id)
 {
         static const char sql[] = "UPDATE vms SET deleted_at = ? WHERE id = ?";
         struct vm v;
-        int64_t now = util_now_ms();
-        int r = begin(s);
-
+        int r = get_vm_locked(s, account_id, vm_id, &v);
         if (r < 0)
                 return r;
-        r = get_vm_locked(s, account_id, vm_id, &v);
-        if (r < 0)
-                return end(s, r);
         sqlite3_stmt *st = stmt(s, sql);
         if (!st)
-                return end(s, -EIO);
+                return -EIO;
         sqlite3_bind_int64(st, 1, now);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
         if (sqlite3_step(st) != SQLITE_DONE)
-                return end(s, db_err(s, "cannot delete vm"));
+                return db_err(s, "cannot delete vm");
         /* The reservation goes back now; the agent removes the domain. */
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, !v.observed);
         if (r == 0)
                 r = event(s, now, "vps.deleted", account_id, vm_id, v.name);
         if (r == 0)
                 *ret_host_id = v.host_id;
-        return end(s, r);
+        return r;
+}
+
+int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64_t *ret_host_id)
+{
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        return end(s, vm_delete_locked(s, account_id, vm_id, util_now_ms(), ret_host_id));
 }
 
 /* ---- node administration and liveness ---- */

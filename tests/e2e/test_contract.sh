@@ -212,4 +212,63 @@ eq "... named with 31 of them (63 bytes at most)" "$(jget .data.name | wc -m)" 3
 eq "... and listed" "$(KEY=$S api GET /v1/ssh_keys; jget '[.data[] | select(.fingerprint != null)] | length')" 3
 KEY=$S api GET "/v1/vps?region=&name="
 eq "empty filters mean no filter" "$CODE/$(jget '.data | length')" "200/1"
+
+# --- templates: catalog, deploy (config checked, secrets never shown), deployments
+D=$(new_account deployer enterprise) || fatal "account deployer"
+KEY=$D api GET /v1/templates
+eq "templates: the catalog" "$(jget '[.data[].id] | join(",")')" "postgres,mysql,redis,wordpress"
+eq "templates: the spec's fields" "$(jget '.data[0] | [.name, .category, (.versions | join("/"))] | join(" ")')" "PostgreSQL database 16/15/14"
+eq "templates: a typed config schema" "$(jget '.data[0].config | map(.name + ":" + .type) | join(",")')" \
+        "postgres_user:string,postgres_db:string,postgres_password:string"
+SECRET=Very-Secret-Pass.123
+KEY=$D api POST /v1/templates/deploy "{\"template\":\"postgres\",\"name\":\"my-database\",\"version\":\"16\",\"config\":{\"postgres_user\":\"admin\",\"postgres_db\":\"myapp\",\"postgres_password\":\"$SECRET\"}}"
+eq "deploy the spec's example -> 201" "$CODE" 201
+DEP=$(jget .data.id); DEP_VPS=$(jget .data.vps_id)
+match "a deployment id" "$DEP" '^dep_[0-9a-z]{13}$'
+eq "Location" "$(hdr Location)" "/v1/templates/deployments/$DEP"
+eq "its config, without the password" "$(jq -c .data.config <<<"$BODY")" '{"postgres_user":"admin","postgres_db":"myapp"}'
+check "the secret is never in an answer" bash -c "! grep -q '$SECRET' <<<'$BODY'"
+check "its VPS runs (the app installs on first boot)" wait_status "$D" "$DEP_VPS" running 20
+KEY=$D api GET "/v1/templates/deployments/$DEP"
+eq "deployment status follows its VPS" "$(jget .data.status)" running
+KEY=$D api GET /v1/templates/deployments
+eq "deployments: listed" "$(jget '[.data[].id] | join(",")')" "$DEP"
+check "listed without the secret" bash -c "! grep -q '$SECRET' <<<'$BODY'"
+VM_NUM=$(sqlite3 "file:$T/broker.db?mode=ro" "SELECT vm_id FROM deployments WHERE template = 'postgres'")
+check "the VPS's cloud-init user-data creates the role with that password" bash -c \
+        "sqlite3 'file:$T/broker.db?mode=ro' \"SELECT user_data FROM vms WHERE id = $VM_NUM\" | grep -q \"CREATE ROLE admin LOGIN PASSWORD ''$SECRET''\""
+KEY=$D api POST /v1/templates/deploy '{"template":"redis","name":"cache"}'
+eq "redis with no config: defaults and a generated password -> 201" "$CODE/$(jq -c .data.config <<<"$BODY")" '201/{"maxmemory_mb":256}'
+KEY=$D api POST /v1/templates/deploy '{"template":"oracle","name":"x"}'
+err_is "unknown template" 422 validation_error template
+check "... lists the templates" jq -e '.error.details.allowed | index("wordpress")' <<<"$BODY"
+KEY=$D api POST /v1/templates/deploy '{"template":"postgres","name":"x","version":"9.6","config":{"postgres_user":"a","postgres_db":"b"}}'
+err_is "unknown version" 422 validation_error version
+eq "... lists the versions" "$(jq -c .error.details.allowed <<<"$BODY")" '["16","15","14"]'
+KEY=$D api POST /v1/templates/deploy '{"template":"postgres","name":"x","config":{"postgres_user":"Robert\u0027); DROP","postgres_db":"b"}}'
+err_is "a config value out of its class" 422 validation_error config.postgres_user
+KEY=$D api POST /v1/templates/deploy '{"template":"postgres","name":"x","config":{"postgres_db":"b"}}'
+err_is "a required config key missing" 422 validation_error config.postgres_user
+KEY=$D api POST /v1/templates/deploy '{"template":"postgres","name":"x","config":{"postgres_user":"a","postgres_db":"b","port":5433}}'
+err_is "a config key the template does not take" 422 validation_error config.port
+KEY=$D api POST /v1/templates/deploy '{"template":"mysql","name":"bad name"}'
+err_is "a bad name" 422 validation_error name
+eq "nothing was made by the refused ones" "$(KEY=$D api GET /v1/templates/deployments; jget '.data | length')" 2
+H=("Idempotency-Key: dep-1"); KEY=$D api POST /v1/templates/deploy '{"template":"wordpress","name":"blog","config":{"site_title":"My blog","admin_user":"me","admin_email":"me@example.org"}}'; H=()
+W1=$BODY
+H=("Idempotency-Key: dep-1"); KEY=$D api POST /v1/templates/deploy '{"template":"wordpress","name":"blog","config":{"site_title":"My blog","admin_user":"me","admin_email":"me@example.org"}}'; H=()
+eq "deploy retried with its key: the first answer" "$CODE/$BODY" "201/$W1"
+eq "... and one deployment made" "$(KEY=$D api GET /v1/templates/deployments; jget '.data | length')" 3
+KEY=$A api GET "/v1/templates/deployments/$DEP"
+err_is "another account's deployment" 404 not_found
+KEY=$A api DELETE "/v1/templates/deployments/$DEP"
+err_is "another account deletes it" 404 not_found
+KEY=$D api DELETE "/v1/templates/deployments/$DEP"
+eq "delete a deployment -> 204" "$CODE" 204
+KEY=$D api GET "/v1/vps/$DEP_VPS"
+err_is "its VPS is gone with it" 404 not_found
+KEY=$D api GET "/v1/templates/deployments/$DEP"
+err_is "the deployment is gone" 404 not_found
+KEY=$D api PUT /v1/templates
+err_is "PUT on the catalog" 405 method_not_allowed
 exit 0

@@ -75,6 +75,16 @@ exercise() {
         curl "${a[@]}" "${h[@]}" -X DELETE "$p/ssh_keys/$kid"
         curl "${a[@]}" "${h[@]}" -X DELETE "$p/vps/$id"
         curl "${a[@]}" "${h[@]}" -X DELETE "$p/vps/$id"
+        curl "${a[@]}" "${h[@]}" "$p/templates"
+        dep=$(curl -s "${h[@]}" "${j[@]}" -d '{"template":"postgres","name":"db","version":"16","config":{"postgres_user":"admin","postgres_db":"myapp"}}' "$p/templates/deploy" | jq -r .data.id)
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"template":"redis","name":"cache"}' "$p/templates/deploy"
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"template":"oracle","name":"x"}' "$p/templates/deploy"
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"template":"postgres","name":"x","config":{"postgres_user":"BAD"}}' "$p/templates/deploy"
+        curl "${a[@]}" "${h[@]}" "$p/templates/deployments?limit=1"
+        curl "${a[@]}" "${h[@]}" "$p/templates/deployments/$dep"
+        curl "${a[@]}" -H "Authorization: Bearer $KO" "$p/templates/deployments/$dep"
+        curl "${a[@]}" "${h[@]}" -X DELETE "$p/templates/deployments/$dep"
+        curl "${a[@]}" "${h[@]}" -X DELETE "$p/templates/deployments/$dep"
         echo
 }
 exercise "$PP_good" >"$T/codes-good"
