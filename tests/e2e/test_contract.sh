@@ -100,6 +100,10 @@ KEY=$A api GET "/v1/vps?name=p7"
 eq "another account's names are not seen" "$(jget '.data | length')" 0
 
 ID=$(KEY=$P api GET "/v1/vps?name=p3"; jget '.data[0].id')
+KEY=$P api GET "/v1/vps?name=p3"; LIST_RAW=$BODY
+KEY=$P api GET "/v1/vps/$ID"; ONE_RAW=$BODY
+ITEM=${LIST_RAW#'{"data":['}; ITEM=${ITEM%'],"next_cursor":null}'}
+eq "a list item is byte for byte the single resource" "$ITEM" "${ONE_RAW:8:${#ONE_RAW}-9}"
 KEY=$P api GET "/v1/vps/$ID"
 TAG=$(hdr ETag)
 match "GET one VPS: an ETag" "$TAG" '^"[0-9a-f]{16}"$'
