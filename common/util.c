@@ -1,6 +1,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -53,12 +54,36 @@ void util_hex(const void *data, size_t len, char *out)
         out[2 * len] = '\0';
 }
 
+/* Civil date from days since 1970-01-01, by arithmetic (the proleptic
+ * Gregorian calendar; no time zone, no locks): it runs for every row of
+ * every list the API answers. */
+static void civil(int64_t days, int64_t *y, unsigned *m, unsigned *d)
+{
+        days += 719468;
+        int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+        unsigned doe = (unsigned)(days - era * 146097);
+        unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        unsigned mp = (5 * doy + 2) / 153;
+        *d = doy - (153 * mp + 2) / 5 + 1;
+        *m = mp < 10 ? mp + 3 : mp - 9;
+        *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
 void util_iso8601_utc(int64_t ms, char out[static 21])
 {
-        time_t t = (time_t)(ms / 1000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        int64_t s = ms / 1000 - (ms % 1000 < 0); /* floor, for times before 1970 */
+        int64_t days = s / 86400 - (s % 86400 < 0);
+        int64_t sec = s - days * 86400;
+        int64_t y;
+        unsigned m, d;
+        civil(days, &y, &m, &d);
+        if (y < 0 || y > 9999) {
+                snprintf(out, 21, "%s", y < 0 ? "0000-01-01T00:00:00Z" : "9999-12-31T23:59:59Z");
+                return;
+        }
+        snprintf(out, 21, "%04d-%02u-%02uT%02d:%02d:%02dZ", (int)y, m, d, (int)(sec / 3600),
+                 (int)(sec / 60 % 60), (int)(sec % 60));
 }
 
 int util_strlcpy(char *dst, const char *src, size_t n)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -35,6 +36,11 @@ static void test_iso8601(void **state)
                 { 1705314600000LL, "2024-01-15T10:30:00Z" },
                 { 1709164800000LL, "2024-02-29T00:00:00Z" },
                 { 4102444799000LL, "2099-12-31T23:59:59Z" },
+                { 951782400000LL, "2000-02-29T00:00:00Z" },  /* a 400-year leap day */
+                { 4107542400000LL, "2100-03-01T00:00:00Z" }, /* 2100 is not a leap year */
+                { -1000LL, "1969-12-31T23:59:59Z" },
+                { -1LL, "1969-12-31T23:59:59Z" },
+                { 253402300799000LL, "9999-12-31T23:59:59Z" },
         };
         (void)state;
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -42,6 +48,16 @@ static void test_iso8601(void **state)
                 memset(out, 'X', sizeof(out));
                 util_iso8601_utc(cases[i].ms, out);
                 assert_string_equal(out, cases[i].want);
+        }
+        /* the same as gmtime for a day's worth of seconds over 600 years */
+        for (int64_t t = -2208988800LL; t < 16725225600LL; t += 86400 * 37 + 3607) {
+                char out[21], want[32];
+                time_t tt = (time_t)t;
+                struct tm tm;
+                gmtime_r(&tt, &tm);
+                strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%SZ", &tm);
+                util_iso8601_utc(t * 1000, out);
+                assert_string_equal(out, want);
         }
 }
 
