@@ -161,17 +161,23 @@ static void vps_write(FILE *f, const struct api *api, const struct vm *v, int64_
         char id[ID_STR_MAX], created[21];
         id_encode(store_id_key(api->store), "vps", v->id, id, sizeof(id));
         util_iso8601_utc(v->created_at, created);
-        fprintf(f, "{\"id\":\"%s\",\"name\":", id);
+        fputs_unlocked("{\"id\":\"", f);
+        fputs_unlocked(id, f);
+        fputs_unlocked("\",\"name\":", f);
         json_str(f, v->name);
-        fprintf(f, ",\"status\":\"%s\",\"size\":", api_vps_status(v, now, api->host_timeout_ms));
+        fputs_unlocked(",\"status\":\"", f);
+        fputs_unlocked(api_vps_status(v, now, api->host_timeout_ms), f);
+        fputs_unlocked("\",\"size\":", f);
         json_str(f, v->size);
         fputs_unlocked(",\"region\":", f);
         json_str(f, v->site);
         fputs_unlocked(",\"image\":", f);
         json_str(f, v->image);
-        fprintf(f, ",\"networks\":[],\"created_at\":\"%s\",\"storage_type\":\"%s\","
-                   "\"anti_affinity_group\":",
-                created, storage_to_string(v->storage));
+        fputs_unlocked(",\"networks\":[],\"created_at\":\"", f);
+        fputs_unlocked(created, f);
+        fputs_unlocked("\",\"storage_type\":\"", f);
+        fputs_unlocked(storage_to_string(v->storage), f);
+        fputs_unlocked("\",\"anti_affinity_group\":", f);
         if (v->group[0])
                 json_str(f, v->group);
         else

@@ -82,8 +82,20 @@ void util_iso8601_utc(int64_t ms, char out[static 21])
                 snprintf(out, 21, "%s", y < 0 ? "0000-01-01T00:00:00Z" : "9999-12-31T23:59:59Z");
                 return;
         }
-        snprintf(out, 21, "%04d-%02u-%02uT%02d:%02d:%02dZ", (int)y, m, d, (int)(sec / 3600),
-                 (int)(sec / 60 % 60), (int)(sec % 60));
+        /* "YYYY-MM-DDTHH:MM:SSZ" by hand: this is on every row of every list */
+        const unsigned f[6] = { (unsigned)y, m, d, (unsigned)(sec / 3600),
+                                (unsigned)(sec / 60 % 60), (unsigned)(sec % 60) };
+        char *p = out;
+        for (int i = 0; i < 6; i++) {
+                if (i == 0) {
+                        *p++ = (char)('0' + f[0] / 1000);
+                        *p++ = (char)('0' + f[0] / 100 % 10);
+                }
+                *p++ = (char)('0' + f[i] / 10 % 10);
+                *p++ = (char)('0' + f[i] % 10);
+                *p++ = "--T::Z"[i];
+        }
+        *p = '\0';
 }
 
 int util_strlcpy(char *dst, const char *src, size_t n)
