@@ -1221,6 +1221,14 @@ static void test_idempotency(void **state)
         assert_int_equal(store_vm_list(f->s, f->acc, &vs, &n), 0);
         free(vs);
         assert_int_equal(n, 1); /* rolled back: no second VPS */
+        /* The second creation failed after it had reserved capacity (the key
+         * is claimed last): its reservation went back with it. */
+        struct host h;
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.guests, 1);
+        assert_int_equal(h.ram_mb_used, 512);
+        assert_int_equal(h.vcpus_used, 1);
+        assert_int_equal(store_check_host_cache(f->s), 0);
         assert_int_equal(store_idem_get(f->s, f->acc, "k1", NOW, &rec), 0);
         assert_int_equal(rec.status, 201);
         assert_int_equal(rec.resource_id, v.id);
