@@ -116,6 +116,32 @@ char *domxml_build(const struct domxml_params *p)
                    "  <on_reboot>restart</on_reboot>\n"
                    "  <on_crash>destroy</on_crash>\n");
         fprintf(f, "  <devices>\n");
+        if (set(p->disk)) {
+                fprintf(f, "    <disk type='file' device='disk'>\n"
+                           "      <driver name='qemu' type='qcow2' discard='unmap'/>\n"
+                           "      <source file='");
+                put_escaped(f, p->disk);
+                fprintf(f, "'/>\n      <target dev='vda' bus='virtio'/>\n");
+                if (p->disk_iops || p->disk_bps) {
+                        fprintf(f, "      <iotune>\n");
+                        if (p->disk_iops)
+                                fprintf(f, "        <total_iops_sec>%" PRIu64 "</total_iops_sec>\n",
+                                        p->disk_iops);
+                        if (p->disk_bps)
+                                fprintf(f, "        <total_bytes_sec>%" PRIu64 "</total_bytes_sec>\n",
+                                        p->disk_bps);
+                        fprintf(f, "      </iotune>\n");
+                }
+                fprintf(f, "    </disk>\n");
+        }
+        if (set(p->seed)) {
+                fprintf(f, "    <disk type='file' device='cdrom'>\n"
+                           "      <driver name='qemu' type='raw'/>\n"
+                           "      <source file='");
+                put_escaped(f, p->seed);
+                fprintf(f, "'/>\n      <target dev='hdc' bus='ide'/>\n      <readonly/>\n"
+                           "    </disk>\n");
+        }
         if (set(p->console_log)) {
                 fprintf(f, "    <serial type='file'>\n      <source path='");
                 put_escaped(f, p->console_log);

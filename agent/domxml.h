@@ -22,6 +22,10 @@ struct domxml_params {
         const char *initrd;  /* NULL or "" for none */
         const char *cmdline; /* NULL or "" for none */
         const char *console_log; /* serial console to this file; NULL for none */
+        const char *disk;        /* the guest's disk (qcow2 file), vda; NULL for none */
+        uint64_t disk_iops;      /* I/O limits of the disk (iotune); 0: none */
+        uint64_t disk_bps;
+        const char *seed;        /* the cloud-init seed ISO, a read-only cdrom; NULL: none */
         uint64_t reboot_done;
         uint64_t rebuild_done;
         const char *uuid; /* keep an existing domain's uuid on redefine; NULL: new */

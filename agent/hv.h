@@ -56,3 +56,29 @@ int hv_destroy(struct hv *hv, uint64_t vm_id);  /* power off */
 int hv_undefine(struct hv *hv, uint64_t vm_id);
 /* Records the last reboot/rebuild counters carried out, in the metadata. */
 int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done);
+
+/* ---- storage: pools and guest disks ----
+ *
+ * The agent's guest disks are volumes in directory pools it owns (named
+ * HV_POOL_PREFIX + storage type, e.g. "tasman-ssd"); a volume is ours when
+ * its name starts with HV_NAME_PREFIX. Volumes are never touched in a pool
+ * of another name. */
+#define HV_POOL_PREFIX "tasman-"
+
+/* Makes the directory pool `name` at `dir` exist, built, running and
+ * autostarted. -EEXIST when a pool of that name uses another directory. */
+int hv_pool_ensure(struct hv *hv, const char *name, const char *dir);
+
+/* Creates the qcow2 volume `vol` of capacity_bytes in `pool` over the
+ * backing file (of backing_fmt, "qcow2" or "raw"; NULL backing: an empty
+ * disk). An existing volume of that name is kept as it is. Writes its path. */
+int hv_vol_create(struct hv *hv, const char *pool, const char *vol, uint64_t capacity_bytes,
+                  const char *backing, const char *backing_fmt, char *path, size_t path_len);
+
+/* Deletes the volume; 0 when it is not there. */
+int hv_vol_delete(struct hv *hv, const char *pool, const char *vol);
+
+/* Names of our volumes (HV_NAME_PREFIX...) in the pool, malloc'd array of
+ * malloc'd strings; free with hv_names_free. */
+int hv_vol_list(struct hv *hv, const char *pool, char ***ret, size_t *ret_n);
+void hv_names_free(char **names, size_t n);

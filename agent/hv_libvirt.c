@@ -463,3 +463,235 @@ int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_
         virDomainFree(dom);
         return r;
 }
+
+/* ---- storage ---- */
+
+static void put_xml_text(FILE *f, const char *s)
+{
+        for (; *s; s++) {
+                switch (*s) {
+                case '<': fputs("&lt;", f); break;
+                case '>': fputs("&gt;", f); break;
+                case '&': fputs("&amp;", f); break;
+                case '\'': fputs("&apos;", f); break;
+                case '"': fputs("&quot;", f); break;
+                default: fputc(*s, f);
+                }
+        }
+}
+
+/* The <path> of a pool's XML description, or "" (what we compare). */
+static void pool_path(virStoragePoolPtr pool, char *buf, size_t len)
+{
+        char *xml = virStoragePoolGetXMLDesc(pool, 0), *a, *b;
+        buf[0] = '\0';
+        if (xml && (a = strstr(xml, "<path>")) && (b = strstr(a, "</path>")) &&
+            (size_t)(b - a - 6) < len) {
+                memcpy(buf, a + 6, (size_t)(b - a - 6));
+                buf[b - a - 6] = '\0';
+        }
+        free(xml);
+}
+
+int hv_pool_ensure(struct hv *hv, const char *name, const char *dir)
+{
+        virStoragePoolPtr pool = virStoragePoolLookupByName(hv->conn, name);
+        char have[1024], *xml = NULL;
+        size_t len = 0;
+        int r = 0, active;
+
+        if (!pool) {
+                FILE *f = open_memstream(&xml, &len);
+                if (!f)
+                        return -ENOMEM;
+                fputs("<pool type='dir'><name>", f);
+                put_xml_text(f, name);
+                fputs("</name><target><path>", f);
+                put_xml_text(f, dir);
+                fputs("</path><permissions><mode>0711</mode></permissions></target></pool>", f);
+                if (fclose(f) != 0) {
+                        free(xml);
+                        return -ENOMEM;
+                }
+                pool = virStoragePoolDefineXML(hv->conn, xml, 0);
+                free(xml);
+                if (!pool) {
+                        r = last_errno();
+                        log_error("storage pool %s: cannot define at %s: %s", name, dir,
+                                  last_message());
+                        return r;
+                }
+                log_info("storage pool %s: defined at %s", name, dir);
+                /* Makes the directory; an existing one is fine. */
+                virStoragePoolBuild(pool, VIR_STORAGE_POOL_BUILD_NEW);
+        } else {
+                pool_path(pool, have, sizeof(have));
+                if (strcmp(have, dir) != 0) {
+                        log_error("storage pool %s: is at %s, not %s; fix the agent's config or "
+                                  "the pool",
+                                  name, have, dir);
+                        virStoragePoolFree(pool);
+                        return -EEXIST;
+                }
+        }
+        active = virStoragePoolIsActive(pool);
+        if (active == 0 && virStoragePoolCreate(pool, 0) < 0) {
+                r = last_errno();
+                log_error("storage pool %s: cannot start: %s", name, last_message());
+        } else if (active < 0) {
+                r = last_errno();
+        }
+        if (r == 0)
+                virStoragePoolSetAutostart(pool, 1);
+        virStoragePoolFree(pool);
+        return r;
+}
+
+static int pool_open(struct hv *hv, const char *name, virStoragePoolPtr *ret)
+{
+        virStoragePoolPtr pool = virStoragePoolLookupByName(hv->conn, name);
+        if (!pool) {
+                int r = virGetLastErrorCode() == VIR_ERR_NO_STORAGE_POOL ? -ENOENT : last_errno();
+                log_error("storage pool %s: cannot open: %s", name, last_message());
+                return r;
+        }
+        *ret = pool;
+        return 0;
+}
+
+int hv_vol_create(struct hv *hv, const char *pool_name, const char *vol, uint64_t capacity_bytes,
+                  const char *backing, const char *backing_fmt, char *path, size_t path_len)
+{
+        virStoragePoolPtr pool = NULL;
+        virStorageVolPtr v;
+        char *xml = NULL, *p;
+        size_t len = 0;
+        int r;
+
+        if (strncmp(vol, HV_NAME_PREFIX, strlen(HV_NAME_PREFIX)) != 0)
+                return -EPERM;
+        if ((r = pool_open(hv, pool_name, &pool)) < 0)
+                return r;
+        v = virStorageVolLookupByName(pool, vol);
+        if (!v) {
+                FILE *f = open_memstream(&xml, &len);
+                if (!f) {
+                        virStoragePoolFree(pool);
+                        return -ENOMEM;
+                }
+                fputs("<volume><name>", f);
+                put_xml_text(f, vol);
+                fprintf(f, "</name><capacity unit='bytes'>%" PRIu64 "</capacity>"
+                           "<allocation unit='bytes'>0</allocation>"
+                           "<target><format type='qcow2'/><permissions><mode>0600</mode>"
+                           "</permissions></target>",
+                        capacity_bytes);
+                if (backing && backing[0]) {
+                        fputs("<backingStore><path>", f);
+                        put_xml_text(f, backing);
+                        fputs("</path><format type='", f);
+                        put_xml_text(f, backing_fmt && backing_fmt[0] ? backing_fmt : "raw");
+                        fputs("'/></backingStore>", f);
+                }
+                fputs("</volume>", f);
+                if (fclose(f) != 0) {
+                        free(xml);
+                        virStoragePoolFree(pool);
+                        return -ENOMEM;
+                }
+                v = virStorageVolCreateXML(pool, xml, 0);
+                free(xml);
+                if (!v) {
+                        r = last_errno();
+                        log_error("volume %s/%s: cannot create: %s", pool_name, vol,
+                                  last_message());
+                        virStoragePoolFree(pool);
+                        return r;
+                }
+        }
+        p = virStorageVolGetPath(v);
+        if (!p) {
+                r = last_errno();
+        } else if (strlen(p) >= path_len) {
+                r = -ENAMETOOLONG;
+        } else {
+                memcpy(path, p, strlen(p) + 1);
+        }
+        free(p);
+        virStorageVolFree(v);
+        virStoragePoolFree(pool);
+        return r;
+}
+
+int hv_vol_delete(struct hv *hv, const char *pool_name, const char *vol)
+{
+        virStoragePoolPtr pool = NULL;
+        virStorageVolPtr v;
+        int r;
+
+        if (strncmp(vol, HV_NAME_PREFIX, strlen(HV_NAME_PREFIX)) != 0)
+                return -EPERM;
+        if ((r = pool_open(hv, pool_name, &pool)) < 0)
+                return r == -ENOENT ? 0 : r;
+        v = virStorageVolLookupByName(pool, vol);
+        if (!v) {
+                r = virGetLastErrorCode() == VIR_ERR_NO_STORAGE_VOL ? 0 : last_errno();
+        } else {
+                if (virStorageVolDelete(v, 0) < 0) {
+                        r = last_errno();
+                        log_error("volume %s/%s: cannot delete: %s", pool_name, vol,
+                                  last_message());
+                } else {
+                        log_info("volume %s/%s: deleted", pool_name, vol);
+                }
+                virStorageVolFree(v);
+        }
+        virStoragePoolFree(pool);
+        return r;
+}
+
+void hv_names_free(char **names, size_t n)
+{
+        for (size_t i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+}
+
+int hv_vol_list(struct hv *hv, const char *pool_name, char ***ret, size_t *ret_n)
+{
+        virStoragePoolPtr pool = NULL;
+        virStorageVolPtr *vols = NULL;
+        char **names = NULL;
+        size_t n = 0;
+        int r, k;
+
+        if ((r = pool_open(hv, pool_name, &pool)) < 0)
+                return r;
+        k = virStoragePoolListAllVolumes(pool, &vols, 0);
+        if (k < 0) {
+                r = last_errno();
+                log_error("storage pool %s: cannot list volumes: %s", pool_name, last_message());
+                virStoragePoolFree(pool);
+                return r;
+        }
+        names = calloc((size_t)k + 1, sizeof(*names));
+        for (int i = 0; i < k; i++) {
+                const char *nm = virStorageVolGetName(vols[i]);
+                if (names && nm && strncmp(nm, HV_NAME_PREFIX, strlen(HV_NAME_PREFIX)) == 0) {
+                        if (!(names[n] = strdup(nm)))
+                                r = -ENOMEM;
+                        else
+                                n++;
+                }
+                virStorageVolFree(vols[i]);
+        }
+        free(vols);
+        virStoragePoolFree(pool);
+        if (!names || r < 0) {
+                hv_names_free(names, n);
+                return -ENOMEM;
+        }
+        *ret = names;
+        *ret_n = n;
+        return 0;
+}

@@ -348,6 +348,149 @@ static void site_put(struct api *api, const struct http_req *req, struct http_re
         json_decref(body);
 }
 
+/* ---- the OS image catalog ---- */
+
+static int valid_image_slug(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n >= TMSG_STR || s[0] == '-' || s[0] == '.')
+                return 0;
+        for (const char *c = s; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+                      *c == '.' || *c == '_'))
+                        return 0;
+        return 1;
+}
+
+static int valid_image_url(const char *u)
+{
+        size_t n = strlen(u);
+        if (n >= TMSG_URL)
+                return 0;
+        if (strncmp(u, "file:///", 8) != 0 && strncmp(u, "http://", 7) != 0 &&
+            strncmp(u, "https://", 8) != 0)
+                return 0;
+        for (const unsigned char *c = (const unsigned char *)u; *c; c++)
+                if (*c <= ' ' || *c == 0x7f)
+                        return 0;
+        return 1;
+}
+
+static json_t *image_json(const struct image *g)
+{
+        char created[21];
+        util_iso8601_utc(g->created_at, created);
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "slug", g->slug, "name", g->name,
+                         "url", g->url, "sha256", g->sha256, "format", g->format, "min_disk_gb",
+                         (json_int_t)g->min_disk_gb, "created_at", created);
+}
+
+static void image_list(struct api *api, struct http_resp *resp)
+{
+        struct image *gs = NULL;
+        size_t n = 0;
+        if (store_image_list(api->store, &gs, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, image_json(&gs[i]));
+        free(gs);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+static void image_add(struct api *api, const struct http_req *req, struct http_resp *resp)
+{
+        static const char *const formats[] = { "qcow2", "raw", NULL };
+        struct image g = { .format = "qcow2" };
+        json_t *body, *v;
+        const char *str;
+
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        v = json_object_get(body, "slug");
+        if (!json_is_string(v) || !valid_image_slug((str = json_string_value(v)))) {
+                json_invalid(resp, "slug",
+                             "slug must be 1 to 63 of a-z, 0-9, '-', '.' and '_', not starting "
+                             "with '-' or '.'",
+                             NULL);
+                goto out;
+        }
+        snprintf(g.slug, sizeof(g.slug), "%s", str);
+        v = json_object_get(body, "name");
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) >= sizeof(g.name)) {
+                json_invalid(resp, "name", "name must be a string of 1 to 127 bytes", NULL);
+                goto out;
+        }
+        snprintf(g.name, sizeof(g.name), "%s", json_string_value(v));
+        v = json_object_get(body, "url");
+        if (!json_is_string(v) || !valid_image_url((str = json_string_value(v)))) {
+                json_invalid(resp, "url",
+                             "url must be a file:///, http:// or https:// URL of under 2048 bytes "
+                             "without spaces",
+                             NULL);
+                goto out;
+        }
+        snprintf(g.url, sizeof(g.url), "%s", str);
+        v = json_object_get(body, "sha256");
+        str = json_is_string(v) ? json_string_value(v) : "";
+        if (strlen(str) != 64 || strspn(str, "0123456789abcdefABCDEF") != 64) {
+                json_invalid(resp, "sha256", "sha256 must be 64 hexadecimal digits", NULL);
+                goto out;
+        }
+        for (size_t i = 0; i < 64; i++)
+                g.sha256[i] = (char)(str[i] >= 'A' && str[i] <= 'F' ? str[i] - 'A' + 'a' : str[i]);
+        v = json_object_get(body, "format");
+        if (v && !json_is_null(v)) {
+                if (!json_is_string(v) || (strcmp(json_string_value(v), "qcow2") != 0 &&
+                                           strcmp(json_string_value(v), "raw") != 0)) {
+                        json_invalid(resp, "format", "Invalid format specified", formats);
+                        goto out;
+                }
+                snprintf(g.format, sizeof(g.format), "%s", json_string_value(v));
+        }
+        v = json_object_get(body, "min_disk_gb");
+        if (v && !json_is_null(v)) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                    json_integer_value(v) > 65536) {
+                        json_invalid(resp, "min_disk_gb",
+                                     "min_disk_gb must be an integer from 0 to 65536", NULL);
+                        goto out;
+                }
+                g.min_disk_gb = (uint32_t)json_integer_value(v);
+        }
+        int r = store_image_add(api->store, &g);
+        if (r == -EEXIST) {
+                json_error(resp, 409, "conflict",
+                           "an image with this slug exists (remove it first to replace it)",
+                           json_pack("{s:s}", "field", "slug"));
+                goto out;
+        }
+        if (r < 0 || store_image_get(api->store, g.slug, &g) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        log_info("image %s: added (%s, sha256 %.12s...)", g.slug, g.url, g.sha256);
+        json_respond(resp, 201, json_pack("{s:o}", "data", image_json(&g)));
+out:
+        json_decref(body);
+}
+
+static void image_remove(struct api *api, const char *slug, struct http_resp *resp)
+{
+        int r = store_image_remove(api->store, slug);
+        if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "no such image", NULL);
+        else if (r < 0)
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+        else {
+                log_info("image %s: removed from the catalog", slug);
+                json_respond(resp, 204, NULL);
+        }
+}
+
 static int token_ok(const struct api *api, const char *header)
 {
         size_t n;
@@ -418,6 +561,26 @@ static void admin_route(void *ud, const struct http_req *req, struct http_resp *
                         site_put(api, req, resp);
                 else
                         api_route_error(req, resp, 1, "GET, POST");
+                return;
+        }
+        if (strcmp(p, "/v1/images") == 0) {
+                if (strcmp(m, "GET") == 0)
+                        image_list(api, resp);
+                else if (strcmp(m, "POST") == 0)
+                        image_add(api, req, resp);
+                else
+                        api_route_error(req, resp, 1, "GET, POST");
+                return;
+        }
+        const char *ipre = "/v1/images/";
+        if (strncmp(p, ipre, strlen(ipre)) == 0) {
+                const char *slug = p + strlen(ipre);
+                if (!valid_image_slug(slug))
+                        api_route_error(req, resp, 0, NULL);
+                else if (strcmp(m, "DELETE") == 0)
+                        image_remove(api, slug, resp);
+                else
+                        api_route_error(req, resp, 1, "DELETE");
                 return;
         }
         if (strcmp(p, "/v1/nodes") == 0) {

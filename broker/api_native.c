@@ -229,6 +229,55 @@ static const char *req_string(json_t *body, const char *field, struct http_resp 
         return json_string_value(v);
 }
 
+/* Answers 422 for an image that is not in the catalog, listing those that
+ * are (or 500 when the catalog cannot be read). */
+static void image_invalid(struct api *api, const char *msg, struct http_resp *resp)
+{
+        struct image *imgs = NULL;
+        size_t n = 0;
+        const char *allowed[65] = { 0 };
+        if (store_image_list(api->store, &imgs, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        for (size_t k = 0; k < n && k < 64; k++)
+                allowed[k] = imgs[k].slug;
+        json_invalid(resp, "image", msg, allowed);
+        free(imgs);
+}
+
+/* The required "image" of a body, from the catalog, big enough for the
+ * size's disk: 0, or -EINVAL after answering. */
+static int image_arg(struct api *api, json_t *body, uint32_t disk_gb, struct image *ret,
+                     struct http_resp *resp)
+{
+        json_t *v = json_object_get(body, "image");
+        int r;
+        if (!v || json_is_null(v) || !json_is_string(v)) {
+                image_invalid(api, v && !json_is_null(v) ? "image must be a string"
+                                                        : "image is required", resp);
+                return -EINVAL;
+        }
+        r = json_string_length(v) < TMSG_STR ? store_image_get(api->store, json_string_value(v), ret)
+                                             : -ENOENT;
+        if (r == -ENOENT) {
+                image_invalid(api, "Invalid image specified", resp);
+                return -EINVAL;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return -EINVAL;
+        }
+        if (ret->min_disk_gb > disk_gb) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "image %s needs a disk of at least %u GB", ret->slug,
+                         ret->min_disk_gb);
+                json_invalid(resp, "image", msg, NULL);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 /* The optional "region" of a body: 0 (*ret NULL when absent), or -EINVAL
  * after answering (422 with the regions that exist, or 500). */
 static int region_arg(struct api *api, json_t *body, const char **ret, struct http_resp *resp)
@@ -268,6 +317,7 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
         json_t *body = NULL, *v;
         const char *name, *size, *image, *region = NULL;
         const struct size_def *sz;
+        struct image img;
         struct vm vm;
         int r;
 
@@ -288,12 +338,9 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
                 json_invalid(resp, "size", "Invalid VPS size specified", catalog_size_slugs());
                 goto out;
         }
-        if (!(image = req_string(body, "image", resp, catalog_image_slugs())))
+        if (image_arg(api, body, sz->disk_gb, &img, resp) < 0)
                 goto out;
-        if (!catalog_image_known(image)) {
-                json_invalid(resp, "image", "Invalid image specified", catalog_image_slugs());
-                goto out;
-        }
+        image = img.slug;
         if (region_arg(api, body, &region, resp) < 0)
                 goto out;
         /* Tasman's additions: the disk's storage type (as in the Tilaa
@@ -870,6 +917,19 @@ static void template_deploy(struct api *api, uint64_t account, const struct idem
         user_data = templates_user_data(t, version, full);
         const struct size_def *sz = catalog_size(t->size);
         if (!config_text || !user_data || !sz || strlen(config_text) >= sizeof(((struct deployment *)0)->config)) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        struct image img;
+        int ir = store_image_get(api->store, t->image, &img);
+        if (ir == -ENOENT) {
+                char msg[160];
+                snprintf(msg, sizeof(msg), "the template's image %s is not in the catalog",
+                         t->image);
+                json_invalid(resp, "template", msg, NULL);
+                goto out;
+        }
+        if (ir < 0) {
                 json_error(resp, 500, "internal_error", "internal error", NULL);
                 goto out;
         }

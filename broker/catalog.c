@@ -18,10 +18,6 @@ static const char *const size_slugs[] = {
 _Static_assert(sizeof(size_slugs) / sizeof(size_slugs[0]) == sizeof(sizes) / sizeof(sizes[0]) + 1,
                "size_slugs must list every size");
 
-static const char *const image_slugs[] = {
-        "ubuntu-24.04", "ubuntu-22.04", "debian-12", NULL,
-};
-
 const struct size_def *catalog_size(const char *slug)
 {
         for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
@@ -33,17 +29,4 @@ const struct size_def *catalog_size(const char *slug)
 const char *const *catalog_size_slugs(void)
 {
         return size_slugs;
-}
-
-int catalog_image_known(const char *slug)
-{
-        for (size_t i = 0; image_slugs[i]; i++)
-                if (strcmp(image_slugs[i], slug) == 0)
-                        return 1;
-        return 0;
-}
-
-const char *const *catalog_image_slugs(void)
-{
-        return image_slugs;
 }

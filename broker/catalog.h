@@ -1,7 +1,7 @@
-/* catalog: the sizes and OS images a VPS can be made with.
+/* catalog: the sizes a VPS can be made with (the OS images are a catalog
+ * in the store, managed by admins).
  *
- * Static tables for now (the image catalog moves into the store when
- * images are fetched by agents). Slug lists are NULL-terminated, for the
+ * A static table for now. Slug lists are NULL-terminated, for the
  * "allowed" lists of validation errors. Pure; any thread.
  */
 #pragma once
@@ -17,6 +17,3 @@ struct size_def {
 
 const struct size_def *catalog_size(const char *slug);
 const char *const *catalog_size_slugs(void);
-
-int catalog_image_known(const char *slug);
-const char *const *catalog_image_slugs(void);

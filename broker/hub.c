@@ -207,6 +207,32 @@ static void handle_sync(struct hctx *c, const struct msg_sync *m)
                 nng_ctx_recv(spare->ctx, spare->aio);
 }
 
+static void handle_seed(struct hctx *c, const struct msg_seed_request *m)
+{
+        struct tmsg rep = { .request_id = c->request_id, .type = TMSG_SEED_REPLY };
+        uint64_t host_id;
+        char boot_id[TMSG_STR];
+        int r;
+
+        r = store_host_lookup(c->hub->store, m->host_id, &host_id, boot_id, sizeof(boot_id));
+        if (r == -ENOENT) {
+                send_error(c, TMSG_E_UNKNOWN_HOST, "unknown host: send hello first");
+                return;
+        }
+        if (r == 0)
+                r = store_vm_seed(c->hub->store, host_id, m->vm_id, &rep.seed_reply);
+        if (r == -ENOENT) {
+                send_error(c, ENOENT, "no such guest on this host");
+                return;
+        }
+        if (r < 0) {
+                send_error(c, EIO, "cannot read the guest's cloud-init inputs");
+                return;
+        }
+        send_tmsg(c, &rep);
+        tmsg_clear(&rep);
+}
+
 static void handle_request(struct hctx *c, nng_msg *msg)
 {
         struct tmsg m;
@@ -231,6 +257,9 @@ static void handle_request(struct hctx *c, nng_msg *msg)
                 break;
         case TMSG_SYNC:
                 handle_sync(c, &m.sync);
+                break;
+        case TMSG_SEED_REQUEST:
+                handle_seed(c, &m.seed_request);
                 break;
         default:
                 send_error(c, EINVAL, "unexpected message type");

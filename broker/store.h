@@ -246,6 +246,33 @@ struct site {
         uint32_t hosts;
 };
 
+/* The OS image catalog. A removed image stays in the table so the guests
+ * made from it keep their source (for a rebuild, or a host that lost its
+ * cache); only live ones are listed and can be chosen for a new guest. */
+struct image {
+        char slug[TMSG_STR];
+        char name[128];
+        char url[TMSG_URL];
+        char sha256[65];   /* lowercase hex */
+        char format[16];   /* qcow2 or raw */
+        uint32_t min_disk_gb;
+        int64_t created_at;
+};
+
+/* Adds an image: -EEXIST when a live one has this slug (a removed one is
+ * replaced). */
+int store_image_add(struct store *s, const struct image *img);
+/* Marks it removed: 0, -ENOENT. */
+int store_image_remove(struct store *s, const char *slug);
+/* A live image: 0, -ENOENT. */
+int store_image_get(struct store *s, const char *slug, struct image *ret);
+/* Live images by slug (malloc'd). */
+int store_image_list(struct store *s, struct image **ret, size_t *ret_n);
+
+/* The cloud-init inputs of a guest on this host (the agent builds its seed
+ * with them): -ENOENT unless the vm is live and placed on host_id. */
+int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_seed_reply *ret);
+
 /* Every site, and creating or naming one (by slug). */
 int store_sites(struct store *s, struct site **ret, size_t *ret_n);
 int store_site_put(struct store *s, const char *slug, const char *name, struct site *ret);

@@ -165,6 +165,17 @@ static const char *const migrations[] = {
         "  config TEXT NOT NULL, created_at INTEGER NOT NULL, deleted_at INTEGER);"
         "CREATE INDEX deployments_account ON deployments(account_id, id)"
         "  WHERE deleted_at IS NULL;",
+        /* 8: the OS image catalog. The default entry is Canonical's Ubuntu
+         * 24.04 cloud image as published on 2026-07-26 (its SHA256SUMS);
+         * admins replace it with `tasmanctl image add` when `current` moves. */
+        "CREATE TABLE images (slug TEXT PRIMARY KEY, name TEXT NOT NULL, url TEXT NOT NULL,"
+        "  sha256 TEXT NOT NULL, format TEXT NOT NULL, min_disk_gb INTEGER NOT NULL DEFAULT 0,"
+        "  created_at INTEGER NOT NULL, removed_at INTEGER);"
+        "INSERT INTO images (slug, name, url, sha256, format, min_disk_gb, created_at) VALUES"
+        "  ('ubuntu-24.04', 'Ubuntu 24.04 LTS',"
+        "   'https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img',"
+        "   'd1940f7d69d343355e183dff1e08a59852d32e7309baa7a4bad8365b11b005ac', 'qcow2', 4,"
+        "   CAST(strftime('%s','now') AS INTEGER) * 1000);",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1392,6 +1403,16 @@ static void row_desired(sqlite3_stmt *st, void *item)
         d->storage = sqlite3_column_int(st, 9) == STORAGE_HDD ? STORAGE_HDD : STORAGE_SSD;
 }
 
+static void row_img_desired(sqlite3_stmt *st, void *item)
+{
+        struct img_desired *g = item;
+        memset(g, 0, sizeof(*g));
+        col_text(st, 0, g->slug, sizeof(g->slug));
+        col_text(st, 1, g->url, sizeof(g->url));
+        col_text(st, 2, g->sha256, sizeof(g->sha256));
+        col_text(st, 3, g->format, sizeof(g->format));
+}
+
 int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply *ret)
 {
         if (s->reader) /* reads: a read connection, committed data only */
@@ -1426,10 +1447,33 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
         sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
         r = collect(s, st, sizeof(*ret->domains), row_desired, (void **)&ret->domains,
                     &ret->n_domains);
+        if (r == 0) {
+                static const char img_sql[] =
+                        "SELECT slug, url, sha256, format FROM images WHERE slug IN"
+                        " (SELECT DISTINCT image FROM vms WHERE host_id = ? AND deleted_at IS NULL)"
+                        " ORDER BY slug";
+                if (!(st = stmt(s, img_sql))) {
+                        r = -EIO;
+                } else {
+                        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+                        r = collect(s, st, sizeof(*ret->images), row_img_desired,
+                                    (void **)&ret->images, &ret->n_images);
+                }
+                if (r < 0)
+                        free(ret->domains);
+                if (r == 0 && ret->n_images > TMSG_MAX_IMAGES) {
+                        free(ret->images);
+                        free(ret->domains);
+                        r = -E2BIG;
+                }
+                if (r < 0)
+                        memset(ret, 0, sizeof(*ret));
+        }
         if (r == 0 && ret->n_domains > TMSG_MAX_DOMAINS) {
                 log_error("host %llu: %zu domains exceed the link's limit of %u",
                           (unsigned long long)host_id, ret->n_domains, TMSG_MAX_DOMAINS);
                 free(ret->domains);
+                free(ret->images);
                 memset(ret, 0, sizeof(*ret));
                 r = -E2BIG;
         }
@@ -2399,6 +2443,179 @@ static void row_site_full(sqlite3_stmt *st, void *item)
         col_text(st, 1, x->slug, sizeof(x->slug));
         col_text(st, 2, x->name, sizeof(x->name));
         x->hosts = (uint32_t)sqlite3_column_int64(st, 3);
+}
+
+/* ---- images ---- */
+
+#define IMAGE_COLS "slug, name, url, sha256, format, min_disk_gb, created_at"
+
+static void row_image(sqlite3_stmt *st, void *item)
+{
+        struct image *g = item;
+        memset(g, 0, sizeof(*g));
+        col_text(st, 0, g->slug, sizeof(g->slug));
+        col_text(st, 1, g->name, sizeof(g->name));
+        col_text(st, 2, g->url, sizeof(g->url));
+        col_text(st, 3, g->sha256, sizeof(g->sha256));
+        col_text(st, 4, g->format, sizeof(g->format));
+        g->min_disk_gb = (uint32_t)sqlite3_column_int64(st, 5);
+        g->created_at = sqlite3_column_int64(st, 6);
+}
+
+int store_image_add(struct store *s, const struct image *img)
+{
+        static const char sql[] =
+                "INSERT INTO images (" IMAGE_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                " ON CONFLICT(slug) DO UPDATE SET name = excluded.name, url = excluded.url,"
+                " sha256 = excluded.sha256, format = excluded.format,"
+                " min_disk_gb = excluded.min_disk_gb, created_at = excluded.created_at,"
+                " removed_at = NULL WHERE images.removed_at IS NOT NULL";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, img->slug, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, img->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, img->url, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, img->sha256, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, img->format, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, img->min_disk_gb);
+        sqlite3_bind_int64(st, 7, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot add image"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -EEXIST);
+        return end(s, event(s, now, "image.added", 0, 0, img->slug));
+}
+
+int store_image_remove(struct store *s, const char *slug)
+{
+        static const char sql[] =
+                "UPDATE images SET removed_at = ?2 WHERE slug = ?1 AND removed_at IS NULL";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, slug, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot remove image"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -ENOENT);
+        return end(s, event(s, now, "image.removed", 0, 0, slug));
+}
+
+int store_image_get(struct store *s, const char *slug, struct image *ret)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_image_get(pick_reader(s), slug, ret);
+        static const char sql[] =
+                "SELECT " IMAGE_COLS " FROM images WHERE slug = ? AND removed_at IS NULL";
+        int r = -ENOENT;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                r = -EIO;
+        } else {
+                sqlite3_bind_text(st, 1, slug, -1, SQLITE_STATIC);
+                if (sqlite3_step(st) == SQLITE_ROW) {
+                        row_image(st, ret);
+                        r = 0;
+                }
+        }
+        reset_all(s);
+        unlock(s);
+        return r;
+}
+
+int store_image_list(struct store *s, struct image **ret, size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_image_list(pick_reader(s), ret, ret_n);
+        static const char sql[] =
+                "SELECT " IMAGE_COLS " FROM images WHERE removed_at IS NULL ORDER BY slug";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, sizeof(**ret), row_image, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_seed_reply *ret)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_vm_seed(pick_reader(s), host_id, vm_id, ret);
+        static const char vm_sql[] =
+                "SELECT name, account_id, ssh_keys, user_data FROM vms"
+                " WHERE id = ? AND host_id = ? AND deleted_at IS NULL";
+        static const char key_sql[] =
+                "SELECT public_key FROM ssh_keys WHERE id = ? AND account_id = ?";
+        struct msg_seed_reply m = { .vm_id = vm_id };
+        char ids[STORE_VM_SSH_KEYS_MAX * 21 + 1];
+        int64_t account;
+        int r = 0;
+
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, vm_sql);
+        if (!st) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)host_id);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+                r = -ENOENT;
+                goto out;
+        }
+        col_text(st, 0, m.hostname, sizeof(m.hostname));
+        account = sqlite3_column_int64(st, 1);
+        col_text(st, 2, ids, sizeof(ids));
+        if (sqlite3_column_type(st, 3) == SQLITE_TEXT && sqlite3_column_bytes(st, 3) > 0 &&
+            !(m.user_data = strdup((const char *)sqlite3_column_text(st, 3)))) {
+                r = -ENOMEM;
+                goto out;
+        }
+        /* The keys the guest was made with, as they are now (a key deleted
+         * since is left out). */
+        if (ids[0] && !(m.ssh_keys = calloc(STORE_VM_SSH_KEYS_MAX, sizeof(char *)))) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (char *p = ids, *save = NULL, *tok; ids[0] && (tok = strtok_r(p, ",", &save));
+             p = NULL) {
+                if (m.n_ssh_keys >= STORE_VM_SSH_KEYS_MAX || !(st = stmt(s, key_sql))) {
+                        r = st ? 0 : -EIO;
+                        break;
+                }
+                sqlite3_reset(st);
+                sqlite3_bind_int64(st, 1, strtoll(tok, NULL, 10));
+                sqlite3_bind_int64(st, 2, account);
+                if (sqlite3_step(st) == SQLITE_ROW) {
+                        m.ssh_keys[m.n_ssh_keys] = strdup((const char *)sqlite3_column_text(st, 0));
+                        if (!m.ssh_keys[m.n_ssh_keys]) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        m.n_ssh_keys++;
+                }
+        }
+out:
+        reset_all(s);
+        unlock(s);
+        if (r < 0) {
+                struct tmsg t = { .type = TMSG_SEED_REPLY, .seed_reply = m };
+                tmsg_clear(&t);
+                return r;
+        }
+        *ret = m;
+        return 0;
 }
 
 int store_sites(struct store *s, struct site **ret, size_t *ret_n)

@@ -37,6 +37,9 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
         Tasman__Error err = TASMAN__ERROR__INIT;
         Tasman__DomainObserved *obs = NULL, **obs_p = NULL;
         Tasman__DomainDesired *des = NULL, **des_p = NULL;
+        Tasman__Image *img = NULL, **img_p = NULL;
+        Tasman__SeedRequest sreq = TASMAN__SEED_REQUEST__INIT;
+        Tasman__SeedReply sdrep = TASMAN__SEED_REPLY__INIT;
         uint8_t *buf = NULL;
         int r = 0;
 
@@ -128,9 +131,32 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                                                                    : TASMAN__STORAGE__STORAGE_SSD;
                         des_p[i] = &des[i];
                 }
+                if (s->n_images > TMSG_MAX_IMAGES) {
+                        r = -EINVAL;
+                        goto out;
+                }
+                if (s->n_images) {
+                        img = calloc(s->n_images, sizeof(*img));
+                        img_p = calloc(s->n_images, sizeof(*img_p));
+                        if (!img || !img_p) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                }
+                for (size_t i = 0; i < s->n_images; i++) {
+                        const struct img_desired *g = &s->images[i];
+                        tasman__image__init(&img[i]);
+                        img[i].slug = S(g->slug);
+                        img[i].url = S(g->url);
+                        img[i].sha256 = S(g->sha256);
+                        img[i].format = S(g->format);
+                        img_p[i] = &img[i];
+                }
                 srep.generation = s->generation;
                 srep.n_domains = s->n_domains;
                 srep.domains = des_p;
+                srep.n_images = s->n_images;
+                srep.images = img_p;
                 env.body_case = TASMAN__ENVELOPE__BODY_SYNC_REPLY;
                 env.sync_reply = &srep;
                 break;
@@ -141,6 +167,27 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                 env.body_case = TASMAN__ENVELOPE__BODY_ERROR;
                 env.error = &err;
                 break;
+        case TMSG_SEED_REQUEST:
+                sreq.host_id = S(m->seed_request.host_id);
+                sreq.vm_id = m->seed_request.vm_id;
+                env.body_case = TASMAN__ENVELOPE__BODY_SEED_REQUEST;
+                env.seed_request = &sreq;
+                break;
+        case TMSG_SEED_REPLY: {
+                const struct msg_seed_reply *d = &m->seed_reply;
+                if (d->n_ssh_keys > TMSG_MAX_SSH_KEYS)
+                        return -EINVAL;
+                sdrep.vm_id = d->vm_id;
+                sdrep.hostname = S(d->hostname);
+                sdrep.n_ssh_keys = d->n_ssh_keys;
+                sdrep.ssh_keys = d->ssh_keys;
+                sdrep.user_data = S(d->user_data ? d->user_data : "");
+                sdrep.admin_user = S(d->admin_user);
+                sdrep.admin_password = S(d->admin_password);
+                env.body_case = TASMAN__ENVELOPE__BODY_SEED_REPLY;
+                env.seed_reply = &sdrep;
+                break;
+        }
         default:
                 return -EINVAL;
         }
@@ -163,6 +210,8 @@ out:
         free(obs_p);
         free(des);
         free(des_p);
+        free(img);
+        free(img_p);
         return r;
 }
 
@@ -279,6 +328,52 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         else
                                 d->storage = STORAGE__MAX; /* newer than this agent */
                 }
+                if (s->n_images > TMSG_MAX_IMAGES)
+                        goto bad;
+                if (s->n_images) {
+                        m.sync_reply.images = calloc(s->n_images, sizeof(*m.sync_reply.images));
+                        if (!m.sync_reply.images)
+                                goto nomem;
+                }
+                m.sync_reply.n_images = s->n_images;
+                for (size_t i = 0; i < s->n_images; i++) {
+                        const Tasman__Image *o = s->images[i];
+                        struct img_desired *g = &m.sync_reply.images[i];
+                        COPY(g->slug, o->slug);
+                        COPY(g->url, o->url);
+                        COPY(g->sha256, o->sha256);
+                        COPY(g->format, o->format);
+                }
+                break;
+        }
+        case TASMAN__ENVELOPE__BODY_SEED_REQUEST:
+                m.type = TMSG_SEED_REQUEST;
+                COPY(m.seed_request.host_id, env->seed_request->host_id);
+                m.seed_request.vm_id = env->seed_request->vm_id;
+                break;
+        case TASMAN__ENVELOPE__BODY_SEED_REPLY: {
+                const Tasman__SeedReply *o = env->seed_reply;
+                struct msg_seed_reply *d = &m.seed_reply;
+                m.type = TMSG_SEED_REPLY;
+                d->vm_id = o->vm_id;
+                COPY(d->hostname, o->hostname);
+                COPY(d->admin_user, o->admin_user);
+                COPY(d->admin_password, o->admin_password);
+                if (o->n_ssh_keys > TMSG_MAX_SSH_KEYS)
+                        goto bad;
+                if (o->user_data && strlen(o->user_data) > TMSG_USER_DATA_MAX)
+                        goto bad;
+                if (o->user_data && o->user_data[0] && !(d->user_data = strdup(o->user_data)))
+                        goto nomem;
+                if (o->n_ssh_keys && !(d->ssh_keys = calloc(o->n_ssh_keys, sizeof(char *))))
+                        goto nomem;
+                for (size_t i = 0; i < o->n_ssh_keys; i++) {
+                        if (!o->ssh_keys[i] || strlen(o->ssh_keys[i]) > TMSG_SSH_KEY_MAX)
+                                goto bad;
+                        if (!(d->ssh_keys[i] = strdup(o->ssh_keys[i])))
+                                goto nomem;
+                        d->n_ssh_keys = i + 1;
+                }
                 break;
         }
         case TASMAN__ENVELOPE__BODY_ERROR:
@@ -306,7 +401,17 @@ void tmsg_clear(struct tmsg *m)
 {
         if (m->type == TMSG_SYNC)
                 free(m->sync.domains);
-        else if (m->type == TMSG_SYNC_REPLY)
+        else if (m->type == TMSG_SYNC_REPLY) {
                 free(m->sync_reply.domains);
+                free(m->sync_reply.images);
+        } else if (m->type == TMSG_SEED_REPLY) {
+                for (size_t i = 0; i < m->seed_reply.n_ssh_keys; i++)
+                        free(m->seed_reply.ssh_keys[i]);
+                free(m->seed_reply.ssh_keys);
+                if (m->seed_reply.user_data) /* may hold secrets */
+                        explicit_bzero(m->seed_reply.user_data, strlen(m->seed_reply.user_data));
+                free(m->seed_reply.user_data);
+                explicit_bzero(m->seed_reply.admin_password, sizeof(m->seed_reply.admin_password));
+        }
         memset(m, 0, sizeof(*m));
 }

@@ -35,6 +35,8 @@ enum tmsg_type {
         TMSG_SYNC,
         TMSG_SYNC_REPLY,
         TMSG_ERROR,
+        TMSG_SEED_REQUEST,
+        TMSG_SEED_REPLY,
 };
 
 /* Error codes carried in TMSG_ERROR (positive errno values). */
@@ -112,10 +114,40 @@ struct dom_desired {
         enum storage storage; /* STORAGE__MAX: a type this build does not know */
 };
 
+#define TMSG_URL 2048
+#define TMSG_MAX_IMAGES 1024u
+struct img_desired {
+        char slug[TMSG_STR];
+        char url[TMSG_URL];
+        char sha256[65];
+        char format[16];
+};
+
 struct msg_sync_reply {
         uint64_t generation;
         struct dom_desired *domains;
         size_t n_domains;
+        struct img_desired *images; /* each image the domains use, once */
+        size_t n_images;
+};
+
+#define TMSG_USER_DATA_MAX (64u << 10)
+#define TMSG_SSH_KEY_MAX (16u << 10)
+#define TMSG_MAX_SSH_KEYS 100u
+struct msg_seed_request {
+        char host_id[TMSG_STR];
+        uint64_t vm_id;
+};
+
+/* Strings are malloc'd and owned by the message (tmsg_clear frees them). */
+struct msg_seed_reply {
+        uint64_t vm_id;
+        char hostname[TMSG_STR];
+        char **ssh_keys;
+        size_t n_ssh_keys;
+        char *user_data;        /* NULL: none */
+        char admin_user[TMSG_STR];
+        char admin_password[TMSG_ERR];
 };
 
 struct msg_error {
@@ -132,6 +164,8 @@ struct tmsg {
                 struct msg_sync sync;
                 struct msg_sync_reply sync_reply;
                 struct msg_error error;
+                struct msg_seed_request seed_request;
+                struct msg_seed_reply seed_reply;
         };
 };
 

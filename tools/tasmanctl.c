@@ -45,6 +45,7 @@ struct ctl {
         const char *token; /* NULL: no Authorization header */
         const char *tier;  /* NULL unless --tier was given */
         const char *name;  /* NULL unless --name was given */
+        const char *url, *sha256, *format, *min_disk; /* image add */
         bool json, help, version, read_only;
         char *words[WORDS_MAX]; /* the command and its arguments */
         size_t n_words;
@@ -580,6 +581,85 @@ static int cmd_site_set(const struct ctl *ctl, const struct cmd *cmd, char **arg
         return r;
 }
 
+static const struct col image_cols[] = {
+        {"SLUG", "slug", COL_STR}, {"NAME", "name", COL_STR}, {"FORMAT", "format", COL_STR},
+        {"MIN_DISK_GB", "min_disk_gb", COL_INT}, {"SHA256", "sha256", COL_STR},
+        {"URL", "url", COL_STR}, {NULL, NULL, COL_STR},
+};
+
+static bool image_slug_valid(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > 63 || s[0] == '-' || s[0] == '.')
+                return false;
+        for (; *s; s++)
+                if (!islower((unsigned char)*s) && !isdigit((unsigned char)*s) && *s != '-' &&
+                    *s != '.' && *s != '_')
+                        return false;
+        return true;
+}
+
+static int cmd_image(const struct ctl *ctl, const struct cmd *cmd, char **args)
+{
+        char path[128];
+        json_t *req = NULL, *data = NULL, *one;
+        int r;
+
+        if (!image_slug_valid(args[0]))
+                return usage_error("invalid image slug '%.100s': use 1-63 of a-z, 0-9, '-', '.' "
+                                   "and '_'",
+                                   args[0]);
+        if (strcmp(cmd->verb, "remove") == 0) {
+                snprintf(path, sizeof(path), "/v1/images/%s", args[0]);
+                r = broker_request(ctl, "DELETE", path, NULL, JSON_NULL, &data);
+                if (r == CTL_OK && !ctl->json)
+                        say("image %s removed from the catalog (guests made from it keep it)",
+                            args[0]);
+                json_decref(data);
+                return r;
+        }
+        if (!ctl->name || !ctl->name[0] || strlen(ctl->name) > 127 || !text_plain(ctl->name))
+                return usage_error("image add needs --name NAME (1-127 printable characters)");
+        if (!ctl->url || !ctl->url[0] || strlen(ctl->url) > URL_MAX || !text_plain(ctl->url))
+                return usage_error("image add needs --url URL (file:///, http:// or https://)");
+        if (!ctl->sha256 || strlen(ctl->sha256) != 64 ||
+            strspn(ctl->sha256, "0123456789abcdefABCDEF") != 64)
+                return usage_error("image add needs --sha256 HEX (64 hex digits, as sha256sum "
+                                   "prints)");
+        req = json_pack("{s:s, s:s, s:s, s:s}", "slug", args[0], "name", ctl->name, "url",
+                        ctl->url, "sha256", ctl->sha256);
+        if (!req)
+                abort(); /* out of memory */
+        if (ctl->format) {
+                if (strcmp(ctl->format, "qcow2") != 0 && strcmp(ctl->format, "raw") != 0) {
+                        json_decref(req);
+                        return usage_error("--format must be qcow2 or raw");
+                }
+                json_object_set_new(req, "format", json_string(ctl->format));
+        }
+        if (ctl->min_disk) {
+                char *end;
+                long v = strtol(ctl->min_disk, &end, 10);
+                if (!ctl->min_disk[0] || *end || v < 0 || v > 65536) {
+                        json_decref(req);
+                        return usage_error("--min-disk must be a number of GB from 0 to 65536");
+                }
+                json_object_set_new(req, "min_disk_gb", json_integer(v));
+        }
+        r = broker_call(ctl, "/v1/images", req, JSON_OBJECT, &data);
+        if (r == CTL_OK && ctl->json) {
+                r = print_data(ctl, data, NULL);
+        } else if (r == CTL_OK) {
+                one = json_array();
+                json_array_append(one, data);
+                table_print(image_cols, one);
+                json_decref(one);
+        }
+        json_decref(data);
+        json_decref(req);
+        return r;
+}
+
 static const struct cmd cmds[] = {
         {"account", "create", " NAME [--tier free|pro|enterprise]",
          "create an account (tier defaults to free)", 1, cmd_account_create, NULL, NULL},
@@ -591,6 +671,13 @@ static const struct cmd cmds[] = {
          cmd_key_list, NULL, NULL},
         {"key", "revoke", " ACCOUNT KEY_ID", "revoke a key: it stops working at once", 2,
          cmd_key_revoke, NULL, NULL},
+        {"image", "add", " SLUG --name NAME --url URL --sha256 HEX [--format qcow2|raw] [--min-disk GB]",
+         "add an OS image to the catalog (agents fetch URL once and check its SHA-256)", 1,
+         cmd_image, NULL, NULL},
+        {"image", "list", "", "list the OS image catalog", 0, cmd_list, "/v1/images", image_cols},
+        {"image", "remove", " SLUG",
+         "take an image out of the catalog (no new guests; existing ones keep it)", 1, cmd_image,
+         NULL, NULL},
         {"node", "list", "", "list hypervisor nodes, their state and capacity", 0, cmd_list,
          "/v1/nodes", node_cols},
         {"site", "list", "", "list sites (regions): number, slug, name, hosts", 0, cmd_list,
@@ -648,7 +735,8 @@ static int print_help(const struct ctl *ctl)
 
 /* ---- Main ------------------------------------------------------------ */
 
-enum { OPT_BROKER = 256, OPT_TOKEN, OPT_JSON, OPT_TIER, OPT_NAME, OPT_VERSION, OPT_READ_ONLY };
+enum { OPT_BROKER = 256, OPT_TOKEN, OPT_JSON, OPT_TIER, OPT_NAME, OPT_VERSION, OPT_READ_ONLY,
+       OPT_URL, OPT_SHA256, OPT_FORMAT, OPT_MIN_DISK };
 
 static const struct option long_opts[] = {
         {"broker", required_argument, NULL, OPT_BROKER},
@@ -657,6 +745,10 @@ static const struct option long_opts[] = {
         {"tier", required_argument, NULL, OPT_TIER},
         {"name", required_argument, NULL, OPT_NAME},
         {"read-only", no_argument, NULL, OPT_READ_ONLY},
+        {"url", required_argument, NULL, OPT_URL},
+        {"sha256", required_argument, NULL, OPT_SHA256},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"min-disk", required_argument, NULL, OPT_MIN_DISK},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -687,6 +779,10 @@ static int parse_args(int argc, char **argv, struct ctl *ctl)
                 case OPT_TIER: ctl->tier = optarg; break;
                 case OPT_NAME: ctl->name = optarg; break;
                 case OPT_READ_ONLY: ctl->read_only = true; break;
+                case OPT_URL: ctl->url = optarg; break;
+                case OPT_SHA256: ctl->sha256 = optarg; break;
+                case OPT_FORMAT: ctl->format = optarg; break;
+                case OPT_MIN_DISK: ctl->min_disk = optarg; break;
                 case 'h': ctl->help = true; break;
                 case OPT_VERSION: ctl->version = true; break;
                 case ':': r = usage_error("option '%s' needs a value", argv[optind - 1]); break;
@@ -712,8 +808,12 @@ static int check_args(const struct ctl *ctl, const struct cmd **ret_cmd)
                 return usage_error("usage: tasmanctl %s %s%s", cmd->group, cmd->verb, cmd->args);
         if (ctl->tier && cmd->run != cmd_account_create)
                 return usage_error("--tier applies only to 'account create'");
-        if (ctl->name && cmd->run != cmd_site_set)
-                return usage_error("--name applies only to 'site set'");
+        bool image_add = cmd->run == cmd_image && strcmp(cmd->verb, "add") == 0;
+        if (ctl->name && cmd->run != cmd_site_set && !image_add)
+                return usage_error("--name applies only to 'site set' and 'image add'");
+        if ((ctl->url || ctl->sha256 || ctl->format || ctl->min_disk) && !image_add)
+                return usage_error("--url, --sha256, --format and --min-disk apply only to "
+                                   "'image add'");
         if (ctl->read_only && cmd->run != cmd_key_create)
                 return usage_error("--read-only applies only to 'key create'");
         if (!ctl->broker[0] || strlen(ctl->broker) > URL_MAX || !text_plain(ctl->broker))

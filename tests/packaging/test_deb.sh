@@ -96,6 +96,11 @@ ctlc() { chroot "$C" /usr/bin/tasmanctl --broker "$ADMIN" "$@"; }
 check "agent from the package joins" wait_for 15 "node up" bash -c "chroot $C /usr/bin/tasmanctl --broker $ADMIN --json node list | grep -q '\"up\"'"
 ctlc account create debtest >/dev/null || not_ok "tasmanctl from the package makes an account"
 KEY=$(ctlc key create debtest 2>/dev/null | head -1)
+# the guest's image, served from inside the chroot (tests fetch nothing from outside)
+printf 'TASMAN-TEST-IMAGE debian-12\n' >"$C/srv/debian-12.raw"
+truncate -s 1M "$C/srv/debian-12.raw"
+check "tasmanctl image add" ctlc image add debian-12 --name "Debian 12 (test)" \
+        --url file:///srv/debian-12.raw --sha256 "$(sha256sum "$C/srv/debian-12.raw" | cut -d' ' -f1)" --format raw
 api POST /v1/vps '{"name":"pkg1","size":"standard-1vcpu-1gb","image":"debian-12"}'
 eq "create a VPS through the packaged broker -> 201" "$CODE" 201
 ID=$(jget .data.id)

@@ -273,6 +273,90 @@ static void test_sync_reply(void **state)
         }
 }
 
+static void test_sync_reply_images(void **state)
+{
+        struct tmsg in, out;
+        (void)state;
+        sync_reply_sample(&in, 2);
+        in.sync_reply.n_images = 2;
+        in.sync_reply.images = calloc(2, sizeof(struct img_desired));
+        assert_non_null(in.sync_reply.images);
+        for (size_t i = 0; i < 2; i++) {
+                struct img_desired *g = &in.sync_reply.images[i];
+                snprintf(g->slug, sizeof(g->slug), "img-%zu", i);
+                memset(g->url, 'u', sizeof(g->url) - 1); /* the longest URL */
+                memcpy(g->url, "https://", 8);
+                memset(g->sha256, i ? 'b' : 'a', 64);
+                snprintf(g->format, sizeof(g->format), i ? "raw" : "qcow2");
+        }
+        round_trip(&in, &out);
+        assert_int_equal(out.sync_reply.n_images, 2);
+        for (size_t i = 0; i < 2; i++) {
+                assert_string_equal(out.sync_reply.images[i].slug, in.sync_reply.images[i].slug);
+                assert_string_equal(out.sync_reply.images[i].url, in.sync_reply.images[i].url);
+                assert_string_equal(out.sync_reply.images[i].sha256,
+                                    in.sync_reply.images[i].sha256);
+                assert_string_equal(out.sync_reply.images[i].format,
+                                    in.sync_reply.images[i].format);
+        }
+        tmsg_clear(&out);
+        tmsg_clear(&in);
+}
+
+static void test_seed(void **state)
+{
+        struct tmsg in = { .type = TMSG_SEED_REQUEST, .request_id = 5 }, out;
+        char *keys[] = { "ssh-ed25519 AAAA one", "ssh-rsa BBBB two" };
+        uint8_t *buf;
+        size_t len;
+        (void)state;
+
+        snprintf(in.seed_request.host_id, TMSG_STR, "hv-1");
+        in.seed_request.vm_id = 77;
+        round_trip(&in, &out);
+        assert_int_equal(out.type, TMSG_SEED_REQUEST);
+        assert_string_equal(out.seed_request.host_id, "hv-1");
+        assert_int_equal(out.seed_request.vm_id, 77);
+        tmsg_clear(&out);
+
+        in = (struct tmsg){ .type = TMSG_SEED_REPLY, .request_id = 6 };
+        in.seed_reply.vm_id = 77;
+        snprintf(in.seed_reply.hostname, TMSG_STR, "web1");
+        in.seed_reply.ssh_keys = keys;
+        in.seed_reply.n_ssh_keys = 2;
+        in.seed_reply.user_data = "#cloud-config\nruncmd: [true]\n";
+        snprintf(in.seed_reply.admin_password, TMSG_ERR, "s3cret");
+        round_trip(&in, &out);
+        assert_int_equal(out.type, TMSG_SEED_REPLY);
+        assert_int_equal(out.seed_reply.vm_id, 77);
+        assert_string_equal(out.seed_reply.hostname, "web1");
+        assert_int_equal(out.seed_reply.n_ssh_keys, 2);
+        assert_string_equal(out.seed_reply.ssh_keys[1], "ssh-rsa BBBB two");
+        assert_string_equal(out.seed_reply.user_data, in.seed_reply.user_data);
+        assert_string_equal(out.seed_reply.admin_password, "s3cret");
+        tmsg_clear(&out);
+
+        /* no user-data decodes as NULL; too big user-data is refused */
+        in.seed_reply.user_data = NULL;
+        round_trip(&in, &out);
+        assert_null(out.seed_reply.user_data);
+        tmsg_clear(&out);
+        char *big = malloc(TMSG_USER_DATA_MAX + 2);
+        assert_non_null(big);
+        memset(big, 'x', TMSG_USER_DATA_MAX + 1);
+        big[TMSG_USER_DATA_MAX + 1] = '\0';
+        in.seed_reply.user_data = big;
+        assert_int_equal(codec_encode(&in, &buf, &len), 0);
+        assert_int_equal(codec_decode(buf, len, &out), -EINVAL);
+        assert_int_equal(out.type, TMSG_NONE);
+        free(buf);
+        free(big);
+        /* too many keys is refused on encode */
+        in.seed_reply.user_data = NULL;
+        in.seed_reply.n_ssh_keys = TMSG_MAX_SSH_KEYS + 1;
+        assert_int_equal(codec_encode(&in, &buf, &len), -EINVAL);
+}
+
 static void test_error(void **state)
 {
         static const int32_t codes[] = { 0, TMSG_E_UNKNOWN_HOST, -1, INT32_MIN, INT32_MAX };
@@ -681,6 +765,8 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_hello),
+                cmocka_unit_test(test_sync_reply_images),
+                cmocka_unit_test(test_seed),
                 cmocka_unit_test(test_hello_reply),
                 cmocka_unit_test(test_sync),
                 cmocka_unit_test(test_sync_partial_flag),

@@ -88,6 +88,51 @@ static void expect_get(struct hv *hv, uint64_t vm_id, enum power state, uint64_t
         assert_int_equal(d.rebuild_done, rl);
 }
 
+/* Pools and volumes on the test driver: idempotent, and only ours listed. */
+static void test_storage(void **state)
+{
+        struct hv *hv = *state;
+        char path[512], **names = NULL;
+        size_t n = 0;
+
+        assert_int_equal(hv_pool_ensure(hv, "tasman-ssd", "/srv/tasman-test/ssd"), 0);
+        assert_int_equal(hv_pool_ensure(hv, "tasman-ssd", "/srv/tasman-test/ssd"), 0);
+        assert_int_equal(hv_pool_ensure(hv, "tasman-ssd", "/srv/elsewhere"), -EEXIST);
+        assert_int_equal(hv_vol_create(hv, "tasman-ssd", "tasman-7.qcow2", 1ull << 30,
+                                       "/srv/base.img", "raw", path, sizeof(path)),
+                         0);
+        assert_string_equal(path, "/srv/tasman-test/ssd/tasman-7.qcow2");
+        /* again: kept, same path */
+        assert_int_equal(hv_vol_create(hv, "tasman-ssd", "tasman-7.qcow2", 1ull << 30,
+                                       "/srv/base.img", "raw", path, sizeof(path)),
+                         0);
+        assert_int_equal(hv_vol_create(hv, "tasman-ssd", "tasman-8.qcow2", 1ull << 30, NULL, NULL,
+                                       path, sizeof(path)),
+                         0);
+        /* not ours by name: refused */
+        assert_int_equal(hv_vol_create(hv, "tasman-ssd", "other.qcow2", 1ull << 30, NULL, NULL,
+                                       path, sizeof(path)),
+                         -EPERM);
+        assert_int_equal(hv_vol_create(hv, "tasman-nopool", "tasman-9.qcow2", 1ull << 30, NULL,
+                                       NULL, path, sizeof(path)),
+                         -ENOENT);
+        assert_int_equal(hv_vol_create(hv, "tasman-ssd", "tasman-10.qcow2", 1ull << 30, NULL,
+                                       NULL, path, 8),
+                         -ENAMETOOLONG);
+        assert_int_equal(hv_vol_list(hv, "tasman-ssd", &names, &n), 0);
+        assert_int_equal(n, 3);
+        hv_names_free(names, n);
+        assert_int_equal(hv_vol_delete(hv, "tasman-ssd", "tasman-7.qcow2"), 0);
+        assert_int_equal(hv_vol_delete(hv, "tasman-ssd", "tasman-7.qcow2"), 0);
+        assert_int_equal(hv_vol_delete(hv, "default-pool", "other"), -EPERM);
+        assert_int_equal(hv_vol_list(hv, "tasman-ssd", &names, &n), 0);
+        assert_int_equal(n, 2);
+        for (size_t i = 0; i < n; i++)
+                assert_true(strcmp(names[i], "tasman-8.qcow2") == 0 ||
+                            strcmp(names[i], "tasman-10.qcow2") == 0);
+        hv_names_free(names, n);
+}
+
 static void test_open_bad_uri(void **state)
 {
         struct hv *hv = (struct hv *)0x1;
@@ -336,6 +381,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_open_bad_uri),
                 cmocka_unit_test_setup_teardown(test_node_info, setup_default, teardown_hv),
+                cmocka_unit_test_setup_teardown(test_storage, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_list_ignores_foreign, setup_default,
                                                 teardown_hv),
                 cmocka_unit_test_setup_teardown(test_lifecycle, setup_default, teardown_hv),

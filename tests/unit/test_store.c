@@ -687,6 +687,7 @@ static void test_host_desired(void **state)
         assert_int_equal(store_host_desired(f->s, host, &rep), 0);
         assert_int_equal(rep.n_domains, 0);
         free(rep.domains);
+        free(rep.images);
 
         assert_int_equal(create_vm(f, f->acc, "a", NULL, 2, 2048, &a), 0);
         assert_int_equal(create_vm(f, f->other, "b", NULL, 1, 1024, &b), 0);
@@ -716,10 +717,12 @@ static void test_host_desired(void **state)
         assert_int_equal(d[1].reboot_seq, 1);
         assert_int_equal(d[1].rebuild_seq, 1);
         free(rep.domains);
+        free(rep.images);
 
         assert_int_equal(store_host_desired(f->s, other_host, &rep), 0);
         assert_int_equal(rep.n_domains, 0);
         free(rep.domains);
+        free(rep.images);
         assert_int_equal(store_host_desired(f->s, 999, &rep), -ENOENT);
 }
 
@@ -832,6 +835,7 @@ static void test_delete_and_purge(void **state)
         assert_int_equal(rep.n_domains, 1);
         assert_int_equal(rep.domains[0].vm_id, b.id);
         free(rep.domains);
+        free(rep.images);
         /* Its capacity is free again at once. */
         struct vm c;
         assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 4096, &c), 0);
@@ -1111,6 +1115,7 @@ static void test_storage_types(void **state)
         assert_int_equal(rep.n_domains, 1);
         assert_int_equal(rep.domains[0].storage, STORAGE_HDD);
         free(rep.domains);
+        free(rep.images);
         /* delete gives the hdd room back */
         assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &hid), 0);
         assert_int_equal(store_host_by_name(f->s, "both", &h), 0);
@@ -1335,6 +1340,7 @@ static void test_every_call_one_store(void **state)
         memset(&rep, 0, sizeof(rep));
         assert_int_equal(store_host_desired(f->s, hid, &rep), 0);
         free(rep.domains);
+        free(rep.images);
         struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING };
         observe(f, hid, &d, 1, 0);
         observe(f, hid, &d, 1, 1);
@@ -1483,7 +1489,125 @@ static void test_no_read_left_open(void **state)
         memset(&rep, 0, sizeof(rep));
         assert_int_equal(store_host_desired(f->s, hid, &rep), 0);
         free(rep.domains);
+        free(rep.images);
         assert_wal_truncates(f, "store_host_desired");
+}
+
+/* The image catalog: the default entry, add, duplicates, remove (kept for
+ * the guests made from it), re-add; the desired state carries the images
+ * of the host's guests, each once. */
+static void test_images(void **state)
+{
+        struct fx *f = *state;
+        struct image g = { 0 }, *gs = NULL;
+        struct msg_sync_reply rep;
+        size_t n = 0;
+        struct vm a, b;
+
+        assert_int_equal(store_image_get(f->s, "ubuntu-24.04", &g), 0);
+        assert_string_equal(g.format, "qcow2");
+        assert_int_equal(strlen(g.sha256), 64);
+        assert_int_equal(strncmp(g.url, "https://cloud-images.ubuntu.com/", 32), 0);
+
+        struct image d12 = { .slug = "debian-12", .name = "Debian 12",
+                             .url = "file:///srv/images/debian-12.qcow2", .format = "qcow2",
+                             .min_disk_gb = 2 };
+        memset(d12.sha256, 'a', 64);
+        assert_int_equal(store_image_add(f->s, &d12), 0);
+        assert_int_equal(store_image_add(f->s, &d12), -EEXIST);
+        assert_int_equal(store_image_list(f->s, &gs, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(gs[0].slug, "debian-12"); /* by slug */
+        assert_int_equal(gs[0].min_disk_gb, 2);
+        assert_string_equal(gs[1].slug, "ubuntu-24.04");
+        free(gs);
+
+        uint64_t host = hello(f, "hv1", "tas-1", 8, 8192);
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 1, 512, &a), 0);
+        assert_int_equal(create_vm(f, f->acc, "b", NULL, 1, 512, &b), 0);
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.n_domains, 2);
+        assert_int_equal(rep.n_images, 1); /* both guests use debian-12: once */
+        assert_string_equal(rep.images[0].slug, "debian-12");
+        assert_string_equal(rep.images[0].url, d12.url);
+        assert_string_equal(rep.images[0].sha256, d12.sha256);
+        assert_string_equal(rep.images[0].format, "qcow2");
+        free(rep.domains);
+        free(rep.images);
+
+        /* removed: not listed, not chosen, but still the guests' source */
+        assert_int_equal(store_image_remove(f->s, "debian-12"), 0);
+        assert_int_equal(store_image_remove(f->s, "debian-12"), -ENOENT);
+        assert_int_equal(store_image_get(f->s, "debian-12", &g), -ENOENT);
+        assert_int_equal(store_image_list(f->s, &gs, &n), 0);
+        assert_int_equal(n, 1);
+        free(gs);
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.n_images, 1);
+        free(rep.domains);
+        free(rep.images);
+
+        /* re-added with another source: replaces the removed entry */
+        snprintf(d12.url, sizeof(d12.url), "https://example.org/debian-12-v2.qcow2");
+        assert_int_equal(store_image_add(f->s, &d12), 0);
+        assert_int_equal(store_image_get(f->s, "debian-12", &g), 0);
+        assert_string_equal(g.url, "https://example.org/debian-12-v2.qcow2");
+        assert_wal_truncates(f, "store_image_*");
+}
+
+/* A guest's cloud-init inputs: only for the host it is placed on; its
+ * keys as they are now; its user-data. */
+static void test_vm_seed(void **state)
+{
+        struct fx *f = *state;
+        struct msg_seed_reply m;
+        struct ssh_key k1 = { .account_id = f->acc, .name = "k1", .fingerprint = "SHA256:one",
+                              .public_key = "ssh-ed25519 AAAAone k1@x" };
+        struct ssh_key k2 = { .account_id = f->acc, .name = "k2", .fingerprint = "SHA256:two",
+                              .public_key = "ssh-ed25519 AAAAtwo k2@x" };
+        struct ssh_key g1, g2;
+        struct vm v;
+
+        uint64_t host = hello(f, "hv1", "tas-1", 8, 8192);
+        uint64_t other = hello(f, "hv2", "tas-2", 8, 8192);
+        assert_int_equal(store_sshkey_create(f->s, &k1, NULL, &g1), 0);
+        assert_int_equal(store_sshkey_create(f->s, &k2, NULL, &g2), 0);
+        const uint64_t keys[] = { g1.id, g2.id };
+        const struct vm_new req = {
+                .account_id = f->acc, .name = "seeded", .size = "s-test", .image = "debian-12",
+                .site = "tas-1", .vcpus = 1, .ram_mb = 512, .disk_gb = 10, .ssh_keys = keys,
+                .n_ssh_keys = 2, .user_data = "#cloud-config\npackages: [htop]\n",
+        };
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &v), 0);
+        assert_int_equal(v.host_id, host);
+
+        assert_int_equal(store_vm_seed(f->s, host, v.id, &m), 0);
+        assert_int_equal(m.vm_id, v.id);
+        assert_string_equal(m.hostname, "seeded");
+        assert_int_equal(m.n_ssh_keys, 2);
+        assert_string_equal(m.ssh_keys[0], k1.public_key);
+        assert_string_equal(m.ssh_keys[1], k2.public_key);
+        assert_string_equal(m.user_data, req.user_data);
+        struct tmsg t = { .type = TMSG_SEED_REPLY, .seed_reply = m };
+        tmsg_clear(&t);
+
+        assert_int_equal(store_vm_seed(f->s, other, v.id, &m), -ENOENT);
+        assert_int_equal(store_vm_seed(f->s, host, v.id + 100, &m), -ENOENT);
+
+        /* a key deleted since is left out */
+        assert_int_equal(store_sshkey_delete(f->s, f->acc, g1.id), 0);
+        assert_int_equal(store_vm_seed(f->s, host, v.id, &m), 0);
+        assert_int_equal(m.n_ssh_keys, 1);
+        assert_string_equal(m.ssh_keys[0], k2.public_key);
+        t = (struct tmsg){ .type = TMSG_SEED_REPLY, .seed_reply = m };
+        tmsg_clear(&t);
+
+        uint64_t dummy;
+        assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &dummy), 0);
+        assert_int_equal(store_vm_seed(f->s, host, v.id, &m), -ENOENT);
+        assert_wal_truncates(f, "store_vm_seed");
 }
 
 int main(void)
@@ -1491,6 +1615,8 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         const struct CMUnitTest tests[] = {
                 T(test_accounts),
+                T(test_images),
+                T(test_vm_seed),
                 cmocka_unit_test(test_tiers),
                 T(test_keys),
                 T(test_auth_bearer),
