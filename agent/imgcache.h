@@ -19,9 +19,9 @@
  * Ownership: the struct imgcache belongs to the caller of imgcache_new,
  * who frees it; the cached files belong to the cache directory (remove them
  * with imgcache_prune, not by hand while the cache runs), and a directory
- * has one struct imgcache at a time. Any thread may
- * call any function, except imgcache_free, which must be the last call
- * and must not race with the others.
+ * has one struct imgcache at a time. Any thread may call any function,
+ * except imgcache_free, which must be the last call and must not race with
+ * the others.
  *
  * imgcache.c is the only agent file that includes libcurl.
  */
