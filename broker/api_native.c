@@ -117,12 +117,14 @@ static json_t *vps_json(const struct api *api, const struct vm *v, int64_t now)
         char id[ID_STR_MAX], created[21];
         id_encode(store_id_key(api->store), "vps", v->id, id, sizeof(id));
         util_iso8601_utc(v->created_at, created);
-        /* storage_type and anti_affinity_group: Tasman's additions. */
-        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:s, s:s?}", "id", id, "name",
-                         v->name, "status", api_vps_status(v, now, api->host_timeout_ms), "size",
-                         v->size, "region", v->site, "image", v->image, "networks",
+        /* storage_type, anti_affinity_group and error (what the host
+         * could not do, or null): Tasman's additions. */
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:s, s:s?, s:s?}", "id", id,
+                         "name", v->name, "status", api_vps_status(v, now, api->host_timeout_ms),
+                         "size", v->size, "region", v->site, "image", v->image, "networks",
                          "created_at", created, "storage_type", storage_to_string(v->storage),
-                         "anti_affinity_group", v->group[0] ? v->group : NULL);
+                         "anti_affinity_group", v->group[0] ? v->group : NULL, "error",
+                         v->obs_error[0] ? v->obs_error : NULL);
 }
 
 /* A JSON string as jansson writes it (compact): " \\ and control
@@ -180,6 +182,11 @@ static void vps_write(FILE *f, const struct api *api, const struct vm *v, int64_
         fputs_unlocked("\",\"anti_affinity_group\":", f);
         if (v->group[0])
                 json_str(f, v->group);
+        else
+                fputs_unlocked("null", f);
+        fputs_unlocked(",\"error\":", f);
+        if (v->obs_error[0])
+                json_str(f, v->obs_error);
         else
                 fputs_unlocked("null", f);
         fputc_unlocked('}', f);
