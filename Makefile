@@ -34,7 +34,7 @@ pc_libs = $(shell pkg-config --libs $(1) 2>/dev/null)
 
 COMMON_SRC := common/log.c common/config.c common/ids.c common/util.c common/notify.c
 PROTO_SRC := proto/codec.c $(BUILD)/gen/tasman.pb-c.c
-AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c agent/imgcache.c
+AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c agent/imgcache.c agent/seed.c
 AGENT_SRC := agent/main.c
 BROKER_LIB_SRC := broker/http.c broker/store_sqlite.c broker/api_native.c broker/api_admin.c \
 	broker/hub.c broker/json.c broker/catalog.c broker/auth.c broker/scheduler.c broker/metrics.c \
