@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -23,9 +24,11 @@
 #include "codec.h"
 #include "config.h"
 #include "hv.h"
+#include "imgcache.h"
 #include "log.h"
 #include "notify.h"
 #include "reconcile.h"
+#include "seed.h"
 #include "util.h"
 
 static struct {
@@ -35,6 +38,9 @@ static struct {
         char site[CFG_STR_MAX];
         char state_dir[CFG_STR_MAX];
         char image_dir[CFG_STR_MAX];
+        char boot_dir[CFG_STR_MAX];
+        char pool_ssd[CFG_STR_MAX], pool_ssd_dir[CFG_STR_MAX];
+        char pool_hdd[CFG_STR_MAX], pool_hdd_dir[CFG_STR_MAX];
         char underlay_ip[CFG_STR_MAX];
         char domain_type[CFG_STR_MAX];
         char boot_id[CFG_STR_MAX];
@@ -42,7 +48,13 @@ static struct {
         int64_t shutdown_timeout_ms;
         int64_t observe_interval_ms;
         int64_t vcpus, ram_mb, disk_gb, hdd_gb;
+        int64_t image_max_gb, image_fetches;
+        int64_t ssd_iops, ssd_bps, hdd_iops, hdd_bps;
 } cfg = {
+        .pool_ssd = "tasman-ssd",
+        .pool_hdd = "tasman-hdd",
+        .image_max_gb = 64,
+        .image_fetches = 2,
         .broker = "tcp://127.0.0.1:7400",
         .libvirt_uri = "qemu:///system",
         .site = "tas-1",
@@ -62,7 +74,26 @@ static const struct cfg_opt opts[] = {
         { "site", CFG_STR, cfg.site, 0, 0, "site (region) slug this host belongs to" },
         { "state_dir", CFG_STR, cfg.state_dir, 0, 0, "directory for console logs and caches" },
         { "image_dir", CFG_STR, cfg.image_dir, 0, 0,
-          "boot files per image: DIR/SLUG/{vmlinuz,initrd.img,cmdline} (default STATE_DIR/images)" },
+          "cache of base images, by SHA-256 (default STATE_DIR/images)" },
+        { "image_max_gb", CFG_INT, &cfg.image_max_gb, 1, 4096, "largest image fetched, in GiB" },
+        { "image_fetches", CFG_INT, &cfg.image_fetches, 1, 64, "image downloads at once" },
+        { "boot_dir", CFG_STR, cfg.boot_dir, 0, 0,
+          "direct kernel boot for images without a boot loader: DIR/SLUG/{vmlinuz,initrd.img,"
+          "cmdline} (default: none, guests boot from their disk)" },
+        { "pool_ssd", CFG_STR, cfg.pool_ssd, 0, 0, "libvirt storage pool of ssd guest disks" },
+        { "pool_ssd_dir", CFG_STR, cfg.pool_ssd_dir, 0, 0,
+          "its directory (default STATE_DIR/disks/ssd)" },
+        { "pool_hdd", CFG_STR, cfg.pool_hdd, 0, 0, "libvirt storage pool of hdd guest disks" },
+        { "pool_hdd_dir", CFG_STR, cfg.pool_hdd_dir, 0, 0,
+          "its directory (default STATE_DIR/disks/hdd)" },
+        { "ssd_iops", CFG_INT, &cfg.ssd_iops, 0, INT64_C(1) << 40,
+          "I/O operations per second of an ssd disk (0: no limit)" },
+        { "ssd_bps", CFG_INT, &cfg.ssd_bps, 0, INT64_C(1) << 50,
+          "bytes per second of an ssd disk (0: no limit)" },
+        { "hdd_iops", CFG_INT, &cfg.hdd_iops, 0, INT64_C(1) << 40,
+          "I/O operations per second of an hdd disk (0: no limit)" },
+        { "hdd_bps", CFG_INT, &cfg.hdd_bps, 0, INT64_C(1) << 50,
+          "bytes per second of an hdd disk (0: no limit)" },
         { "underlay_ip", CFG_STR, cfg.underlay_ip, 0, 0, "this host's underlay address" },
         { "domain_type", CFG_STR, cfg.domain_type, 0, 0,
           "libvirt domain type: auto (kvm if /dev/kvm is usable, else qemu), kvm, qemu, test" },
@@ -90,6 +121,9 @@ static nng_socket sock;
 
 struct agent {
         struct hv *hv;
+        struct imgcache *images;
+        int pools_ready;
+        int fetching; /* guests waiting for an image fetch in this pass */
         char dom_type[16];
         uint64_t request_id;
         uint64_t applied_gen;
@@ -275,6 +309,23 @@ static void note_error(struct agent *a, uint64_t vm_id, const char *what, int er
         a->n_errors++;
 }
 
+static void note_error_msg(struct agent *a, uint64_t vm_id, const char *msg)
+{
+        if (a->n_errors >= sizeof(a->errors) / sizeof(a->errors[0]))
+                return;
+        a->errors[a->n_errors].vm_id = vm_id;
+        snprintf(a->errors[a->n_errors].msg, TMSG_ERR, "%s", msg);
+        a->n_errors++;
+}
+
+static int has_error(const struct agent *a, uint64_t vm_id)
+{
+        for (size_t i = 0; i < a->n_errors; i++)
+                if (a->errors[i].vm_id == vm_id)
+                        return 1;
+        return 0;
+}
+
 static const char *vm_error(const struct agent *a, uint64_t vm_id)
 {
         for (size_t i = 0; i < a->n_errors; i++)
@@ -296,10 +347,9 @@ static void image_files(const char *image, char *kernel, char *initrd, char *cmd
         FILE *f;
 
         kernel[0] = initrd[0] = cmdline[0] = '\0';
-        if (cfg.image_dir[0])
-                snprintf(dir, sizeof(dir), "%s", cfg.image_dir);
-        else
-                snprintf(dir, sizeof(dir), "%s/images", cfg.state_dir);
+        if (!cfg.boot_dir[0])
+                return;
+        snprintf(dir, sizeof(dir), "%s", cfg.boot_dir);
         if (!image[0] || strchr(image, '/') || image[0] == '.')
                 return;
         snprintf(path, sizeof(path), "%s/%s/vmlinuz", dir, image);
@@ -321,10 +371,131 @@ static void image_files(const char *image, char *kernel, char *initrd, char *cmd
         }
 }
 
+static int roundtrip(struct agent *a, struct tmsg *req, struct tmsg *rep, int timeout_ms);
+
+/* ---- a guest's disk and seed ---- */
+
+static const char *pool_of(enum storage t)
+{
+        return t == STORAGE_HDD ? cfg.pool_hdd : cfg.pool_ssd;
+}
+
+static int ensure_pools(struct agent *a)
+{
+        int r;
+        if (a->pools_ready)
+                return 0;
+        if ((r = hv_pool_ensure(a->hv, cfg.pool_ssd, cfg.pool_ssd_dir)) < 0 ||
+            (r = hv_pool_ensure(a->hv, cfg.pool_hdd, cfg.pool_hdd_dir)) < 0)
+                return r;
+        a->pools_ready = 1;
+        return 0;
+}
+
+static void vol_name(uint64_t vm_id, char *buf, size_t len)
+{
+        snprintf(buf, len, HV_NAME_PREFIX "%" PRIu64 ".qcow2", vm_id);
+}
+
+static void seed_path(uint64_t vm_id, char *buf, size_t len)
+{
+        snprintf(buf, len, "%s/seeds/" HV_NAME_PREFIX "%" PRIu64 ".iso", cfg.state_dir, vm_id);
+}
+
+static const struct img_desired *find_image(const struct agent *a, const char *slug)
+{
+        for (size_t i = 0; i < a->desired.n_images; i++)
+                if (strcmp(a->desired.images[i].slug, slug) == 0)
+                        return &a->desired.images[i];
+        return NULL;
+}
+
+/* Builds the guest's cloud-init seed unless it is there: its inputs come
+ * from the broker, the ISO is written whole or not at all. */
+static int ensure_seed(struct agent *a, const struct dom_desired *d, const char *path)
+{
+        struct tmsg req = { .type = TMSG_SEED_REQUEST }, rep = { 0 };
+        char instance[64], host[TMSG_STR], err[256] = "";
+        int r;
+
+        if (access(path, F_OK) == 0)
+                return 0;
+        util_strlcpy(req.seed_request.host_id, cfg.host_id, sizeof(req.seed_request.host_id));
+        req.seed_request.vm_id = d->vm_id;
+        r = roundtrip(a, &req, &rep, 10000);
+        if (r < 0) {
+                note_error_msg(a, d->vm_id, "cannot build the cloud-init seed: the broker did "
+                                            "not answer");
+                return r;
+        }
+        if (rep.type != TMSG_SEED_REPLY || rep.seed_reply.vm_id != d->vm_id) {
+                snprintf(err, sizeof(err), "cannot build the cloud-init seed: %s",
+                         rep.type == TMSG_ERROR ? rep.error.message : "unexpected reply");
+                note_error_msg(a, d->vm_id, err);
+                tmsg_clear(&rep);
+                return -EPROTO;
+        }
+        const struct msg_seed_reply *m = &rep.seed_reply;
+        /* A name with dots is a fully qualified one: its first label is the
+         * host name. */
+        util_strlcpy(host, m->hostname, sizeof(host));
+        host[strcspn(host, ".")] = '\0';
+        snprintf(instance, sizeof(instance), HV_NAME_PREFIX "%" PRIu64 "-r%" PRIu64, d->vm_id,
+                 d->rebuild_seq);
+        struct seed_params p = {
+                .vm_id = d->vm_id,
+                .instance_id = instance,
+                .hostname = host,
+                .fqdn = strchr(m->hostname, '.') ? m->hostname : NULL,
+                .ssh_keys = (const char *const *)m->ssh_keys,
+                .n_ssh_keys = m->n_ssh_keys,
+                .admin_user = m->admin_user[0] ? m->admin_user : NULL,
+                .admin_password = m->admin_password[0] ? m->admin_password : NULL,
+                .user_data = m->user_data,
+        };
+        r = seed_check(&p, err, sizeof(err));
+        if (r == 0)
+                r = seed_build_iso(&p, path, err, sizeof(err));
+        if (r < 0) {
+                char msg[TMSG_ERR];
+                snprintf(msg, sizeof(msg), "cannot build the cloud-init seed: %s", err);
+                note_error_msg(a, d->vm_id, msg);
+        } else {
+                log_info("vm %" PRIu64 ": cloud-init seed %s built", d->vm_id, path);
+        }
+        tmsg_clear(&rep);
+        return r;
+}
+
+/* Removes a guest's disk and seed (0 when they are not there). */
+static int remove_storage(struct agent *a, uint64_t vm_id)
+{
+        char vol[64], seed[CFG_STR_MAX + 64];
+        int r = 0, k;
+
+        vol_name(vm_id, vol, sizeof(vol));
+        for (int t = 0; t < STORAGE__MAX; t++)
+                if ((k = hv_vol_delete(a->hv, pool_of((enum storage)t), vol)) < 0)
+                        r = k;
+        seed_path(vm_id, seed, sizeof(seed));
+        if (unlink(seed) < 0 && errno != ENOENT) {
+                log_error("vm %" PRIu64 ": cannot remove seed %s: %s", vm_id, seed,
+                          strerror(errno));
+                r = -errno;
+        }
+        return r;
+}
+
+/* Makes the guest's domain: its base image (fetched once, verified), its
+ * disk (a qcow2 overlay on it), its seed, then the domain. Every step keeps
+ * what is already there, so after a crash at any point the next pass
+ * finishes the work. -EINPROGRESS while the image is being fetched. */
 static int define(struct agent *a, const struct dom_desired *d)
 {
         char kernel[CFG_STR_MAX + 80], initrd[CFG_STR_MAX + 80], cmd[1024], full_cmd[1200];
-        char log_path[CFG_STR_MAX + 64];
+        char log_path[CFG_STR_MAX + 64], base[CFG_STR_MAX + 80], disk[1024], vol[64];
+        char seed[CFG_STR_MAX + 64], err[TMSG_ERR - 32], msg[TMSG_ERR];
+        const struct img_desired *img;
         struct domxml_params p = {
                 .vm_id = d->vm_id,
                 .hostname = d->hostname,
@@ -334,9 +505,39 @@ static int define(struct agent *a, const struct dom_desired *d)
                 .reboot_done = d->reboot_seq,
                 .rebuild_done = d->rebuild_seq,
         };
+        int r;
 
         if ((unsigned)d->storage >= STORAGE__MAX)
                 return -EPROTONOSUPPORT; /* a storage type newer than this agent */
+        if (!(img = find_image(a, d->image))) {
+                snprintf(msg, sizeof(msg), "image %s: not in the desired state", d->image);
+                note_error_msg(a, d->vm_id, msg);
+                return -ENOENT;
+        }
+        r = imgcache_get(a->images, img->url, img->sha256, base, sizeof(base), err, sizeof(err));
+        if (r == -EINPROGRESS) {
+                a->fetching++;
+                return r;
+        }
+        if (r < 0) {
+                snprintf(msg, sizeof(msg), "cannot fetch image %s: %s", img->slug, err);
+                note_error_msg(a, d->vm_id, msg);
+                return r;
+        }
+        if ((r = ensure_pools(a)) < 0)
+                return r;
+        vol_name(d->vm_id, vol, sizeof(vol));
+        r = hv_vol_create(a->hv, pool_of(d->storage), vol, (uint64_t)d->disk_gb << 30, base,
+                          img->format, disk, sizeof(disk));
+        if (r < 0)
+                return r;
+        seed_path(d->vm_id, seed, sizeof(seed));
+        if ((r = ensure_seed(a, d, seed)) < 0)
+                return r;
+        p.disk = disk;
+        p.seed = seed;
+        p.disk_iops = (uint64_t)(d->storage == STORAGE_HDD ? cfg.hdd_iops : cfg.ssd_iops);
+        p.disk_bps = (uint64_t)(d->storage == STORAGE_HDD ? cfg.hdd_bps : cfg.ssd_bps);
         image_files(d->image, kernel, initrd, cmd, sizeof(kernel));
         if (kernel[0]) {
                 snprintf(full_cmd, sizeof(full_cmd), "%s tasman.hostname=%s", cmd, d->hostname);
@@ -401,7 +602,13 @@ static int run_op(struct agent *a, const struct rc_op *op)
                 r = hv_destroy(a->hv, op->vm_id);
                 break;
         case RC_UNDEFINE:
-                r = hv_undefine(a->hv, op->vm_id);
+                /* Disk and seed first: a crash in between leaves the domain,
+                 * which the next pass removes again, never an orphan disk. */
+                r = hv_destroy(a->hv, op->vm_id);
+                if (r == 0 || r == -ENOENT)
+                        r = remove_storage(a, op->vm_id);
+                if (r == 0)
+                        r = hv_undefine(a->hv, op->vm_id);
                 break;
         case RC_MARK_REBOOT: {
                 /* Keep rebuild_done as it is: read it back from the domain. */
@@ -419,7 +626,13 @@ static int run_op(struct agent *a, const struct rc_op *op)
                 break;
         }
         case RC_REBUILD:
-                r = hv_undefine(a->hv, op->vm_id);
+                /* The old disk and seed go before the domain, which still
+                 * says "not rebuilt" until it is defined anew. */
+                r = hv_destroy(a->hv, op->vm_id);
+                if (r == 0 || r == -ENOENT)
+                        r = remove_storage(a, op->vm_id);
+                if (r == 0)
+                        r = hv_undefine(a->hv, op->vm_id);
                 if (r == 0)
                         r = define(a, d);
                 break;
@@ -429,7 +642,7 @@ static int run_op(struct agent *a, const struct rc_op *op)
         default:
                 r = -EINVAL;
         }
-        if (r < 0)
+        if (r < 0 && r != -EINPROGRESS && !has_error(a, op->vm_id))
                 note_error(a, op->vm_id, rc_op_to_string(op->type), r);
         return r;
 }
@@ -497,6 +710,71 @@ static void mark_dirty(struct agent *a, uint64_t vm_id)
         a->dirty[a->n_dirty++] = vm_id;
 }
 
+static int wanted_or_present(const struct agent *a, uint64_t vm_id)
+{
+        if (find_desired(a, vm_id))
+                return 1;
+        for (size_t i = 0; i < a->n_obs; i++)
+                if (a->obs[i].vm_id == vm_id)
+                        return 1;
+        return 0;
+}
+
+/* "tasman-<id><suffix>" -> id, or 0. */
+static uint64_t id_of(const char *name, const char *suffix)
+{
+        size_t pl = strlen(HV_NAME_PREFIX), n = strlen(name), sl = strlen(suffix);
+        char num[24];
+        uint64_t id;
+        if (n <= pl + sl || n - pl - sl >= sizeof(num) ||
+            strncmp(name, HV_NAME_PREFIX, pl) != 0 || strcmp(name + n - sl, suffix) != 0)
+                return 0;
+        memcpy(num, name + pl, n - pl - sl);
+        num[n - pl - sl] = '\0';
+        char buf[64];
+        snprintf(buf, sizeof(buf), HV_NAME_PREFIX "%s", num);
+        return domxml_parse_name(buf, &id) == 0 ? id : 0;
+}
+
+/* Disks and seeds of guests that are neither wanted nor on the host any
+ * more (left by a failure half-way, or a crash): removed. Only names of
+ * ours are looked at; anything else in the pools is never touched. */
+static void sweep(struct agent *a)
+{
+        char dir[CFG_STR_MAX + 16], path[CFG_STR_MAX + 300];
+        uint64_t id;
+
+        if (!a->pools_ready)
+                return;
+        for (int t = 0; t < STORAGE__MAX; t++) {
+                char **names = NULL;
+                size_t n = 0;
+                if (hv_vol_list(a->hv, pool_of((enum storage)t), &names, &n) < 0)
+                        continue;
+                for (size_t i = 0; i < n; i++)
+                        if ((id = id_of(names[i], ".qcow2")) && !wanted_or_present(a, id)) {
+                                log_info("vm %" PRIu64 ": removing leftover disk %s", id,
+                                         names[i]);
+                                hv_vol_delete(a->hv, pool_of((enum storage)t), names[i]);
+                        }
+                hv_names_free(names, n);
+        }
+        snprintf(dir, sizeof(dir), "%s/seeds", cfg.state_dir);
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+                int tmp = (id = id_of(e->d_name, ".iso.tmp")) != 0;
+                if (!tmp && !((id = id_of(e->d_name, ".iso")) && !wanted_or_present(a, id)))
+                        continue;
+                snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+                log_info("vm %" PRIu64 ": removing leftover seed %s", id, path);
+                if (unlink(path) < 0 && errno != ENOENT)
+                        log_warn("cannot remove %s: %s", path, strerror(errno));
+        }
+        if (d)
+                closedir(d);
+}
+
 /* Re-reads libvirt fully when due (or when a report was lost), then diffs
  * and acts until nothing is left to do (bounded), re-reading only what it
  * touched. Returns 1 when it re-read libvirt fully, so this report can be a
@@ -507,6 +785,7 @@ static int converge(struct agent *a)
         int r, full = 0;
 
         a->n_errors = 0;
+        a->fetching = 0;
         if (a->full_next || !a->obs || now - a->last_full_ms >= cfg.observe_interval_ms) {
                 struct hv_domain *obs = NULL;
                 size_t n_obs = 0;
@@ -550,6 +829,8 @@ static int converge(struct agent *a)
         }
         a->obs = obs;
         a->n_obs = n_obs;
+        if (full && a->registered && a->applied_gen)
+                sweep(a);
         return full;
 }
 
@@ -608,8 +889,8 @@ static int sync_once(struct agent *a)
                 hold = (uint32_t)cfg.observe_interval_ms;
         if (a->n_errors && hold > 5000)
                 hold = 5000;
-        if (a->n_pending && hold > 1000)
-                hold = 1000;
+        if ((a->n_pending || a->fetching) && hold > 1000)
+                hold = 1000; /* a stop or an image fetch will be done soon */
         s->max_hold_ms = hold;
         s->partial = !full;
         s->n_present = (uint32_t)a->n_obs;
@@ -704,7 +985,6 @@ int main(int argc, char **argv)
         static struct agent a;
         pthread_t sig_thread;
         sigset_t set;
-        char path[CFG_STR_MAX + 16];
         int r;
 
         if (gethostname(cfg.host_id, sizeof(cfg.host_id)) != 0)
@@ -730,10 +1010,46 @@ int main(int argc, char **argv)
                 fprintf(stderr, "tasman-agent: domain_type must be auto, kvm, qemu or test\n");
                 return 2;
         }
-        snprintf(path, sizeof(path), "%s/console", cfg.state_dir);
-        if ((mkdir(cfg.state_dir, 0750) < 0 && errno != EEXIST) ||
-            (mkdir(path, 0750) < 0 && errno != EEXIST)) {
-                log_error("agent: cannot create %s: %s", path, strerror(errno));
+        if (!cfg.image_dir[0])
+                snprintf(cfg.image_dir, sizeof(cfg.image_dir), "%.*s/images", CFG_STR_MAX - 8,
+                         cfg.state_dir);
+        if (!cfg.pool_ssd_dir[0])
+                snprintf(cfg.pool_ssd_dir, sizeof(cfg.pool_ssd_dir), "%.*s/disks/ssd",
+                         CFG_STR_MAX - 12, cfg.state_dir);
+        if (!cfg.pool_hdd_dir[0])
+                snprintf(cfg.pool_hdd_dir, sizeof(cfg.pool_hdd_dir), "%.*s/disks/hdd",
+                         CFG_STR_MAX - 12, cfg.state_dir);
+        if (strlen(cfg.state_dir) > CFG_STR_MAX - 64) {
+                fprintf(stderr, "tasman-agent: state_dir is too long\n");
+                return 2;
+        }
+        /* QEMU runs as its own user: it must pass through (not list) the
+         * directories that hold guests' disks, seeds and base images. */
+        char dirs[5][CFG_STR_MAX + 16];
+        snprintf(dirs[0], sizeof(dirs[0]), "%s", cfg.state_dir);
+        snprintf(dirs[1], sizeof(dirs[1]), "%s/console", cfg.state_dir);
+        snprintf(dirs[2], sizeof(dirs[2]), "%s/seeds", cfg.state_dir);
+        snprintf(dirs[3], sizeof(dirs[3]), "%s/disks", cfg.state_dir);
+        snprintf(dirs[4], sizeof(dirs[4]), "%s", cfg.image_dir);
+        for (size_t i = 0; i < 5; i++) {
+                struct stat st;
+                if (mkdir(dirs[i], 0711) < 0 && errno != EEXIST) {
+                        log_error("agent: cannot create %s: %s", dirs[i], strerror(errno));
+                        return 1;
+                }
+                if (stat(dirs[i], &st) == 0 && !(st.st_mode & S_IXOTH) &&
+                    chmod(dirs[i], (st.st_mode & 07777) | S_IXOTH) < 0)
+                        log_warn("agent: cannot let QEMU pass through %s: %s", dirs[i],
+                                 strerror(errno));
+        }
+        const struct imgcache_opts io = {
+                .dir = cfg.image_dir,
+                .max_bytes = (uint64_t)cfg.image_max_gb << 30,
+                .max_parallel = (int)cfg.image_fetches,
+        };
+        if ((r = imgcache_new(&io, &a.images)) < 0) {
+                log_error("agent: cannot open the image cache %s: %s", cfg.image_dir,
+                          strerror(-r));
                 return 1;
         }
 
@@ -744,9 +1060,14 @@ int main(int argc, char **argv)
         signal(SIGPIPE, SIG_IGN);
 
         pick_domain_type(&a);
-        if (hv_open(cfg.libvirt_uri, &a.hv) < 0)
+        if (hv_open(cfg.libvirt_uri, &a.hv) < 0) {
+                imgcache_free(a.images);
                 return 1;
+        }
+        if (ensure_pools(&a) < 0)
+                log_warn("agent: guest disk pools are not ready; retrying when a guest needs one");
         if ((r = nng_req0_open(&sock)) != 0) {
+                imgcache_free(a.images);
                 log_error("agent: cannot open socket: %s", nng_strerror(r));
                 hv_free(a.hv);
                 return 1;
@@ -758,6 +1079,7 @@ int main(int argc, char **argv)
         nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, TMSG_MAX_BYTES);
         if ((r = nng_dial(sock, cfg.broker, NULL, NNG_FLAG_NONBLOCK)) != 0) {
                 log_error("agent: cannot dial %s: %s", cfg.broker, nng_strerror(r));
+                imgcache_free(a.images);
                 nng_close(sock);
                 hv_free(a.hv);
                 return 1;
@@ -777,6 +1099,7 @@ int main(int argc, char **argv)
         tmsg_clear(&old);
         free(a.obs);
         free(a.dirty);
+        imgcache_free(a.images);
         hv_free(a.hv);
         log_info("host %s: agent stopped", cfg.host_id);
         return 0;

@@ -1,8 +1,12 @@
 # A real guest under libvirtd + QEMU (TCG): a Debian kernel and a busybox
-# initramfs built by tests/fixtures/mkguest.sh boot through the API; its
-# serial console shows our marker and hostname. Then reboot, shutdown and
-# start, and kill -9 of the agent: no duplicate, nothing restarted, and a
-# VPS deleted while the agent was down is gone once it is back.
+# initramfs built by tests/fixtures/mkguest.sh boot through the API, with
+# the catalog's image fetched by the agent (file://, checked on its
+# SHA-256) under a qcow2 overlay and a cloud-init seed; the guest's serial
+# console shows our marker, the first line of its disk, and its seed. Then
+# reboot, shutdown and start, rebuild, kill -9 of the agent: no duplicate,
+# nothing restarted, and a VPS deleted while the agent was down is gone,
+# disk and seed with it. An image that does not match its checksum ends in
+# error, with nothing left behind.
 source "$(dirname "$0")/lib.sh"
 
 V="virsh -q -c qemu:///system"
@@ -14,10 +18,16 @@ ok "libvirtd answers on qemu:///system"
 "$ROOT/tests/fixtures/mkguest.sh" "$GUEST" || fatal "guest kernel + initramfs build"
 ok "guest kernel and initramfs built from Debian packages"
 
-mkdir -p "$T/hv/images/debian-12"
-cp "$GUEST/vmlinuz" "$GUEST/initrd.img" "$T/hv/images/debian-12/"
-echo "console=ttyS0 tasman.marker=$MARK" >"$T/hv/images/debian-12/cmdline"
+# The test images have no boot loader: the agent boots them with this
+# kernel and initramfs (boot_dir), their disk is the catalog's image.
+for slug in debian-12 broken; do
+        mkdir -p "$T/boot/$slug"
+        cp "$GUEST/vmlinuz" "$GUEST/initrd.img" "$T/boot/$slug/"
+        echo "console=ttyS0 tasman.marker=$MARK" >"$T/boot/$slug/cmdline"
+done
+mkdir -p "$T/hv"
 chmod -R a+rX "$T"
+POOL=tasman-e2e-$$
 
 # Whatever happens, remove the domains this test made (named by the console
 # logs in our own state dir), and nothing else.
@@ -26,6 +36,10 @@ remove_own() {
         for d in $(own_domains); do
                 $V destroy "$d" >/dev/null 2>&1
                 $V undefine "$d" >/dev/null 2>&1
+        done
+        for p in "$POOL-ssd" "$POOL-hdd"; do
+                $V pool-destroy "$p" >/dev/null 2>&1
+                $V pool-undefine "$p" >/dev/null 2>&1
         done
         return 0
 }
@@ -36,6 +50,7 @@ qemu_agent() {
         "$BUILD/tasman-agent" --broker="$AGENT_URL" --libvirt_uri=qemu:///system \
                 --host_id="qemu-$$" --state_dir="$T/hv" --domain_type=qemu \
                 --shutdown_timeout_ms=3000 --vcpus=2 --ram_mb=4096 --disk_gb=100 \
+                --boot_dir="$T/boot" --pool_ssd="$POOL-ssd" --pool_hdd="$POOL-hdd" \
                 >>"$T/agent.log" 2>&1 &
         AGENT=$!
         PIDS+=("$AGENT")
@@ -53,8 +68,19 @@ CONSOLE=$T/hv/console/$DOM.log
 check "libvirt runs it as a QEMU (TCG) domain" bash -c "$V dumpxml $DOM | grep -q \"<domain type='qemu'\""
 boots() { grep -c 'TASMAN-BOOT-COUNT' "$CONSOLE" 2>/dev/null || echo 0; }
 check "guest boots: console shows the marker" wait_for 90 "marker" grep -q "cmdline-marker=$MARK" "$CONSOLE"
-check "guest got its hostname from the broker" grep -q "TASMAN-GUEST-BOOTED hostname=guest1 " "$CONSOLE"
+check "guest got its hostname from its cloud-init seed" grep -q "TASMAN-GUEST-BOOTED hostname=guest1 " "$CONSOLE"
+check "guest reads the catalog's image through its disk" grep -q "TASMAN-DISK TASMAN-TEST-IMAGE debian-12" "$CONSOLE"
+check "guest's seed has its instance id" grep -q "TASMAN-SEED instance-id: .*$DOM-r0" "$CONSOLE"
+check "guest's seed has our cloud-config" grep -q "TASMAN-SEED-USER #cloud-config" "$CONSOLE"
 eq "booted once" "$(boots)" 1
+DISK=$T/hv/disks/ssd/$DOM.qcow2
+SEED=$T/hv/seeds/$DOM.iso
+SHA=$(sha256sum "$T/catalog/debian-12.raw" | cut -d' ' -f1)
+check "the image is cached once, under its SHA-256" test -f "$T/hv/images/$SHA"
+check "the disk is a qcow2 overlay on the cached image" bash -c \
+        "qemu-img info -U --output=json '$DISK' | jq -e '.format == \"qcow2\" and .[\"backing-filename\"] == \"$T/hv/images/$SHA\" and .[\"virtual-size\"] == 25*1024*1024*1024' >/dev/null"
+check "the disk is a volume of the agent's pool" bash -c "$V vol-list $POOL-ssd | grep -q $DOM.qcow2"
+check "the seed is an ISO labelled cidata" bash -c "isoinfo -d -i '$SEED' | grep -q '^Volume id: cidata'"
 
 KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"reboot"}'
 eq "reboot -> 202" "$CODE" 202
@@ -87,9 +113,37 @@ check "destroyed outside Tasman: the agent starts it again" wait_for 60 "4 boots
 check "destroyed outside Tasman: running again" wait_status "$KEY_A" "$ID" running 30
 eq "the agent logged one start more" "$(starts)" $((STARTS + 1))
 
+# Rebuild: a new disk from the image and a new seed (a new instance id,
+# so cloud-init runs again).
+echo "scribble" | dd of="$DISK" bs=1 seek=1000000 conv=notrunc status=none 2>/dev/null
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"rebuild"}'
+eq "rebuild -> 202" "$CODE" 202
+check "rebuild: the guest boots with a new seed" wait_for 90 "r1 seed" grep -q "TASMAN-SEED instance-id: .*$DOM-r1" "$CONSOLE"
+check "after rebuild: running" wait_status "$KEY_A" "$ID" running 30
+check "after rebuild: a fresh overlay (nothing written in it yet but the guest's boot)" bash -c \
+        "[ \$(qemu-img info -U --output=json '$DISK' | jq '.[\"actual-size\"]') -lt 1000000 ]"
+eq "after rebuild: still one domain" "$(own_domains | wc -l)" 1
+
 kill -9 "$AGENT"; wait "$AGENT" 2>/dev/null
 KEY=$KEY_A api DELETE "/v1/vps/$ID"
 eq "delete while the agent is down -> 204" "$CODE" 204
 qemu_agent
 check "agent back: the deleted VPS's domain is gone" wait_for 30 "undefined" bash -c "! $V domstate $DOM"
+check "its disk is gone" test ! -e "$DISK"
+check "its seed is gone" test ! -e "$SEED"
+check "the cached image stays" test -f "$T/hv/images/$SHA"
+
+# An image whose file does not match its checksum: error, nothing made.
+printf 'not the image\n' >"$T/catalog/broken.raw"
+ctl image add broken --name Broken --url "file://$T/catalog/broken.raw" --format raw \
+        --sha256 0000000000000000000000000000000000000000000000000000000000000000 >/dev/null
+KEY=$KEY_A api POST /v1/vps '{"name":"broken1","size":"standard-1vcpu-1gb","image":"broken"}'
+eq "create from a broken image -> 201" "$CODE" 201
+BID=$(jget .data.id)
+check "it ends in error" wait_status "$KEY_A" "$BID" error 60
+match "with the reason" "$(KEY=$KEY_A api GET "/v1/vps/$BID"; jget .data.error)" "checksum"
+check "no domain for it" bash -c "! $V domstate tasman-$BID >/dev/null 2>&1"
+check "no disk for it" test ! -e "$T/hv/disks/ssd/tasman-$BID.qcow2"
+check "no seed for it" test ! -e "$T/hv/seeds/tasman-$BID.iso"
+check "nothing partial in the cache" bash -c "! ls '$T/hv/images' | grep -v '^$SHA\$'"
 exit 0
