@@ -373,6 +373,19 @@ static void image_files(const char *image, char *kernel, char *initrd, char *cmd
 
 static int roundtrip(struct agent *a, struct tmsg *req, struct tmsg *rep, int timeout_ms);
 
+/* ---- fault injection (tests only) ----
+ * TASMAN_AGENT_CRASH_AT=POINT makes the agent kill itself (SIGKILL, as a
+ * crash or a power cut would) the first time it passes POINT, so the tests
+ * can prove that every step is safe to be interrupted. */
+static void crash_point(const char *point)
+{
+        const char *want = getenv("TASMAN_AGENT_CRASH_AT");
+        if (want && strcmp(want, point) == 0) {
+                log_warn("agent: crashing at %s (TASMAN_AGENT_CRASH_AT)", point);
+                raise(SIGKILL);
+        }
+}
+
 /* ---- a guest's disk and seed ---- */
 
 static const char *pool_of(enum storage t)
@@ -524,6 +537,7 @@ static int define(struct agent *a, const struct dom_desired *d)
                 note_error_msg(a, d->vm_id, msg);
                 return r;
         }
+        crash_point("image-ready");
         if ((r = ensure_pools(a)) < 0)
                 return r;
         vol_name(d->vm_id, vol, sizeof(vol));
@@ -531,9 +545,11 @@ static int define(struct agent *a, const struct dom_desired *d)
                           img->format, disk, sizeof(disk));
         if (r < 0)
                 return r;
+        crash_point("disk-created");
         seed_path(d->vm_id, seed, sizeof(seed));
         if ((r = ensure_seed(a, d, seed)) < 0)
                 return r;
+        crash_point("seed-built");
         p.disk = disk;
         p.seed = seed;
         p.disk_iops = (uint64_t)(d->storage == STORAGE_HDD ? cfg.hdd_iops : cfg.ssd_iops);
@@ -550,7 +566,10 @@ static int define(struct agent *a, const struct dom_desired *d)
                          cfg.state_dir, d->vm_id);
                 p.console_log = log_path;
         }
-        return hv_define(a->hv, &p);
+        r = hv_define(a->hv, &p);
+        if (r == 0)
+                crash_point("defined");
+        return r;
 }
 
 static int pending_add(struct agent *a, uint64_t vm_id, int64_t deadline)
@@ -591,6 +610,7 @@ static int run_op(struct agent *a, const struct rc_op *op)
                 r = define(a, d);
                 break;
         case RC_START:
+                crash_point("before-start");
                 r = hv_start(a->hv, op->vm_id);
                 break;
         case RC_SHUTDOWN:
@@ -607,6 +627,8 @@ static int run_op(struct agent *a, const struct rc_op *op)
                 r = hv_destroy(a->hv, op->vm_id);
                 if (r == 0 || r == -ENOENT)
                         r = remove_storage(a, op->vm_id);
+                if (r == 0)
+                        crash_point("delete-storage-removed");
                 if (r == 0)
                         r = hv_undefine(a->hv, op->vm_id);
                 break;
@@ -632,7 +654,11 @@ static int run_op(struct agent *a, const struct rc_op *op)
                 if (r == 0 || r == -ENOENT)
                         r = remove_storage(a, op->vm_id);
                 if (r == 0)
+                        crash_point("rebuild-storage-removed");
+                if (r == 0)
                         r = hv_undefine(a->hv, op->vm_id);
+                if (r == 0)
+                        crash_point("rebuild-undefined");
                 if (r == 0)
                         r = define(a, d);
                 break;

@@ -126,6 +126,30 @@ static void test_golden_qemu_kernel(void **state)
         free(xml);
 }
 
+/* A guest as the agent makes it: its disk (with I/O limits) and its
+ * cloud-init seed, booting from the disk. */
+static void test_golden_disk_seed(void **state)
+{
+        const struct domxml_params p = {
+                .vm_id = 42,
+                .hostname = "web1",
+                .domain_type = "kvm",
+                .vcpus = 2,
+                .ram_mb = 2048,
+                .console_log = "/var/lib/tasman-agent/console/tasman-42.log",
+                .disk = "/var/lib/tasman-agent/disks/hdd/tasman-42.qcow2",
+                .disk_iops = 500,
+                .disk_bps = 104857600,
+                .seed = "/var/lib/tasman-agent/seeds/tasman-42&'.iso",
+                .rebuild_done = 2,
+        };
+        (void)state;
+        char *xml = domxml_build(&p);
+        assert_non_null(xml);
+        check_golden("domxml_disk_seed.xml", xml);
+        free(xml);
+}
+
 /* Without initrd/cmdline only the kernel line appears. */
 static void test_golden_kvm_kernel_only(void **state)
 {
@@ -329,6 +353,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_golden_test_domain),
                 cmocka_unit_test(test_golden_qemu_kernel),
+                cmocka_unit_test(test_golden_disk_seed),
                 cmocka_unit_test(test_golden_kvm_kernel_only),
                 cmocka_unit_test(test_build_metadata_parses),
                 cmocka_unit_test(test_names),
