@@ -69,12 +69,14 @@ exactly() { # DESCRIPTION ID...
         check "$d: nothing partial in the image cache" bash -c "! ls '$T/hv/images' | grep -q part"
 }
 
+stop_agent() { if [ -n "$AGENT" ]; then kill "$AGENT"; wait "$AGENT" 2>/dev/null; fi; }
 agent
+check "the agent joins" wait_for 20 "node up" bash -c "[ \"\$($BUILD/tasmanctl --broker $ADMIN --json node list | jq -r '.[0].state')\" = up ]"
 LIVE=()
 n=0
 for point in image-ready disk-created seed-built defined before-start; do
         n=$((n + 1))
-        kill "$AGENT"; wait "$AGENT" 2>/dev/null
+        stop_agent
         agent "$point"
         KEY=$KEY api POST /v1/vps "{\"name\":\"c$n\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\"}"
         ID=$(jget .data.id)
@@ -88,7 +90,7 @@ for i in $(seq 1 "$n"); do KEY=$KEY api GET "/v1/vps?name=c$i"; IDS+=("$(jget '.
 
 # rebuild of guest 1, crashing half-way each time
 for point in rebuild-storage-removed rebuild-undefined; do
-        kill "$AGENT"; wait "$AGENT" 2>/dev/null
+        stop_agent
         agent "$point"
         KEY=$KEY api POST "/v1/vps/${IDS[0]}/actions" '{"action":"rebuild"}'
         eq "rebuild, crash at $point -> 202" "$CODE" 202
@@ -101,7 +103,7 @@ check "the rebuilt guest has a new seed (instance id r2)" bash -c \
         "isoinfo -R -x /meta-data -i '$T/hv/seeds/tasman-1.iso' | grep -q 'tasman-1-r2'"
 
 # delete of guest 2, crashing after its disk and seed went
-kill "$AGENT"; wait "$AGENT" 2>/dev/null
+stop_agent
 agent delete-storage-removed
 KEY=$KEY api DELETE "/v1/vps/${IDS[1]}"
 eq "delete -> 204" "$CODE" 204
