@@ -47,16 +47,24 @@ static void put_escaped(FILE *f, const char *s)
         }
 }
 
-static void put_metadata(FILE *f, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done,
+static void put_metadata(FILE *f, uint64_t vm_id, const struct domxml_params *p,
                          const char *indent)
 {
         fprintf(f,
                 "%s<" DOMXML_NS_PREFIX ":vm xmlns:" DOMXML_NS_PREFIX "=\"" DOMXML_NS "\">\n"
                 "%s  <" DOMXML_NS_PREFIX ":id>%" PRIu64 "</" DOMXML_NS_PREFIX ":id>\n"
                 "%s  <" DOMXML_NS_PREFIX ":reboot>%" PRIu64 "</" DOMXML_NS_PREFIX ":reboot>\n"
-                "%s  <" DOMXML_NS_PREFIX ":rebuild>%" PRIu64 "</" DOMXML_NS_PREFIX ":rebuild>\n"
-                "%s</" DOMXML_NS_PREFIX ":vm>\n",
-                indent, indent, vm_id, indent, reboot_done, indent, rebuild_done, indent);
+                "%s  <" DOMXML_NS_PREFIX ":rebuild>%" PRIu64 "</" DOMXML_NS_PREFIX ":rebuild>\n",
+                indent, indent, vm_id, indent, p->reboot_done, indent, p->rebuild_done);
+        /* Only when set: the documents of guests without them stay as they were. */
+        if (p->resize_done)
+                fprintf(f, "%s  <" DOMXML_NS_PREFIX ":resize>%" PRIu64 "</" DOMXML_NS_PREFIX
+                           ":resize>\n",
+                        indent, p->resize_done);
+        if (p->rescue)
+                fprintf(f, "%s  <" DOMXML_NS_PREFIX ":rescue>1</" DOMXML_NS_PREFIX ":rescue>\n",
+                        indent);
+        fprintf(f, "%s</" DOMXML_NS_PREFIX ":vm>\n", indent);
 }
 
 static int set(const char *s)
@@ -85,7 +93,7 @@ char *domxml_build(const struct domxml_params *p)
         put_escaped(f, p->hostname);
         fprintf(f, "</title>\n");
         fprintf(f, "  <metadata>\n");
-        put_metadata(f, p->vm_id, p->reboot_done, p->rebuild_done, "    ");
+        put_metadata(f, p->vm_id, p, "    ");
         fprintf(f, "  </metadata>\n");
         fprintf(f, "  <memory unit='MiB'>%" PRIu32 "</memory>\n", p->ram_mb);
         fprintf(f, "  <vcpu>%" PRIu32 "</vcpu>\n", p->vcpus);
@@ -159,15 +167,25 @@ char *domxml_build(const struct domxml_params *p)
         return buf;
 }
 
-char *domxml_metadata(uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done)
+char *domxml_metadata_marks(uint64_t vm_id, const struct domxml_marks *m)
 {
-        char *buf = NULL;
+        char *buf = NULL, extra[96] = "";
+        if (m->resize_done)
+                snprintf(extra, sizeof(extra), "<resize>%" PRIu64 "</resize>", m->resize_done);
+        if (m->rescue)
+                snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), "<rescue>1</rescue>");
         /* libvirt puts the element into our namespace itself. */
         if (asprintf(&buf, "<vm><id>%" PRIu64 "</id><reboot>%" PRIu64 "</reboot><rebuild>%" PRIu64
-                           "</rebuild></vm>",
-                     vm_id, reboot_done, rebuild_done) < 0)
+                           "</rebuild>%s</vm>",
+                     vm_id, m->reboot_done, m->rebuild_done, extra) < 0)
                 return NULL;
         return buf;
+}
+
+char *domxml_metadata(uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done)
+{
+        const struct domxml_marks m = { .reboot_done = reboot_done, .rebuild_done = rebuild_done };
+        return domxml_metadata_marks(vm_id, &m);
 }
 
 /* Finds <tag>NUMBER</...> or <PREFIX:tag>NUMBER</...>: libvirt hands our
@@ -197,21 +215,39 @@ static int find_u64(const char *xml, const char *tag, uint64_t *ret)
         return 0;
 }
 
-int domxml_parse_metadata(const char *xml, uint64_t *ret_vm_id, uint64_t *ret_reboot_done,
-                          uint64_t *ret_rebuild_done)
+int domxml_parse_marks(const char *xml, uint64_t *ret_vm_id, struct domxml_marks *ret)
 {
-        uint64_t id, rb, rl;
+        struct domxml_marks m = { 0 };
+        uint64_t id, rescue = 0;
         if (!xml)
                 return -EINVAL;
         while (*xml == ' ' || *xml == '\n' || *xml == '\t')
                 xml++;
         if (strncmp(xml, "<vm", 3) != 0 && strncmp(xml, "<" DOMXML_NS_PREFIX ":vm", 10) != 0)
                 return -EINVAL;
-        if (find_u64(xml, "id", &id) < 0 || find_u64(xml, "reboot", &rb) < 0 ||
-            find_u64(xml, "rebuild", &rl) < 0)
+        if (find_u64(xml, "id", &id) < 0 || find_u64(xml, "reboot", &m.reboot_done) < 0 ||
+            find_u64(xml, "rebuild", &m.rebuild_done) < 0)
                 return -EINVAL;
+        if (find_u64(xml, "resize", &m.resize_done) < 0)
+                m.resize_done = 0;
+        if (find_u64(xml, "rescue", &rescue) < 0)
+                rescue = 0;
+        m.rescue = rescue != 0;
         *ret_vm_id = id;
-        *ret_reboot_done = rb;
-        *ret_rebuild_done = rl;
+        *ret = m;
+        return 0;
+}
+
+int domxml_parse_metadata(const char *xml, uint64_t *ret_vm_id, uint64_t *ret_reboot_done,
+                          uint64_t *ret_rebuild_done)
+{
+        struct domxml_marks m;
+        uint64_t id;
+        int r = domxml_parse_marks(xml, &id, &m);
+        if (r < 0)
+                return r;
+        *ret_vm_id = id;
+        *ret_reboot_done = m.reboot_done;
+        *ret_rebuild_done = m.rebuild_done;
         return 0;
 }

@@ -28,6 +28,8 @@ struct domxml_params {
         const char *seed;        /* the cloud-init seed ISO, a read-only cdrom; NULL: none */
         uint64_t reboot_done;
         uint64_t rebuild_done;
+        uint64_t resize_done;
+        int rescue;       /* booted into the rescue system */
         const char *uuid; /* keep an existing domain's uuid on redefine; NULL: new */
 };
 
@@ -40,9 +42,21 @@ int domxml_parse_name(const char *name, uint64_t *ret_vm_id);
 /* The whole <domain> document; NULL on out of memory. */
 char *domxml_build(const struct domxml_params *p);
 
+/* What our metadata records of a domain: the one-shot intents carried out
+ * (counters) and the mode it was defined in. */
+struct domxml_marks {
+        uint64_t reboot_done;
+        uint64_t rebuild_done;
+        uint64_t resize_done;
+        int rescue;
+};
+
 /* Our metadata element without namespace, as virDomainSetMetadata wants it. */
 char *domxml_metadata(uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done);
+char *domxml_metadata_marks(uint64_t vm_id, const struct domxml_marks *m);
 
-/* Parses what virDomainGetMetadata returns for our namespace. 0 or -EINVAL. */
+/* Parses what virDomainGetMetadata returns for our namespace. 0 or -EINVAL.
+ * resize and rescue, absent in what older agents wrote, read as 0. */
 int domxml_parse_metadata(const char *xml, uint64_t *ret_vm_id, uint64_t *ret_reboot_done,
                           uint64_t *ret_rebuild_done);
+int domxml_parse_marks(const char *xml, uint64_t *ret_vm_id, struct domxml_marks *ret);

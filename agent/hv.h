@@ -27,6 +27,8 @@ struct hv_domain {
         enum power state;
         uint64_t reboot_done;
         uint64_t rebuild_done;
+        uint64_t resize_done;
+        int rescue;
 };
 
 struct hv_node {
@@ -54,7 +56,8 @@ int hv_start(struct hv *hv, uint64_t vm_id);
 int hv_shutdown(struct hv *hv, uint64_t vm_id); /* graceful: ACPI */
 int hv_destroy(struct hv *hv, uint64_t vm_id);  /* power off */
 int hv_undefine(struct hv *hv, uint64_t vm_id);
-/* Records the last reboot/rebuild counters carried out, in the metadata. */
+/* Records the last reboot/rebuild counters carried out, in the metadata
+ * (the other marks stay as they are). */
 int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done);
 
 /* ---- storage: pools and guest disks ----
@@ -74,6 +77,10 @@ int hv_pool_ensure(struct hv *hv, const char *name, const char *dir);
  * disk). An existing volume of that name is kept as it is. Writes its path. */
 int hv_vol_create(struct hv *hv, const char *pool, const char *vol, uint64_t capacity_bytes,
                   const char *backing, const char *backing_fmt, char *path, size_t path_len);
+
+/* Grows the volume to capacity_bytes (never shrinks it); 0 when it is that
+ * big already. The domain using it must not be running. */
+int hv_vol_grow(struct hv *hv, const char *pool, const char *vol, uint64_t capacity_bytes);
 
 /* Deletes the volume; 0 when it is not there. */
 int hv_vol_delete(struct hv *hv, const char *pool, const char *vol);

@@ -17,8 +17,7 @@
  * listing costs a few list calls instead of one call per domain. */
 struct meta_entry {
         uint64_t vm_id;
-        uint64_t reboot_done;
-        uint64_t rebuild_done;
+        struct domxml_marks m;
 };
 
 struct hv {
@@ -45,7 +44,7 @@ static struct meta_entry *meta_find(struct hv *hv, uint64_t vm_id, size_t *ret_p
         return NULL;
 }
 
-static void meta_put(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done)
+static void meta_put(struct hv *hv, uint64_t vm_id, const struct domxml_marks *m)
 {
         size_t pos;
         struct meta_entry *e = meta_find(hv, vm_id, &pos);
@@ -63,8 +62,7 @@ static void meta_put(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64
                 e = &hv->meta[pos];
                 e->vm_id = vm_id;
         }
-        e->reboot_done = reboot_done;
-        e->rebuild_done = rebuild_done;
+        e->m = *m;
 }
 
 static void meta_drop(struct hv *hv, uint64_t vm_id)
@@ -183,8 +181,15 @@ static int read_meta(virDomainPtr dom, struct hv_domain *d)
         char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, DOMXML_NS, 0);
         if (!xml)
                 return -ENOENT;
-        int r = domxml_parse_metadata(xml, &d->vm_id, &d->reboot_done, &d->rebuild_done);
+        struct domxml_marks m;
+        int r = domxml_parse_marks(xml, &d->vm_id, &m);
         free(xml);
+        if (r == 0) {
+                d->reboot_done = m.reboot_done;
+                d->rebuild_done = m.rebuild_done;
+                d->resize_done = m.resize_done;
+                d->rescue = m.rescue;
+        }
         return r;
 }
 
@@ -216,12 +221,16 @@ static int list_class(struct hv *hv, unsigned flags, enum power state, struct hv
                         continue; /* not ours */
                 if ((e = meta_find(hv, name_id, NULL))) {
                         d.vm_id = name_id;
-                        d.reboot_done = e->reboot_done;
-                        d.rebuild_done = e->rebuild_done;
+                        d.reboot_done = e->m.reboot_done;
+                        d.rebuild_done = e->m.rebuild_done;
+                        d.resize_done = e->m.resize_done;
+                        d.rescue = e->m.rescue;
                 } else if (read_meta(doms[i], &d) < 0 || d.vm_id != name_id) {
                         continue; /* our prefix, but no (matching) metadata */
                 } else {
-                        meta_put(hv, d.vm_id, d.reboot_done, d.rebuild_done);
+                        meta_put(hv, d.vm_id, &(struct domxml_marks){ d.reboot_done,
+                                                                      d.rebuild_done,
+                                                                      d.resize_done, d.rescue });
                 }
                 if (state == POWER_UNKNOWN) {
                         int st, reason;
@@ -316,8 +325,10 @@ int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret)
                 return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ENOENT : -EIO;
         if ((e = meta_find(hv, vm_id, NULL))) {
                 d.vm_id = vm_id;
-                d.reboot_done = e->reboot_done;
-                d.rebuild_done = e->rebuild_done;
+                d.reboot_done = e->m.reboot_done;
+                d.rebuild_done = e->m.rebuild_done;
+                d.resize_done = e->m.resize_done;
+                d.rescue = e->m.rescue;
         } else if (read_meta(dom, &d) < 0 || d.vm_id != vm_id) {
                 r = -ENOENT; /* not ours */
         }
@@ -363,7 +374,8 @@ int hv_define(struct hv *hv, const struct domxml_params *p)
                 return r;
         }
         virDomainFree(dom);
-        meta_put(hv, p->vm_id, p->reboot_done, p->rebuild_done);
+        meta_put(hv, p->vm_id, &(struct domxml_marks){ p->reboot_done, p->rebuild_done,
+                                                       p->resize_done, p->rescue });
         return 0;
 }
 
@@ -439,11 +451,20 @@ int hv_undefine(struct hv *hv, uint64_t vm_id)
 int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done)
 {
         virDomainPtr dom;
+        struct hv_domain d = { 0 };
         char *meta;
         int r = lookup_owned(hv, vm_id, &dom);
         if (r < 0)
                 return r;
-        meta = domxml_metadata(vm_id, reboot_done, rebuild_done);
+        struct meta_entry *e = meta_find(hv, vm_id, NULL);
+        struct domxml_marks m = { 0 };
+        if (e)
+                m = e->m;
+        else if (read_meta(dom, &d) == 0)
+                m = (struct domxml_marks){ d.reboot_done, d.rebuild_done, d.resize_done, d.rescue };
+        m.reboot_done = reboot_done;
+        m.rebuild_done = rebuild_done;
+        meta = domxml_metadata_marks(vm_id, &m);
         if (!meta) {
                 virDomainFree(dom);
                 return -ENOMEM;
@@ -457,7 +478,7 @@ int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_
                 log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot write metadata: %s",
                           vm_id, last_message());
         } else {
-                meta_put(hv, vm_id, reboot_done, rebuild_done);
+                meta_put(hv, vm_id, &m);
         }
         free(meta);
         virDomainFree(dom);
@@ -619,6 +640,42 @@ int hv_vol_create(struct hv *hv, const char *pool_name, const char *vol, uint64_
         }
         free(p);
         virStorageVolFree(v);
+        virStoragePoolFree(pool);
+        return r;
+}
+
+int hv_vol_grow(struct hv *hv, const char *pool_name, const char *vol, uint64_t capacity_bytes)
+{
+        virStoragePoolPtr pool = NULL;
+        virStorageVolPtr v;
+        virStorageVolInfo info;
+        int r;
+
+        if (strncmp(vol, HV_NAME_PREFIX, strlen(HV_NAME_PREFIX)) != 0)
+                return -EPERM;
+        if ((r = pool_open(hv, pool_name, &pool)) < 0)
+                return r;
+        v = virStorageVolLookupByName(pool, vol);
+        if (!v) {
+                r = last_errno();
+                log_error("volume %s/%s: cannot open: %s", pool_name, vol, last_message());
+        } else {
+                if (virStorageVolGetInfo(v, &info) < 0) {
+                        r = last_errno();
+                        log_error("volume %s/%s: cannot read its size: %s", pool_name, vol,
+                                  last_message());
+                } else if (info.capacity < capacity_bytes) {
+                        if (virStorageVolResize(v, capacity_bytes, 0) < 0) {
+                                r = last_errno();
+                                log_error("volume %s/%s: cannot grow to %" PRIu64 " bytes: %s",
+                                          pool_name, vol, capacity_bytes, last_message());
+                        } else {
+                                log_info("volume %s/%s: grown from %llu to %" PRIu64 " bytes",
+                                         pool_name, vol, info.capacity, capacity_bytes);
+                        }
+                }
+                virStorageVolFree(v);
+        }
         virStoragePoolFree(pool);
         return r;
 }

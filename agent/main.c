@@ -39,6 +39,7 @@ static struct {
         char state_dir[CFG_STR_MAX];
         char image_dir[CFG_STR_MAX];
         char boot_dir[CFG_STR_MAX];
+        char rescue_dir[CFG_STR_MAX];
         char pool_ssd[CFG_STR_MAX], pool_ssd_dir[CFG_STR_MAX];
         char pool_hdd[CFG_STR_MAX], pool_hdd_dir[CFG_STR_MAX];
         char underlay_ip[CFG_STR_MAX];
@@ -80,6 +81,9 @@ static const struct cfg_opt opts[] = {
         { "boot_dir", CFG_STR, cfg.boot_dir, 0, 0,
           "direct kernel boot for images without a boot loader: DIR/SLUG/{vmlinuz,initrd.img,"
           "cmdline} (default: none, guests boot from their disk)" },
+        { "rescue_dir", CFG_STR, cfg.rescue_dir, 0, 0,
+          "the rescue system guests boot into (their disk attached): "
+          "DIR/{vmlinuz,initrd.img,cmdline} (default STATE_DIR/rescue)" },
         { "pool_ssd", CFG_STR, cfg.pool_ssd, 0, 0, "libvirt storage pool of ssd guest disks" },
         { "pool_ssd_dir", CFG_STR, cfg.pool_ssd_dir, 0, 0,
           "its directory (default STATE_DIR/disks/ssd)" },
@@ -341,25 +345,24 @@ static int file_exists(const char *p)
 }
 
 /* Boot files of an image from image_dir; missing files leave "" */
-static void image_files(const char *image, char *kernel, char *initrd, char *cmdline, size_t len)
+static void boot_files(const char *dir, char *kernel, char *initrd, char *cmdline, size_t len);
+
+/* Direct kernel boot files in dir: vmlinuz (required), initrd.img and
+ * cmdline (optional); missing files leave "". */
+static void boot_files(const char *dir, char *kernel, char *initrd, char *cmdline, size_t len)
 {
-        char dir[CFG_STR_MAX + 8], path[CFG_STR_MAX + 80];
+        char path[CFG_STR_MAX + 160];
         FILE *f;
 
         kernel[0] = initrd[0] = cmdline[0] = '\0';
-        if (!cfg.boot_dir[0])
-                return;
-        snprintf(dir, sizeof(dir), "%s", cfg.boot_dir);
-        if (!image[0] || strchr(image, '/') || image[0] == '.')
-                return;
-        snprintf(path, sizeof(path), "%s/%s/vmlinuz", dir, image);
+        snprintf(path, sizeof(path), "%s/vmlinuz", dir);
         if (!file_exists(path))
                 return;
         snprintf(kernel, len, "%s", path);
-        snprintf(path, sizeof(path), "%s/%s/initrd.img", dir, image);
+        snprintf(path, sizeof(path), "%s/initrd.img", dir);
         if (file_exists(path))
                 snprintf(initrd, len, "%s", path);
-        snprintf(path, sizeof(path), "%s/%s/cmdline", dir, image);
+        snprintf(path, sizeof(path), "%s/cmdline", dir);
         f = fopen(path, "re");
         if (f) {
                 if (!fgets(cmdline, (int)len, f))
@@ -369,6 +372,17 @@ static void image_files(const char *image, char *kernel, char *initrd, char *cmd
         } else {
                 snprintf(cmdline, len, "console=ttyS0");
         }
+}
+
+static void image_files(const char *image, char *kernel, char *initrd, char *cmdline, size_t len)
+{
+        char dir[CFG_STR_MAX + 80];
+
+        kernel[0] = initrd[0] = cmdline[0] = '\0';
+        if (!cfg.boot_dir[0] || !image[0] || strchr(image, '/') || image[0] == '.')
+                return;
+        snprintf(dir, sizeof(dir), "%s/%s", cfg.boot_dir, image);
+        boot_files(dir, kernel, initrd, cmdline, len);
 }
 
 static int roundtrip(struct agent *a, struct tmsg *req, struct tmsg *rep, int timeout_ms);
@@ -543,6 +557,8 @@ static int define(struct agent *a, const struct dom_desired *d)
         vol_name(d->vm_id, vol, sizeof(vol));
         r = hv_vol_create(a->hv, pool_of(d->storage), vol, (uint64_t)d->disk_gb << 30, base,
                           img->format, disk, sizeof(disk));
+        if (r == 0) /* an existing disk after a resize (never shrunk) */
+                r = hv_vol_grow(a->hv, pool_of(d->storage), vol, (uint64_t)d->disk_gb << 30);
         if (r < 0)
                 return r;
         crash_point("disk-created");
@@ -554,7 +570,19 @@ static int define(struct agent *a, const struct dom_desired *d)
         p.seed = seed;
         p.disk_iops = (uint64_t)(d->storage == STORAGE_HDD ? cfg.hdd_iops : cfg.ssd_iops);
         p.disk_bps = (uint64_t)(d->storage == STORAGE_HDD ? cfg.hdd_bps : cfg.ssd_bps);
-        image_files(d->image, kernel, initrd, cmd, sizeof(kernel));
+        p.resize_done = d->resize_seq;
+        p.rescue = d->rescue;
+        if (d->rescue) {
+                boot_files(cfg.rescue_dir, kernel, initrd, cmd, sizeof(kernel));
+                if (!kernel[0]) {
+                        snprintf(msg, sizeof(msg), "no rescue system on this host (%s/vmlinuz)",
+                                 cfg.rescue_dir);
+                        note_error_msg(a, d->vm_id, msg);
+                        return -ENOENT;
+                }
+        } else {
+                image_files(d->image, kernel, initrd, cmd, sizeof(kernel));
+        }
         if (kernel[0]) {
                 snprintf(full_cmd, sizeof(full_cmd), "%s tasman.hostname=%s", cmd, d->hostname);
                 p.kernel = kernel;
@@ -664,6 +692,9 @@ static int run_op(struct agent *a, const struct rc_op *op)
                 break;
         case RC_DROP_PENDING:
                 pending_drop(a, op->vm_id);
+                break;
+        case RC_REDEFINE:
+                r = define(a, d);
                 break;
         default:
                 r = -EINVAL;
@@ -884,6 +915,8 @@ static void put_report(struct msg_sync *s, const struct agent *a, uint64_t vm_id
         d->state = o ? o->state : POWER_UNKNOWN; /* unknown: not on this host */
         d->reboot_done = o ? o->reboot_done : 0;
         d->rebuild_done = o ? o->rebuild_done : 0;
+        d->resize_done = o ? o->resize_done : 0;
+        d->rescue = o ? o->rescue : 0;
         if (err)
                 snprintf(d->error, TMSG_ERR, "%s", err);
 }
@@ -1038,6 +1071,9 @@ int main(int argc, char **argv)
         }
         if (!cfg.image_dir[0])
                 snprintf(cfg.image_dir, sizeof(cfg.image_dir), "%.*s/images", CFG_STR_MAX - 8,
+                         cfg.state_dir);
+        if (!cfg.rescue_dir[0])
+                snprintf(cfg.rescue_dir, sizeof(cfg.rescue_dir), "%.*s/rescue", CFG_STR_MAX - 8,
                          cfg.state_dir);
         if (!cfg.pool_ssd_dir[0])
                 snprintf(cfg.pool_ssd_dir, sizeof(cfg.pool_ssd_dir), "%.*s/disks/ssd",

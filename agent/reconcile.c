@@ -8,6 +8,7 @@ static const char *const op_names[] = {
         [RC_SHUTDOWN] = "shutdown",     [RC_DESTROY] = "destroy",
         [RC_UNDEFINE] = "undefine",     [RC_MARK_REBOOT] = "mark-reboot",
         [RC_REBUILD] = "rebuild",       [RC_DROP_PENDING] = "drop-pending",
+        [RC_REDEFINE] = "redefine",
 };
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == RC__MAX, "op_names covers rc_op_type");
 
@@ -71,6 +72,35 @@ static void diff_one(struct out *o, const struct dom_desired *d, const struct hv
                         emit(o, RC_DROP_PENDING, d->vm_id, d);
                 if (d->power == POWER_RUNNING)
                         emit(o, RC_START, d->vm_id, d);
+                return;
+        }
+        /* A new size or a switch into or out of the rescue system: stop
+         * (gracefully, unless told to power off), define again, start. */
+        if (d->resize_seq > h->resize_done || !d->rescue != !h->rescue) {
+                if (is_active(h->state)) {
+                        if (p && now < p->deadline_ms && !d->force_off)
+                                return; /* still shutting down gracefully */
+                        if (p || d->force_off) {
+                                emit(o, RC_DESTROY, d->vm_id, d);
+                                if (p)
+                                        emit(o, RC_DROP_PENDING, d->vm_id, d);
+                        } else {
+                                emit(o, RC_SHUTDOWN, d->vm_id, d);
+                        }
+                        return;
+                }
+                if (p)
+                        emit(o, RC_DROP_PENDING, d->vm_id, d);
+                emit(o, RC_REDEFINE, d->vm_id, d);
+                if (d->power == POWER_RUNNING)
+                        emit(o, RC_START, d->vm_id, d);
+                return;
+        }
+        /* Power off at once: no waiting for a graceful stop. */
+        if (d->power == POWER_STOPPED && d->force_off && is_active(h->state)) {
+                emit(o, RC_DESTROY, d->vm_id, d);
+                if (p)
+                        emit(o, RC_DROP_PENDING, d->vm_id, d);
                 return;
         }
         if (d->reboot_seq > h->reboot_done) {

@@ -29,6 +29,8 @@ enum rc_op_type {
         RC_MARK_REBOOT,   /* write reboot_done = des->reboot_seq */
         RC_REBUILD,       /* undefine and define anew, counters = desired */
         RC_DROP_PENDING,  /* the pending stop is over */
+        RC_REDEFINE,      /* stopped: define again with the desired size and mode
+                           * (resize_done = resize_seq, rescue), growing the disk */
         RC__MAX,
 };
 

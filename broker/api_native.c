@@ -24,6 +24,10 @@ const char *api_vps_status(const struct vm *v, int64_t now, int64_t host_timeout
                 return "unknown"; /* never "stopped": we do not know */
         if (v->rebuild_seq > v->obs_rebuild_done && v->obs_state >= 0)
                 return "rebuilding";
+        if (v->resize_seq > v->obs_resize_done && v->obs_state >= 0)
+                return "resizing";
+        if (!v->rescue != !v->obs_rescue && v->obs_state >= 0 && v->want == VM_WANT_RUNNING)
+                return "rebooting"; /* into or out of the rescue system */
         if (v->obs_error[0])
                 return "error";
         if (v->obs_state < 0)
@@ -32,7 +36,7 @@ const char *api_vps_status(const struct vm *v, int64_t now, int64_t host_timeout
         case POWER_RUNNING:
                 if (v->reboot_seq > v->obs_reboot_done)
                         return "rebooting";
-                return v->want == VM_WANT_STOPPED ? "stopping" : "running";
+                return v->want != VM_WANT_RUNNING ? "stopping" : "running";
         case POWER_STOPPED:
         case POWER_CRASHED:
                 return v->want == VM_WANT_RUNNING ? "starting" : "stopped";
@@ -117,13 +121,14 @@ static json_t *vps_json(const struct api *api, const struct vm *v, int64_t now)
         char id[ID_STR_MAX], created[21];
         id_encode(store_id_key(api->store), "vps", v->id, id, sizeof(id));
         util_iso8601_utc(v->created_at, created);
-        /* storage_type, anti_affinity_group and error (what the host
-         * could not do, or null): Tasman's additions. */
-        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:s, s:s?, s:s?}", "id", id,
-                         "name", v->name, "status", api_vps_status(v, now, api->host_timeout_ms),
-                         "size", v->size, "region", v->site, "image", v->image, "networks",
-                         "created_at", created, "storage_type", storage_to_string(v->storage),
-                         "anti_affinity_group", v->group[0] ? v->group : NULL, "error",
+        /* storage_type, anti_affinity_group, rescue (in the rescue system)
+         * and error (what the host could not do, or null): Tasman's additions. */
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:s, s:s?, s:b, s:s?}", "id",
+                         id, "name", v->name, "status",
+                         api_vps_status(v, now, api->host_timeout_ms), "size", v->size, "region",
+                         v->site, "image", v->image, "networks", "created_at", created,
+                         "storage_type", storage_to_string(v->storage), "anti_affinity_group",
+                         v->group[0] ? v->group : NULL, "rescue", v->rescue, "error",
                          v->obs_error[0] ? v->obs_error : NULL);
 }
 
@@ -184,6 +189,7 @@ static void vps_write(FILE *f, const struct api *api, const struct vm *v, int64_
                 json_str(f, v->group);
         else
                 fputs_unlocked("null", f);
+        fputs_unlocked(v->rescue ? ",\"rescue\":true" : ",\"rescue\":false", f);
         fputs_unlocked(",\"error\":", f);
         if (v->obs_error[0])
                 json_str(f, v->obs_error);
@@ -470,7 +476,7 @@ out:
  * rest is 500 without internals (the store logged the cause). */
 static const char *const vps_statuses[] = {
         "provisioning", "running", "stopped", "starting", "stopping", "rebooting",
-        "rebuilding", "paused", "error", "unknown", NULL,
+        "rebuilding", "resizing", "paused", "error", "unknown", NULL,
 };
 
 /* Parses ?limit= and ?cursor= (a list's paging, the same on every list):
@@ -613,12 +619,62 @@ static void vps_delete(struct api *api, uint64_t account, uint64_t id, struct ht
         json_respond(resp, 204, NULL);
 }
 
-static const char *const actions[] = { "start", "shutdown", "reboot", "rebuild", NULL };
-static const enum vm_action action_codes[] = { VM_ACT_START, VM_ACT_SHUTDOWN, VM_ACT_REBOOT,
-                                                VM_ACT_REBUILD };
+/* The spec's four, then Tasman's: poweroff (at once), rescue, unrescue and
+ * resize (with "size"). */
+static const char *const actions[] = { "start",    "shutdown", "reboot",   "rebuild",
+                                       "poweroff", "rescue",   "unrescue", "resize", NULL };
+static const enum vm_action action_codes[] = { VM_ACT_START,    VM_ACT_SHUTDOWN, VM_ACT_REBOOT,
+                                                VM_ACT_REBUILD,  VM_ACT_POWEROFF, VM_ACT_RESCUE,
+                                                VM_ACT_UNRESCUE, VM_ACT__MAX /* resize */ };
 _Static_assert(sizeof(actions) / sizeof(actions[0]) ==
                        sizeof(action_codes) / sizeof(action_codes[0]) + 1,
                "actions and action_codes must match");
+
+/* The resize action: the size from the catalog, never a smaller disk, room
+ * on the guest's host. 0 (vm updated), or -1 after answering. */
+static int vps_resize(struct api *api, uint64_t account, struct vm *vm, const struct idem *idem,
+                      json_t *body, struct http_resp *resp)
+{
+        const struct size_def *sz;
+        const char *size;
+        char why[256] = "", msg[400];
+
+        if (!(size = req_string(body, "size", resp, catalog_size_slugs())))
+                return -1;
+        if (!(sz = catalog_size(size))) {
+                json_invalid(resp, "size", "Invalid VPS size specified", catalog_size_slugs());
+                return -1;
+        }
+        if (sz->disk_gb < vm->disk_gb) {
+                snprintf(msg, sizeof(msg),
+                         "%s has a %u GB disk and this VPS has %u GB: disks never shrink (rebuild "
+                         "into a new VPS to go smaller)",
+                         size, sz->disk_gb, vm->disk_gb);
+                json_invalid(resp, "size", msg, NULL);
+                return -1;
+        }
+        const struct vm_resize rq = {
+                .account_id = account, .vm_id = vm->id, .size = size, .vcpus = sz->vcpus,
+                .ram_mb = sz->ram_mb, .disk_gb = sz->disk_gb,
+                .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL, .idem = idem,
+                .why = why, .why_len = sizeof(why),
+        };
+        int r = store_vm_resize(api->store, &rq, vm);
+        if (r == -ENOSPC) {
+                snprintf(msg, sizeof(msg), "the VPS's host has no room for %s (%s)", size, why);
+                json_invalid(resp, "size", msg, NULL);
+                return -1;
+        }
+        if (r == -EINVAL) {
+                json_invalid(resp, "size", "disks never shrink", NULL);
+                return -1;
+        }
+        if (r < 0) {
+                store_failed(resp, r);
+                return -1;
+        }
+        return 0;
+}
 
 static void vps_action(struct api *api, uint64_t account, uint64_t id, const struct idem *idem,
                        const struct http_req *req,
@@ -646,8 +702,11 @@ static void vps_action(struct api *api, uint64_t account, uint64_t id, const str
                 json_invalid(resp, "action", "Invalid action specified", actions);
                 goto out;
         }
-        r = store_vm_action(api->store, account, id, action_codes[i], idem, &vm);
-        if (r < 0) {
+        if (action_codes[i] == VM_ACT__MAX) {
+                if (vps_resize(api, account, &vm, idem, body, resp) < 0)
+                        goto out;
+        } else if ((r = store_vm_action(api->store, account, id, action_codes[i], idem, &vm)) <
+                   0) {
                 store_failed(resp, r);
                 goto out;
         }

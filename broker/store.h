@@ -77,7 +77,8 @@ struct host {
         int draining;
 };
 
-enum vm_power_want { VM_WANT_RUNNING, VM_WANT_STOPPED };
+/* VM_WANT_OFF: stopped at once (power off), not by a graceful shutdown. */
+enum vm_power_want { VM_WANT_RUNNING, VM_WANT_STOPPED, VM_WANT_OFF };
 
 struct vm {
         uint64_t id;
@@ -100,6 +101,8 @@ struct vm {
         uint64_t obs_reboot_done, obs_rebuild_done;
         char obs_error[TMSG_ERR];
         int64_t host_last_seen;
+        uint64_t resize_seq, obs_resize_done;
+        int rescue, obs_rescue;
 };
 
 /* An account's SSH public key (the native API's ssh_keys ids). */
@@ -169,7 +172,16 @@ struct vm_new {
         size_t why_len;
 };
 
-enum vm_action { VM_ACT_START, VM_ACT_SHUTDOWN, VM_ACT_REBOOT, VM_ACT_REBUILD };
+enum vm_action {
+        VM_ACT_START,
+        VM_ACT_SHUTDOWN,
+        VM_ACT_REBOOT,
+        VM_ACT_REBUILD,
+        VM_ACT_POWEROFF, /* stopped at once */
+        VM_ACT_RESCUE,   /* boot the host's rescue system, the disk attached */
+        VM_ACT_UNRESCUE, /* back to its own system */
+        VM_ACT__MAX,
+};
 
 int store_open(const char *path, struct store **ret);
 void store_free(struct store *s);
@@ -299,6 +311,21 @@ int store_vm_page(struct store *s, const struct vm_query *q, struct vm **ret, si
 int store_vm_list_all(struct store *s, struct vm **ret, size_t *ret_n);
 /* How many events of this kind the outbox holds. */
 int store_event_count(struct store *s, const char *kind, uint64_t *ret);
+/* A resize of a guest in place (its agent stops it, applies the size, grows
+ * the disk and starts it again): -ENOENT; -EINVAL when the disk would
+ * shrink; -ENOSPC when its host has no room for the new size (why says
+ * which resource); 0 with the guest as it is now. */
+struct vm_resize {
+        uint64_t account_id, vm_id;
+        const char *size;
+        uint32_t vcpus, ram_mb, disk_gb;
+        const struct sched_params *sched; /* NULL: defaults */
+        const struct idem *idem;          /* NULL: none */
+        char *why;
+        size_t why_len;
+};
+int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret);
+
 int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
                     const struct idem *idem, struct vm *ret);
 /* SSH keys: create is -EEXIST when the account has that fingerprint

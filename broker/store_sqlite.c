@@ -176,6 +176,11 @@ static const char *const migrations[] = {
         "   'https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img',"
         "   'd1940f7d69d343355e183dff1e08a59852d32e7309baa7a4bad8365b11b005ac', 'qcow2', 4,"
         "   CAST(strftime('%s','now') AS INTEGER) * 1000);",
+        /* 9: resize and rescue (want 2: power off at once) */
+        "ALTER TABLE vms ADD COLUMN resize_seq INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN rescue INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN obs_resize_done INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN obs_rescue INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1211,7 +1216,8 @@ int store_hosts_touch(struct store *s, const uint64_t *ids, size_t n, int64_t no
 struct obs_row {
         uint64_t id, account_id;
         int state;
-        uint64_t reboot_done, rebuild_done;
+        uint64_t reboot_done, rebuild_done, resize_done;
+        int rescue;
         char error[TMSG_ERR];
         int deleted;
         int observed; /* reported by its host at least once */
@@ -1228,6 +1234,8 @@ static void row_obs(sqlite3_stmt *st, void *item)
         o->deleted = sqlite3_column_type(st, 5) != SQLITE_NULL;
         o->account_id = (uint64_t)sqlite3_column_int64(st, 6);
         o->observed = sqlite3_column_int(st, 7);
+        o->resize_done = (uint64_t)sqlite3_column_int64(st, 8);
+        o->rescue = sqlite3_column_int(st, 9);
 }
 
 static int cmp_obs(const void *a, const void *b)
@@ -1242,7 +1250,8 @@ static int observe_one(struct store *s, const struct obs_row *o, const struct do
 {
         static const char upd[] =
                 "UPDATE vms SET obs_state = ?1, obs_reboot_done = ?2, obs_rebuild_done = ?3,"
-                " obs_error = ?4, obs_at = COALESCE(obs_at, CASE WHEN ?1 >= 0 THEN ?5 END)"
+                " obs_error = ?4, obs_at = COALESCE(obs_at, CASE WHEN ?1 >= 0 THEN ?5 END),"
+                " obs_resize_done = ?7, obs_rescue = ?8"
                 " WHERE id = ?6"; /* obs_at: first seen present */
         static const char purge[] = "DELETE FROM vms WHERE id = ? AND deleted_at IS NOT NULL";
         sqlite3_stmt *st;
@@ -1258,8 +1267,10 @@ static int observe_one(struct store *s, const struct obs_row *o, const struct do
         const char *err = d ? d->error : "";
         uint64_t rb = d ? d->reboot_done : o->reboot_done;
         uint64_t rl = d ? d->rebuild_done : o->rebuild_done;
+        uint64_t rs = d ? d->resize_done : o->resize_done;
+        int rescue = d ? d->rescue != 0 : o->rescue;
         if (state == o->state && rb == o->reboot_done && rl == o->rebuild_done &&
-            strcmp(err, o->error) == 0)
+            rs == o->resize_done && rescue == o->rescue && strcmp(err, o->error) == 0)
                 return 0;
         if (!(st = stmt(s, upd)))
                 return -EIO;
@@ -1269,6 +1280,8 @@ static int observe_one(struct store *s, const struct obs_row *o, const struct do
         sqlite3_bind_text(st, 4, err, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, now);
         sqlite3_bind_int64(st, 6, (sqlite3_int64)o->id);
+        sqlite3_bind_int64(st, 7, (sqlite3_int64)rs);
+        sqlite3_bind_int(st, 8, rescue);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return db_err(s, "cannot record vm state");
         if (!o->observed && state >= 0 && !o->deleted) {
@@ -1300,10 +1313,12 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
                 " OR obs_vcpus != ?4 OR obs_ram_mb != ?5)";
         static const char sel[] =
                 "SELECT id, obs_state, obs_reboot_done, obs_rebuild_done, obs_error, deleted_at,"
-                " account_id, obs_at IS NOT NULL FROM vms WHERE host_id = ? ORDER BY id";
+                " account_id, obs_at IS NOT NULL, obs_resize_done, obs_rescue FROM vms"
+                " WHERE host_id = ? ORDER BY id";
         static const char sel_one[] =
                 "SELECT id, obs_state, obs_reboot_done, obs_rebuild_done, obs_error, deleted_at,"
-                " account_id, obs_at IS NOT NULL FROM vms WHERE host_id = ? AND id = ?";
+                " account_id, obs_at IS NOT NULL, obs_resize_done, obs_rescue FROM vms"
+                " WHERE host_id = ? AND id = ?";
         struct dom_observed *doms = NULL;
         struct obs_row *rows = NULL;
         size_t n_rows = 0, j = 0;
@@ -1401,6 +1416,9 @@ static void row_desired(sqlite3_stmt *st, void *item)
         d->rebuild_seq = (uint64_t)sqlite3_column_int64(st, 7);
         col_text(st, 8, d->image, sizeof(d->image));
         d->storage = sqlite3_column_int(st, 9) == STORAGE_HDD ? STORAGE_HDD : STORAGE_SSD;
+        d->force_off = sqlite3_column_int(st, 5) == VM_WANT_OFF;
+        d->resize_seq = (uint64_t)sqlite3_column_int64(st, 10);
+        d->rescue = sqlite3_column_int(st, 11) != 0;
 }
 
 static void row_img_desired(sqlite3_stmt *st, void *item)
@@ -1420,7 +1438,8 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
                 "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
-                " storage FROM vms WHERE host_id = ? AND deleted_at IS NULL ORDER BY id";
+                " storage, resize_seq, rescue FROM vms WHERE host_id = ? AND deleted_at IS NULL"
+                " ORDER BY id";
         int r = 0;
 
         memset(ret, 0, sizeof(*ret));
@@ -1491,7 +1510,8 @@ out:
         "v.id, v.account_id, v.name, v.size, v.image, v.site, v.host_id, v.vcpus,"       \
         " v.ram_mb, v.disk_gb, v.want, v.reboot_seq, v.rebuild_seq, v.created_at,"       \
         " v.obs_state, v.obs_reboot_done, v.obs_rebuild_done, v.obs_error, h.last_seen,"   \
-        " v.obs_at IS NOT NULL, v.storage, v.aa_group"
+        " v.obs_at IS NOT NULL, v.storage, v.aa_group, v.resize_seq, v.obs_resize_done,"   \
+        " v.rescue, v.obs_rescue"
 
 static void row_vm(sqlite3_stmt *st, void *item)
 {
@@ -1519,6 +1539,10 @@ static void row_vm(sqlite3_stmt *st, void *item)
         v->observed = sqlite3_column_int(st, 19);
         v->storage = sqlite3_column_int(st, 20) == STORAGE_HDD ? STORAGE_HDD : STORAGE_SSD;
         col_text(st, 21, v->group, sizeof(v->group));
+        v->resize_seq = (uint64_t)sqlite3_column_int64(st, 22);
+        v->obs_resize_done = (uint64_t)sqlite3_column_int64(st, 23);
+        v->rescue = sqlite3_column_int(st, 24) != 0;
+        v->obs_rescue = sqlite3_column_int(st, 25) != 0;
 }
 
 /* Reads one vm of an account inside the caller's lock. */
@@ -2087,6 +2111,72 @@ int store_deploy_page(struct store *s, const struct vm_query *q, struct deployme
         return r;
 }
 
+int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret)
+{
+        static const char upd[] =
+                "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5,"
+                " resize_seq = resize_seq + 1 WHERE id = ?1";
+        static const struct sched_params defaults = {
+                .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
+        };
+        struct sched_params sp = req->sched ? *req->sched : defaults;
+        struct sched_result res;
+        int64_t now = util_now_ms();
+        struct vm v;
+        int found, r = begin(s);
+
+        if (r < 0)
+                return r;
+        if ((r = get_vm_locked(s, req->account_id, req->vm_id, &v)) < 0)
+                return end(s, r);
+        if (req->disk_gb < v.disk_gb)
+                return end(s, -EINVAL); /* disks never shrink */
+        if (!s->hc_loaded && (r = hc_load(s)) < 0)
+                return end(s, r);
+        size_t pos = hc_find(s, v.host_id, &found);
+        if (!found)
+                return end(s, -EIO);
+        /* Does its host have room for the new size in place of the old? */
+        struct sched_host h = s->hc[pos];
+        h.live = 1;
+        h.draining = 0;
+        h.in_group = 0;
+        h.inflight = 0;
+        h.vcpus_used = h.vcpus_used > v.vcpus ? h.vcpus_used - v.vcpus : 0;
+        h.ram_mb_used = h.ram_mb_used > v.ram_mb ? h.ram_mb_used - v.ram_mb : 0;
+        h.disk_gb_used[v.storage] =
+                h.disk_gb_used[v.storage] > v.disk_gb ? h.disk_gb_used[v.storage] - v.disk_gb : 0;
+        struct sched_req sr = { .vcpus = req->vcpus, .ram_mb = req->ram_mb,
+                                .disk_gb = req->disk_gb, .storage = v.storage };
+        if ((r = sched_place(&h, 1, &sr, &sp, &res)) < 0)
+                return end(s, r);
+        if (!res.found) {
+                if (req->why)
+                        sched_explain(&res, &sr, req->why, req->why_len);
+                return end(s, -ENOSPC);
+        }
+        sqlite3_stmt *st = stmt(s, upd);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        sqlite3_bind_text(st, 2, req->size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, req->vcpus);
+        sqlite3_bind_int64(st, 4, req->ram_mb);
+        sqlite3_bind_int64(st, 5, req->disk_gb);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot resize vm"));
+        r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, 0);
+        if (r == 0)
+                r = reserve(s, v.host_id, 1, req->vcpus, req->ram_mb, req->disk_gb, v.storage, 0);
+        if (r == 0)
+                r = idem_claim(s, req->idem, 202, v.id, now);
+        if (r == 0)
+                r = event(s, now, "vps.resized", req->account_id, v.id, req->size);
+        if (r == 0)
+                r = get_vm_locked(s, req->account_id, v.id, ret);
+        return end(s, r);
+}
+
 static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id, int64_t now,
                             uint64_t *ret_host_id);
 
@@ -2178,13 +2268,21 @@ int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum v
         static const char reboot[] = "UPDATE vms SET reboot_seq = reboot_seq + 1 WHERE id = ?";
         static const char rebuild[] =
                 "UPDATE vms SET rebuild_seq = rebuild_seq + 1, want = 0 WHERE id = ?";
-        static const char *const kinds[] = { "vps.start", "vps.shutdown", "vps.reboot",
-                                             "vps.rebuild" };
-        _Static_assert(VM_WANT_RUNNING == 0 && VM_WANT_STOPPED == 1, "want literals");
-        const char *sql = act == VM_ACT_START      ? start
-                          : act == VM_ACT_SHUTDOWN ? stop
-                          : act == VM_ACT_REBOOT   ? reboot
-                                                   : rebuild;
+        static const char poweroff[] = "UPDATE vms SET want = 2 WHERE id = ?";
+        static const char rescue[] = "UPDATE vms SET rescue = 1, want = 0 WHERE id = ?";
+        static const char unrescue[] = "UPDATE vms SET rescue = 0, want = 0 WHERE id = ?";
+        static const char *const kinds[] = { "vps.start",    "vps.shutdown", "vps.reboot",
+                                             "vps.rebuild",  "vps.poweroff", "vps.rescue",
+                                             "vps.unrescue" };
+        static const char *const sqls[] = { start, stop, reboot, rebuild, poweroff, rescue,
+                                            unrescue };
+        _Static_assert(sizeof(kinds) / sizeof(kinds[0]) == VM_ACT__MAX, "kinds cover actions");
+        _Static_assert(sizeof(sqls) / sizeof(sqls[0]) == VM_ACT__MAX, "sqls cover actions");
+        _Static_assert(VM_WANT_RUNNING == 0 && VM_WANT_STOPPED == 1 && VM_WANT_OFF == 2,
+                       "want literals");
+        if ((unsigned)act >= VM_ACT__MAX)
+                return -EINVAL;
+        const char *sql = sqls[act];
         struct vm v;
         int64_t now = util_now_ms();
         int r = begin(s);

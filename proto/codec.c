@@ -87,6 +87,8 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                         obs[i].reboot_done = d->reboot_done;
                         obs[i].rebuild_done = d->rebuild_done;
                         obs[i].error = S(d->error);
+                        obs[i].resize_done = d->resize_done;
+                        obs[i].rescue = d->rescue ? 1 : 0;
                         obs_p[i] = &obs[i];
                 }
                 sync.host_id = S(s->host_id);
@@ -129,6 +131,9 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                         des[i].image = S(d->image);
                         des[i].storage = d->storage == STORAGE_HDD ? TASMAN__STORAGE__STORAGE_HDD
                                                                    : TASMAN__STORAGE__STORAGE_SSD;
+                        des[i].force_off = d->force_off ? 1 : 0;
+                        des[i].resize_seq = d->resize_seq;
+                        des[i].rescue = d->rescue ? 1 : 0;
                         des_p[i] = &des[i];
                 }
                 if (s->n_images > TMSG_MAX_IMAGES) {
@@ -294,6 +299,8 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         d->reboot_done = o->reboot_done;
                         d->rebuild_done = o->rebuild_done;
                         COPY(d->error, o->error);
+                        d->resize_done = o->resize_done;
+                        d->rescue = o->rescue ? 1 : 0;
                 }
                 break;
         }
@@ -327,6 +334,9 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                                 d->storage = STORAGE_HDD;
                         else
                                 d->storage = STORAGE__MAX; /* newer than this agent */
+                        d->force_off = o->force_off ? 1 : 0;
+                        d->resize_seq = o->resize_seq;
+                        d->rescue = o->rescue ? 1 : 0;
                 }
                 if (s->n_images > TMSG_MAX_IMAGES)
                         goto bad;

@@ -86,6 +86,8 @@ struct dom_observed {
         uint64_t reboot_done;
         uint64_t rebuild_done;
         char error[TMSG_ERR];
+        uint64_t resize_done;
+        int rescue;
 };
 
 struct msg_sync {
@@ -112,6 +114,9 @@ struct dom_desired {
         uint64_t rebuild_seq;
         char image[TMSG_STR];
         enum storage storage; /* STORAGE__MAX: a type this build does not know */
+        int force_off;        /* power STOPPED at once (poweroff), not gracefully */
+        uint64_t resize_seq;  /* a resize to carry out while stopped */
+        int rescue;           /* in the rescue system */
 };
 
 #define TMSG_URL 2048

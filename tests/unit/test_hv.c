@@ -166,24 +166,24 @@ static void test_lifecycle(void **state)
         struct hv_domain d;
 
         define(hv, 5, 2, 3);
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3, 0, 0 } }, 1);
         expect_get(hv, 5, POWER_STOPPED, 2, 3);
 
         assert_int_equal(hv_start(hv, 5), 0);
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_RUNNING, 2, 3 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 5, POWER_RUNNING, 2, 3, 0, 0 } }, 1);
         expect_get(hv, 5, POWER_RUNNING, 2, 3);
         assert_int_equal(hv_start(hv, 5), 0); /* already running: no-op */
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_RUNNING, 2, 3 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 5, POWER_RUNNING, 2, 3, 0, 0 } }, 1);
 
         assert_int_equal(hv_shutdown(hv, 5), 0);
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3, 0, 0 } }, 1);
         assert_int_equal(hv_shutdown(hv, 5), 0); /* already stopped: no-op */
         assert_int_equal(hv_destroy(hv, 5), 0);  /* likewise */
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3, 0, 0 } }, 1);
 
         assert_int_equal(hv_start(hv, 5), 0);
         assert_int_equal(hv_destroy(hv, 5), 0);
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3, 0, 0 } }, 1);
 
         assert_int_equal(hv_undefine(hv, 5), 0);
         expect_list(hv, NULL, 0);
@@ -199,13 +199,13 @@ static void test_set_counters(void **state)
         define(hv, 6, 0, 0);
         assert_int_equal(hv_start(hv, 6), 0);
         assert_int_equal(hv_set_counters(hv, 6, 7, 8), 0);
-        expect_list(hv, (struct hv_domain[]){ { 6, POWER_RUNNING, 7, 8 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 6, POWER_RUNNING, 7, 8, 0, 0 } }, 1);
         expect_get(hv, 6, POWER_RUNNING, 7, 8);
 
         /* Written into the domain, not only cached: a second connection to
          * the same (shared) default driver reads them from libvirt. */
         assert_int_equal(hv_open(DEFAULT_URI, &other), 0);
-        expect_list(other, (struct hv_domain[]){ { 6, POWER_RUNNING, 7, 8 } }, 1);
+        expect_list(other, (struct hv_domain[]){ { 6, POWER_RUNNING, 7, 8, 0, 0 } }, 1);
         expect_get(other, 6, POWER_RUNNING, 7, 8);
 
         /* Stopped: the persistent config carries them too. */
@@ -240,9 +240,9 @@ static void test_list_sorted(void **state)
         define(hv, 11, 0, 1);
         assert_int_equal(hv_start(hv, 11), 0);
         expect_list(hv,
-                    (struct hv_domain[]){ { 2, POWER_STOPPED, 1, 0 },
-                                          { 11, POWER_RUNNING, 0, 1 },
-                                          { 30, POWER_STOPPED, 0, 0 } },
+                    (struct hv_domain[]){ { 2, POWER_STOPPED, 1, 0, 0, 0 },
+                                          { 11, POWER_RUNNING, 0, 1, 0, 0 },
+                                          { 30, POWER_STOPPED, 0, 0, 0, 0 } },
                     3);
         /* Undefining a running domain powers it off first. */
         assert_int_equal(hv_undefine(hv, 11), 0);
@@ -263,10 +263,10 @@ static void test_redefine(void **state)
         };
         assert_int_equal(hv_define(hv, &p), 0);
         assert_int_equal(hv_define(hv, &p), 0);
-        expect_list(hv, (struct hv_domain[]){ { 8, POWER_STOPPED, 1, 1 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 8, POWER_STOPPED, 1, 1, 0, 0 } }, 1);
         assert_int_equal(hv_start(hv, 8), 0);
         assert_int_equal(hv_define(hv, &p), 0);
-        expect_list(hv, (struct hv_domain[]){ { 8, POWER_RUNNING, 1, 1 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { 8, POWER_RUNNING, 1, 1, 0, 0 } }, 1);
         assert_int_equal(hv_undefine(hv, 8), 0);
 }
 
@@ -336,9 +336,9 @@ static void test_foreign_not_listed(void **state)
 {
         struct foreign_fx *f = *state;
         expect_list(f->hv,
-                    (struct hv_domain[]){ { 80, POWER_RUNNING, 4, 2 },
-                                          { 81, POWER_PAUSED, 0, 0 },
-                                          { 82, POWER_STOPPED, 1, 1 } },
+                    (struct hv_domain[]){ { 80, POWER_RUNNING, 4, 2, 0, 0 },
+                                          { 81, POWER_PAUSED, 0, 0, 0, 0 },
+                                          { 82, POWER_STOPPED, 1, 1, 0, 0 } },
                     3);
         expect_get(f->hv, 81, POWER_PAUSED, 0, 0);
 }
@@ -371,8 +371,8 @@ static void test_foreign_refused(void **state)
         assert_int_equal(hv_undefine(f->hv, 80), 0);
         assert_int_equal(hv_get(f->hv, 80, &d), -ENOENT);
         expect_list(f->hv,
-                    (struct hv_domain[]){ { 81, POWER_PAUSED, 0, 0 },
-                                          { 82, POWER_STOPPED, 1, 1 } },
+                    (struct hv_domain[]){ { 81, POWER_PAUSED, 0, 0, 0, 0 },
+                                          { 82, POWER_STOPPED, 1, 1, 0, 0 } },
                     2);
 }
 

@@ -268,11 +268,93 @@ static void test_pending_of_vanished_domain_forgotten(void **state)
                          total, d1, d3);
 }
 
+/* Resize, rescue and power off: the orchestration, step by step. */
+static void expect_ops(const struct dom_desired *d, const struct hv_domain *h,
+                       const struct rc_pending *p, int64_t now, const enum rc_op_type *want,
+                       size_t n_want, const char *what)
+{
+        struct rc_op *ops;
+        size_t n;
+        assert_int_equal(reconcile_diff(d, 1, h, 1, p, p ? 1 : 0, now, &ops, &n), 0);
+        int same = n == n_want;
+        for (size_t i = 0; same && i < n; i++)
+                same = ops[i].type == want[i] && ops[i].vm_id == d->vm_id;
+        if (!same) {
+                char got[256] = "";
+                for (size_t i = 0; i < n; i++)
+                        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s ",
+                                 rc_op_to_string(ops[i].type));
+                free(ops);
+                fail_msg("%s: got [%s]", what, got);
+        }
+        free(ops);
+}
+
+static void test_resize_rescue_poweroff(void **state)
+{
+        struct dom_desired d = DES(4, RUN, 0, 0);
+        struct hv_domain h = OBS(4, RUN, 0, 0);
+        const struct rc_pending pend = { 4, 5000 };
+        (void)state;
+
+        d.resize_seq = 1;
+        expect_ops(&d, &h, NULL, 1000, (enum rc_op_type[]){ RC_SHUTDOWN }, 1,
+                   "resize of a running guest: graceful stop first");
+        expect_ops(&d, &h, &pend, 1000, NULL, 0, "resize: still stopping");
+        expect_ops(&d, &h, &pend, 6000, (enum rc_op_type[]){ RC_DESTROY, RC_DROP_PENDING }, 2,
+                   "resize: the stop timed out");
+        h.state = POWER_STOPPED;
+        expect_ops(&d, &h, &pend, 1000,
+                   (enum rc_op_type[]){ RC_DROP_PENDING, RC_REDEFINE, RC_START }, 3,
+                   "resize: stopped, pending over: redefine and start");
+        expect_ops(&d, &h, NULL, 1000, (enum rc_op_type[]){ RC_REDEFINE, RC_START }, 2,
+                   "resize: stopped: redefine and start");
+        d.power = POWER_STOPPED;
+        expect_ops(&d, &h, NULL, 1000, (enum rc_op_type[]){ RC_REDEFINE }, 1,
+                   "resize of a stopped guest: redefine, stays stopped");
+        h.resize_done = 1;
+        expect_ops(&d, &h, NULL, 1000, NULL, 0, "resize done: nothing");
+
+        /* rescue: a mode, switched both ways */
+        d.power = POWER_RUNNING;
+        h.state = POWER_RUNNING;
+        d.rescue = 1;
+        expect_ops(&d, &h, NULL, 1000, (enum rc_op_type[]){ RC_SHUTDOWN }, 1,
+                   "rescue of a running guest: stop first");
+        h.state = POWER_STOPPED;
+        expect_ops(&d, &h, NULL, 1000, (enum rc_op_type[]){ RC_REDEFINE, RC_START }, 2,
+                   "rescue: redefine into the rescue system and start");
+        h.rescue = 1;
+        h.state = POWER_RUNNING;
+        expect_ops(&d, &h, NULL, 1000, NULL, 0, "in rescue: nothing");
+        d.rescue = 0;
+        d.force_off = 0;
+        expect_ops(&d, &h, NULL, 1000, (enum rc_op_type[]){ RC_SHUTDOWN }, 1,
+                   "unrescue: stop first");
+
+        /* poweroff: at once, also over a graceful stop in flight */
+        d.rescue = 0;
+        h.rescue = 0;
+        d.power = POWER_STOPPED;
+        d.force_off = 1;
+        expect_ops(&d, &h, NULL, 1000, (enum rc_op_type[]){ RC_DESTROY }, 1,
+                   "poweroff of a running guest: destroy");
+        expect_ops(&d, &h, &pend, 1000, (enum rc_op_type[]){ RC_DESTROY, RC_DROP_PENDING }, 2,
+                   "poweroff during a graceful stop: destroy now");
+        h.state = POWER_STOPPED;
+        expect_ops(&d, &h, NULL, 1000, NULL, 0, "powered off: nothing");
+        /* a resize with poweroff: no graceful stop either */
+        h.state = POWER_RUNNING;
+        d.resize_seq = 2;
+        expect_ops(&d, &h, NULL, 1000, (enum rc_op_type[]){ RC_DESTROY }, 1,
+                   "resize after poweroff: destroy, not shutdown");
+}
+
 static void test_op_names(void **state)
 {
         static const char *const names[] = { "define",  "start",       "shutdown",
                                              "destroy", "undefine",    "mark-reboot",
-                                             "rebuild", "drop-pending" };
+                                             "rebuild", "drop-pending", "redefine" };
         (void)state;
         for (int t = 0; t < RC__MAX; t++)
                 assert_string_equal(rc_op_to_string((enum rc_op_type)t), names[t]);
@@ -448,6 +530,7 @@ int main(void)
                 cmocka_unit_test(test_table),
                 cmocka_unit_test(test_many_duplicates),
                 cmocka_unit_test(test_op_names),
+                cmocka_unit_test(test_resize_rescue_poweroff),
                 cmocka_unit_test(test_pending_of_vanished_domain_redefined),
                 cmocka_unit_test(test_pending_of_vanished_domain_forgotten),
                 cmocka_unit_test(test_thousand_random),
