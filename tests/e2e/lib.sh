@@ -198,6 +198,9 @@ wait_status() {
         return 1
 }
 
+# Waits until the broker has the node up (an agent that just started may
+# not have joined yet).
+wait_node_up() { wait_for "${2:-20}" "node $1 up" bash -c "[ \"\$($BUILD/tasmanctl --broker $ADMIN --json node list | jq -r '.[] | select(.host == \"$1\") | .state')\" = up ]"; }
 node_field() { ctl --json node list | jq -r ".[] | select(.host == \"$1\") | $2"; }
 # match DESC STRING REGEX
 match() { if [[ "$2" =~ $3 ]]; then ok "$1"; else not_ok "$1 ('$2' !~ $3)"; fi; }

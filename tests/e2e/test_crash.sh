@@ -71,7 +71,7 @@ exactly() { # DESCRIPTION ID...
 
 stop_agent() { if [ -n "$AGENT" ]; then kill "$AGENT"; wait "$AGENT" 2>/dev/null; fi; }
 agent
-check "the agent joins" wait_for 20 "node up" bash -c "[ \"\$($BUILD/tasmanctl --broker $ADMIN --json node list | jq -r '.[0].state')\" = up ]"
+check "the agent joins" wait_node_up "crash-$$"
 LIVE=()
 n=0
 for point in image-ready disk-created seed-built defined before-start; do

@@ -25,6 +25,10 @@ for slug in debian-12 broken; do
         cp "$GUEST/vmlinuz" "$GUEST/initrd.img" "$T/boot/$slug/"
         echo "console=ttyS0 tasman.marker=$MARK" >"$T/boot/$slug/cmdline"
 done
+# The host's rescue system: the same kernel and initramfs, another marker.
+mkdir -p "$T/rescue"
+cp "$GUEST/vmlinuz" "$GUEST/initrd.img" "$T/rescue/"
+echo "console=ttyS0 tasman.marker=rescue-system" >"$T/rescue/cmdline"
 mkdir -p "$T/hv"
 chmod -R a+rX "$T"
 POOL=tasman-e2e-$$
@@ -51,11 +55,13 @@ qemu_agent() {
                 --host_id="qemu-$$" --state_dir="$T/hv" --domain_type=qemu \
                 --shutdown_timeout_ms=3000 --vcpus=2 --ram_mb=4096 --disk_gb=100 \
                 --boot_dir="$T/boot" --pool_ssd="$POOL-ssd" --pool_hdd="$POOL-hdd" \
+                --rescue_dir="$T/rescue" \
                 >>"$T/agent.log" 2>&1 &
         AGENT=$!
         PIDS+=("$AGENT")
 }
 qemu_agent
+check "the agent joins" wait_node_up "qemu-$$"
 KEY_A=$(new_account qemu-test) || fatal "account"
 
 KEY=$KEY_A api POST /v1/vps '{"name":"guest1","size":"standard-1vcpu-1gb","image":"debian-12"}'
@@ -112,6 +118,42 @@ $V destroy "$DOM" >/dev/null
 check "destroyed outside Tasman: the agent starts it again" wait_for 60 "4 boots" bash -c "[ \$(grep -c TASMAN-BOOT-COUNT $CONSOLE) -ge 4 ]"
 check "destroyed outside Tasman: running again" wait_status "$KEY_A" "$ID" running 30
 eq "the agent logged one start more" "$(starts)" $((STARTS + 1))
+
+# Power off: at once, no graceful shutdown (the guest prints nothing).
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"poweroff"}'
+eq "poweroff -> 202" "$CODE" 202
+check "poweroff: stopped" wait_status "$KEY_A" "$ID" stopped 20
+eq "poweroff: libvirt agrees" "$($V domstate "$DOM")" "shut off"
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"start"}'
+check "start after poweroff: running" wait_status "$KEY_A" "$ID" running 30
+
+# Resize: stopped, applied, disk grown, started again.
+B=$(boots)
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"resize","size":"standard-2vcpu-4gb"}'
+eq "resize -> 202" "$CODE" 202
+eq "resize: the VPS says its new size" "$(jget .data.size)" standard-2vcpu-4gb
+check "resize: running again" wait_status "$KEY_A" "$ID" running 60
+eq "resize: libvirt has 2 vCPUs" "$($V dominfo "$DOM" | awk '/^CPU\(s\)/ {print $2}')" 2
+eq "resize: libvirt has 4 GiB" "$($V dominfo "$DOM" | awk '/^Max memory/ {print $3}')" 4194304
+eq "resize: the disk grew to 80 GiB" "$(qemu-img info -U --output=json "$DISK" | jq '.["virtual-size"]')" $((80 << 30))
+check "resize: the guest booted again" wait_for 90 "boot after resize" bash -c "[ \$(grep -c TASMAN-BOOT-COUNT $CONSOLE) -gt $B ]"
+check "resize: the guest sees the bigger disk" wait_for 30 "80 GiB vda" grep -q "vda.*(85.9 GB/80.0 GiB)" "$CONSOLE"
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"resize","size":"standard-1vcpu-1gb"}'
+eq "resize to a smaller disk -> 422" "$CODE" 422
+match "it says disks never shrink" "$(jget .error.message)" "never shrink"
+
+# Rescue: the host's rescue system boots with the guest's disk; and back.
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"rescue"}'
+eq "rescue -> 202" "$CODE" 202
+eq "rescue: the VPS says so" "$(jget .data.rescue)" true
+check "rescue: the rescue system boots" wait_for 90 "rescue marker" grep -q "cmdline-marker=rescue-system" "$CONSOLE"
+check "rescue: running" wait_status "$KEY_A" "$ID" running 30
+check "rescue: the guest's disk is attached" bash -c "tail -n 20 $CONSOLE | grep -q 'TASMAN-DISK TASMAN-TEST-IMAGE debian-12'"
+R=$(grep -c "cmdline-marker=$MARK" "$CONSOLE")
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"unrescue"}'
+eq "unrescue -> 202" "$CODE" 202
+check "unrescue: its own system boots again" wait_for 90 "own marker" bash -c "[ \$(grep -c 'cmdline-marker=$MARK' $CONSOLE) -gt $R ]"
+check "unrescue: running" wait_status "$KEY_A" "$ID" running 30
 
 # Rebuild: a new disk from the image and a new seed (a new instance id,
 # so cloud-init runs again).
