@@ -9,9 +9,12 @@ V="virsh -q -c qemu:///system"
 GUEST=$ROOT/build/guest
 "$ROOT/scripts/start-libvirt" || fatal "libvirtd and virtlogd start (needs root and the libvirt packages)"
 "$ROOT/tests/fixtures/mkguest.sh" "$GUEST" || fatal "guest kernel + initramfs build"
-mkdir -p "$T/boot/debian-12" "$T/hv"
-cp "$GUEST/vmlinuz" "$GUEST/initrd.img" "$T/boot/debian-12/"
-echo "console=ttyS0" >"$T/boot/debian-12/cmdline"
+for slug in debian-12 ubuntu-24.04; do
+        mkdir -p "$T/boot/$slug"
+        cp "$GUEST/vmlinuz" "$GUEST/initrd.img" "$T/boot/$slug/"
+        echo "console=ttyS0" >"$T/boot/$slug/cmdline"
+done
+mkdir -p "$T/hv"
 chmod -R a+rX "$T"
 POOL=tasman-crash-$$
 
@@ -122,4 +125,16 @@ check "leftovers of ours are swept" wait_for 20 "swept" bash -c \
 exactly "after the sweep" "${LIVE[@]}"
 check "a volume that is not ours is left alone" bash -c "$V vol-list $POOL-ssd | grep -q not-ours.qcow2"
 $V vol-delete --pool "$POOL-ssd" not-ours.qcow2 >/dev/null
+
+# A template's cloud-config reaches the guest: in its seed, after ours.
+SECRET=Sup3rSecret-$RANDOM$RANDOM
+KEY=$KEY api POST /v1/templates/deploy "{\"template\":\"redis\",\"name\":\"cache1\",\"version\":\"7.0\",\"config\":{\"redis_password\":\"$SECRET\"}}"
+eq "deploy a template -> 201" "$CODE" 201
+TID=$(jget .data.vps_id)
+check "the template's VPS runs" wait_status "$KEY" "$TID" running 60
+TN=$(KEY=$KEY api GET "/v1/vps?name=cache1" >/dev/null; ls "$T/hv/seeds" | sed -n 's/^tasman-\([0-9]*\)\.iso$/\1/p' | sort -n | tail -1)
+UD=$(isoinfo -R -x /user-data -i "$T/hv/seeds/tasman-$TN.iso")
+match "its seed's user-data is multipart: ours, then the template's" "$UD" "multipart/mixed"
+match "the template's cloud-config is in it" "$UD" "# Tasman template redis 7.0"
+match "with the secret the guest needs" "$UD" "$SECRET"
 exit 0
