@@ -14,9 +14,11 @@ CLEANUPS=()
 
 cleanup() {
         local f
-        for f in "${CLEANUPS[@]+"${CLEANUPS[@]}"}"; do $f || true; done
+        # Our processes first: an agent still running would make again the
+        # domains a cleanup removes.
         for p in "${PIDS[@]+"${PIDS[@]}"}"; do kill "$p" 2>/dev/null || true; done
         for p in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$p" 2>/dev/null || true; done
+        for f in "${CLEANUPS[@]+"${CLEANUPS[@]}"}"; do $f || true; done
         # Sanitizer reports of the daemons land in their logs: a report is a failure.
         if grep -lE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$T"/*.log 2>/dev/null; then
                 not_ok "sanitizer report in daemon logs (see above files)"
