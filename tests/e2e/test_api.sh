@@ -130,4 +130,37 @@ KEY=$A api POST /v1/vps '{"name":"web3","size":"standard-1vcpu-1gb","image":"deb
 err_is "no live host: clear 422" 422 validation_error size
 start_agent hv1
 check "host back: VPS running again" wait_status "$A" "$ID2" running 20
+
+# --- the image catalog (admin API, tasmanctl) and its use by POST /v1/vps
+adm() { # METHOD PATH [BODY]
+        CODE=$(curl -s -o "$T/adm.json" -w '%{http_code}' -X "$1" -H 'Content-Type: application/json' \
+                ${3:+-d "$3"} "$ADMIN$2")
+        BODY=$(cat "$T/adm.json" 2>/dev/null)
+}
+GOOD=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+adm POST /v1/images "{\"slug\":\"alpine-3.20\",\"name\":\"Alpine 3.20\",\"url\":\"https://example.org/alpine.qcow2\",\"sha256\":\"${GOOD^^}\",\"min_disk_gb\":30}"
+eq "image add -> 201" "$CODE" 201
+eq "its checksum is kept in lowercase" "$(jget .data.sha256)" "$GOOD"
+eq "format defaults to qcow2" "$(jget .data.format)" qcow2
+adm POST /v1/images "{\"slug\":\"alpine-3.20\",\"name\":\"again\",\"url\":\"https://example.org/a\",\"sha256\":\"$GOOD\"}"
+eq "the same slug again -> 409 conflict" "$CODE/$(jget .error.code)" 409/conflict
+for bad in '"slug":"-x"' '"slug":"Upper"' '"url":"ftp://example.org/x"' '"url":"https://a b"' '"sha256":"abc"' \
+           '"sha256":"zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"' '"format":"vmdk"' \
+           '"min_disk_gb":-1' '"name":""'; do
+        body=$(jq -c -n --arg sha "$GOOD" "{slug: \"ok\", name: \"n\", url: \"https://example.org/x\", sha256: \$sha} + {$bad}")
+        adm POST /v1/images "$body"
+        eq "image add with $bad -> 422 on its field" "$CODE/$(jget .error.details.field)" "422/$(sed 's/^"\([a-z_0-9]*\)".*/\1/' <<<"$bad")"
+done
+eq "tasmanctl image list shows it" "$(ctl --json image list | jq -r '.[] | select(.slug == "alpine-3.20") | .min_disk_gb')" 30
+check "tasmanctl image add refuses a bad checksum before asking" bash -c "! $BUILD/tasmanctl --broker $ADMIN image add x --name X --url https://e.org/x --sha256 12 2>/dev/null"
+KEY=$A api POST /v1/vps '{"name":"small","size":"standard-1vcpu-1gb","image":"alpine-3.20"}'
+err_is "an image needing more disk than the size has -> 422" 422 validation_error image
+match "it says how much" "$(jget .error.message)" "at least 30 GB"
+adm DELETE /v1/images/alpine-3.20
+eq "image remove -> 204" "$CODE" 204
+adm DELETE /v1/images/alpine-3.20
+eq "removing it again -> 404" "$CODE" 404
+KEY=$A api POST /v1/vps '{"name":"gone","size":"standard-2vcpu-4gb","image":"alpine-3.20"}'
+err_is "a removed image takes no new VPS -> 422" 422 validation_error image
+eq "the 422 lists the catalog" "$(jget '.error.details.allowed | sort | join(",")')" "debian-12,ubuntu-24.04"
 exit 0
