@@ -97,6 +97,10 @@ char *domxml_build(const struct domxml_params *p)
         fprintf(f, "  </metadata>\n");
         fprintf(f, "  <memory unit='MiB'>%" PRIu32 "</memory>\n", p->ram_mb);
         fprintf(f, "  <vcpu>%" PRIu32 "</vcpu>\n", p->vcpus);
+        if (p->cpu_cap > 0 && p->cpu_cap < 100) /* the quota applies to each vCPU */
+                fprintf(f, "  <cputune>\n    <period>100000</period>\n"
+                           "    <quota>%" PRIu32 "</quota>\n  </cputune>\n",
+                        p->cpu_cap * 1000);
         fprintf(f, "  <os>\n    <type arch='x86_64'>hvm</type>\n");
         if (set(p->kernel)) {
                 fprintf(f, "    <kernel>");

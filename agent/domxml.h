@@ -18,6 +18,7 @@ struct domxml_params {
         const char *domain_type; /* "kvm", "qemu" or "test" */
         uint32_t vcpus;
         uint32_t ram_mb;
+        uint32_t cpu_cap;    /* percent of each vCPU (cputune quota); 0: none */
         const char *kernel;  /* direct kernel boot; NULL or "" for none */
         const char *initrd;  /* NULL or "" for none */
         const char *cmdline; /* NULL or "" for none */

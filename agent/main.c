@@ -529,6 +529,7 @@ static int define(struct agent *a, const struct dom_desired *d)
                 .domain_type = a->dom_type,
                 .vcpus = d->vcpus,
                 .ram_mb = d->ram_mb,
+                .cpu_cap = d->cpu_cap,
                 .reboot_done = d->reboot_seq,
                 .rebuild_done = d->rebuild_seq,
         };

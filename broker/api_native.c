@@ -645,6 +645,21 @@ static int vps_resize(struct api *api, uint64_t account, struct vm *vm, const st
                 json_invalid(resp, "size", "Invalid VPS size specified", catalog_size_slugs());
                 return -1;
         }
+        /* Tasman's addition: the CPU cap, percent of each vCPU (100: none);
+         * a resize without it lifts any cap. */
+        uint32_t cap = 0;
+        json_t *cv = json_object_get(body, "cpu_cap");
+        if (cv && !json_is_null(cv)) {
+                if (!json_is_integer(cv) || json_integer_value(cv) < 10 ||
+                    json_integer_value(cv) > 100) {
+                        json_invalid(resp, "cpu_cap",
+                                     "cpu_cap must be an integer percent of each vCPU from 10 "
+                                     "to 100",
+                                     NULL);
+                        return -1;
+                }
+                cap = (uint32_t)json_integer_value(cv);
+        }
         if (sz->disk_gb < vm->disk_gb) {
                 snprintf(msg, sizeof(msg),
                          "%s has a %u GB disk and this VPS has %u GB: disks never shrink (rebuild "
@@ -655,7 +670,7 @@ static int vps_resize(struct api *api, uint64_t account, struct vm *vm, const st
         }
         const struct vm_resize rq = {
                 .account_id = account, .vm_id = vm->id, .size = size, .vcpus = sz->vcpus,
-                .ram_mb = sz->ram_mb, .disk_gb = sz->disk_gb,
+                .ram_mb = sz->ram_mb, .disk_gb = sz->disk_gb, .cpu_cap = cap,
                 .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL, .idem = idem,
                 .why = why, .why_len = sizeof(why),
         };

@@ -103,6 +103,7 @@ struct vm {
         int64_t host_last_seen;
         uint64_t resize_seq, obs_resize_done;
         int rescue, obs_rescue;
+        uint32_t cpu_cap; /* percent of each vCPU; 0: no cap */
 };
 
 /* An account's SSH public key (the native API's ssh_keys ids). */
@@ -319,6 +320,7 @@ struct vm_resize {
         uint64_t account_id, vm_id;
         const char *size;
         uint32_t vcpus, ram_mb, disk_gb;
+        uint32_t cpu_cap;                 /* percent of each vCPU, 1..99; 0 or 100: none */
         const struct sched_params *sched; /* NULL: defaults */
         const struct idem *idem;          /* NULL: none */
         char *why;

@@ -181,6 +181,8 @@ static const char *const migrations[] = {
         "ALTER TABLE vms ADD COLUMN rescue INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE vms ADD COLUMN obs_resize_done INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE vms ADD COLUMN obs_rescue INTEGER NOT NULL DEFAULT 0;",
+        /* 10: CPU cap, percent of each vCPU (0: none) */
+        "ALTER TABLE vms ADD COLUMN cpu_cap INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1419,6 +1421,7 @@ static void row_desired(sqlite3_stmt *st, void *item)
         d->force_off = sqlite3_column_int(st, 5) == VM_WANT_OFF;
         d->resize_seq = (uint64_t)sqlite3_column_int64(st, 10);
         d->rescue = sqlite3_column_int(st, 11) != 0;
+        d->cpu_cap = (uint32_t)sqlite3_column_int(st, 12);
 }
 
 static void row_img_desired(sqlite3_stmt *st, void *item)
@@ -1438,7 +1441,8 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
                 "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
-                " storage, resize_seq, rescue FROM vms WHERE host_id = ? AND deleted_at IS NULL"
+                " storage, resize_seq, rescue, cpu_cap FROM vms WHERE host_id = ?"
+                " AND deleted_at IS NULL"
                 " ORDER BY id";
         int r = 0;
 
@@ -1511,7 +1515,7 @@ out:
         " v.ram_mb, v.disk_gb, v.want, v.reboot_seq, v.rebuild_seq, v.created_at,"       \
         " v.obs_state, v.obs_reboot_done, v.obs_rebuild_done, v.obs_error, h.last_seen,"   \
         " v.obs_at IS NOT NULL, v.storage, v.aa_group, v.resize_seq, v.obs_resize_done,"   \
-        " v.rescue, v.obs_rescue"
+        " v.rescue, v.obs_rescue, v.cpu_cap"
 
 static void row_vm(sqlite3_stmt *st, void *item)
 {
@@ -1543,6 +1547,7 @@ static void row_vm(sqlite3_stmt *st, void *item)
         v->obs_resize_done = (uint64_t)sqlite3_column_int64(st, 23);
         v->rescue = sqlite3_column_int(st, 24) != 0;
         v->obs_rescue = sqlite3_column_int(st, 25) != 0;
+        v->cpu_cap = (uint32_t)sqlite3_column_int(st, 26);
 }
 
 /* Reads one vm of an account inside the caller's lock. */
@@ -2114,7 +2119,7 @@ int store_deploy_page(struct store *s, const struct vm_query *q, struct deployme
 int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret)
 {
         static const char upd[] =
-                "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5,"
+                "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5, cpu_cap = ?6,"
                 " resize_seq = resize_seq + 1 WHERE id = ?1";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
@@ -2163,6 +2168,7 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
         sqlite3_bind_int64(st, 3, req->vcpus);
         sqlite3_bind_int64(st, 4, req->ram_mb);
         sqlite3_bind_int64(st, 5, req->disk_gb);
+        sqlite3_bind_int(st, 6, req->cpu_cap > 0 && req->cpu_cap < 100 ? (int)req->cpu_cap : 0);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot resize vm"));
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, 0);

@@ -134,6 +134,7 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                         des[i].force_off = d->force_off ? 1 : 0;
                         des[i].resize_seq = d->resize_seq;
                         des[i].rescue = d->rescue ? 1 : 0;
+                        des[i].cpu_cap = d->cpu_cap;
                         des_p[i] = &des[i];
                 }
                 if (s->n_images > TMSG_MAX_IMAGES) {
@@ -337,6 +338,7 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         d->force_off = o->force_off ? 1 : 0;
                         d->resize_seq = o->resize_seq;
                         d->rescue = o->rescue ? 1 : 0;
+                        d->cpu_cap = o->cpu_cap < 100 ? o->cpu_cap : 0;
                 }
                 if (s->n_images > TMSG_MAX_IMAGES)
                         goto bad;

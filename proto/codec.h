@@ -117,6 +117,7 @@ struct dom_desired {
         int force_off;        /* power STOPPED at once (poweroff), not gracefully */
         uint64_t resize_seq;  /* a resize to carry out while stopped */
         int rescue;           /* in the rescue system */
+        uint32_t cpu_cap;     /* percent of each vCPU, 1..99; 0: no cap */
 };
 
 #define TMSG_URL 2048

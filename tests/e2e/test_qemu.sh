@@ -129,12 +129,13 @@ check "start after poweroff: running" wait_status "$KEY_A" "$ID" running 30
 
 # Resize: stopped, applied, disk grown, started again.
 B=$(boots)
-KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"resize","size":"standard-2vcpu-4gb"}'
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"resize","size":"standard-2vcpu-4gb","cpu_cap":50}'
 eq "resize -> 202" "$CODE" 202
 eq "resize: the VPS says its new size" "$(jget .data.size)" standard-2vcpu-4gb
 check "resize: running again" wait_status "$KEY_A" "$ID" running 60
 eq "resize: libvirt has 2 vCPUs" "$($V dominfo "$DOM" | awk '/^CPU\(s\)/ {print $2}')" 2
 eq "resize: libvirt has 4 GiB" "$($V dominfo "$DOM" | awk '/^Max memory/ {print $3}')" 4194304
+check "resize: each vCPU capped at 50% (cputune quota)" bash -c "$V dumpxml $DOM | grep -q '<quota>50000</quota>'"
 eq "resize: the disk grew to 80 GiB" "$(qemu-img info -U --output=json "$DISK" | jq '.["virtual-size"]')" $((80 << 30))
 check "resize: the guest booted again" wait_for 90 "boot after resize" bash -c "[ \$(grep -c TASMAN-BOOT-COUNT $CONSOLE) -gt $B ]"
 check "resize: the guest sees the bigger disk" wait_for 30 "80 GiB vda" grep -q "vda.*(85.9 GB/80.0 GiB)" "$CONSOLE"

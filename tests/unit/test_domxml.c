@@ -138,6 +138,7 @@ static void test_golden_disk_seed(void **state)
                 .ram_mb = 2048,
                 .console_log = "/var/lib/tasman-agent/console/tasman-42.log",
                 .disk = "/var/lib/tasman-agent/disks/hdd/tasman-42.qcow2",
+                .cpu_cap = 50,
                 .disk_iops = 500,
                 .disk_bps = 104857600,
                 .seed = "/var/lib/tasman-agent/seeds/tasman-42&'.iso",

@@ -1610,6 +1610,62 @@ static void test_vm_seed(void **state)
         assert_wal_truncates(f, "store_vm_seed");
 }
 
+/* Resize in place: room on the guest's own host (its old size counted
+ * out), never a smaller disk; the reservation and the desired state follow. */
+static void test_vm_resize(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, w;
+        struct host h;
+        struct msg_sync_reply rep;
+        char why[256] = "";
+        uint64_t host = hello(f, "node-1", "ams1", 4, 8192);
+
+        assert_int_equal(create_vm(f, f->acc, "web1", NULL, 2, 2048, &v), 0);
+        uint64_t gen = generation(f, host);
+        struct vm_resize rq = { .account_id = f->acc, .vm_id = v.id, .size = "bigger",
+                                .vcpus = 4, .ram_mb = 8192, .disk_gb = 20, .cpu_cap = 50,
+                                .why = why, .why_len = sizeof(why) };
+        assert_int_equal(store_vm_resize(f->s, &rq, &w), 0);
+        assert_string_equal(w.size, "bigger");
+        assert_int_equal(w.vcpus, 4);
+        assert_int_equal(w.ram_mb, 8192);
+        assert_int_equal(w.disk_gb, 20);
+        assert_int_equal(w.cpu_cap, 50);
+        assert_int_equal(w.resize_seq, 1);
+        assert_true(generation(f, host) > gen);
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.guests, 1);
+        assert_int_equal(h.vcpus_used, 4);
+        assert_int_equal(h.ram_mb_used, 8192);
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.n_domains, 1);
+        assert_int_equal(rep.domains[0].ram_mb, 8192);
+        assert_int_equal(rep.domains[0].resize_seq, 1);
+        assert_int_equal(rep.domains[0].cpu_cap, 50);
+        free(rep.domains);
+        free(rep.images);
+
+        /* more RAM than the host has, even with this guest's counted out */
+        rq.ram_mb = 16384;
+        assert_int_equal(store_vm_resize(f->s, &rq, &w), -ENOSPC);
+        assert_true(strstr(why, "RAM") != NULL || strstr(why, "ram") != NULL);
+        /* a smaller disk */
+        rq.ram_mb = 1024;
+        rq.disk_gb = 10;
+        assert_int_equal(store_vm_resize(f->s, &rq, &w), -EINVAL);
+        /* refused resizes changed nothing */
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.ram_mb_used, 8192);
+        w = get_vm(f, f->acc, v.id);
+        assert_int_equal(w.resize_seq, 1);
+        /* another account's guest: unknown */
+        rq.account_id = f->acc + 1000;
+        rq.disk_gb = 20;
+        assert_int_equal(store_vm_resize(f->s, &rq, &w), -ENOENT);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1617,6 +1673,7 @@ int main(void)
                 T(test_accounts),
                 T(test_images),
                 T(test_vm_seed),
+                T(test_vm_resize),
                 cmocka_unit_test(test_tiers),
                 T(test_keys),
                 T(test_auth_bearer),
