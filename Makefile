@@ -23,7 +23,7 @@ endif
 Q := $(if $(V),,@)
 say = $(if $(V),,@printf '  %-7s %s\n' $(1) $(2);)
 
-PKGS := libvirt libnl-3.0 libnl-route-3.0 libprotobuf-c libcurl libmicrohttpd jansson sqlite3 openssl
+PKGS := libvirt libisofs-1 libnl-3.0 libnl-route-3.0 libprotobuf-c libcurl libmicrohttpd jansson sqlite3 openssl
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
 CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -MMD -MP -D_GNU_SOURCE -DTASMAN_VERSION='"$(VERSION)"' \
 	-Icommon -Iproto -Iagent -Ibroker -I$(BUILD)/gen $(CPPFLAGS) $(CFLAGS)
@@ -49,7 +49,7 @@ PROTO_OBJ := $(call obj,$(PROTO_SRC))
 AGENT_LIB_OBJ := $(call obj,$(AGENT_LIB_SRC))
 BROKER_LIB_OBJ := $(call obj,$(BROKER_LIB_SRC))
 
-LIBS_AGENT := $(call pc_libs,libvirt libprotobuf-c libcurl libcrypto) -lnng -lpthread
+LIBS_AGENT := $(call pc_libs,libvirt libisofs-1 libprotobuf-c libcurl libcrypto) -lnng -lpthread
 LIBS_BROKER := $(call pc_libs,libmicrohttpd jansson sqlite3 openssl libprotobuf-c) -lnng -lpthread
 LIBS_CTL := $(call pc_libs,libcurl jansson)
 

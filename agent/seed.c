@@ -5,8 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <signal.h>
-#include <spawn.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -14,13 +13,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
+/* For libisofs' own copy of libburn's struct burn_source, the reader of
+ * the image it makes (we do not use libburn). */
+#define LIBISOFS_WITHOUT_LIBBURN
+#include <libisofs/libisofs.h>
 
 #define DEFAULT_ADMIN "admin"
-#define GENISOIMAGE "genisoimage"
 /* The MIME boundary is BOUNDARY_PREFIX, a number, BOUNDARY_SUFFIX: the
  * smallest number whose delimiter occurs in no part. */
 #define BOUNDARY_PREFIX "==tasman-seed-"
@@ -935,134 +935,170 @@ int seed_check(const struct seed_params *p, char *err, size_t err_len)
 
 /* ---- the volume ---- */
 
-static int write_file(const char *path, const char *text)
-{
-        size_t len = strlen(text), done = 0;
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+/* libisofs keeps global state (its message queue, the clone tables that
+ * iso_init() fills) and documents no thread safety for it: it is set up
+ * once, and one seed at a time is made with it. The lock covers only the
+ * work in memory and the writes into the page cache, not the fsync. */
+static pthread_once_t iso_once = PTHREAD_ONCE_INIT;
+static int iso_init_status; /* 0, or libisofs' code from iso_init */
+static pthread_mutex_t iso_lock = PTHREAD_MUTEX_INITIALIZER;
 
-        if (fd < 0)
-                return -errno;
-        while (done < len) {
-                ssize_t n = write(fd, text + done, len - done);
-                if (n < 0) {
-                        int r = -errno;
-                        if (r == -EINTR)
-                                continue;
-                        close(fd);
-                        return r;
-                }
-                done += (size_t)n;
+/* The one place libisofs codes become errnos. */
+static int iso_errno(int code)
+{
+        return code == (int)ISO_OUT_OF_MEM ? -ENOMEM : -EIO;
+}
+
+static void iso_setup(void)
+{
+        /* bit0: no setlocale() from the environment; the agent's locale
+         * is its own, and our names are ASCII in any charset. */
+        int code = iso_init_with_flag(1);
+        char never[] = "NEVER", prefix[] = "libisofs: ";
+
+        if (code < 0) {
+                iso_init_status = code;
+                return;
         }
-        if (close(fd) < 0)
-                return -errno;
+        /* Nothing printed to stderr nor queued (nobody would read the
+         * queue): a failure reaches the caller through err. */
+        iso_set_msgs_severities(never, never, prefix);
+}
+
+static int write_all(int fd, const unsigned char *buf, size_t len)
+{
+        while (len > 0) {
+                ssize_t n = write(fd, buf, len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                buf += n;
+                len -= (size_t)n;
+        }
         return 0;
 }
 
-/* Runs genisoimage on dir into out; its stderr's first line goes to err
- * when it fails. */
-static int run_genisoimage(const char *out, const char *dir, char *err, size_t err_len)
-{
-        char *const argv[] = {
-                GENISOIMAGE,  "-quiet",
-                "-output",    (char *)out,
-                "-volid",     SEED_VOLID,
-                "-joliet",    "-rock",
-                (char *)dir,  NULL,
-        };
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t attr;
-        sigset_t none, all;
-        char msg[512];
-        size_t msg_len = 0;
-        int pfd[2], status, e, r = 0;
-        pid_t pid;
+/* Block size of ISO 9660, the unit libisofs hands the volume out in. */
+#define ISO_BLOCK 2048
+/* Blocks of libisofs' ring buffer between its writer thread and us (the
+ * default is 2 MiB; a seed is far smaller). */
+#define ISO_FIFO_BLOCKS 64
 
-        if (pipe2(pfd, O_CLOEXEC) < 0) {
-                r = -errno;
-                set_err(err, err_len, "cannot make a pipe for " GENISOIMAGE ": %s", strerror(-r));
-                return r;
-        }
-        sigemptyset(&none);
-        sigfillset(&all);
-        e = posix_spawn_file_actions_init(&fa);
-        if (e == 0) {
-                e = posix_spawnattr_init(&attr);
-                if (e != 0)
-                        posix_spawn_file_actions_destroy(&fa);
-        }
-        if (e != 0) {
-                close(pfd[0]);
-                close(pfd[1]);
-                set_err(err, err_len, "cannot run " GENISOIMAGE ": %s", strerror(e));
-                return -e;
-        }
-        /* stdin and stdout from and to /dev/null, stderr to us, nothing
-         * else of ours; the default signal mask and dispositions (the
-         * agent blocks and ignores some). */
-        if (!e)
-                e = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        if (!e)
-                e = posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-        if (!e)
-                e = posix_spawn_file_actions_adddup2(&fa, pfd[1], 2);
-        if (!e)
-                e = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-        if (!e)
-                e = posix_spawnattr_setsigmask(&attr, &none);
-        if (!e)
-                e = posix_spawnattr_setsigdefault(&attr, &all);
-        if (!e)
-                e = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-        if (!e)
-                e = posix_spawnp(&pid, GENISOIMAGE, &fa, &attr, argv, environ);
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&attr);
-        close(pfd[1]);
-        if (e != 0) {
-                close(pfd[0]);
-                set_err(err, err_len, "cannot run " GENISOIMAGE ": %s", strerror(e));
-                return -e;
-        }
-        /* Read to the end (keeping the start), so it never blocks on a
-         * full pipe. */
-        for (;;) {
-                char chunk[512];
-                ssize_t n = read(pfd[0], chunk, sizeof(chunk));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        break;
-                size_t keep = sizeof(msg) - 1 - msg_len;
-                if ((size_t)n < keep)
-                        keep = (size_t)n;
-                memcpy(msg + msg_len, chunk, keep);
-                msg_len += keep;
-        }
-        close(pfd[0]);
-        msg[msg_len] = '\0';
-        while (waitpid(pid, &status, 0) < 0) {
-                if (errno != EINTR) {
-                        r = -errno;
-                        set_err(err, err_len, "cannot wait for " GENISOIMAGE ": %s", strerror(-r));
-                        return r;
+/* Writes the volume holding the three documents (names doc_names[]) to
+ * fd, which is file at offset 0. Takes docs[i] over (and sets it to NULL)
+ * once libisofs owns it; the caller frees what is left. Caller holds
+ * iso_lock. */
+static int iso_write(int fd, const char *file, char *docs[3], char *err, size_t err_len)
+{
+        unsigned char buf[16 * ISO_BLOCK];
+        IsoImage *image = NULL;
+        IsoWriteOpts *opts = NULL;
+        struct burn_source *src = NULL;
+        const char *doing;
+        size_t fill = 0;
+        off_t total = 0, want;
+        int code, r = 0;
+
+        doing = "make the image";
+        code = iso_image_new(SEED_VOLID, &image);
+        if (code < 0)
+                goto fail;
+        iso_image_set_volume_id(image, SEED_VOLID);
+        for (int i = 0; i < 3; i++) {
+                IsoStream *stream;
+                IsoFile *node;
+
+                doing = "add a document";
+                code = iso_memory_stream_new((unsigned char *)docs[i], strlen(docs[i]), &stream);
+                if (code < 0)
+                        goto fail;
+                docs[i] = NULL; /* the stream frees it */
+                code = iso_image_add_new_file(image, iso_image_get_root(image), doc_names[i],
+                                              stream, &node);
+                if (code < 0) {
+                        iso_stream_unref(stream);
+                        goto fail;
                 }
+                iso_node_set_permissions((IsoNode *)node, 0644);
         }
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-                return 0;
-        msg[strcspn(msg, "\n")] = '\0';
-        for (char *c = msg; *c; c++)
-                if ((unsigned char)*c < 0x20 || *c == 0x7f)
-                        *c = ' ';
-        if (msg[0] && strncmp(msg, GENISOIMAGE, strlen(GENISOIMAGE)) == 0)
-                set_err(err, err_len, "%s", msg);
-        else if (msg[0])
-                set_err(err, err_len, GENISOIMAGE ": %s", msg);
-        else if (WIFEXITED(status))
-                set_err(err, err_len, GENISOIMAGE " exited with status %d", WEXITSTATUS(status));
-        else
-                set_err(err, err_len, GENISOIMAGE " was killed by signal %d",
-                        WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-        return -EIO;
+
+        doing = "set the write options";
+        code = iso_write_opts_new(&opts, 0); /* ISO level 1, as genisoimage's default */
+        if (code >= 0)
+                code = iso_write_opts_set_rockridge(opts, 1);
+        if (code >= 0)
+                code = iso_write_opts_set_joliet(opts, 1);
+        /* The label as given, lower case ("cidata": not d-characters);
+         * Joliet names as they are, without ";1" or a forced ".", as
+         * genisoimage writes them. */
+        if (code >= 0)
+                code = iso_write_opts_set_relaxed_vol_atts(opts, 1);
+        if (code >= 0)
+                code = iso_write_opts_set_omit_version_numbers(opts, 2);
+        if (code >= 0)
+                code = iso_write_opts_set_no_force_dots(opts, 2);
+        if (code >= 0)
+                code = iso_write_opts_set_fifo_size(opts, ISO_FIFO_BLOCKS);
+        if (code < 0)
+                goto fail;
+        doing = "start writing the image";
+        code = iso_image_create_burn_source(image, opts, &src);
+        if (code < 0) {
+                src = NULL;
+                goto fail;
+        }
+        want = src->get_size(src);
+
+        /* libisofs' sources are of version 1: read_xt, not read. */
+        int (*rd)(struct burn_source *, unsigned char *, int) = src->read ? src->read : src->read_xt;
+        for (;;) {
+                int n = rd(src, buf + fill, ISO_BLOCK);
+                if (n < 0) {
+                        r = -EIO;
+                        set_err(err, err_len, "cannot build %s: libisofs failed making the image",
+                                file);
+                        goto out;
+                }
+                if (n > 0) {
+                        fill += (size_t)n;
+                        total += n;
+                }
+                if (fill > sizeof(buf) - ISO_BLOCK || (n == 0 && fill > 0)) {
+                        r = write_all(fd, buf, fill);
+                        if (r < 0) {
+                                set_err(err, err_len, "cannot write %s: %s", file, strerror(-r));
+                                goto out;
+                        }
+                        fill = 0;
+                }
+                if (n == 0)
+                        break;
+        }
+        if (total == 0 || total != want) {
+                r = -EIO;
+                set_err(err, err_len,
+                        "cannot build %s: libisofs made %jd bytes of an image of %jd", file,
+                        (intmax_t)total, (intmax_t)want);
+        }
+        goto out;
+
+fail:
+        r = iso_errno(code);
+        set_err(err, err_len, "cannot build %s: libisofs cannot %s: %s", file, doing,
+                iso_error_to_msg(code));
+out:
+        if (src) {
+                /* Stops libisofs' writer thread if it still runs, joins
+                 * it, drops its reference to the image. */
+                src->free_data(src);
+                free(src);
+        }
+        iso_write_opts_free(opts);
+        if (image)
+                iso_image_unref(image);
+        return r;
 }
 
 /* fsync of the directory holding path, so a rename in it lasts. */
@@ -1089,11 +1125,9 @@ static int sync_parent(const char *path)
 
 int seed_build_iso(const struct seed_params *p, const char *path, char *err, size_t err_len)
 {
-        char dir[PATH_MAX], tmp[PATH_MAX], file[PATH_MAX];
+        char tmp[PATH_MAX];
         char *docs[3] = { NULL, NULL, NULL };
-        bool have_dir = false, have_tmp = false;
-        const char *tmpdir = getenv("TMPDIR");
-        struct stat st;
+        bool have_tmp = false;
         int fd = -1, r;
 
         r = seed_check(p, err, err_len);
@@ -1107,6 +1141,12 @@ int seed_build_iso(const struct seed_params *p, const char *path, char *err, siz
                 set_err(err, err_len, "seed path %s is too long", path);
                 return -ENAMETOOLONG;
         }
+        pthread_once(&iso_once, iso_setup);
+        if (iso_init_status < 0) {
+                set_err(err, err_len, "cannot build %s: libisofs cannot start: %s", path,
+                        iso_error_to_msg(iso_init_status));
+                return iso_errno(iso_init_status);
+        }
         docs[0] = seed_meta_data(p);
         docs[1] = seed_user_data(p);
         docs[2] = seed_network_config(p);
@@ -1116,34 +1156,8 @@ int seed_build_iso(const struct seed_params *p, const char *path, char *err, siz
                 goto out;
         }
 
-        /* An absolute directory, so no name given to genisoimage can look
-         * like an option. */
-        if (!tmpdir || tmpdir[0] != '/')
-                tmpdir = "/tmp";
-        /* Room for the documents' names too. */
-        if ((size_t)snprintf(dir, sizeof(dir), "%s/tasman-seed.XXXXXX", tmpdir) >=
-            sizeof(dir) - sizeof("/network-config")) {
-                r = -ENAMETOOLONG;
-                set_err(err, err_len, "temporary directory %s is too long", tmpdir);
-                goto out;
-        }
-        if (!mkdtemp(dir)) {
-                r = -errno;
-                set_err(err, err_len, "cannot make a directory in %s: %s", tmpdir, strerror(-r));
-                goto out;
-        }
-        have_dir = true;
-        for (int i = 0; i < 3; i++) {
-                snprintf(file, sizeof(file), "%s/%s", dir, doc_names[i]);
-                r = write_file(file, docs[i]);
-                if (r < 0) {
-                        set_err(err, err_len, "cannot write %s: %s", file, strerror(-r));
-                        goto out;
-                }
-        }
-
-        /* Made here with mode 0600 (the seed holds the password);
-         * genisoimage truncates and fills it. */
+        /* Made here with mode 0600: the seed holds the password. A stale
+         * one of a crashed run goes first. */
         if (unlink(tmp) < 0 && errno != ENOENT) {
                 r = -errno;
                 set_err(err, err_len, "cannot remove %s: %s", tmp, strerror(-r));
@@ -1156,19 +1170,11 @@ int seed_build_iso(const struct seed_params *p, const char *path, char *err, siz
                 goto out;
         }
         have_tmp = true;
-        r = run_genisoimage(tmp, dir, err, err_len);
+        pthread_mutex_lock(&iso_lock);
+        r = iso_write(fd, tmp, docs, err, err_len);
+        pthread_mutex_unlock(&iso_lock);
         if (r < 0)
                 goto out;
-        if (fstat(fd, &st) < 0) {
-                r = -errno;
-                set_err(err, err_len, "cannot stat %s: %s", tmp, strerror(-r));
-                goto out;
-        }
-        if (st.st_size == 0) {
-                r = -EIO;
-                set_err(err, err_len, GENISOIMAGE " wrote nothing to %s", tmp);
-                goto out;
-        }
         if (fsync(fd) < 0) {
                 r = -errno;
                 set_err(err, err_len, "cannot sync %s: %s", tmp, strerror(-r));
@@ -1194,13 +1200,6 @@ out:
                 close(fd);
         if (have_tmp)
                 unlink(tmp);
-        if (have_dir) {
-                for (int i = 0; i < 3; i++) {
-                        snprintf(file, sizeof(file), "%s/%s", dir, doc_names[i]);
-                        unlink(file);
-                }
-                rmdir(dir);
-        }
         for (int i = 0; i < 3; i++)
                 free(docs[i]);
         return r;

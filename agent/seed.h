@@ -6,8 +6,9 @@
  * user-data after it in a MIME multipart/mixed document) and
  * network-config (version 2, one NIC). seed_meta_data(),
  * seed_user_data() and seed_network_config() are pure text functions,
- * tested with golden files; seed_build_iso() writes them out and runs
- * genisoimage (posix_spawn, no shell) to make the volume.
+ * tested with golden files; seed_build_iso() makes the volume from them
+ * in memory with libisofs (this is the only file that uses it) and
+ * writes it out.
  *
  * Strings from the broker go into YAML only as double-quoted scalars
  * with every control and non-ASCII character escaped, so no hostname,
@@ -24,9 +25,10 @@
  * An optional string that is "" counts as not given (NULL).
  *
  * Returned strings are malloc'd and owned by the caller; parameters stay
- * the caller's. No global state: any thread. seed_build_iso() blocks
- * until genisoimage is done (tens of milliseconds), so it belongs on a
- * thread that may block on disk work, not in a loop that must answer.
+ * the caller's. Any thread: seed_build_iso() sets libisofs up once and
+ * makes one volume at a time (a lock; well under a millisecond each).
+ * It blocks on fsync, so it belongs on a thread that may block on disk
+ * work, not in a loop that must answer.
  */
 #pragma once
 
@@ -89,14 +91,14 @@ char *seed_network_config(const struct seed_params *p);
  * (never the password itself). err may be NULL. */
 int seed_check(const struct seed_params *p, char *err, size_t err_len);
 
-/* Builds the seed volume at path: checks p, writes the three documents
- * (mode 0600) into a private directory under $TMPDIR (default /tmp), runs
- * "genisoimage -quiet -volid cidata -joliet -rock" into path.tmp (mode
- * 0600), fsyncs it, renames it to path and fsyncs the directory, so a
- * reader sees the whole new seed or the old one, never a part. The
- * private directory is always removed, and path.tmp too on failure.
- * Returns 0 or a negative errno: -EINVAL (bad parameters), -ENOENT
- * (genisoimage not installed, or no such directory), -EIO (genisoimage
- * failed), others from the file system. On failure err gets a one-line
- * reason naming the file, or genisoimage's first line on stderr. */
+/* Builds the seed volume at path: checks p, makes an ISO 9660 volume
+ * labelled cidata with Rock Ridge and Joliet that holds the three
+ * documents (mode 0644 inside, in its root) from memory, writes it to
+ * path.tmp (mode 0600: it may hold the password), fsyncs it, renames it
+ * to path and fsyncs the directory, so a reader sees the whole new seed
+ * or the old one, never a part. Nothing is written anywhere else, and
+ * path.tmp is removed on failure (a stale one is replaced). Returns 0 or
+ * a negative errno: -EINVAL (bad parameters), -ENOMEM, -EIO (libisofs
+ * failed), others from the file system (-ENOENT: no such directory).
+ * On failure err gets a one-line reason naming the file. */
 int seed_build_iso(const struct seed_params *p, const char *path, char *err, size_t err_len);
