@@ -149,7 +149,8 @@ static void test_oversized_message_dropped_others_served(void **state)
         for (int i = 0; i < 8; i++)
                 hdr[1 + i] = (uint8_t)(big >> (56 - 8 * i));
         assert_int_equal(write(fd, hdr, sizeof(hdr)), 9);
-        (void)!write(fd, junk, sizeof(junk));
+        /* The hub may have hung up already: no SIGPIPE for that. */
+        (void)!send(fd, junk, sizeof(junk), MSG_NOSIGNAL);
         /* The hub hangs up (EOF or reset), and does not wait for 8 MiB. */
         ssize_t n = read(fd, peer, sizeof(peer));
         assert_true(n <= 0);
