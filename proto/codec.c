@@ -38,6 +38,7 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
         Tasman__DomainObserved *obs = NULL, **obs_p = NULL;
         Tasman__DomainDesired *des = NULL, **des_p = NULL;
         Tasman__Image *img = NULL, **img_p = NULL;
+        Tasman__Snapshot *snap = NULL, **snap_p = NULL;
         Tasman__SeedRequest sreq = TASMAN__SEED_REQUEST__INIT;
         Tasman__SeedReply sdrep = TASMAN__SEED_REPLY__INIT;
         uint8_t *buf = NULL;
@@ -89,6 +90,14 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                         obs[i].error = S(d->error);
                         obs[i].resize_done = d->resize_done;
                         obs[i].rescue = d->rescue ? 1 : 0;
+                        if (d->n_snaps > TMSG_MAX_SNAPS) {
+                                r = -EINVAL;
+                                goto out;
+                        }
+                        obs[i].n_snapshots = d->n_snaps;
+                        obs[i].snapshots = (uint64_t *)d->snaps;
+                        obs[i].restore_done = d->restore_done;
+                        obs[i].snapshot_failed = d->snap_failed;
                         obs_p[i] = &obs[i];
                 }
                 sync.host_id = S(s->host_id);
@@ -109,10 +118,24 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                 const struct msg_sync_reply *s = &m->sync_reply;
                 if (s->n_domains > TMSG_MAX_DOMAINS)
                         return -EINVAL;
+                size_t n_snaps = 0, k = 0;
+                for (size_t i = 0; i < s->n_domains; i++) {
+                        if (s->domains[i].n_snaps > TMSG_MAX_SNAPS)
+                                return -EINVAL;
+                        n_snaps += s->domains[i].n_snaps;
+                }
                 if (s->n_domains) {
                         des = calloc(s->n_domains, sizeof(*des));
                         des_p = calloc(s->n_domains, sizeof(*des_p));
                         if (!des || !des_p) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                }
+                if (n_snaps) {
+                        snap = calloc(n_snaps, sizeof(*snap));
+                        snap_p = calloc(n_snaps, sizeof(*snap_p));
+                        if (!snap || !snap_p) {
                                 r = -ENOMEM;
                                 goto out;
                         }
@@ -135,6 +158,16 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                         des[i].resize_seq = d->resize_seq;
                         des[i].rescue = d->rescue ? 1 : 0;
                         des[i].cpu_cap = d->cpu_cap;
+                        des[i].n_snapshots = d->n_snaps;
+                        des[i].snapshots = d->n_snaps ? &snap_p[k] : NULL;
+                        for (size_t j = 0; j < d->n_snaps; j++, k++) {
+                                tasman__snapshot__init(&snap[k]);
+                                snap[k].id = d->snaps[j].id;
+                                snap[k].online = d->snaps[j].online ? 1 : 0;
+                                snap_p[k] = &snap[k];
+                        }
+                        des[i].restore_seq = d->restore_seq;
+                        des[i].restore_snapshot = d->restore_snap;
                         des_p[i] = &des[i];
                 }
                 if (s->n_images > TMSG_MAX_IMAGES) {
@@ -212,6 +245,8 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
         *ret_buf = buf;
         *ret_len = len;
 out:
+        free(snap);
+        free(snap_p);
         free(obs);
         free(obs_p);
         free(des);
@@ -302,6 +337,13 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         COPY(d->error, o->error);
                         d->resize_done = o->resize_done;
                         d->rescue = o->rescue ? 1 : 0;
+                        if (o->n_snapshots > TMSG_MAX_SNAPS)
+                                goto bad;
+                        d->n_snaps = o->n_snapshots;
+                        for (size_t j = 0; j < o->n_snapshots; j++)
+                                d->snaps[j] = o->snapshots[j];
+                        d->restore_done = o->restore_done;
+                        d->snap_failed = o->snapshot_failed;
                 }
                 break;
         }
@@ -339,6 +381,17 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         d->resize_seq = o->resize_seq;
                         d->rescue = o->rescue ? 1 : 0;
                         d->cpu_cap = o->cpu_cap < 100 ? o->cpu_cap : 0;
+                        if (o->n_snapshots > TMSG_MAX_SNAPS)
+                                goto bad;
+                        d->n_snaps = o->n_snapshots;
+                        for (size_t j = 0; j < o->n_snapshots; j++) {
+                                if (!o->snapshots[j])
+                                        goto bad;
+                                d->snaps[j].id = o->snapshots[j]->id;
+                                d->snaps[j].online = o->snapshots[j]->online ? 1 : 0;
+                        }
+                        d->restore_seq = o->restore_seq;
+                        d->restore_snap = o->restore_snapshot;
                 }
                 if (s->n_images > TMSG_MAX_IMAGES)
                         goto bad;

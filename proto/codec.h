@@ -80,6 +80,9 @@ struct msg_hello_reply {
         uint32_t hold_ms;
 };
 
+/* Snapshots per guest the link carries (the broker allows fewer). */
+#define TMSG_MAX_SNAPS 16u
+
 struct dom_observed {
         uint64_t vm_id;
         enum power state;
@@ -88,6 +91,10 @@ struct dom_observed {
         char error[TMSG_ERR];
         uint64_t resize_done;
         int rescue;
+        uint64_t snaps[TMSG_MAX_SNAPS]; /* snapshots on the host, by id */
+        size_t n_snaps;
+        uint64_t restore_done;
+        uint64_t snap_failed; /* a wanted snapshot that could not be made; 0: none */
 };
 
 struct msg_sync {
@@ -118,6 +125,13 @@ struct dom_desired {
         uint64_t resize_seq;  /* a resize to carry out while stopped */
         int rescue;           /* in the rescue system */
         uint32_t cpu_cap;     /* percent of each vCPU, 1..99; 0: no cap */
+        struct snap_desired {
+                uint64_t id;
+                int online;
+        } snaps[TMSG_MAX_SNAPS]; /* the snapshots it should have, by id */
+        size_t n_snaps;
+        uint64_t restore_seq;  /* restore restore_snap (its disk) */
+        uint64_t restore_snap;
 };
 
 #define TMSG_URL 2048

@@ -107,6 +107,11 @@ static void sync_reply_sample(struct tmsg *m, size_t n)
                 d->rebuild_seq = i * 3;
                 snprintf(d->image, sizeof(d->image), "debian-%zu", 11 + i % 2);
                 d->storage = i % 3 ? STORAGE_SSD : STORAGE_HDD;
+                d->n_snaps = i % (TMSG_MAX_SNAPS + 1);
+                for (size_t k = 0; k < d->n_snaps; k++)
+                        d->snaps[k] = (struct snap_desired){ .id = 7 + i * 100 + k, .online = (int)(k % 2) };
+                d->restore_seq = i % 5;
+                d->restore_snap = i % 5 ? 7 + i : 0;
         }
 }
 
@@ -133,6 +138,11 @@ static void sync_sample(struct tmsg *m, size_t n)
                 d->rebuild_done = i + 2;
                 if (i % 3 == 0)
                         snprintf(d->error, sizeof(d->error), "cannot start: error %zu", i);
+                d->n_snaps = (i * 7) % (TMSG_MAX_SNAPS + 1);
+                for (size_t k = 0; k < d->n_snaps; k++)
+                        d->snaps[k] = UINT64_MAX - k;
+                d->restore_done = i * 11;
+                d->snap_failed = i % 4 ? 0 : i + 5;
         }
 }
 
@@ -219,6 +229,11 @@ static void test_sync(void **state)
                         assert_int_equal(b->domains[i].reboot_done, a->domains[i].reboot_done);
                         assert_int_equal(b->domains[i].rebuild_done, a->domains[i].rebuild_done);
                         assert_string_equal(b->domains[i].error, a->domains[i].error);
+                        assert_int_equal(b->domains[i].n_snaps, a->domains[i].n_snaps);
+                        for (size_t k = 0; k < a->domains[i].n_snaps; k++)
+                                assert_int_equal(b->domains[i].snaps[k], a->domains[i].snaps[k]);
+                        assert_int_equal(b->domains[i].restore_done, a->domains[i].restore_done);
+                        assert_int_equal(b->domains[i].snap_failed, a->domains[i].snap_failed);
                 }
                 tmsg_clear(&out);
                 assert_empty(&out);
@@ -267,10 +282,34 @@ static void test_sync_reply(void **state)
                         assert_int_equal(b->rebuild_seq, a->rebuild_seq);
                         assert_string_equal(b->image, a->image);
                         assert_int_equal(b->storage, a->storage);
+                        assert_int_equal(b->n_snaps, a->n_snaps);
+                        for (size_t k = 0; k < a->n_snaps; k++) {
+                                assert_int_equal(b->snaps[k].id, a->snaps[k].id);
+                                assert_int_equal(b->snaps[k].online, a->snaps[k].online);
+                        }
+                        assert_int_equal(b->restore_seq, a->restore_seq);
+                        assert_int_equal(b->restore_snap, a->restore_snap);
                 }
                 tmsg_clear(&out);
                 tmsg_clear(&in);
         }
+}
+
+/* More snapshots per domain than the link carries: refused both ways. */
+static void test_too_many_snaps(void **state)
+{
+        struct tmsg m;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        (void)state;
+        sync_reply_sample(&m, 1);
+        m.sync_reply.domains[0].n_snaps = TMSG_MAX_SNAPS + 1;
+        assert_int_equal(codec_encode(&m, &buf, &len), -EINVAL);
+        tmsg_clear(&m);
+        sync_sample(&m, 1);
+        m.sync.domains[0].n_snaps = TMSG_MAX_SNAPS + 1;
+        assert_int_equal(codec_encode(&m, &buf, &len), -EINVAL);
+        tmsg_clear(&m);
 }
 
 static void test_sync_reply_images(void **state)
@@ -765,6 +804,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_hello),
+                cmocka_unit_test(test_too_many_snaps),
                 cmocka_unit_test(test_sync_reply_images),
                 cmocka_unit_test(test_seed),
                 cmocka_unit_test(test_hello_reply),
