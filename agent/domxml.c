@@ -64,6 +64,10 @@ static void put_metadata(FILE *f, uint64_t vm_id, const struct domxml_params *p,
         if (p->rescue)
                 fprintf(f, "%s  <" DOMXML_NS_PREFIX ":rescue>1</" DOMXML_NS_PREFIX ":rescue>\n",
                         indent);
+        if (p->restore_done)
+                fprintf(f, "%s  <" DOMXML_NS_PREFIX ":restore>%" PRIu64 "</" DOMXML_NS_PREFIX
+                           ":restore>\n",
+                        indent, p->restore_done);
         fprintf(f, "%s</" DOMXML_NS_PREFIX ":vm>\n", indent);
 }
 
@@ -147,7 +151,8 @@ char *domxml_build(const struct domxml_params *p)
                 fprintf(f, "    </disk>\n");
         }
         if (set(p->seed)) {
-                fprintf(f, "    <disk type='file' device='cdrom'>\n"
+                /* Read-only: never part of a snapshot. */
+                fprintf(f, "    <disk type='file' device='cdrom' snapshot='no'>\n"
                            "      <driver name='qemu' type='raw'/>\n"
                            "      <source file='");
                 put_escaped(f, p->seed);
@@ -163,6 +168,12 @@ char *domxml_build(const struct domxml_params *p)
                 fprintf(f, "' append='on'/>\n      <target type='serial' port='0'/>\n"
                            "    </console>\n");
         }
+        /* The QEMU guest agent's channel: guests that run one get their
+         * file systems frozen for an online snapshot. */
+        if (strcmp(p->domain_type ? p->domain_type : "", "test") != 0)
+                fprintf(f, "    <channel type='unix'>\n"
+                           "      <target type='virtio' name='org.qemu.guest_agent.0'/>\n"
+                           "    </channel>\n");
         fprintf(f, "  </devices>\n</domain>\n");
         if (fclose(f) != 0) {
                 free(buf);
@@ -173,11 +184,14 @@ char *domxml_build(const struct domxml_params *p)
 
 char *domxml_metadata_marks(uint64_t vm_id, const struct domxml_marks *m)
 {
-        char *buf = NULL, extra[96] = "";
+        char *buf = NULL, extra[160] = "";
         if (m->resize_done)
                 snprintf(extra, sizeof(extra), "<resize>%" PRIu64 "</resize>", m->resize_done);
         if (m->rescue)
                 snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), "<rescue>1</rescue>");
+        if (m->restore_done)
+                snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+                         "<restore>%" PRIu64 "</restore>", m->restore_done);
         /* libvirt puts the element into our namespace itself. */
         if (asprintf(&buf, "<vm><id>%" PRIu64 "</id><reboot>%" PRIu64 "</reboot><rebuild>%" PRIu64
                            "</rebuild>%s</vm>",
@@ -236,6 +250,8 @@ int domxml_parse_marks(const char *xml, uint64_t *ret_vm_id, struct domxml_marks
                 m.resize_done = 0;
         if (find_u64(xml, "rescue", &rescue) < 0)
                 rescue = 0;
+        if (find_u64(xml, "restore", &m.restore_done) < 0)
+                m.restore_done = 0;
         m.rescue = rescue != 0;
         *ret_vm_id = id;
         *ret = m;

@@ -31,6 +31,7 @@ struct domxml_params {
         uint64_t rebuild_done;
         uint64_t resize_done;
         int rescue;       /* booted into the rescue system */
+        uint64_t restore_done; /* the last snapshot restore carried out */
         const char *uuid; /* keep an existing domain's uuid on redefine; NULL: new */
 };
 
@@ -50,6 +51,7 @@ struct domxml_marks {
         uint64_t rebuild_done;
         uint64_t resize_done;
         int rescue;
+        uint64_t restore_done;
 };
 
 /* Our metadata element without namespace, as virDomainSetMetadata wants it. */
@@ -57,7 +59,7 @@ char *domxml_metadata(uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_don
 char *domxml_metadata_marks(uint64_t vm_id, const struct domxml_marks *m);
 
 /* Parses what virDomainGetMetadata returns for our namespace. 0 or -EINVAL.
- * resize and rescue, absent in what older agents wrote, read as 0. */
+ * resize, rescue and restore, absent in what older agents wrote, read as 0. */
 int domxml_parse_metadata(const char *xml, uint64_t *ret_vm_id, uint64_t *ret_reboot_done,
                           uint64_t *ret_rebuild_done);
 int domxml_parse_marks(const char *xml, uint64_t *ret_vm_id, struct domxml_marks *ret);

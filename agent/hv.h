@@ -29,6 +29,9 @@ struct hv_domain {
         uint64_t rebuild_done;
         uint64_t resize_done;
         int rescue;
+        uint64_t restore_done;
+        uint64_t snaps[TMSG_MAX_SNAPS]; /* its snapshots (ids), ascending */
+        size_t n_snaps;
 };
 
 struct hv_node {
@@ -59,6 +62,26 @@ int hv_undefine(struct hv *hv, uint64_t vm_id);
 /* Records the last reboot/rebuild counters carried out, in the metadata
  * (the other marks stay as they are). */
 int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done);
+
+/* ---- snapshots ----
+ *
+ * A guest's snapshots are libvirt internal snapshots of its qcow2 disk,
+ * named HV_SNAP_PREFIX + id; only those are listed and touched. Of a
+ * stopped guest, a snapshot is of the disk alone; of a running one it is a
+ * checkpoint (QEMU stops the guest for the copy), its file systems frozen
+ * first through the QEMU guest agent when the guest runs one. */
+#define HV_SNAP_PREFIX "tasman-snap-"
+
+/* Makes snapshot snap_id (0 when it exists already). *ret_frozen tells
+ * whether the guest agent froze the file systems for it. */
+int hv_snap_create(struct hv *hv, uint64_t vm_id, uint64_t snap_id, int *ret_frozen);
+/* Deletes it; 0 when it is not there. */
+int hv_snap_delete(struct hv *hv, uint64_t vm_id, uint64_t snap_id);
+/* Puts the disk back as it was in snapshot snap_id; the domain must not be
+ * running, and is left stopped. The domain's definition is the one saved
+ * with the snapshot afterwards: the caller defines it again. -ENOENT when
+ * there is no such snapshot. */
+int hv_snap_revert(struct hv *hv, uint64_t vm_id, uint64_t snap_id);
 
 /* ---- storage: pools and guest disks ----
  *

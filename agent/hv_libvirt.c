@@ -18,6 +18,9 @@
 struct meta_entry {
         uint64_t vm_id;
         struct domxml_marks m;
+        int snaps_known; /* snaps below are what libvirt has */
+        uint64_t snaps[TMSG_MAX_SNAPS];
+        size_t n_snaps;
 };
 
 struct hv {
@@ -60,9 +63,28 @@ static void meta_put(struct hv *hv, uint64_t vm_id, const struct domxml_marks *m
                 memmove(&hv->meta[pos + 1], &hv->meta[pos], (hv->n_meta - pos) * sizeof(*e));
                 hv->n_meta++;
                 e = &hv->meta[pos];
+                memset(e, 0, sizeof(*e));
                 e->vm_id = vm_id;
         }
         e->m = *m;
+}
+
+static void marks_to_dom(const struct domxml_marks *m, struct hv_domain *d)
+{
+        d->reboot_done = m->reboot_done;
+        d->rebuild_done = m->rebuild_done;
+        d->resize_done = m->resize_done;
+        d->rescue = m->rescue;
+        d->restore_done = m->restore_done;
+}
+
+static struct domxml_marks marks_of(const struct hv_domain *d)
+{
+        return (struct domxml_marks){ .reboot_done = d->reboot_done,
+                                      .rebuild_done = d->rebuild_done,
+                                      .resize_done = d->resize_done,
+                                      .rescue = d->rescue,
+                                      .restore_done = d->restore_done };
 }
 
 static void meta_drop(struct hv *hv, uint64_t vm_id)
@@ -84,6 +106,7 @@ static int last_errno(void)
         switch (e->code) {
         case VIR_ERR_NO_DOMAIN:
         case VIR_ERR_NO_DOMAIN_METADATA:
+        case VIR_ERR_NO_DOMAIN_SNAPSHOT:
                 return -ENOENT;
         case VIR_ERR_OPERATION_INVALID:
                 return -EINVAL;
@@ -184,13 +207,93 @@ static int read_meta(virDomainPtr dom, struct hv_domain *d)
         struct domxml_marks m;
         int r = domxml_parse_marks(xml, &d->vm_id, &m);
         free(xml);
-        if (r == 0) {
-                d->reboot_done = m.reboot_done;
-                d->rebuild_done = m.rebuild_done;
-                d->resize_done = m.resize_done;
-                d->rescue = m.rescue;
-        }
+        if (r == 0)
+                marks_to_dom(&m, d);
         return r;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* "tasman-snap-<id>" -> id, or 0. */
+static uint64_t snap_id_of(const char *name)
+{
+        size_t pl = strlen(HV_SNAP_PREFIX);
+        uint64_t v = 0;
+        const char *p = name + pl;
+        if (strncmp(name, HV_SNAP_PREFIX, pl) != 0 || *p < '1' || *p > '9' || strlen(p) > 19)
+                return 0;
+        for (; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return 0;
+                v = v * 10 + (uint64_t)(*p - '0');
+        }
+        return v;
+}
+
+/* The domain's snapshots of ours, from the cache or from libvirt (then
+ * cached): ascending ids into d. */
+static int load_snaps(struct hv *hv, virDomainPtr dom, struct hv_domain *d)
+{
+        struct meta_entry *e = meta_find(hv, d->vm_id, NULL);
+        virDomainSnapshotPtr *snaps = NULL;
+        int n;
+
+        if (e && e->snaps_known) {
+                memcpy(d->snaps, e->snaps, e->n_snaps * sizeof(d->snaps[0]));
+                d->n_snaps = e->n_snaps;
+                return 0;
+        }
+        n = virDomainListAllSnapshots(dom, &snaps, 0);
+        if (n < 0) {
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot list snapshots: %s",
+                          d->vm_id, last_message());
+                return last_errno();
+        }
+        d->n_snaps = 0;
+        for (int i = 0; i < n; i++) {
+                uint64_t id = snap_id_of(virDomainSnapshotGetName(snaps[i]));
+                if (id && d->n_snaps < TMSG_MAX_SNAPS)
+                        d->snaps[d->n_snaps++] = id;
+                else if (id)
+                        log_warn("domain " HV_NAME_PREFIX "%" PRIu64 ": more than %u snapshots; "
+                                 "reporting %u",
+                                 d->vm_id, TMSG_MAX_SNAPS, TMSG_MAX_SNAPS);
+                virDomainSnapshotFree(snaps[i]);
+        }
+        free(snaps);
+        qsort(d->snaps, d->n_snaps, sizeof(d->snaps[0]), cmp_u64);
+        if (e) {
+                memcpy(e->snaps, d->snaps, d->n_snaps * sizeof(d->snaps[0]));
+                e->n_snaps = d->n_snaps;
+                e->snaps_known = 1;
+        }
+        return 0;
+}
+
+/* Keeps the cache's list of a domain's snapshots true after a change. */
+static void cache_snap(struct hv *hv, uint64_t vm_id, uint64_t snap_id, int present)
+{
+        struct meta_entry *e = meta_find(hv, vm_id, NULL);
+        size_t i = 0;
+        if (!e || !e->snaps_known)
+                return;
+        while (i < e->n_snaps && e->snaps[i] != snap_id)
+                i++;
+        if (present && i == e->n_snaps) {
+                if (e->n_snaps == TMSG_MAX_SNAPS) {
+                        e->snaps_known = 0; /* read them again */
+                        return;
+                }
+                e->snaps[e->n_snaps++] = snap_id;
+                qsort(e->snaps, e->n_snaps, sizeof(e->snaps[0]), cmp_u64);
+        } else if (!present && i < e->n_snaps) {
+                memmove(&e->snaps[i], &e->snaps[i + 1], (e->n_snaps - i - 1) * sizeof(e->snaps[0]));
+                e->n_snaps--;
+        }
 }
 
 static int cmp_dom(const void *a, const void *b)
@@ -221,16 +324,16 @@ static int list_class(struct hv *hv, unsigned flags, enum power state, struct hv
                         continue; /* not ours */
                 if ((e = meta_find(hv, name_id, NULL))) {
                         d.vm_id = name_id;
-                        d.reboot_done = e->m.reboot_done;
-                        d.rebuild_done = e->m.rebuild_done;
-                        d.resize_done = e->m.resize_done;
-                        d.rescue = e->m.rescue;
+                        marks_to_dom(&e->m, &d);
                 } else if (read_meta(doms[i], &d) < 0 || d.vm_id != name_id) {
                         continue; /* our prefix, but no (matching) metadata */
                 } else {
-                        meta_put(hv, d.vm_id, &(struct domxml_marks){ d.reboot_done,
-                                                                      d.rebuild_done,
-                                                                      d.resize_done, d.rescue });
+                        struct domxml_marks m = marks_of(&d);
+                        meta_put(hv, d.vm_id, &m);
+                }
+                if (load_snaps(hv, doms[i], &d) < 0) {
+                        r = -EIO; /* do not report it without its snapshots */
+                        continue;
                 }
                 if (state == POWER_UNKNOWN) {
                         int st, reason;
@@ -325,13 +428,15 @@ int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret)
                 return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ENOENT : -EIO;
         if ((e = meta_find(hv, vm_id, NULL))) {
                 d.vm_id = vm_id;
-                d.reboot_done = e->m.reboot_done;
-                d.rebuild_done = e->m.rebuild_done;
-                d.resize_done = e->m.resize_done;
-                d.rescue = e->m.rescue;
+                marks_to_dom(&e->m, &d);
         } else if (read_meta(dom, &d) < 0 || d.vm_id != vm_id) {
                 r = -ENOENT; /* not ours */
+        } else {
+                struct domxml_marks m = marks_of(&d);
+                meta_put(hv, vm_id, &m);
         }
+        if (r == 0 && load_snaps(hv, dom, &d) < 0)
+                r = -EIO;
         if (r == 0 && virDomainGetState(dom, &st, &reason, 0) < 0)
                 r = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ENOENT : -EIO;
         virDomainFree(dom);
@@ -374,8 +479,11 @@ int hv_define(struct hv *hv, const struct domxml_params *p)
                 return r;
         }
         virDomainFree(dom);
-        meta_put(hv, p->vm_id, &(struct domxml_marks){ p->reboot_done, p->rebuild_done,
-                                                       p->resize_done, p->rescue });
+        meta_put(hv, p->vm_id, &(struct domxml_marks){ .reboot_done = p->reboot_done,
+                                                       .rebuild_done = p->rebuild_done,
+                                                       .resize_done = p->resize_done,
+                                                       .rescue = p->rescue,
+                                                       .restore_done = p->restore_done });
         return 0;
 }
 
@@ -437,6 +545,9 @@ int hv_undefine(struct hv *hv, uint64_t vm_id)
         } else if (virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
                                                    VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                                                    VIR_DOMAIN_UNDEFINE_NVRAM) < 0 &&
+                   /* drivers without NVRAM refuse that flag */
+                   virDomainUndefineFlags(dom, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                                   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA) < 0 &&
                    virDomainUndefine(dom) < 0) {
                 r = last_errno();
                 log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot undefine: %s", vm_id,
@@ -461,7 +572,7 @@ int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_
         if (e)
                 m = e->m;
         else if (read_meta(dom, &d) == 0)
-                m = (struct domxml_marks){ d.reboot_done, d.rebuild_done, d.resize_done, d.rescue };
+                m = marks_of(&d);
         m.reboot_done = reboot_done;
         m.rebuild_done = rebuild_done;
         meta = domxml_metadata_marks(vm_id, &m);
@@ -481,6 +592,144 @@ int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_
                 meta_put(hv, vm_id, &m);
         }
         free(meta);
+        virDomainFree(dom);
+        return r;
+}
+
+/* ---- snapshots ---- */
+
+static void snap_name(uint64_t snap_id, char *buf, size_t len)
+{
+        snprintf(buf, len, HV_SNAP_PREFIX "%" PRIu64, snap_id);
+}
+
+int hv_snap_create(struct hv *hv, uint64_t vm_id, uint64_t snap_id, int *ret_frozen)
+{
+        char name[64], xml[256];
+        virDomainPtr dom;
+        virDomainSnapshotPtr snap;
+        int r = lookup_owned(hv, vm_id, &dom), frozen = 0;
+
+        *ret_frozen = 0;
+        if (r < 0)
+                return r;
+        snap_name(snap_id, name, sizeof(name));
+        if ((snap = virDomainSnapshotLookupByName(dom, name, 0))) {
+                virDomainSnapshotFree(snap);
+                cache_snap(hv, vm_id, snap_id, 1);
+                virDomainFree(dom);
+                return 0;
+        }
+        /* A running guest: its file systems frozen when it runs the guest
+         * agent (libvirt answers at once when it does not); QEMU stops the
+         * guest for the copy either way. */
+        if (virDomainIsActive(dom) == 1) {
+                if (virDomainFSFreeze(dom, NULL, 0, 0) >= 0)
+                        frozen = 1;
+                else
+                        log_info("domain " HV_NAME_PREFIX "%" PRIu64 ": no file system freeze "
+                                 "(%s); the guest is paused for the copy",
+                                 vm_id, last_message());
+        }
+        snprintf(xml, sizeof(xml), "<domainsnapshot><name>%s</name></domainsnapshot>", name);
+        snap = virDomainSnapshotCreateXML(dom, xml, VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC);
+        if (!snap) {
+                r = last_errno();
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot make snapshot %s: %s",
+                          vm_id, name, last_message());
+        } else {
+                virDomainSnapshotFree(snap);
+                cache_snap(hv, vm_id, snap_id, 1);
+        }
+        if (frozen && virDomainFSThaw(dom, NULL, 0, 0) < 0)
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot thaw file systems: %s",
+                          vm_id, last_message());
+        virDomainFree(dom);
+        *ret_frozen = frozen;
+        return r;
+}
+
+int hv_snap_delete(struct hv *hv, uint64_t vm_id, uint64_t snap_id)
+{
+        char name[64];
+        virDomainPtr dom;
+        virDomainSnapshotPtr snap;
+        int r = lookup_owned(hv, vm_id, &dom);
+
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return r;
+        snap_name(snap_id, name, sizeof(name));
+        snap = virDomainSnapshotLookupByName(dom, name, 0);
+        if (!snap) {
+                if (virGetLastErrorCode() != VIR_ERR_NO_DOMAIN_SNAPSHOT) {
+                        r = last_errno();
+                        log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot look up %s: %s",
+                                  vm_id, name, last_message());
+                } else {
+                        cache_snap(hv, vm_id, snap_id, 0);
+                }
+                virDomainFree(dom);
+                return r;
+        }
+        if (virDomainSnapshotDelete(snap, 0) < 0) {
+                r = last_errno();
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot delete snapshot %s: %s",
+                          vm_id, name, last_message());
+        } else {
+                cache_snap(hv, vm_id, snap_id, 0);
+        }
+        virDomainSnapshotFree(snap);
+        virDomainFree(dom);
+        return r;
+}
+
+int hv_snap_revert(struct hv *hv, uint64_t vm_id, uint64_t snap_id)
+{
+        char name[64];
+        virDomainPtr dom;
+        virDomainSnapshotPtr snap;
+        unsigned flags = 0;
+        char *xml;
+        int r = lookup_owned(hv, vm_id, &dom);
+
+        if (r < 0)
+                return r;
+        snap_name(snap_id, name, sizeof(name));
+        snap = virDomainSnapshotLookupByName(dom, name, 0);
+        if (!snap) {
+                r = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN_SNAPSHOT ? -ENOENT : last_errno();
+                if (r != -ENOENT)
+                        log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot look up %s: %s",
+                                  vm_id, name, last_message());
+                virDomainFree(dom);
+                return r;
+        }
+        if (virDomainIsActive(dom) == 1) {
+                virDomainSnapshotFree(snap);
+                virDomainFree(dom);
+                return -EBUSY;
+        }
+        /* A checkpoint of a running guest would resume it: have it come
+         * back paused, then power it off, so only its disk is restored. */
+        xml = virDomainSnapshotGetXMLDesc(snap, 0);
+        if (xml && (strstr(xml, "<state>running</state>") || strstr(xml, "<state>paused</state>")))
+                flags = VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED;
+        free(xml);
+        /* Its metadata goes back to what was saved with the snapshot. */
+        meta_drop(hv, vm_id);
+        if (virDomainRevertToSnapshot(snap, flags) < 0) {
+                r = last_errno();
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot restore snapshot %s: %s",
+                          vm_id, name, last_message());
+        } else if (flags && virDomainDestroy(dom) < 0 && virDomainIsActive(dom) == 1) {
+                r = last_errno();
+                log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot power off after "
+                          "restoring %s: %s",
+                          vm_id, name, last_message());
+        }
+        virDomainSnapshotFree(snap);
         virDomainFree(dom);
         return r;
 }

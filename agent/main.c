@@ -150,6 +150,12 @@ struct agent {
         uint32_t hold_ms; /* the broker's longest hold of a sync (hello reply) */
         uint64_t *dirty; /* vm ids touched since the last report */
         size_t n_dirty, cap_dirty;
+        /* Snapshots that could not be made: reported, and not tried again
+         * while the broker still wants them (it drops them on the report). */
+        struct {
+                uint64_t vm_id, snap_id;
+        } snap_failed[64];
+        size_t n_snap_failed;
 };
 
 static void *signal_thread(void *arg)
@@ -572,6 +578,7 @@ static int define(struct agent *a, const struct dom_desired *d)
         p.disk_iops = (uint64_t)(d->storage == STORAGE_HDD ? cfg.hdd_iops : cfg.ssd_iops);
         p.disk_bps = (uint64_t)(d->storage == STORAGE_HDD ? cfg.hdd_bps : cfg.ssd_bps);
         p.resize_done = d->resize_seq;
+        p.restore_done = d->restore_seq;
         p.rescue = d->rescue;
         if (d->rescue) {
                 boot_files(cfg.rescue_dir, kernel, initrd, cmd, sizeof(kernel));
@@ -626,6 +633,50 @@ static void pending_drop(struct agent *a, uint64_t vm_id)
                         return;
                 }
         }
+}
+
+/* Takes the snapshots that failed out of the desired state, and forgets
+ * failures the broker no longer asks for. */
+static void filter_failed_snaps(struct agent *a)
+{
+        size_t w = 0;
+        for (size_t i = 0; i < a->n_snap_failed; i++) {
+                struct dom_desired *d = (struct dom_desired *)find_desired(a, a->snap_failed[i].vm_id);
+                int wanted = 0;
+                for (size_t k = 0; d && k < d->n_snaps; k++) {
+                        if (d->snaps[k].id != a->snap_failed[i].snap_id)
+                                continue;
+                        memmove(&d->snaps[k], &d->snaps[k + 1],
+                                (d->n_snaps - k - 1) * sizeof(d->snaps[0]));
+                        d->n_snaps--;
+                        wanted = 1;
+                        break;
+                }
+                if (wanted)
+                        a->snap_failed[w++] = a->snap_failed[i];
+        }
+        a->n_snap_failed = w;
+}
+
+static void snap_fail(struct agent *a, uint64_t vm_id, uint64_t snap_id, int err)
+{
+        char msg[TMSG_ERR];
+        if (a->n_snap_failed < sizeof(a->snap_failed) / sizeof(a->snap_failed[0])) {
+                a->snap_failed[a->n_snap_failed].vm_id = vm_id;
+                a->snap_failed[a->n_snap_failed].snap_id = snap_id;
+                a->n_snap_failed++;
+        }
+        snprintf(msg, sizeof(msg), "cannot make snapshot %" PRIu64 ": %s", snap_id, strerror(-err));
+        note_error_msg(a, vm_id, msg);
+        filter_failed_snaps(a);
+}
+
+static uint64_t snap_failed_of(const struct agent *a, uint64_t vm_id)
+{
+        for (size_t i = 0; i < a->n_snap_failed; i++)
+                if (a->snap_failed[i].vm_id == vm_id)
+                        return a->snap_failed[i].snap_id;
+        return 0;
 }
 
 static int run_op(struct agent *a, const struct rc_op *op)
@@ -697,6 +748,44 @@ static int run_op(struct agent *a, const struct rc_op *op)
         case RC_REDEFINE:
                 r = define(a, d);
                 break;
+        case RC_SNAPSHOT: {
+                int frozen = 0;
+                int64_t t0 = util_mono_ms();
+                crash_point("before-snapshot");
+                r = hv_snap_create(a->hv, op->vm_id, op->snap_id, &frozen);
+                if (r < 0) {
+                        snap_fail(a, op->vm_id, op->snap_id, r);
+                        break;
+                }
+                log_info("vm %" PRIu64 ": snapshot %" PRIu64 " made in %" PRId64 " ms%s",
+                         op->vm_id, op->snap_id, util_mono_ms() - t0,
+                         frozen ? " (file systems frozen)" : "");
+                crash_point("snapshot-made");
+                break;
+        }
+        case RC_SNAP_DELETE:
+                r = hv_snap_delete(a->hv, op->vm_id, op->snap_id);
+                break;
+        case RC_RESTORE: {
+                char msg[TMSG_ERR];
+                crash_point("before-restore");
+                r = hv_snap_revert(a->hv, op->vm_id, d->restore_snap);
+                if (r == -ENOENT) {
+                        snprintf(msg, sizeof(msg),
+                                 "cannot restore snapshot %" PRIu64 ": not on this host",
+                                 d->restore_snap);
+                        note_error_msg(a, op->vm_id, msg);
+                        break;
+                }
+                if (r < 0)
+                        break;
+                crash_point("restore-reverted");
+                /* The definition is the snapshot's now: the desired one again,
+                 * the restore marked done (the disk grows back if it was
+                 * resized since). */
+                r = define(a, d);
+                break;
+        }
         default:
                 r = -EINVAL;
         }
@@ -918,6 +1007,12 @@ static void put_report(struct msg_sync *s, const struct agent *a, uint64_t vm_id
         d->rebuild_done = o ? o->rebuild_done : 0;
         d->resize_done = o ? o->resize_done : 0;
         d->rescue = o ? o->rescue : 0;
+        if (o) {
+                memcpy(d->snaps, o->snaps, o->n_snaps * sizeof(d->snaps[0]));
+                d->n_snaps = o->n_snaps;
+                d->restore_done = o->restore_done;
+        }
+        d->snap_failed = snap_failed_of(a, vm_id);
         if (err)
                 snprintf(d->error, TMSG_ERR, "%s", err);
 }
@@ -1017,6 +1112,7 @@ static int sync_once(struct agent *a)
         tmsg_clear(&old);
         a->desired = rep.sync_reply;
         a->applied_gen = rep.sync_reply.generation ? rep.sync_reply.generation : 1;
+        filter_failed_snaps(a);
         return 0;
 }
 

@@ -8,7 +8,8 @@ static const char *const op_names[] = {
         [RC_SHUTDOWN] = "shutdown",     [RC_DESTROY] = "destroy",
         [RC_UNDEFINE] = "undefine",     [RC_MARK_REBOOT] = "mark-reboot",
         [RC_REBUILD] = "rebuild",       [RC_DROP_PENDING] = "drop-pending",
-        [RC_REDEFINE] = "redefine",
+        [RC_REDEFINE] = "redefine",     [RC_SNAPSHOT] = "snapshot",
+        [RC_SNAP_DELETE] = "snapshot-delete", [RC_RESTORE] = "restore",
 };
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == RC__MAX, "op_names covers rc_op_type");
 
@@ -53,8 +54,29 @@ struct out {
 
 static void emit(struct out *o, enum rc_op_type t, uint64_t id, const struct dom_desired *d)
 {
-        /* cap is sized up front: at most 3 ops per vm. */
+        /* cap is sized up front: at most 4 ops per vm, plus its snapshots. */
         o->ops[o->n++] = (struct rc_op){ .type = t, .vm_id = id, .des = d };
+}
+
+static void emit_snap(struct out *o, enum rc_op_type t, const struct dom_desired *d, uint64_t snap)
+{
+        o->ops[o->n++] = (struct rc_op){ .type = t, .vm_id = d->vm_id, .des = d, .snap_id = snap };
+}
+
+static int has_snap(const struct hv_domain *h, uint64_t id)
+{
+        for (size_t i = 0; i < h->n_snaps; i++)
+                if (h->snaps[i] == id)
+                        return 1;
+        return 0;
+}
+
+static int wants_snap(const struct dom_desired *d, uint64_t id)
+{
+        for (size_t i = 0; i < d->n_snaps; i++)
+                if (d->snaps[i].id == id)
+                        return 1;
+        return 0;
 }
 
 static int is_active(enum power s)
@@ -62,10 +84,13 @@ static int is_active(enum power s)
         return s == POWER_RUNNING || s == POWER_PAUSED;
 }
 
-/* Both sides exist: rebuild, reboot, then power. */
+/* Both sides exist: rebuild, restore, snapshots gone, resize, reboot, new
+ * snapshots, then power. */
 static void diff_one(struct out *o, const struct dom_desired *d, const struct hv_domain *h,
                      const struct rc_pending *p, int64_t now)
 {
+        int offline = 0;
+
         if (d->rebuild_seq > h->rebuild_done) {
                 emit(o, RC_REBUILD, d->vm_id, d);
                 if (p)
@@ -74,6 +99,19 @@ static void diff_one(struct out *o, const struct dom_desired *d, const struct hv
                         emit(o, RC_START, d->vm_id, d);
                 return;
         }
+        if (d->restore_seq > h->restore_done) {
+                if (is_active(h->state))
+                        emit(o, RC_DESTROY, d->vm_id, d);
+                if (p)
+                        emit(o, RC_DROP_PENDING, d->vm_id, d);
+                emit(o, RC_RESTORE, d->vm_id, d);
+                if (d->power == POWER_RUNNING)
+                        emit(o, RC_START, d->vm_id, d);
+                return;
+        }
+        for (size_t i = 0; i < h->n_snaps; i++)
+                if (!wants_snap(d, h->snaps[i]))
+                        emit_snap(o, RC_SNAP_DELETE, d, h->snaps[i]);
         /* A new size or a switch into or out of the rescue system: stop
          * (gracefully, unless told to power off), define again, start. */
         if (d->resize_seq > h->resize_done || !d->rescue != !h->rescue) {
@@ -101,6 +139,25 @@ static void diff_one(struct out *o, const struct dom_desired *d, const struct hv
                 emit(o, RC_DESTROY, d->vm_id, d);
                 if (p)
                         emit(o, RC_DROP_PENDING, d->vm_id, d);
+                return;
+        }
+        /* New snapshots: online ones at once, offline ones once the guest
+         * has stopped (gracefully; powered off past the deadline). */
+        for (size_t i = 0; i < d->n_snaps; i++) {
+                if (has_snap(h, d->snaps[i].id))
+                        continue;
+                if (d->snaps[i].online || !is_active(h->state))
+                        emit_snap(o, RC_SNAPSHOT, d, d->snaps[i].id);
+                else
+                        offline = 1;
+        }
+        if (offline) {
+                if (!p) {
+                        emit(o, RC_SHUTDOWN, d->vm_id, d);
+                } else if (now >= p->deadline_ms) {
+                        emit(o, RC_DESTROY, d->vm_id, d);
+                        emit(o, RC_DROP_PENDING, d->vm_id, d);
+                }
                 return;
         }
         if (d->reboot_seq > h->reboot_done) {
@@ -139,7 +196,11 @@ int reconcile_diff(const struct dom_desired *desired, size_t n_desired,
         struct out o = { 0 };
         size_t i = 0, j = 0;
 
-        o.cap = 3 * (n_desired + n_observed) + n_pending + 1;
+        o.cap = 4 * (n_desired + n_observed) + n_pending + 1;
+        for (size_t k = 0; k < n_desired; k++)
+                o.cap += desired[k].n_snaps;
+        for (size_t k = 0; k < n_observed; k++)
+                o.cap += observed[k].n_snaps;
         o.ops = calloc(o.cap, sizeof(*o.ops));
         des = calloc(n_desired + 1, sizeof(*des));
         if (!o.ops || !des) {

@@ -7,7 +7,13 @@
  * is left to do, so every step is small and a crash between any two steps
  * is harmless: the next diff picks up from what libvirt then shows.
  *
- * One-shot intents are counters (reboot_seq, rebuild_seq); the last one
+ * Snapshots are a set: those desired and missing are made (an offline one
+ * only once the guest has stopped, gracefully, and it is started again
+ * after), those present and not desired are deleted. A restore powers the
+ * guest off at once (its running state is what is being replaced).
+ *
+ * One-shot intents are counters (reboot_seq, rebuild_seq, resize_seq,
+ * restore_seq); the last one
  * carried out lives in the domain's metadata, and is written *before* the
  * work, so an intent is carried out at most once even across a crash.
  * The returned array is malloc'd and owned by the caller. Any thread.
@@ -31,6 +37,10 @@ enum rc_op_type {
         RC_DROP_PENDING,  /* the pending stop is over */
         RC_REDEFINE,      /* stopped: define again with the desired size and mode
                            * (resize_done = resize_seq, rescue), growing the disk */
+        RC_SNAPSHOT,      /* make snapshot snap_id (online when the guest runs) */
+        RC_SNAP_DELETE,   /* delete snapshot snap_id */
+        RC_RESTORE,       /* stopped: put back the disk of snapshot des->restore_snap and
+                           * define again (restore_done = restore_seq) */
         RC__MAX,
 };
 
@@ -40,6 +50,7 @@ struct rc_op {
         enum rc_op_type type;
         uint64_t vm_id;
         const struct dom_desired *des; /* into the caller's desired array, or NULL */
+        uint64_t snap_id;              /* RC_SNAPSHOT, RC_SNAP_DELETE */
 };
 
 struct rc_pending {

@@ -349,9 +349,47 @@ static void test_metadata_round_trip(void **state)
         free(m);
 }
 
+/* Every mark survives what we write and libvirt hands back; marks older
+ * agents did not write read as 0. */
+static void test_marks_round_trip(void **state)
+{
+        const struct domxml_marks m = { .reboot_done = 3, .rebuild_done = 4, .resize_done = 5,
+                                        .rescue = 1, .restore_done = 6 };
+        struct domxml_marks got;
+        uint64_t id = 0;
+        char *xml = domxml_metadata_marks(42, &m);
+        (void)state;
+        assert_non_null(xml);
+        assert_int_equal(domxml_parse_marks(xml, &id, &got), 0);
+        free(xml);
+        assert_int_equal(id, 42);
+        assert_int_equal(got.reboot_done, 3);
+        assert_int_equal(got.rebuild_done, 4);
+        assert_int_equal(got.resize_done, 5);
+        assert_int_equal(got.rescue, 1);
+        assert_int_equal(got.restore_done, 6);
+        assert_int_equal(domxml_parse_marks("<vm><id>7</id><reboot>1</reboot><rebuild>2</rebuild>"
+                                            "</vm>",
+                                            &id, &got),
+                         0);
+        assert_int_equal(got.resize_done, 0);
+        assert_int_equal(got.rescue, 0);
+        assert_int_equal(got.restore_done, 0);
+        /* In the domain document, with our prefix. */
+        const struct domxml_params p = { .vm_id = 9, .hostname = "h", .domain_type = "test",
+                                         .vcpus = 1, .ram_mb = 64, .restore_done = 11 };
+        xml = domxml_build(&p);
+        assert_non_null(xml);
+        assert_non_null(strstr(xml, "<tasman:restore>11</tasman:restore>"));
+        assert_int_equal(domxml_parse_marks(strstr(xml, "<tasman:vm"), &id, &got), 0);
+        assert_int_equal(got.restore_done, 11);
+        free(xml);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_marks_round_trip),
                 cmocka_unit_test(test_golden_test_domain),
                 cmocka_unit_test(test_golden_qemu_kernel),
                 cmocka_unit_test(test_golden_disk_seed),

@@ -166,24 +166,24 @@ static void test_lifecycle(void **state)
         struct hv_domain d;
 
         define(hv, 5, 2, 3);
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 5, .state = POWER_STOPPED, .reboot_done = 2, .rebuild_done = 3 } }, 1);
         expect_get(hv, 5, POWER_STOPPED, 2, 3);
 
         assert_int_equal(hv_start(hv, 5), 0);
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_RUNNING, 2, 3, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 5, .state = POWER_RUNNING, .reboot_done = 2, .rebuild_done = 3 } }, 1);
         expect_get(hv, 5, POWER_RUNNING, 2, 3);
         assert_int_equal(hv_start(hv, 5), 0); /* already running: no-op */
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_RUNNING, 2, 3, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 5, .state = POWER_RUNNING, .reboot_done = 2, .rebuild_done = 3 } }, 1);
 
         assert_int_equal(hv_shutdown(hv, 5), 0);
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 5, .state = POWER_STOPPED, .reboot_done = 2, .rebuild_done = 3 } }, 1);
         assert_int_equal(hv_shutdown(hv, 5), 0); /* already stopped: no-op */
         assert_int_equal(hv_destroy(hv, 5), 0);  /* likewise */
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 5, .state = POWER_STOPPED, .reboot_done = 2, .rebuild_done = 3 } }, 1);
 
         assert_int_equal(hv_start(hv, 5), 0);
         assert_int_equal(hv_destroy(hv, 5), 0);
-        expect_list(hv, (struct hv_domain[]){ { 5, POWER_STOPPED, 2, 3, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 5, .state = POWER_STOPPED, .reboot_done = 2, .rebuild_done = 3 } }, 1);
 
         assert_int_equal(hv_undefine(hv, 5), 0);
         expect_list(hv, NULL, 0);
@@ -199,13 +199,13 @@ static void test_set_counters(void **state)
         define(hv, 6, 0, 0);
         assert_int_equal(hv_start(hv, 6), 0);
         assert_int_equal(hv_set_counters(hv, 6, 7, 8), 0);
-        expect_list(hv, (struct hv_domain[]){ { 6, POWER_RUNNING, 7, 8, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 6, .state = POWER_RUNNING, .reboot_done = 7, .rebuild_done = 8 } }, 1);
         expect_get(hv, 6, POWER_RUNNING, 7, 8);
 
         /* Written into the domain, not only cached: a second connection to
          * the same (shared) default driver reads them from libvirt. */
         assert_int_equal(hv_open(DEFAULT_URI, &other), 0);
-        expect_list(other, (struct hv_domain[]){ { 6, POWER_RUNNING, 7, 8, 0, 0 } }, 1);
+        expect_list(other, (struct hv_domain[]){ { .vm_id = 6, .state = POWER_RUNNING, .reboot_done = 7, .rebuild_done = 8 } }, 1);
         expect_get(other, 6, POWER_RUNNING, 7, 8);
 
         /* Stopped: the persistent config carries them too. */
@@ -220,6 +220,69 @@ static void test_set_counters(void **state)
         hv_free(other);
 
         assert_int_equal(hv_undefine(hv, 6), 0);
+}
+
+/* The domain's snapshots as hv_get and hv_list show them. */
+static void expect_snaps(struct hv *hv, uint64_t vm_id, const uint64_t *want, size_t n)
+{
+        struct hv_domain d, *all = NULL;
+        size_t n_all = 0, found = 0;
+        assert_int_equal(hv_get(hv, vm_id, &d), 0);
+        assert_int_equal(d.n_snaps, n);
+        for (size_t i = 0; i < n; i++)
+                assert_int_equal(d.snaps[i], want[i]);
+        assert_int_equal(hv_list(hv, &all, &n_all), 0);
+        for (size_t k = 0; k < n_all; k++) {
+                if (all[k].vm_id != vm_id)
+                        continue;
+                found = 1;
+                assert_int_equal(all[k].n_snaps, n);
+                for (size_t i = 0; i < n; i++)
+                        assert_int_equal(all[k].snaps[i], want[i]);
+        }
+        free(all);
+        assert_true(found);
+}
+
+static void test_snapshots(void **state)
+{
+        struct hv *hv = *state, *other = NULL;
+        int frozen = -1;
+
+        define(hv, 8, 0, 0);
+        expect_snaps(hv, 8, NULL, 0);
+        /* Of a stopped guest, then of a running one; made twice: once. */
+        assert_int_equal(hv_snap_create(hv, 8, 12, &frozen), 0);
+        assert_int_equal(frozen, 0);
+        assert_int_equal(hv_snap_create(hv, 8, 12, &frozen), 0);
+        assert_int_equal(hv_start(hv, 8), 0);
+        assert_int_equal(hv_snap_create(hv, 8, 3, &frozen), 0);
+        expect_snaps(hv, 8, (const uint64_t[]){ 3, 12 }, 2);
+        /* Not only cached: a fresh connection lists them from libvirt. */
+        assert_int_equal(hv_open(DEFAULT_URI, &other), 0);
+        expect_snaps(other, 8, (const uint64_t[]){ 3, 12 }, 2);
+        hv_free(other);
+        /* A restore wants the guest stopped, and an existing snapshot. */
+        assert_int_equal(hv_snap_revert(hv, 8, 12), -EBUSY);
+        assert_int_equal(hv_destroy(hv, 8), 0);
+        assert_int_equal(hv_snap_revert(hv, 8, 99), -ENOENT);
+        assert_int_equal(hv_set_counters(hv, 8, 5, 0), 0);
+        assert_int_equal(hv_snap_revert(hv, 8, 12), 0);
+        /* The definition (and our metadata) is the snapshot's now. */
+        expect_get(hv, 8, POWER_STOPPED, 0, 0);
+        expect_snaps(hv, 8, (const uint64_t[]){ 3, 12 }, 2);
+        assert_int_equal(hv_snap_delete(hv, 8, 12), 0);
+        assert_int_equal(hv_snap_delete(hv, 8, 12), 0); /* gone already */
+        expect_snaps(hv, 8, (const uint64_t[]){ 3 }, 1);
+        /* Not ours: refused or nothing to do. */
+        assert_int_equal(hv_snap_create(hv, 404, 1, &frozen), -ENOENT);
+        assert_int_equal(hv_snap_delete(hv, 404, 1), 0);
+        assert_int_equal(hv_snap_revert(hv, 404, 1), -ENOENT);
+        /* Undefining takes the snapshots' metadata with it. */
+        assert_int_equal(hv_undefine(hv, 8), 0);
+        define(hv, 8, 0, 0);
+        expect_snaps(hv, 8, NULL, 0);
+        assert_int_equal(hv_undefine(hv, 8), 0);
 }
 
 static void test_missing_vm(void **state)
@@ -240,9 +303,9 @@ static void test_list_sorted(void **state)
         define(hv, 11, 0, 1);
         assert_int_equal(hv_start(hv, 11), 0);
         expect_list(hv,
-                    (struct hv_domain[]){ { 2, POWER_STOPPED, 1, 0, 0, 0 },
-                                          { 11, POWER_RUNNING, 0, 1, 0, 0 },
-                                          { 30, POWER_STOPPED, 0, 0, 0, 0 } },
+                    (struct hv_domain[]){ { .vm_id = 2, .state = POWER_STOPPED, .reboot_done = 1, .rebuild_done = 0 },
+                                          { .vm_id = 11, .state = POWER_RUNNING, .reboot_done = 0, .rebuild_done = 1 },
+                                          { .vm_id = 30, .state = POWER_STOPPED, .reboot_done = 0, .rebuild_done = 0 } },
                     3);
         /* Undefining a running domain powers it off first. */
         assert_int_equal(hv_undefine(hv, 11), 0);
@@ -263,10 +326,10 @@ static void test_redefine(void **state)
         };
         assert_int_equal(hv_define(hv, &p), 0);
         assert_int_equal(hv_define(hv, &p), 0);
-        expect_list(hv, (struct hv_domain[]){ { 8, POWER_STOPPED, 1, 1, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 8, .state = POWER_STOPPED, .reboot_done = 1, .rebuild_done = 1 } }, 1);
         assert_int_equal(hv_start(hv, 8), 0);
         assert_int_equal(hv_define(hv, &p), 0);
-        expect_list(hv, (struct hv_domain[]){ { 8, POWER_RUNNING, 1, 1, 0, 0 } }, 1);
+        expect_list(hv, (struct hv_domain[]){ { .vm_id = 8, .state = POWER_RUNNING, .reboot_done = 1, .rebuild_done = 1 } }, 1);
         assert_int_equal(hv_undefine(hv, 8), 0);
 }
 
@@ -336,9 +399,9 @@ static void test_foreign_not_listed(void **state)
 {
         struct foreign_fx *f = *state;
         expect_list(f->hv,
-                    (struct hv_domain[]){ { 80, POWER_RUNNING, 4, 2, 0, 0 },
-                                          { 81, POWER_PAUSED, 0, 0, 0, 0 },
-                                          { 82, POWER_STOPPED, 1, 1, 0, 0 } },
+                    (struct hv_domain[]){ { .vm_id = 80, .state = POWER_RUNNING, .reboot_done = 4, .rebuild_done = 2 },
+                                          { .vm_id = 81, .state = POWER_PAUSED, .reboot_done = 0, .rebuild_done = 0 },
+                                          { .vm_id = 82, .state = POWER_STOPPED, .reboot_done = 1, .rebuild_done = 1 } },
                     3);
         expect_get(f->hv, 81, POWER_PAUSED, 0, 0);
 }
@@ -371,8 +434,8 @@ static void test_foreign_refused(void **state)
         assert_int_equal(hv_undefine(f->hv, 80), 0);
         assert_int_equal(hv_get(f->hv, 80, &d), -ENOENT);
         expect_list(f->hv,
-                    (struct hv_domain[]){ { 81, POWER_PAUSED, 0, 0, 0, 0 },
-                                          { 82, POWER_STOPPED, 1, 1, 0, 0 } },
+                    (struct hv_domain[]){ { .vm_id = 81, .state = POWER_PAUSED, .reboot_done = 0, .rebuild_done = 0 },
+                                          { .vm_id = 82, .state = POWER_STOPPED, .reboot_done = 1, .rebuild_done = 1 } },
                     2);
 }
 
@@ -387,6 +450,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_lifecycle, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_set_counters, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_missing_vm, setup_default, teardown_hv),
+                cmocka_unit_test_setup_teardown(test_snapshots, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_list_sorted, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_redefine, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_foreign_not_listed, setup_foreign,

@@ -27,6 +27,7 @@ struct want_op {
         enum rc_op_type type;
         uint64_t vm_id;
         int des; /* index into the case's desired array, or NO_DES */
+        uint64_t snap; /* RC_SNAPSHOT, RC_SNAP_DELETE */
 };
 
 struct rc_case {
@@ -46,7 +47,16 @@ struct rc_case {
         { .vm_id = (id), .power = (pw), .reboot_seq = (rb), .rebuild_seq = (rl) }
 #define OBS(id, st, rb, rl) \
         { .vm_id = (id), .state = (st), .reboot_done = (rb), .rebuild_done = (rl) }
-#define OP(t, id, d) { RC_##t, (id), (d) }
+#define OP(t, id, d) { RC_##t, (id), (d), 0 }
+#define SOP(t, id, d, sn) { RC_##t, (id), (d), (sn) }
+/* A desired vm with snapshots (ids; online when odd) and a restore. */
+#define DES_S(id, pw, rs, rsnap, n, ...)                                                  \
+        { .vm_id = (id), .power = (pw), .restore_seq = (rs), .restore_snap = (rsnap),     \
+          .snaps = { __VA_ARGS__ }, .n_snaps = (n) }
+#define SNAP(id) { (id), (id) % 2 }
+#define OBS_S(id, st, rd, n, ...)                                                          \
+        { .vm_id = (id), .state = (st), .restore_done = (rd), .snaps = { __VA_ARGS__ },    \
+          .n_snaps = (n) }
 
 static const struct rc_case cases[] = {
         { "nothing", .now = 1000 },
@@ -133,6 +143,48 @@ static const struct rc_case cases[] = {
                    OP(MARK_REBOOT, 20, 2), OP(SHUTDOWN, 20, 2), OP(DEFINE, 30, 0),
                    OP(START, 30, 0), OP(UNDEFINE, 40, NO_DES), OP(DROP_PENDING, 40, NO_DES) },
           .n_ops = 9 },
+        /* snapshots: odd ids are online, even ones offline */
+        { "online snapshot of a running vm: made at once", { DES_S(1, RUN, 0, 0, 1, SNAP(7)) }, 1,
+          { OBS_S(1, RUN, 0, 0, 0) }, 1, .now = 1000,
+          .ops = { SOP(SNAPSHOT, 1, 0, 7) }, .n_ops = 1 },
+        { "offline snapshot of a running vm: shut down first", { DES_S(1, RUN, 0, 0, 1, SNAP(8)) },
+          1, { OBS_S(1, RUN, 0, 0, 0) }, 1, .now = 1000,
+          .ops = { OP(SHUTDOWN, 1, 0) }, .n_ops = 1 },
+        { "offline snapshot, shutting down", { DES_S(1, RUN, 0, 0, 1, SNAP(8)) }, 1,
+          { OBS_S(1, RUN, 0, 0, 0) }, 1, { { 1, 5000 } }, 1, .now = 4000 },
+        { "offline snapshot, shutdown past its deadline", { DES_S(1, RUN, 0, 0, 1, SNAP(8)) }, 1,
+          { OBS_S(1, RUN, 0, 0, 0) }, 1, { { 1, 5000 } }, 1, .now = 5000,
+          .ops = { OP(DESTROY, 1, 0), OP(DROP_PENDING, 1, 0) }, .n_ops = 2 },
+        { "offline snapshot, stopped: made, then started again",
+          { DES_S(1, RUN, 0, 0, 1, SNAP(8)) }, 1, { OBS_S(1, STOP, 0, 0, 0) }, 1, { { 1, 5000 } },
+          1, .now = 1000,
+          .ops = { SOP(SNAPSHOT, 1, 0, 8), OP(DROP_PENDING, 1, 0), OP(START, 1, 0) }, .n_ops = 3 },
+        { "snapshots of a stopped vm that stays stopped",
+          { DES_S(1, STOP, 0, 0, 2, SNAP(8), SNAP(9)) }, 1, { OBS_S(1, STOP, 0, 0, 0) }, 1,
+          .now = 1000, .ops = { SOP(SNAPSHOT, 1, 0, 8), SOP(SNAPSHOT, 1, 0, 9) }, .n_ops = 2 },
+        { "snapshots made already", { DES_S(1, RUN, 0, 0, 2, SNAP(8), SNAP(9)) }, 1,
+          { OBS_S(1, RUN, 0, 2, 8, 9) }, 1, .now = 1000 },
+        { "snapshots no longer wanted: deleted, the guest left running",
+          { DES_S(1, RUN, 0, 0, 1, SNAP(9)) }, 1, { OBS_S(1, RUN, 0, 3, 4, 8, 9) }, 1,
+          .now = 1000, .ops = { SOP(SNAP_DELETE, 1, 0, 4), SOP(SNAP_DELETE, 1, 0, 8) }, .n_ops = 2 },
+        { "power off at once wins over an offline snapshot's graceful stop",
+          { { .vm_id = 1, .power = STOP, .force_off = 1, .snaps = { SNAP(8) }, .n_snaps = 1 } },
+          1, { OBS_S(1, RUN, 0, 0, 0) }, 1, .now = 1000, .ops = { OP(DESTROY, 1, 0) }, .n_ops = 1 },
+        { "restore of a running vm: power off, restore, start",
+          { DES_S(1, RUN, 2, 8, 1, SNAP(8)) }, 1, { OBS_S(1, RUN, 1, 1, 8) }, 1, .now = 1000,
+          .ops = { OP(DESTROY, 1, 0), OP(RESTORE, 1, 0), OP(START, 1, 0) }, .n_ops = 3 },
+        { "restore of a stopped vm that stays stopped", { DES_S(1, STOP, 1, 8, 1, SNAP(8)) }, 1,
+          { OBS_S(1, STOP, 0, 1, 8) }, 1, .now = 1000, .ops = { OP(RESTORE, 1, 0) }, .n_ops = 1 },
+        { "restore while a stop is pending", { DES_S(1, RUN, 1, 8, 1, SNAP(8)) }, 1,
+          { OBS_S(1, RUN, 0, 1, 8) }, 1, { { 1, 5000 } }, 1, .now = 1000,
+          .ops = { OP(DESTROY, 1, 0), OP(DROP_PENDING, 1, 0), OP(RESTORE, 1, 0), OP(START, 1, 0) },
+          .n_ops = 4 },
+        { "restore done", { DES_S(1, RUN, 1, 8, 1, SNAP(8)) }, 1, { OBS_S(1, RUN, 1, 1, 8) }, 1,
+          .now = 1000 },
+        { "rebuild wins over a restore", { { .vm_id = 1, .power = RUN, .rebuild_seq = 1,
+                                              .restore_seq = 1, .restore_snap = 8 } },
+          1, { OBS_S(1, RUN, 0, 1, 8) }, 1, .now = 1000,
+          .ops = { OP(REBUILD, 1, 0), OP(START, 1, 0) }, .n_ops = 2 },
 };
 
 static void check_case(const struct rc_case *c)
@@ -149,21 +201,22 @@ static void check_case(const struct rc_case *c)
                 const struct want_op *w = &c->ops[i];
                 const struct dom_desired *want_des = w->des == NO_DES ? NULL : &c->des[w->des];
                 same = ops[i].type == w->type && ops[i].vm_id == w->vm_id &&
-                       ops[i].des == want_des;
+                       ops[i].des == want_des && ops[i].snap_id == w->snap;
         }
         if (!same) {
                 char got[512] = "", want[512] = "";
                 size_t g = 0, k = 0;
                 for (size_t i = 0; i < n; i++)
-                        g += (size_t)snprintf(got + g, sizeof(got) - g, " %s(%llu,%td)",
+                        g += (size_t)snprintf(got + g, sizeof(got) - g, " %s(%llu,%td,%llu)",
                                               rc_op_to_string(ops[i].type),
                                               (unsigned long long)ops[i].vm_id,
-                                              ops[i].des ? ops[i].des - c->des : -1);
+                                              ops[i].des ? ops[i].des - c->des : -1,
+                                              (unsigned long long)ops[i].snap_id);
                 for (size_t i = 0; i < c->n_ops; i++)
-                        k += (size_t)snprintf(want + k, sizeof(want) - k, " %s(%llu,%d)",
+                        k += (size_t)snprintf(want + k, sizeof(want) - k, " %s(%llu,%d,%llu)",
                                               rc_op_to_string(c->ops[i].type),
                                               (unsigned long long)c->ops[i].vm_id,
-                                              c->ops[i].des);
+                                              c->ops[i].des, (unsigned long long)c->ops[i].snap);
                 free(ops);
                 fail_msg("%s:\n  got: [%s ]\n want: [%s ]", c->name, got, want);
         }
@@ -354,7 +407,9 @@ static void test_op_names(void **state)
 {
         static const char *const names[] = { "define",  "start",       "shutdown",
                                              "destroy", "undefine",    "mark-reboot",
-                                             "rebuild", "drop-pending", "redefine" };
+                                             "rebuild", "drop-pending", "redefine",
+                                             "snapshot", "snapshot-delete", "restore" };
+        _Static_assert(sizeof(names) / sizeof(names[0]) == RC__MAX, "every op named");
         (void)state;
         for (int t = 0; t < RC__MAX; t++)
                 assert_string_equal(rc_op_to_string((enum rc_op_type)t), names[t]);
