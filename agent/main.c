@@ -406,6 +406,19 @@ static void crash_point(const char *point)
         }
 }
 
+/* TASMAN_AGENT_FAIL_AT=POINT makes every pass through POINT fail (as a
+ * hypervisor error would), so the tests can prove a failure half-way
+ * leaves nothing behind. */
+static int fail_point(const char *point)
+{
+        const char *want = getenv("TASMAN_AGENT_FAIL_AT");
+        if (want && strcmp(want, point) == 0) {
+                log_warn("agent: failing at %s (TASMAN_AGENT_FAIL_AT)", point);
+                return -EIO;
+        }
+        return 0;
+}
+
 /* ---- a guest's disk and seed ---- */
 
 static const char *pool_of(enum storage t)
@@ -667,6 +680,7 @@ static void snap_fail(struct agent *a, uint64_t vm_id, uint64_t snap_id, int err
                 a->n_snap_failed++;
         }
         snprintf(msg, sizeof(msg), "cannot make snapshot %" PRIu64 ": %s", snap_id, strerror(-err));
+        log_warn("vm %" PRIu64 ": %s", vm_id, msg);
         note_error_msg(a, vm_id, msg);
         filter_failed_snaps(a);
 }
@@ -752,7 +766,9 @@ static int run_op(struct agent *a, const struct rc_op *op)
                 int frozen = 0;
                 int64_t t0 = util_mono_ms();
                 crash_point("before-snapshot");
-                r = hv_snap_create(a->hv, op->vm_id, op->snap_id, &frozen);
+                r = fail_point("snapshot");
+                if (r == 0)
+                        r = hv_snap_create(a->hv, op->vm_id, op->snap_id, &frozen);
                 if (r < 0) {
                         snap_fail(a, op->vm_id, op->snap_id, r);
                         break;

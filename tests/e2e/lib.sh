@@ -200,6 +200,19 @@ wait_status() {
         return 1
 }
 
+# wait_snap KEY VPS SNAP STATUS [SECONDS]: the snapshot's status (404: "gone")
+wait_snap() {
+        local end=$((SECONDS + ${5:-30})) s=
+        while [ $SECONDS -lt $end ]; do
+                KEY=$1 api GET "/v1/vps/$2/snapshots/$3"
+                if [ "$CODE" == 404 ]; then s=gone; else s=$(jget .data.status); fi
+                [ "$s" == "$4" ] && return 0
+                sleep 0.05
+        done
+        echo "# snapshot $3 of vps $2: status '$s', waited for '$4'"
+        return 1
+}
+
 # Waits until the broker has the node up (an agent that just started may
 # not have joined yet).
 wait_node_up() { wait_for "${2:-20}" "node $1 up" bash -c "[ \"\$($BUILD/tasmanctl --broker $ADMIN --json node list | jq -r '.[] | select(.host == \"$1\") | .state')\" = up ]"; }

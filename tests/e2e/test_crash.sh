@@ -22,7 +22,7 @@ own_domains() { ls "$T/hv/console" 2>/dev/null | sed -n 's/^\(tasman-[0-9]*\)\.l
 remove_own() {
         for d in $(own_domains); do
                 $V destroy "$d" >/dev/null 2>&1
-                $V undefine "$d" >/dev/null 2>&1
+                $V undefine --snapshots-metadata "$d" >/dev/null 2>&1
         done
         for p in "$POOL-ssd" "$POOL-hdd"; do
                 $V pool-destroy "$p" >/dev/null 2>&1
@@ -34,8 +34,8 @@ CLEANUPS+=(remove_own)
 
 start_broker || fatal "broker starts"
 AGENT=
-agent() { # agent [CRASH_POINT]
-        TASMAN_AGENT_CRASH_AT=${1:-} "$BUILD/tasman-agent" --broker="$AGENT_URL" \
+agent() { # agent [CRASH_POINT] (FAIL_AT=POINT: fail there every time)
+        TASMAN_AGENT_CRASH_AT=${1:-} TASMAN_AGENT_FAIL_AT=${FAIL_AT:-} "$BUILD/tasman-agent" --broker="$AGENT_URL" \
                 --libvirt_uri=qemu:///system --host_id="crash-$$" --state_dir="$T/hv" \
                 --domain_type=qemu --shutdown_timeout_ms=1000 --vcpus=4 --ram_mb=8192 \
                 --disk_gb=1000 --boot_dir="$T/boot" --pool_ssd="$POOL-ssd" --pool_hdd="$POOL-hdd" \
@@ -125,6 +125,59 @@ check "leftovers of ours are swept" wait_for 20 "swept" bash -c \
 exactly "after the sweep" "${LIVE[@]}"
 check "a volume that is not ours is left alone" bash -c "$V vol-list $POOL-ssd | grep -q not-ours.qcow2"
 $V vol-delete --pool "$POOL-ssd" not-ours.qcow2 >/dev/null
+
+# Snapshots of guest 3, crashing at each step: no duplicate, no orphan, and
+# the store and libvirt agree on what exists.
+G=${IDS[2]}
+lv_snaps() { $V snapshot-list tasman-3 --name | grep '^tasman-snap-' | sort | tr '\n' ' '; }
+api_snaps() { # the ids libvirt should have: every snapshot the API lists
+        KEY=$KEY api GET "/v1/vps/$G/snapshots"; jget '.data | length'
+}
+SIDS=()
+k=0
+for point in before-snapshot snapshot-made; do
+        k=$((k + 1))
+        stop_agent
+        agent "$point"
+        KEY=$KEY api POST "/v1/vps/$G/snapshots" "{\"name\":\"s$k\"}"
+        eq "snapshot, crash at $point -> 202" "$CODE" 202
+        SIDS+=("$(jget .data.id)")
+        check "snapshot, crash at $point: the agent crashed there and restarts" crashes_then_recovers "$point"
+        check "snapshot, crash at $point: ready after the restart" wait_snap "$KEY" "$G" "${SIDS[-1]}" ready 60
+        check "snapshot, crash at $point: running again" wait_status "$KEY" "$G" running 60
+        eq "snapshot, crash at $point: libvirt has as many as the API" "$($V snapshot-list tasman-3 --name | grep -c '^tasman-snap-')" "$(api_snaps)"
+        exactly "snapshot, crash at $point" "${LIVE[@]}"
+done
+for point in before-restore restore-reverted; do
+        stop_agent
+        agent "$point"
+        KEY=$KEY api POST "/v1/vps/$G/snapshots/${SIDS[0]}/restore" '{}'
+        eq "restore, crash at $point -> 202" "$CODE" 202
+        check "restore, crash at $point: the agent crashed there and restarts" crashes_then_recovers "$point"
+        check "restore, crash at $point: running after the restart" wait_status "$KEY" "$G" running 60
+        eq "restore, crash at $point: both snapshots stay" "$($V snapshot-list tasman-3 --name | grep -c '^tasman-snap-')" 2
+        exactly "restore, crash at $point" "${LIVE[@]}"
+done
+# A snapshot that fails: no phantom record, no snapshot, the guest runs.
+BEFORE=$(lv_snaps)
+stop_agent
+FAIL_AT=snapshot agent
+KEY=$KEY api POST "/v1/vps/$G/snapshots" '{"name":"doomed","online":true}'
+eq "a failing snapshot -> 202" "$CODE" 202
+FSID=$(jget .data.id)
+check "a failing snapshot: its record goes" wait_snap "$KEY" "$G" "$FSID" gone 60
+eq "a failing snapshot: libvirt has no more than before" "$(lv_snaps)" "$BEFORE"
+eq "a failing snapshot: the API lists what libvirt has" "$(api_snaps)" 2
+check "a failing snapshot: the guest still runs" wait_status "$KEY" "$G" running 20
+check "a failing snapshot: the agent said why" grep -q "cannot make snapshot" "$T/agent.log"
+stop_agent
+agent
+# Deleting a VPS with snapshots: domain, disk, seed and snapshots go.
+KEY=$KEY api DELETE "/v1/vps/$G"
+eq "delete a VPS with snapshots -> 204" "$CODE" 204
+check "its domain goes, snapshots and all" wait_for 30 "domain gone" bash -c "! $V domstate tasman-3 >/dev/null 2>&1"
+LIVE=(1 4 5)
+exactly "delete of a VPS with snapshots" "${LIVE[@]}"
 
 # A template's cloud-config reaches the guest: in its seed, after ours.
 SECRET=Sup3rSecret-$RANDOM$RANDOM

@@ -39,7 +39,7 @@ own_domains() { ls "$T/hv/console" 2>/dev/null | sed -n 's/^\(tasman-[0-9]*\)\.l
 remove_own() {
         for d in $(own_domains); do
                 $V destroy "$d" >/dev/null 2>&1
-                $V undefine "$d" >/dev/null 2>&1
+                $V undefine --snapshots-metadata "$d" >/dev/null 2>&1
         done
         for p in "$POOL-ssd" "$POOL-hdd"; do
                 $V pool-destroy "$p" >/dev/null 2>&1
@@ -156,6 +156,65 @@ eq "unrescue -> 202" "$CODE" 202
 check "unrescue: its own system boots again" wait_for 90 "own marker" bash -c "[ \$(grep -c 'cmdline-marker=$MARK' $CONSOLE) -gt $R ]"
 check "unrescue: running" wait_status "$KEY_A" "$ID" running 30
 
+# Snapshots. The guest counts its boots on its disk (TASMAN-DISK-STATE
+# prints what it read; it then writes one more): a snapshot keeps the
+# count, a restore brings it back.
+state() { grep -a "TASMAN-DISK-STATE" "$CONSOLE" | tail -1 | sed 's/.*TASMAN-DISK-STATE //' | tr -cd ' -~'; }
+lv_snaps() { $V snapshot-list "$DOM" --name | grep -c '^tasman-snap-'; }
+B=$(boots)
+KEY=$KEY_A api POST "/v1/vps/$ID/snapshots" '{"name":"before"}'
+eq "offline snapshot -> 202" "$CODE" 202
+eq "it is being created" "$(jget .data.status)" creating
+SID=$(jget .data.id)
+eq "its Location" "$(hdr Location)" "/v1/vps/$ID/snapshots/$SID"
+check "offline snapshot: ready" wait_snap "$KEY_A" "$ID" "$SID" ready 90
+check "offline snapshot: the guest was shut down for it and booted again" \
+        wait_for 90 "a boot after the snapshot" bash -c "[ \$(grep -c TASMAN-BOOT-COUNT $CONSOLE) -gt $B ]"
+check "offline snapshot: running again" wait_status "$KEY_A" "$ID" running 30
+eq "libvirt has one snapshot of it" "$(lv_snaps)" 1
+check "it is an internal snapshot of the guest's qcow2 disk" bash -c \
+        "qemu-img snapshot -U -l '$DISK' | grep -q ' tasman-snap-'"
+SNAPPED=$(state) # what the disk held when the snapshot was made
+match "the guest's disk holds a boot count" "$SNAPPED" "^writes=[0-9]+$"
+KEY=$KEY_A api GET "/v1/vps/$ID/snapshots"
+eq "listed" "$(jget '[.data[] | select(.id == "'"$SID"'") | .status] | join(",")')" ready
+
+B=$(boots)
+KEY=$KEY_A api POST "/v1/vps/$ID/snapshots" '{"name":"live","online":true}'
+eq "online snapshot -> 202" "$CODE" 202
+LSID=$(jget .data.id)
+check "online snapshot: ready" wait_snap "$KEY_A" "$ID" "$LSID" ready 60
+eq "online snapshot: the guest was not restarted" "$(boots)" "$B"
+eq "online snapshot: libvirt has two" "$(lv_snaps)" 2
+check "online snapshot: running throughout" bash -c "[ \"\$($V domstate $DOM)\" == running ]"
+check "the agent logged how long each took" grep -q "snapshot [0-9]* made in [0-9]* ms" "$T/agent.log"
+
+KEY=$KEY_A api PATCH "/v1/vps/$ID/snapshots/$SID" '{"name":"before-rename"}'
+eq "rename -> 200" "$CODE" 200
+eq "renamed" "$(jget .data.name)" before-rename
+
+# Boot once more (the count moves on), then restore: the count is back.
+KEY=$KEY_A api POST "/v1/vps/$ID/actions" '{"action":"reboot"}'
+check "reboot after the snapshot" wait_for 90 "one more boot" bash -c "[ \$(grep -c TASMAN-BOOT-COUNT $CONSOLE) -gt $B ]"
+check "running" wait_status "$KEY_A" "$ID" running 30
+check "the disk moved on" bash -c "[ \"\$(grep -a TASMAN-DISK-STATE $CONSOLE | tail -1 | sed 's/.*TASMAN-DISK-STATE //' | tr -cd ' -~')\" != '$SNAPPED' ]"
+B=$(boots)
+KEY=$KEY_A api POST "/v1/vps/$ID/snapshots/$SID/restore" '{}'
+eq "restore -> 202" "$CODE" 202
+eq "restore: the VPS says so" "$(jget .data.status)" restoring
+check "restore: running again" wait_status "$KEY_A" "$ID" running 90
+check "restore: the guest booted again" wait_for 90 "boot after restore" bash -c "[ \$(grep -c TASMAN-BOOT-COUNT $CONSOLE) -gt $B ]"
+eq "restore: the disk is as it was in the snapshot" "$(state)" "$SNAPPED"
+eq "restore: still its size (2 vCPUs)" "$($V dominfo "$DOM" | awk '/^CPU\(s\)/ {print $2}')" 2
+eq "restore: the disk keeps its 80 GiB" "$(qemu-img info -U --output=json "$DISK" | jq '.["virtual-size"]')" $((80 << 30))
+eq "restore: both snapshots stay" "$(lv_snaps)" 2
+
+KEY=$KEY_A api DELETE "/v1/vps/$ID/snapshots/$LSID"
+eq "delete a snapshot -> 202" "$CODE" 202
+check "deleted: gone from the API" wait_snap "$KEY_A" "$ID" "$LSID" gone 30
+eq "deleted: gone from libvirt" "$(lv_snaps)" 1
+check "still running" wait_status "$KEY_A" "$ID" running 10
+
 # Rebuild: a new disk from the image and a new seed (a new instance id,
 # so cloud-init runs again).
 echo "scribble" | dd of="$DISK" bs=1 seek=1000000 conv=notrunc status=none 2>/dev/null
@@ -166,6 +225,9 @@ check "after rebuild: running" wait_status "$KEY_A" "$ID" running 30
 check "after rebuild: a fresh overlay (nothing written in it yet but the guest's boot)" bash -c \
         "[ \$(qemu-img info -U --output=json '$DISK' | jq '.[\"actual-size\"]') -lt 1000000 ]"
 eq "after rebuild: still one domain" "$(own_domains | wc -l)" 1
+eq "after rebuild: its snapshots went with the old disk" "$(lv_snaps)" 0
+check "after rebuild: the API lists none" wait_for 30 "no snapshots" bash -c \
+        "curl -fs -H 'Authorization: Bearer $KEY_A' '$API/v1/vps/$ID/snapshots' | jq -e '.data | length == 0'"
 
 kill -9 "$AGENT"; wait "$AGENT" 2>/dev/null
 KEY=$KEY_A api DELETE "/v1/vps/$ID"
