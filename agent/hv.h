@@ -105,6 +105,10 @@ int hv_vol_create(struct hv *hv, const char *pool, const char *vol, uint64_t cap
  * big already. The domain using it must not be running. */
 int hv_vol_grow(struct hv *hv, const char *pool, const char *vol, uint64_t capacity_bytes);
 
+/* Has libvirt read the pool's directory again (a file put there by hand
+ * becomes a volume). */
+int hv_pool_refresh(struct hv *hv, const char *pool);
+
 /* Deletes the volume; 0 when it is not there. */
 int hv_vol_delete(struct hv *hv, const char *pool, const char *vol);
 

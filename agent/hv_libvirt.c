@@ -1001,3 +1001,17 @@ int hv_vol_list(struct hv *hv, const char *pool_name, char ***ret, size_t *ret_n
         *ret_n = n;
         return 0;
 }
+
+int hv_pool_refresh(struct hv *hv, const char *pool_name)
+{
+        virStoragePoolPtr pool = NULL;
+        int r = pool_open(hv, pool_name, &pool);
+        if (r < 0)
+                return r;
+        if (virStoragePoolRefresh(pool, 0) < 0) {
+                r = last_errno();
+                log_error("storage pool %s: cannot refresh: %s", pool_name, last_message());
+        }
+        virStoragePoolFree(pool);
+        return r;
+}

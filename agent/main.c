@@ -13,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 #include <dirent.h>
 #include <unistd.h>
 
@@ -156,6 +159,13 @@ struct agent {
                 uint64_t vm_id, snap_id;
         } snap_failed[64];
         size_t n_snap_failed;
+        /* New disks being copied from a snapshot (qemu-img children). */
+        struct {
+                uint64_t vm_id;
+                pid_t pid;
+                int64_t started_ms;
+        } copies[8];
+        size_t n_copies;
 };
 
 static void *signal_thread(void *arg)
@@ -513,12 +523,15 @@ static int ensure_seed(struct agent *a, const struct dom_desired *d, const char 
         return r;
 }
 
+static void copy_cancel(struct agent *a, uint64_t vm_id);
+
 /* Removes a guest's disk and seed (0 when they are not there). */
 static int remove_storage(struct agent *a, uint64_t vm_id)
 {
         char vol[64], seed[CFG_STR_MAX + 64];
         int r = 0, k;
 
+        copy_cancel(a, vm_id);
         vol_name(vm_id, vol, sizeof(vol));
         for (int t = 0; t < STORAGE__MAX; t++)
                 if ((k = hv_vol_delete(a->hv, pool_of((enum storage)t), vol)) < 0)
@@ -530,6 +543,169 @@ static int remove_storage(struct agent *a, uint64_t vm_id)
                 r = -errno;
         }
         return r;
+}
+
+/* ---- a new disk copied from another guest's snapshot ---- */
+
+static const char *pool_dir_of(enum storage t)
+{
+        return t == STORAGE_HDD ? cfg.pool_hdd_dir : cfg.pool_ssd_dir;
+}
+
+static void disk_file(enum storage t, uint64_t vm_id, const char *suffix, char *buf, size_t len)
+{
+        snprintf(buf, len, "%s/" HV_NAME_PREFIX "%" PRIu64 ".qcow2%s", pool_dir_of(t), vm_id,
+                 suffix);
+}
+
+static void copy_drop(struct agent *a, size_t i)
+{
+        memmove(&a->copies[i], &a->copies[i + 1], (a->n_copies - i - 1) * sizeof(a->copies[0]));
+        a->n_copies--;
+}
+
+/* Stops a copy in flight for the vm (its guest is no longer wanted, or
+ * is being made again) and removes what it wrote. */
+static void copy_cancel(struct agent *a, uint64_t vm_id)
+{
+        char part[CFG_STR_MAX + 64];
+        for (size_t i = 0; i < a->n_copies; i++) {
+                if (a->copies[i].vm_id != vm_id)
+                        continue;
+                kill(a->copies[i].pid, SIGKILL);
+                waitpid(a->copies[i].pid, NULL, 0);
+                copy_drop(a, i);
+                break;
+        }
+        for (int t = 0; t < STORAGE__MAX; t++) {
+                disk_file((enum storage)t, vm_id, ".part", part, sizeof(part));
+                unlink(part);
+        }
+}
+
+static int fsync_path(const char *path, int flags)
+{
+        int fd = open(path, flags | O_CLOEXEC);
+        int r = fd < 0 || fsync(fd) < 0 ? -errno : 0;
+        if (fd >= 0)
+                close(fd);
+        return r;
+}
+
+/* Starts qemu-img copying the snapshot's view of src into part: only what
+ * differs from the base image, which the new disk is an overlay of. The
+ * child dies with the agent (a crash leaves a .part, removed next time). */
+static int copy_start(struct agent *a, const struct dom_desired *d, const char *src,
+                      const char *part, const char *base, const char *base_fmt)
+{
+        char snap[64];
+        pid_t parent = getpid(), pid;
+
+        snprintf(snap, sizeof(snap), "snapshot.name=" HV_SNAP_PREFIX "%" PRIu64, d->source_snap);
+        const char *argv[] = { "qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-l", snap,
+                               "-O", "qcow2", "-B", base, "-F", base_fmt, src, part, NULL };
+        pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                signal(SIGPIPE, SIG_DFL);
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
+                if (getppid() != parent)
+                        _exit(126);
+                execvp(argv[0], (char *const *)argv);
+                _exit(127);
+        }
+        a->copies[a->n_copies].vm_id = d->vm_id;
+        a->copies[a->n_copies].pid = pid;
+        a->copies[a->n_copies].started_ms = util_mono_ms();
+        a->n_copies++;
+        log_info("vm %" PRIu64 ": copying snapshot %" PRIu64 " of vm %" PRIu64 " into its disk",
+                 d->vm_id, d->source_snap, d->source_vm);
+        return 0;
+}
+
+/* The disk of a guest made from a snapshot: 0 once its file is in the pool,
+ * -EINPROGRESS while it is copied, or an error (noted). Written as a .part
+ * file, synced, then renamed: never a half-copied disk. */
+static int disk_from_snapshot(struct agent *a, const struct dom_desired *d, const char *base,
+                              const char *base_fmt)
+{
+        char final[CFG_STR_MAX + 64], part[CFG_STR_MAX + 64], src[CFG_STR_MAX + 64];
+        char msg[TMSG_ERR];
+        int st = 0, r;
+
+        disk_file(d->storage, d->vm_id, "", final, sizeof(final));
+        disk_file(d->storage, d->vm_id, ".part", part, sizeof(part));
+        if (access(final, F_OK) == 0)
+                return hv_pool_refresh(a->hv, pool_of(d->storage));
+        for (size_t i = 0; i < a->n_copies; i++) {
+                if (a->copies[i].vm_id != d->vm_id)
+                        continue;
+                pid_t w = waitpid(a->copies[i].pid, &st, WNOHANG);
+                if (w == 0) {
+                        a->fetching++;
+                        return -EINPROGRESS;
+                }
+                int64_t took = util_mono_ms() - a->copies[i].started_ms;
+                copy_drop(a, i);
+                if (w > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+                        if ((r = fsync_path(part, O_RDONLY)) < 0 || rename(part, final) < 0 ||
+                            (r = fsync_path(pool_dir_of(d->storage), O_RDONLY | O_DIRECTORY)) < 0) {
+                                r = r < 0 ? r : -errno;
+                                unlink(part);
+                                snprintf(msg, sizeof(msg), "cannot keep the copied disk: %s",
+                                         strerror(-r));
+                                note_error_msg(a, d->vm_id, msg);
+                                return r;
+                        }
+                        log_info("vm %" PRIu64 ": disk copied from snapshot %" PRIu64
+                                 " in %" PRId64 " ms",
+                                 d->vm_id, d->source_snap, took);
+                        crash_point("snapshot-copied");
+                        return hv_pool_refresh(a->hv, pool_of(d->storage));
+                }
+                unlink(part);
+                snprintf(msg, sizeof(msg),
+                         "cannot copy snapshot %" PRIu64 " of vm %" PRIu64 ": qemu-img %s %d",
+                         d->source_snap, d->source_vm,
+                         w > 0 && WIFEXITED(st) ? "exited with" : "killed by signal",
+                         w > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+                note_error_msg(a, d->vm_id, msg);
+                return -EIO;
+        }
+        /* Not started yet: the snapshot must be on this host. */
+        struct hv_domain sd;
+        int have = 0;
+        src[0] = '\0';
+        for (int t = 0; t < STORAGE__MAX && !src[0]; t++) {
+                disk_file((enum storage)t, d->source_vm, "", src, sizeof(src));
+                if (access(src, F_OK) != 0)
+                        src[0] = '\0';
+        }
+        if (src[0] && hv_get(a->hv, d->source_vm, &sd) == 0)
+                for (size_t k = 0; k < sd.n_snaps; k++)
+                        have |= sd.snaps[k] == d->source_snap;
+        if (!have) {
+                snprintf(msg, sizeof(msg), "snapshot %" PRIu64 " of vm %" PRIu64
+                                           " is not on this host",
+                         d->source_snap, d->source_vm);
+                note_error_msg(a, d->vm_id, msg);
+                return -ENOENT;
+        }
+        if (a->n_copies == sizeof(a->copies) / sizeof(a->copies[0])) {
+                a->fetching++; /* all copy slots busy: wait for one */
+                return -EINPROGRESS;
+        }
+        unlink(part);
+        if ((r = copy_start(a, d, src, part, base, base_fmt)) < 0) {
+                note_error(a, d->vm_id, "start qemu-img", r);
+                return r;
+        }
+        a->fetching++;
+        return -EINPROGRESS;
 }
 
 /* Makes the guest's domain: its base image (fetched once, verified), its
@@ -575,6 +751,8 @@ static int define(struct agent *a, const struct dom_desired *d)
         if ((r = ensure_pools(a)) < 0)
                 return r;
         vol_name(d->vm_id, vol, sizeof(vol));
+        if (d->source_snap && (r = disk_from_snapshot(a, d, base, img->format)) < 0)
+                return r;
         r = hv_vol_create(a->hv, pool_of(d->storage), vol, (uint64_t)d->disk_gb << 30, base,
                           img->format, disk, sizeof(disk));
         if (r == 0) /* an existing disk after a resize (never shrunk) */
@@ -914,12 +1092,20 @@ static void sweep(struct agent *a)
                 size_t n = 0;
                 if (hv_vol_list(a->hv, pool_of((enum storage)t), &names, &n) < 0)
                         continue;
-                for (size_t i = 0; i < n; i++)
-                        if ((id = id_of(names[i], ".qcow2")) && !wanted_or_present(a, id)) {
+                for (size_t i = 0; i < n; i++) {
+                        int part = 0;
+                        if ((id = id_of(names[i], ".qcow2.part"))) {
+                                /* a copy from a snapshot, cut short */
+                                part = 1;
+                                for (size_t k = 0; k < a->n_copies && part; k++)
+                                        part = a->copies[k].vm_id != id;
+                        }
+                        if (part || ((id = id_of(names[i], ".qcow2")) && !wanted_or_present(a, id))) {
                                 log_info("vm %" PRIu64 ": removing leftover disk %s", id,
                                          names[i]);
                                 hv_vol_delete(a->hv, pool_of((enum storage)t), names[i]);
                         }
+                }
                 hv_names_free(names, n);
         }
         snprintf(dir, sizeof(dir), "%s/seeds", cfg.state_dir);

@@ -168,6 +168,8 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                         }
                         des[i].restore_seq = d->restore_seq;
                         des[i].restore_snapshot = d->restore_snap;
+                        des[i].source_vm = d->source_vm;
+                        des[i].source_snapshot = d->source_snap;
                         des_p[i] = &des[i];
                 }
                 if (s->n_images > TMSG_MAX_IMAGES) {
@@ -392,6 +394,8 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         }
                         d->restore_seq = o->restore_seq;
                         d->restore_snap = o->restore_snapshot;
+                        d->source_vm = o->source_vm;
+                        d->source_snap = o->source_snapshot;
                 }
                 if (s->n_images > TMSG_MAX_IMAGES)
                         goto bad;

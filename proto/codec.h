@@ -132,6 +132,8 @@ struct dom_desired {
         size_t n_snaps;
         uint64_t restore_seq;  /* restore restore_snap (its disk) */
         uint64_t restore_snap;
+        uint64_t source_vm;    /* a new disk copies snapshot source_snap of source_vm */
+        uint64_t source_snap;  /* 0: the disk is made from the image */
 };
 
 #define TMSG_URL 2048

@@ -112,6 +112,8 @@ static void sync_reply_sample(struct tmsg *m, size_t n)
                         d->snaps[k] = (struct snap_desired){ .id = 7 + i * 100 + k, .online = (int)(k % 2) };
                 d->restore_seq = i % 5;
                 d->restore_snap = i % 5 ? 7 + i : 0;
+                d->source_vm = i % 7 ? 0 : 3 + i;
+                d->source_snap = i % 7 ? 0 : 9 + i;
         }
 }
 
@@ -289,6 +291,8 @@ static void test_sync_reply(void **state)
                         }
                         assert_int_equal(b->restore_seq, a->restore_seq);
                         assert_int_equal(b->restore_snap, a->restore_snap);
+                        assert_int_equal(b->source_vm, a->source_vm);
+                        assert_int_equal(b->source_snap, a->source_snap);
                 }
                 tmsg_clear(&out);
                 tmsg_clear(&in);
