@@ -17,6 +17,8 @@ MARK=tasman-e2e-$RANDOM$RANDOM
 ok "libvirtd answers on qemu:///system"
 "$ROOT/tests/fixtures/mkguest.sh" "$GUEST" || fatal "guest kernel + initramfs build"
 ok "guest kernel and initramfs built from Debian packages"
+"$ROOT/tests/fixtures/mkdisk.sh" "$GUEST" "$GUEST/disk.img" || fatal "bootable disk image build"
+ok "a bootable disk image (MBR, syslinux, the kernel) built from Debian packages"
 
 # The test images have no boot loader: the agent boots them with this
 # kernel and initramfs (boot_dir), their disk is the catalog's image.
@@ -237,6 +239,22 @@ check "agent back: the deleted VPS's domain is gone" wait_for 30 "undefined" bas
 check "its disk is gone" test ! -e "$DISK"
 check "its seed is gone" test ! -e "$SEED"
 check "the cached image stays" test -f "$T/hv/images/$SHA"
+
+# An image with a boot loader, as real cloud images are: no boot_dir entry,
+# the guest boots from its own disk (BIOS, MBR, syslinux, the kernel).
+mkdir -p "$T/catalog"
+cp "$GUEST/disk.img" "$T/catalog/bootable.raw"
+ctl image add bootable --name "Bootable test disk" --url "file://$T/catalog/bootable.raw" --format raw \
+        --sha256 "$(sha256sum "$T/catalog/bootable.raw" | cut -d' ' -f1)" >/dev/null
+KEY=$KEY_A api POST /v1/vps '{"name":"diskboot","size":"standard-1vcpu-1gb","image":"bootable"}'
+eq "create from a bootable disk image -> 201" "$CODE" 201
+DID=$(jget .data.id)
+check "it runs" wait_status "$KEY_A" "$DID" running 60
+DDOM=$(own_domains | sort -t- -k2 -n | tail -1)
+check "its domain boots from its disk (no kernel given)" bash -c "! $V dumpxml $DDOM | grep -q '<kernel>'"
+check "the boot loader on its disk started the kernel" wait_for 120 "disk-boot marker" \
+        grep -q "cmdline-marker=disk-boot" "$T/hv/console/$DDOM.log"
+check "it took its host name from its seed" grep -q "TASMAN-GUEST-BOOTED hostname=diskboot " "$T/hv/console/$DDOM.log"
 
 # An image whose file does not match its checksum: error, nothing made.
 printf 'not the image\n' >"$T/catalog/broken.raw"
