@@ -26,6 +26,10 @@ const char *api_vps_status(const struct vm *v, int64_t now, int64_t host_timeout
                 return "rebuilding";
         if (v->resize_seq > v->obs_resize_done && v->obs_state >= 0)
                 return "resizing";
+        if (v->restore_seq > v->obs_restore_done && v->obs_state >= 0)
+                return "restoring";
+        if (v->snapshotting && v->obs_state >= 0)
+                return "snapshotting"; /* shut down for an offline snapshot */
         if (!v->rescue != !v->obs_rescue && v->obs_state >= 0 && v->want == VM_WANT_RUNNING)
                 return "rebooting"; /* into or out of the rescue system */
         if (v->obs_error[0])
@@ -476,7 +480,7 @@ out:
  * rest is 500 without internals (the store logged the cause). */
 static const char *const vps_statuses[] = {
         "provisioning", "running", "stopped", "starting", "stopping", "rebooting",
-        "rebuilding", "resizing", "paused", "error", "unknown", NULL,
+        "rebuilding", "resizing", "restoring", "snapshotting", "paused", "error", "unknown", NULL,
 };
 
 /* Parses ?limit= and ?cursor= (a list's paging, the same on every list):

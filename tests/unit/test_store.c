@@ -2322,6 +2322,66 @@ static void test_snap_migration(void **state)
         assert_pending_exact(f, v.id);
 }
 
+/* restoring and snapshotting (offline only), between the others. */
+static void test_vps_status_snapshots(void **state)
+{
+        struct fx *f = *state;
+        const int64_t t = NOW + 1000;
+        struct snapshot p;
+        struct vm v;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING };
+        observe(f, host, &d, 1, 0);
+
+        p = make_snap(f, v.id, "live", 1, 0); /* online: it keeps running */
+        v = get_vm(f, f->acc, v.id);
+        assert_int_equal(v.snapshotting, 0);
+        assert_string_equal(api_vps_status(&v, t, 30000), "running");
+        d.n_snaps = 1;
+        d.snaps[0] = p.id;
+        observe(f, host, &d, 1, 0);
+
+        struct snapshot o = make_snap(f, v.id, "cold", 0, 0);
+        v = get_vm(f, f->acc, v.id);
+        assert_int_equal(v.snapshotting, 1);
+        assert_string_equal(api_vps_status(&v, t, 30000), "snapshotting");
+        assert_string_equal(api_vps_status(&v, t + 30001, 30000), "unknown");
+        d.n_snaps = 2;
+        d.snaps[1] = o.id;
+        observe(f, host, &d, 1, 0);
+        v = get_vm(f, f->acc, v.id);
+        assert_int_equal(v.snapshotting, 0);
+        assert_string_equal(api_vps_status(&v, t, 30000), "running");
+
+        assert_int_equal(store_snap_restore(f->s, f->acc, p.id, NULL, &v), 0);
+        assert_string_equal(api_vps_status(&v, t, 30000), "restoring");
+        v = get_vm(f, f->acc, v.id);
+        assert_string_equal(api_vps_status(&v, t, 30000), "restoring");
+        d.restore_done = 1;
+        observe(f, host, &d, 1, 0);
+        v = get_vm(f, f->acc, v.id);
+        assert_string_equal(api_vps_status(&v, t, 30000), "running");
+
+        /* the order among the others */
+        struct vm x = v;
+        x.restore_seq = 5;
+        x.obs_restore_done = 4;
+        x.snapshotting = 1;
+        assert_string_equal(api_vps_status(&x, t, 30000), "restoring");
+        x.rebuild_seq = x.obs_rebuild_done + 1;
+        assert_string_equal(api_vps_status(&x, t, 30000), "rebuilding");
+        x.rebuild_seq = x.obs_rebuild_done;
+        x.resize_seq = x.obs_resize_done + 1;
+        assert_string_equal(api_vps_status(&x, t, 30000), "resizing");
+        x.resize_seq = x.obs_resize_done;
+        x.obs_restore_done = 5;
+        assert_string_equal(api_vps_status(&x, t, 30000), "snapshotting");
+        x.obs_state = -1; /* not on its host (yet): neither */
+        x.restore_seq = 6;
+        assert_string_equal(api_vps_status(&x, t, 30000), "provisioning");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -2372,6 +2432,7 @@ int main(void)
                 T(test_snap_observe),
                 T(test_snap_rebuild_and_vm_delete),
                 T(test_snap_migration),
+                T(test_vps_status_snapshots),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
