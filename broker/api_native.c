@@ -846,13 +846,12 @@ static const char *snap_name_arg(json_t *body, struct http_resp *resp)
 }
 
 static void snap_name_taken(const struct api *api, uint64_t vps_id, const char *name,
-                            struct http_resp *resp)
+                            int creating, struct http_resp *resp)
 {
         char id[ID_STR_MAX], msg[192];
         id_encode(store_id_key(api->store), "vps", vps_id, id, sizeof(id));
-        snprintf(msg, sizeof(msg),
-                 "VPS %s has a snapshot named %s already (\"overwrite\": true replaces it)", id,
-                 name);
+        snprintf(msg, sizeof(msg), "VPS %s has a snapshot named %s already%s", id, name,
+                 creating ? " (\"overwrite\": true replaces it)" : "");
         json_error(resp, 409, "conflict", msg, json_pack("{s:s}", "field", "name"));
 }
 
@@ -904,7 +903,7 @@ static void snap_create(struct api *api, uint64_t account, uint64_t vps_id,
         r = store_snap_create(api->store, account, vps_id, name, online, overwrite, idem,
                               util_now_ms(), &p);
         if (r == -EEXIST) {
-                snap_name_taken(api, vps_id, name, resp);
+                snap_name_taken(api, vps_id, name, 1, resp);
                 goto out;
         }
         if (r == -EBUSY) {
@@ -943,16 +942,22 @@ static void snap_rename(struct api *api, uint64_t account, uint64_t vps_id, uint
 {
         json_t *body = NULL;
         struct snapshot p;
+        struct vm vm;
         const char *name;
+        int r = store_vm_get(api->store, account, vps_id, &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
         if (snap_of_vps(api, account, vps_id, snap_id, &p, resp) < 0)
                 return;
         if (api_body_json(req, resp, &body) < 0)
                 return;
         if (!(name = snap_name_arg(body, resp)))
                 goto out;
-        int r = store_snap_rename(api->store, account, snap_id, name, &p);
+        r = store_snap_rename(api->store, account, snap_id, name, &p);
         if (r == -EEXIST)
-                snap_name_taken(api, vps_id, name, resp);
+                snap_name_taken(api, vps_id, name, 0, resp);
         else if (r < 0)
                 snap_failed(resp, r);
         else
@@ -1487,7 +1492,9 @@ static enum route route_of(const struct http_req *req, char seg[][64], int n,
                         if (n == 6 && strcmp(seg[5], "restore") != 0)
                                 goto not_found;
                         api_route_error(req, resp, 1,
-                                        n == 4 ? "GET, POST" : n == 5 ? "GET, PATCH, DELETE" : "POST");
+                                        n == 4   ? "GET, POST"
+                                        : n == 5 ? "GET, PATCH, DELETE"
+                                                 : "POST");
                         return RT_NONE;
                 }
         }

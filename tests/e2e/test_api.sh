@@ -230,8 +230,10 @@ KEY=$A api GET "/v1/vps?status=snapshotting"
 eq "?status=snapshotting finds it" "$CODE/$(jget '[.data[].id] | join(",")')" "200/$SV"
 KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"second","online":true}'
 err_is "a second snapshot while one is made" 409 conflict
+match "the one-at-a-time 409 says why" "$(jget .error.message)" "cannot take a snapshot now: a snapshot of it is being made"
 KEY=$A api POST "/v1/vps/$SV/snapshots/$S1/restore"
 err_is "restoring a creating snapshot" 409 conflict
+match "that 409 says the snapshot is not ready" "$(jget .error.message)" "is creating: only a ready one"
 KEY=$A api PATCH "/v1/vps/$SV/snapshots/$S1" '{"name":"renamed"}'
 eq "PATCH renames -> 200" "$CODE/$(jget .data.name)/$(jget .data.status)" 200/renamed/creating
 KEY=$A api PATCH "/v1/vps/$SV/snapshots/$S1" '{"name":"-bad"}'
@@ -296,6 +298,7 @@ KEY=$A api DELETE "/v1/vps/$SV/snapshots/$R1"
 err_is "deleting the snapshot being restored" 409 conflict
 KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"during"}'
 err_is "a snapshot while a restore is in flight" 409 conflict
+match "the restore-in-flight 409 says why" "$(jget .error.message)" "a snapshot is being restored to it"
 KEY=$A api DELETE "/v1/vps/$SV/snapshots/$R2"
 eq "another snapshot may go meanwhile" "$CODE/$(jget .data.status)" 202/deleting
 KEY=$A api DELETE "/v1/vps/$SV/snapshots/$R2"
