@@ -372,7 +372,8 @@ int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64
  * its guest, which wipes the disk) until its host no longer reports it;
  * then the row goes. The desired state of a host carries the creating and
  * ready ones; a guest has at most STORE_SNAPS_PER_VM of those (an
- * overwrite's new copy not counted twice). Ids are never reused. */
+ * overwrite's new copy not counted twice: the old one goes when the new
+ * one is ready, even if renamed meanwhile). Ids are never reused. */
 #define STORE_SNAPS_PER_VM 10
 enum snap_state { SNAP_CREATING, SNAP_READY, SNAP_DELETING, SNAP__MAX };
 const char *snap_state_to_string(enum snap_state st);

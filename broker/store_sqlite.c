@@ -2560,7 +2560,8 @@ static int snap_reported(const struct dom_observed *d, uint64_t id)
 
 /* A report of a guest with snapshot work pending, inside the observe
  * transaction: a creating snapshot its host has is ready (and the one it
- * overwrites, if that still has its name, goes); a deleting one its host
+ * overwrites goes, renamed meanwhile or not: the limit counts on it); a
+ * deleting one its host
  * no longer has is gone; the one its host could not make is forgotten (an
  * event says why). A guest reported absent changes none but that last. */
 static int snap_observe(struct store *s, uint64_t host_id, const struct obs_row *o,
@@ -2570,8 +2571,8 @@ static int snap_observe(struct store *s, uint64_t host_id, const struct obs_row 
                                   " WHERE vm_id = ? AND state != 'ready' ORDER BY id";
         static const char ready[] =
                 "UPDATE snapshots SET state = 'ready', ready_at = ? WHERE id = ?";
-        static const char old_goes[] = "UPDATE snapshots SET state = 'deleting'"
-                                       " WHERE id = ? AND state = 'ready' AND name = ?";
+        static const char old_goes[] =
+                "UPDATE snapshots SET state = 'deleting' WHERE id = ? AND state = 'ready'";
         static const char gone[] = "DELETE FROM snapshots WHERE id = ?";
         const int present = d->state != POWER_UNKNOWN;
         struct snap_pend *rows = NULL;
@@ -2633,7 +2634,6 @@ static int snap_observe(struct store *s, uint64_t host_id, const struct obs_row 
                                 break;
                         }
                         sqlite3_bind_int64(st, 1, (sqlite3_int64)p->replaces);
-                        sqlite3_bind_text(st, 2, p->name, -1, SQLITE_STATIC);
                         if (sqlite3_step(st) != SQLITE_DONE) {
                                 r = db_err(s, "cannot record snapshot state");
                                 break;
@@ -2641,7 +2641,7 @@ static int snap_observe(struct store *s, uint64_t host_id, const struct obs_row 
                         if (sqlite3_changes(s->db) > 0) {
                                 desired_changed = 1;
                                 r = event(s, now, "snapshot.deleting", o->account_id,
-                                          p->replaces, p->name);
+                                          p->replaces, "");
                         }
                 }
         }

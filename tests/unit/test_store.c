@@ -1885,7 +1885,8 @@ static void test_snap_names_overwrite_limit(void **state)
         assert_int_equal(store_snap_create(f->s, f->acc, v.id, "s10", 0, 0, NULL, NOW, &q),
                          -EDQUOT);
 
-        /* an overwrite whose old copy was renamed away meanwhile leaves it */
+        /* the overwritten copy goes even if renamed meanwhile: the limit
+         * holds once the new copy is ready */
         p = make_snap(f, v.id, "s5", 0, 1);
         assert_int_equal(p.replaces, ids[5]);
         assert_int_equal(store_snap_rename(f->s, f->acc, ids[5], "kept", &q), 0);
@@ -1893,7 +1894,9 @@ static void test_snap_names_overwrite_limit(void **state)
         all[STORE_SNAPS_PER_VM] = ids[5];
         report_snaps(f, host, v.id, all, STORE_SNAPS_PER_VM + 1, 0);
         assert_int_equal(get_snap(f, p.id).state, SNAP_READY);
-        assert_int_equal(get_snap(f, ids[5]).state, SNAP_READY);
+        assert_int_equal(get_snap(f, ids[5]).state, SNAP_DELETING);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "kept", 0, 0, NULL, NOW, &q),
+                         -EDQUOT);
         assert_pending_exact(f, v.id);
 }
 
