@@ -1486,11 +1486,21 @@ static void test_no_read_left_open(void **state)
         assert_int_equal(store_host_list(f->s, &hs, &n), 0);
         free(hs);
         assert_wal_truncates(f, "store_host_list");
+        struct snapshot p, *ps = NULL;
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "s", 0, 0, NULL, NOW, &p), 0);
         memset(&rep, 0, sizeof(rep));
         assert_int_equal(store_host_desired(f->s, hid, &rep), 0);
+        assert_int_equal(rep.domains[0].n_snaps, 1);
         free(rep.domains);
         free(rep.images);
         assert_wal_truncates(f, "store_host_desired");
+        assert_int_equal(store_snap_get(f->s, f->acc, p.id, &p), 0);
+        assert_wal_truncates(f, "store_snap_get");
+        assert_int_equal(store_snap_list(f->s, f->acc, 0, &ps, &n), 0);
+        free(ps);
+        assert_int_equal(store_snap_list(f->s, f->acc, v.id, &ps, &n), 0);
+        free(ps);
+        assert_wal_truncates(f, "store_snap_list");
 }
 
 /* The image catalog: the default entry, add, duplicates, remove (kept for
