@@ -26,6 +26,10 @@ const char *api_vps_status(const struct vm *v, int64_t now, int64_t host_timeout
                 return "rebuilding";
         if (v->resize_seq > v->obs_resize_done && v->obs_state >= 0)
                 return "resizing";
+        if (v->restore_seq > v->obs_restore_done && v->obs_state >= 0)
+                return "restoring";
+        if (v->snapshotting && v->obs_state >= 0)
+                return "snapshotting"; /* shut down for an offline snapshot */
         if (!v->rescue != !v->obs_rescue && v->obs_state >= 0 && v->want == VM_WANT_RUNNING)
                 return "rebooting"; /* into or out of the rescue system */
         if (v->obs_error[0])
@@ -476,7 +480,7 @@ out:
  * rest is 500 without internals (the store logged the cause). */
 static const char *const vps_statuses[] = {
         "provisioning", "running", "stopped", "starting", "stopping", "rebooting",
-        "rebuilding", "resizing", "paused", "error", "unknown", NULL,
+        "rebuilding", "resizing", "restoring", "snapshotting", "paused", "error", "unknown", NULL,
 };
 
 /* Parses ?limit= and ?cursor= (a list's paging, the same on every list):
@@ -730,6 +734,304 @@ static void vps_action(struct api *api, uint64_t account, uint64_t id, const str
         json_respond(resp, 202, json_pack("{s:o}", "data", vps_json(api, &vm, util_now_ms())));
 out:
         json_decref(body);
+}
+
+/* ---- snapshots (Tasman's addition: /v1/vps/{id}/snapshots) ---- */
+
+static json_t *snap_json(const struct api *api, const struct snapshot *p)
+{
+        char id[ID_STR_MAX], vps[ID_STR_MAX], created[21], ready[21];
+        id_encode(store_id_key(api->store), "snap", p->id, id, sizeof(id));
+        id_encode(store_id_key(api->store), "vps", p->vm_id, vps, sizeof(vps));
+        util_iso8601_utc(p->created_at, created);
+        if (p->ready_at)
+                util_iso8601_utc(p->ready_at, ready);
+        return json_pack("{s:s, s:s, s:s, s:s, s:b, s:i, s:i, s:i, s:s, s:s, s:s?}", "id", id,
+                         "vps_id", vps, "name", p->name, "status",
+                         snap_state_to_string(p->state), "online", p->online, "size_gb",
+                         (int)p->disk_gb, "memory_mb", (int)p->ram_mb, "vcpus", (int)p->vcpus,
+                         "image", p->image, "created_at", created, "ready_at",
+                         p->ready_at ? ready : NULL);
+}
+
+/* Answers with one snapshot (and, with location, where it lives). */
+static void snap_respond(const struct api *api, int status, const struct snapshot *p,
+                         int location, struct http_resp *resp)
+{
+        json_t *one = snap_json(api, p);
+        if (!one) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_respond(resp, status, json_pack("{s:o}", "data", one));
+        if (location) {
+                char id[ID_STR_MAX], vps[ID_STR_MAX];
+                id_encode(store_id_key(api->store), "snap", p->id, id, sizeof(id));
+                id_encode(store_id_key(api->store), "vps", p->vm_id, vps, sizeof(vps));
+                http_resp_header(resp, "Location", "/v1/vps/%s/snapshots/%s", vps, id);
+        }
+}
+
+static void snap_failed(struct http_resp *resp, int r)
+{
+        if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "snapshot not found", NULL);
+        else
+                store_failed(resp, r == -EALREADY ? -EEXIST : r == -EEXIST ? -EIO : r);
+}
+
+/* The VPS's snapshot snap_id (0: a malformed id): 0, or -1 after
+ * answering 404 (not this VPS's, or not the account's) or 500. */
+static int snap_of_vps(struct api *api, uint64_t account, uint64_t vps_id, uint64_t snap_id,
+                       struct snapshot *ret, struct http_resp *resp)
+{
+        int r = snap_id ? store_snap_get(api->store, account, snap_id, ret) : -ENOENT;
+        if (r == 0 && ret->vm_id != vps_id)
+                r = -ENOENT;
+        if (r < 0) {
+                snap_failed(resp, r);
+                return -1;
+        }
+        return 0;
+}
+
+/* Why the VPS cannot take a snapshot or a restore now (409). */
+static void snap_busy(struct api *api, uint64_t account, uint64_t vps_id, const char *what,
+                      struct http_resp *resp)
+{
+        char id[ID_STR_MAX], msg[192];
+        struct vm vm;
+        const char *why = "a snapshot of it is being made";
+        id_encode(store_id_key(api->store), "vps", vps_id, id, sizeof(id));
+        if (store_vm_get(api->store, account, vps_id, &vm) == 0) {
+                if (vm.rebuild_seq > vm.obs_rebuild_done)
+                        why = "it is being rebuilt";
+                else if (vm.restore_seq > vm.obs_restore_done)
+                        why = "a snapshot is being restored to it";
+        }
+        snprintf(msg, sizeof(msg), "VPS %s cannot %s now: %s; try again when it is done", id,
+                 what, why);
+        json_error(resp, 409, "conflict", msg, NULL);
+}
+
+/* An optional boolean field: 0 (*ret untouched when absent or null), or
+ * -EINVAL after answering 422. */
+static int bool_arg(json_t *body, const char *field, int *ret, struct http_resp *resp)
+{
+        json_t *v = json_object_get(body, field);
+        if (!v || json_is_null(v))
+                return 0;
+        if (!json_is_boolean(v)) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "%s must be true or false", field);
+                json_invalid(resp, field, msg, NULL);
+                return -EINVAL;
+        }
+        *ret = json_is_true(v);
+        return 0;
+}
+
+/* The "name" of a snapshot: as VPS names. NULL after answering 422. */
+static const char *snap_name_arg(json_t *body, struct http_resp *resp)
+{
+        const char *name = req_string(body, "name", resp, NULL);
+        if (name && !valid_name(name)) {
+                json_invalid(resp, "name",
+                             "name must be 1 to 63 letters, digits, '-' or '.', not starting "
+                             "or ending with '-' or '.'",
+                             NULL);
+                return NULL;
+        }
+        return name;
+}
+
+static void snap_name_taken(const struct api *api, uint64_t vps_id, const char *name,
+                            int creating, struct http_resp *resp)
+{
+        char id[ID_STR_MAX], msg[192];
+        id_encode(store_id_key(api->store), "vps", vps_id, id, sizeof(id));
+        snprintf(msg, sizeof(msg), "VPS %s has a snapshot named %s already%s", id, name,
+                 creating ? " (\"overwrite\": true replaces it)" : "");
+        json_error(resp, 409, "conflict", msg, json_pack("{s:s}", "field", "name"));
+}
+
+/* GET /v1/vps/{id}/snapshots: those that exist (ready, or being deleted). */
+static void snap_list(struct api *api, uint64_t account, uint64_t vps_id, struct http_resp *resp)
+{
+        struct snapshot *ps = NULL;
+        struct vm vm;
+        size_t n = 0;
+        int r = store_vm_get(api->store, account, vps_id, &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
+        if (store_snap_list(api->store, account, vps_id, &ps, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, snap_json(api, &ps[i]));
+        free(ps);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+/* POST /v1/vps/{id}/snapshots {"name", "online", "overwrite"}: 202, the
+ * snapshot creating; its host makes it (shutting the VPS down for it
+ * unless online). */
+static void snap_create(struct api *api, uint64_t account, uint64_t vps_id,
+                        const struct idem *idem, const struct http_req *req,
+                        struct http_resp *resp)
+{
+        json_t *body = NULL;
+        struct snapshot p;
+        struct vm vm;
+        const char *name;
+        int online = 0, overwrite = 0;
+        /* 404 before 422: an unknown VPS is unknown whatever the body says. */
+        int r = store_vm_get(api->store, account, vps_id, &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        if (!(name = snap_name_arg(body, resp)) || bool_arg(body, "online", &online, resp) < 0 ||
+            bool_arg(body, "overwrite", &overwrite, resp) < 0)
+                goto out;
+        r = store_snap_create(api->store, account, vps_id, name, online, overwrite, idem,
+                              util_now_ms(), &p);
+        if (r == -EEXIST) {
+                snap_name_taken(api, vps_id, name, 1, resp);
+                goto out;
+        }
+        if (r == -EBUSY) {
+                snap_busy(api, account, vps_id, "take a snapshot", resp);
+                goto out;
+        }
+        if (r == -EDQUOT) {
+                char msg[128];
+                snprintf(msg, sizeof(msg),
+                         "at most %d snapshots per VPS: delete one, or overwrite one by name",
+                         STORE_SNAPS_PER_VM);
+                json_error(resp, 422, "validation_error", msg,
+                           json_pack("{s:s, s:s}", "field", "name", "reason", "limit"));
+                goto out;
+        }
+        if (r == -ENOENT) { /* deleted meanwhile */
+                store_failed(resp, r);
+                goto out;
+        }
+        if (r < 0) {
+                snap_failed(resp, r);
+                goto out;
+        }
+        if (api->hub)
+                hub_notify(api->hub, vm.host_id);
+        snap_respond(api, 202, &p, 1, resp);
+        log_info("vm %llu: snapshot %llu (%s) asked for", (unsigned long long)vps_id,
+                 (unsigned long long)p.id, online ? "online" : "offline");
+out:
+        json_decref(body);
+}
+
+/* PATCH /v1/vps/{id}/snapshots/{sid} {"name"} */
+static void snap_rename(struct api *api, uint64_t account, uint64_t vps_id, uint64_t snap_id,
+                        const struct http_req *req, struct http_resp *resp)
+{
+        json_t *body = NULL;
+        struct snapshot p;
+        struct vm vm;
+        const char *name;
+        int r = store_vm_get(api->store, account, vps_id, &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
+        if (snap_of_vps(api, account, vps_id, snap_id, &p, resp) < 0)
+                return;
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        if (!(name = snap_name_arg(body, resp)))
+                goto out;
+        r = store_snap_rename(api->store, account, snap_id, name, &p);
+        if (r == -EEXIST)
+                snap_name_taken(api, vps_id, name, 0, resp);
+        else if (r < 0)
+                snap_failed(resp, r);
+        else
+                snap_respond(api, 200, &p, 0, resp);
+out:
+        json_decref(body);
+}
+
+/* DELETE /v1/vps/{id}/snapshots/{sid}: 202, deleting until its host has
+ * dropped it (then it is gone: 404). */
+static void snap_delete(struct api *api, uint64_t account, uint64_t vps_id, uint64_t snap_id,
+                        struct http_resp *resp)
+{
+        struct snapshot p;
+        struct vm vm;
+        int r = store_vm_get(api->store, account, vps_id, &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
+        if (snap_of_vps(api, account, vps_id, snap_id, &p, resp) < 0)
+                return;
+        r = store_snap_delete(api->store, account, snap_id, &p);
+        if (r == -EBUSY) {
+                char id[ID_STR_MAX], msg[160];
+                id_encode(store_id_key(api->store), "snap", snap_id, id, sizeof(id));
+                snprintf(msg, sizeof(msg),
+                         "snapshot %s is being restored; delete it once the restore is done", id);
+                json_error(resp, 409, "conflict", msg, NULL);
+                return;
+        }
+        if (r < 0) {
+                snap_failed(resp, r);
+                return;
+        }
+        if (api->hub)
+                hub_notify(api->hub, vm.host_id);
+        snap_respond(api, 202, &p, 0, resp);
+}
+
+/* POST /v1/vps/{id}/snapshots/{sid}/restore (no body): 202, the VPS
+ * restoring; its host puts the snapshot's disk back and power-cycles it. */
+static void snap_restore(struct api *api, uint64_t account, uint64_t vps_id, uint64_t snap_id,
+                         const struct idem *idem, struct http_resp *resp)
+{
+        struct snapshot p;
+        struct vm vm;
+        int r = store_vm_get(api->store, account, vps_id, &vm);
+        if (r < 0) {
+                store_failed(resp, r);
+                return;
+        }
+        if (snap_of_vps(api, account, vps_id, snap_id, &p, resp) < 0)
+                return;
+        r = store_snap_restore(api->store, account, snap_id, idem, &vm);
+        if (r == -EBUSY && p.state != SNAP_READY) {
+                char id[ID_STR_MAX], msg[160];
+                id_encode(store_id_key(api->store), "snap", snap_id, id, sizeof(id));
+                snprintf(msg, sizeof(msg), "snapshot %s is %s: only a ready one can be restored",
+                         id, snap_state_to_string(p.state));
+                json_error(resp, 409, "conflict", msg, NULL);
+                return;
+        }
+        if (r == -EBUSY) {
+                snap_busy(api, account, vps_id, "be restored", resp);
+                return;
+        }
+        if (r < 0) {
+                snap_failed(resp, r);
+                return;
+        }
+        if (api->hub)
+                hub_notify(api->hub, vm.host_id);
+        json_respond(resp, 202, json_pack("{s:o}", "data", vps_json(api, &vm, util_now_ms())));
 }
 
 /* ---- SSH keys (Tasman's addition: what the spec's ssh_keys ids name) ---- */
@@ -1144,6 +1446,12 @@ enum route {
         RT_DEP_LIST,
         RT_DEP_GET,
         RT_DEP_DELETE,
+        RT_SNAP_LIST,
+        RT_SNAP_CREATE,
+        RT_SNAP_GET,
+        RT_SNAP_RENAME,
+        RT_SNAP_DELETE,
+        RT_SNAP_RESTORE,
 };
 
 static enum route route_of(const struct http_req *req, char seg[][64], int n,
@@ -1151,7 +1459,7 @@ static enum route route_of(const struct http_req *req, char seg[][64], int n,
 {
         const char *m = req->method;
         int get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0,
-            del = strcmp(m, "DELETE") == 0;
+            del = strcmp(m, "DELETE") == 0, patch = strcmp(m, "PATCH") == 0;
 
         if (n < 2 || strcmp(seg[0], "v1") != 0)
                 goto not_found;
@@ -1172,6 +1480,21 @@ static enum route route_of(const struct http_req *req, char seg[][64], int n,
                         if (post)
                                 return RT_VPS_ACTION;
                         api_route_error(req, resp, 1, "POST");
+                        return RT_NONE;
+                }
+                if (n >= 4 && strcmp(seg[3], "snapshots") == 0) {
+                        if (n == 4 && (get || post))
+                                return get ? RT_SNAP_LIST : RT_SNAP_CREATE;
+                        if (n == 5 && (get || patch || del))
+                                return get ? RT_SNAP_GET : patch ? RT_SNAP_RENAME : RT_SNAP_DELETE;
+                        if (n == 6 && strcmp(seg[5], "restore") == 0 && post)
+                                return RT_SNAP_RESTORE;
+                        if (n == 6 && strcmp(seg[5], "restore") != 0)
+                                goto not_found;
+                        api_route_error(req, resp, 1,
+                                        n == 4   ? "GET, POST"
+                                        : n == 5 ? "GET, PATCH, DELETE"
+                                                 : "POST");
                         return RT_NONE;
                 }
         }
@@ -1262,7 +1585,7 @@ static int idem_prepare(struct api *api, const struct http_req *req, const char 
         } else {
                 /* The broker stopped before saving the answer: the effect
                  * is there, so answer from the resource as it is now. */
-                char id[ID_STR_MAX];
+                char id[ID_STR_MAX], pseg[6][64];
                 if (strncmp(req->path, "/v1/templates", 13) == 0) {
                         struct deployment d;
                         int g = store_deploy_get(api->store, idem->account_id, rec.resource_id, &d);
@@ -1273,6 +1596,15 @@ static int idem_prepare(struct api *api, const struct http_req *req, const char 
                         json_respond(resp, rec.status, json_pack("{s:o}", "data", deploy_json(api, &d)));
                         id_encode(store_id_key(api->store), "dep", d.id, id, sizeof(id));
                         http_resp_header(resp, "Location", "/v1/templates/deployments/%s", id);
+                } else if (split_path(req->path, pseg, 6) == 4 &&
+                           strcmp(pseg[3], "snapshots") == 0) {
+                        struct snapshot p;
+                        int g = store_snap_get(api->store, idem->account_id, rec.resource_id, &p);
+                        if (g < 0) {
+                                snap_failed(resp, g);
+                                return 1;
+                        }
+                        snap_respond(api, rec.status, &p, 1, resp);
                 } else if (strncmp(req->path, "/v1/ssh_keys", 12) == 0) {
                         struct ssh_key *k = malloc(sizeof(*k));
                         int g = k ? store_sshkey_get(api->store, idem->account_id,
@@ -1308,7 +1640,7 @@ static int idem_prepare(struct api *api, const struct http_req *req, const char 
 static void native_route(void *ud, const struct http_req *req, struct http_resp *resp)
 {
         struct api *api = ud;
-        char seg[4][64];
+        char seg[6][64];
         struct auth_who who;
         int n, r;
 
@@ -1316,7 +1648,7 @@ static void native_route(void *ud, const struct http_req *req, struct http_resp 
                 json_error(resp, 413, "payload_too_large", "request body too large", NULL);
                 return;
         }
-        n = split_path(req->path, seg, 4);
+        n = split_path(req->path, seg, 6);
         if (n == 2 && strcmp(seg[0], "v1") == 0 && strcmp(seg[1], "openapi.json") == 0) {
                 /* the document describes the API: no key needed to read it */
                 if (strcmp(req->method, "GET") != 0) {
@@ -1515,7 +1847,28 @@ static void dispatch(struct api *api, enum route rt, uint64_t account, const str
                 json_error(resp, 404, "not_found", "VPS not found", NULL);
                 return;
         }
-        if (rt == RT_VPS_ACTION)
+        uint64_t sid = 0; /* 0: malformed, never an id (answers 404) */
+        if (rt >= RT_SNAP_GET && id_decode(store_id_key(api->store), "snap", seg[4], &sid) < 0)
+                sid = 0;
+        if (rt == RT_SNAP_LIST)
+                snap_list(api, account, id, resp);
+        else if (rt == RT_SNAP_CREATE)
+                snap_create(api, account, id, idem, req, resp);
+        else if (rt == RT_SNAP_GET) {
+                struct snapshot p;
+                struct vm vm;
+                int g = store_vm_get(api->store, account, id, &vm);
+                if (g < 0)
+                        store_failed(resp, g);
+                else if (snap_of_vps(api, account, id, sid, &p, resp) == 0)
+                        snap_respond(api, 200, &p, 0, resp);
+        } else if (rt == RT_SNAP_RENAME)
+                snap_rename(api, account, id, sid, req, resp);
+        else if (rt == RT_SNAP_DELETE)
+                snap_delete(api, account, id, sid, resp);
+        else if (rt == RT_SNAP_RESTORE)
+                snap_restore(api, account, id, sid, idem, resp);
+        else if (rt == RT_VPS_ACTION)
                 vps_action(api, account, id, idem, req, resp);
         else if (rt == RT_VPS_GET)
                 vps_get(api, account, id, resp);

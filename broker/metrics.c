@@ -36,14 +36,16 @@ void metrics_request(enum metrics_api api, int status, int64_t usec)
 
 char *metrics_render(struct store *s, int64_t now, int64_t host_timeout_ms)
 {
-        static const char *const statuses[] = { "provisioning", "running", "stopped", "starting",
-                                                "stopping",     "rebooting", "rebuilding",
-                                                "resizing",     "paused",  "error",
+        static const char *const statuses[] = { "provisioning", "running",   "stopped",
+                                                "starting",     "stopping",  "rebooting",
+                                                "rebuilding",   "resizing",  "restoring",
+                                                "snapshotting", "paused",    "error",
                                                 "unknown" };
-        size_t n_st = sizeof(statuses) / sizeof(statuses[0]);
+        enum { N_ST = sizeof(statuses) / sizeof(statuses[0]) };
+        size_t n_st = N_ST;
         struct host *hs = NULL;
         struct vm *vms = NULL;
-        size_t n_hosts = 0, n_vms = 0, guests[11] = { 0 }, up = 0, down = 0, draining = 0;
+        size_t n_hosts = 0, n_vms = 0, guests[N_ST] = { 0 }, up = 0, down = 0, draining = 0;
         uint64_t placements = 0;
         char *buf = NULL;
         size_t len = 0;

@@ -12,7 +12,8 @@
  *
  * Errors: 0 or a negative errno: -ENOENT (no such row, or not the caller's
  * account), -EEXIST (unique name taken), -ENOSPC (no host has room),
- * -EIO (the database failed; logged here, once).
+ * -EBUSY (another operation on the guest is in flight), -EDQUOT (a limit
+ * reached), -EIO (the database failed; logged here, once).
  */
 #pragma once
 
@@ -104,6 +105,9 @@ struct vm {
         uint64_t resize_seq, obs_resize_done;
         int rescue, obs_rescue;
         uint32_t cpu_cap; /* percent of each vCPU; 0: no cap */
+        uint64_t restore_seq, restore_snap; /* restore snapshot restore_snap's disk */
+        uint64_t obs_restore_done;
+        int snapshotting; /* an offline snapshot of it is being made */
 };
 
 /* An account's SSH public key (the native API's ssh_keys ids). */
@@ -361,3 +365,60 @@ int store_idem_get(struct store *s, uint64_t account_id, const char *key, int64_
 int store_idem_set_response(struct store *s, uint64_t account_id, const char *key,
                             const char *body, const char *location);
 int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64_t *ret_host_id);
+
+/* Snapshots of a guest's disk (the agent keeps them as internal qcow2
+ * snapshots named by id). A snapshot is `creating` until its host reports
+ * it, `ready` from then on, and `deleting` from a delete (or a rebuild of
+ * its guest, which wipes the disk) until its host no longer reports it;
+ * then the row goes. The desired state of a host carries the creating and
+ * ready ones; a guest has at most STORE_SNAPS_PER_VM of those (an
+ * overwrite's new copy not counted twice: the old one goes when the new
+ * one is ready, even if renamed meanwhile). Ids are never reused. */
+#define STORE_SNAPS_PER_VM 10
+enum snap_state { SNAP_CREATING, SNAP_READY, SNAP_DELETING, SNAP__MAX };
+const char *snap_state_to_string(enum snap_state st);
+
+struct snapshot {
+        uint64_t id;
+        uint64_t account_id;
+        uint64_t vm_id;
+        char name[STORE_NAME_MAX];
+        int online; /* made while the guest runs (else it is shut down for it) */
+        enum snap_state state;
+        uint64_t replaces; /* a snapshot of the same guest it overwrites (deleted once
+                            * this one is ready); 0: none */
+        int64_t created_at, ready_at; /* ms; ready_at 0 until ready */
+        /* the guest's size and image when it was taken */
+        uint32_t vcpus, ram_mb, disk_gb;
+        char image[TMSG_STR];
+};
+
+/* A new snapshot of one of the account's vms, state creating: -ENOENT (no
+ * such live vm); -EBUSY while another snapshot of it is being made, or a
+ * rebuild or restore of it is in flight; -EEXIST when a creating or ready
+ * snapshot of the vm has this name, unless overwrite (then the new one
+ * replaces it once ready, and the old stays until then); -EDQUOT past
+ * STORE_SNAPS_PER_VM; -EALREADY when idem's key was claimed meanwhile. */
+int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, const char *name,
+                      int online, int overwrite, const struct idem *idem, int64_t now,
+                      struct snapshot *ret);
+/* One of the account's snapshots in any state: 0, -ENOENT. */
+int store_snap_get(struct store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret);
+/* The account's ready and deleting snapshots (those that exist on a host),
+ * of one vm or (vm_id 0) of all, by id; malloc'd. */
+int store_snap_list(struct store *s, uint64_t account_id, uint64_t vm_id, struct snapshot **ret,
+                    size_t *ret_n);
+/* -ENOENT (also when deleting), -EEXIST (another creating or ready
+ * snapshot of the vm has the name). */
+int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, const char *name,
+                      struct snapshot *ret);
+/* Marks it deleting (0 also if it was already); -ENOENT; -EBUSY while a
+ * restore of it is in flight. ret (may be NULL): the snapshot now. */
+int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
+                      struct snapshot *ret);
+/* Restores the guest's disk to a ready snapshot (its agent power-cycles it
+ * and leaves it in the power state asked for): -ENOENT; -EBUSY unless the
+ * snapshot is ready, or while a rebuild, a restore or a snapshot of the
+ * guest is in flight; -EALREADY when idem's key was claimed meanwhile. */
+int store_snap_restore(struct store *s, uint64_t account_id, uint64_t snap_id,
+                       const struct idem *idem, struct vm *ret_vm);

@@ -183,6 +183,23 @@ static const char *const migrations[] = {
         "ALTER TABLE vms ADD COLUMN obs_rescue INTEGER NOT NULL DEFAULT 0;",
         /* 10: CPU cap, percent of each vCPU (0: none) */
         "ALTER TABLE vms ADD COLUMN cpu_cap INTEGER NOT NULL DEFAULT 0;",
+        /* 11: snapshots (ids never reused) and restores. vms.snap_pending
+         * counts the vm's snapshots in state creating or deleting, so a
+         * report of a guest with none costs no read of this table. */
+        "CREATE TABLE snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id),"
+        "  vm_id INTEGER NOT NULL REFERENCES vms(id), name TEXT NOT NULL,"
+        "  online INTEGER NOT NULL DEFAULT 0,"
+        "  state TEXT NOT NULL CHECK (state IN ('creating', 'ready', 'deleting')),"
+        "  replaces INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,"
+        "  ready_at INTEGER NOT NULL DEFAULT 0, vcpus INTEGER NOT NULL,"
+        "  ram_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL, image TEXT NOT NULL);"
+        "CREATE INDEX snapshots_vm ON snapshots(vm_id, id);"
+        "CREATE INDEX snapshots_account ON snapshots(account_id, id);"
+        "ALTER TABLE vms ADD COLUMN restore_seq INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN restore_snap INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN obs_restore_done INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN snap_pending INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1223,6 +1240,8 @@ struct obs_row {
         char error[TMSG_ERR];
         int deleted;
         int observed; /* reported by its host at least once */
+        uint64_t restore_done;
+        int snap_pending; /* its snapshots in state creating or deleting */
 };
 
 static void row_obs(sqlite3_stmt *st, void *item)
@@ -1238,6 +1257,8 @@ static void row_obs(sqlite3_stmt *st, void *item)
         o->observed = sqlite3_column_int(st, 7);
         o->resize_done = (uint64_t)sqlite3_column_int64(st, 8);
         o->rescue = sqlite3_column_int(st, 9);
+        o->restore_done = (uint64_t)sqlite3_column_int64(st, 10);
+        o->snap_pending = sqlite3_column_int(st, 11);
 }
 
 static int cmp_obs(const void *a, const void *b)
@@ -1246,14 +1267,21 @@ static int cmp_obs(const void *a, const void *b)
         return x->vm_id < y->vm_id ? -1 : x->vm_id > y->vm_id;
 }
 
+/* snapshots (see their section) */
+static int snap_observe(struct store *s, uint64_t host_id, const struct obs_row *o,
+                        const struct dom_observed *d, int64_t now);
+static int snap_pending_sync(struct store *s, uint64_t vm_id);
+static int snap_delete_all(struct store *s, uint64_t vm_id);
+static int bump_generation(struct store *s, uint64_t host_id);
+
 /* Records one reported domain against its row (inside the transaction). */
-static int observe_one(struct store *s, const struct obs_row *o, const struct dom_observed *d,
-                       int64_t now)
+static int observe_one(struct store *s, uint64_t host_id, const struct obs_row *o,
+                       const struct dom_observed *d, int64_t now)
 {
         static const char upd[] =
                 "UPDATE vms SET obs_state = ?1, obs_reboot_done = ?2, obs_rebuild_done = ?3,"
                 " obs_error = ?4, obs_at = COALESCE(obs_at, CASE WHEN ?1 >= 0 THEN ?5 END),"
-                " obs_resize_done = ?7, obs_rescue = ?8"
+                " obs_resize_done = ?7, obs_rescue = ?8, obs_restore_done = ?9"
                 " WHERE id = ?6"; /* obs_at: first seen present */
         static const char purge[] = "DELETE FROM vms WHERE id = ? AND deleted_at IS NOT NULL";
         sqlite3_stmt *st;
@@ -1270,9 +1298,17 @@ static int observe_one(struct store *s, const struct obs_row *o, const struct do
         uint64_t rb = d ? d->reboot_done : o->reboot_done;
         uint64_t rl = d ? d->rebuild_done : o->rebuild_done;
         uint64_t rs = d ? d->resize_done : o->resize_done;
+        uint64_t rd = d ? d->restore_done : o->restore_done;
         int rescue = d ? d->rescue != 0 : o->rescue;
+        int r;
+        /* Snapshot work only where some is pending (snap_pending is exact):
+         * the common report reads nothing more. */
+        if (o->snap_pending > 0 && !o->deleted && d &&
+            (r = snap_observe(s, host_id, o, d, now)) < 0)
+                return r;
         if (state == o->state && rb == o->reboot_done && rl == o->rebuild_done &&
-            rs == o->resize_done && rescue == o->rescue && strcmp(err, o->error) == 0)
+            rs == o->resize_done && rescue == o->rescue && rd == o->restore_done &&
+            strcmp(err, o->error) == 0)
                 return 0;
         if (!(st = stmt(s, upd)))
                 return -EIO;
@@ -1284,6 +1320,7 @@ static int observe_one(struct store *s, const struct obs_row *o, const struct do
         sqlite3_bind_int64(st, 6, (sqlite3_int64)o->id);
         sqlite3_bind_int64(st, 7, (sqlite3_int64)rs);
         sqlite3_bind_int(st, 8, rescue);
+        sqlite3_bind_int64(st, 9, (sqlite3_int64)rd);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return db_err(s, "cannot record vm state");
         if (!o->observed && state >= 0 && !o->deleted) {
@@ -1315,12 +1352,12 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
                 " OR obs_vcpus != ?4 OR obs_ram_mb != ?5)";
         static const char sel[] =
                 "SELECT id, obs_state, obs_reboot_done, obs_rebuild_done, obs_error, deleted_at,"
-                " account_id, obs_at IS NOT NULL, obs_resize_done, obs_rescue FROM vms"
-                " WHERE host_id = ? ORDER BY id";
+                " account_id, obs_at IS NOT NULL, obs_resize_done, obs_rescue,"
+                " obs_restore_done, snap_pending FROM vms WHERE host_id = ? ORDER BY id";
         static const char sel_one[] =
                 "SELECT id, obs_state, obs_reboot_done, obs_rebuild_done, obs_error, deleted_at,"
-                " account_id, obs_at IS NOT NULL, obs_resize_done, obs_rescue FROM vms"
-                " WHERE host_id = ? AND id = ?";
+                " account_id, obs_at IS NOT NULL, obs_resize_done, obs_rescue,"
+                " obs_restore_done, snap_pending FROM vms WHERE host_id = ? AND id = ?";
         struct dom_observed *doms = NULL;
         struct obs_row *rows = NULL;
         size_t n_rows = 0, j = 0;
@@ -1372,7 +1409,7 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
                                 break;
                         }
                         row_obs(st, &o);
-                        r = observe_one(s, &o, &doms[i], now);
+                        r = observe_one(s, host_id, &o, &doms[i], now);
                 }
                 goto out;
         }
@@ -1393,7 +1430,7 @@ int store_host_observe(struct store *s, uint64_t host_id, const struct msg_sync 
                         j++;
                 if (j < sync->n_domains && doms[j].vm_id == rows[i].id)
                         d = &doms[j];
-                r = observe_one(s, &rows[i], d, now);
+                r = observe_one(s, host_id, &rows[i], d, now);
         }
 out:
         /* last_seen, or a guest's first sighting (in flight) changed it */
@@ -1422,6 +1459,46 @@ static void row_desired(sqlite3_stmt *st, void *item)
         d->resize_seq = (uint64_t)sqlite3_column_int64(st, 10);
         d->rescue = sqlite3_column_int(st, 11) != 0;
         d->cpu_cap = (uint32_t)sqlite3_column_int(st, 12);
+        d->restore_seq = (uint64_t)sqlite3_column_int64(st, 13);
+        d->restore_snap = (uint64_t)sqlite3_column_int64(st, 14);
+}
+
+/* Fills each domain's snapshots (domains sorted by vm id) from one query
+ * for the host, sorted the same way. */
+static int desired_snaps(struct store *s, uint64_t host_id, struct msg_sync_reply *ret)
+{
+        static const char sql[] =
+                "SELECT s.vm_id, s.id, s.online FROM snapshots s JOIN vms v ON v.id = s.vm_id"
+                " WHERE v.host_id = ? AND v.deleted_at IS NULL AND s.state != 'deleting'"
+                " ORDER BY s.vm_id, s.id";
+        sqlite3_stmt *st = stmt(s, sql);
+        size_t j = 0;
+        int rc;
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                uint64_t vm_id = (uint64_t)sqlite3_column_int64(st, 0);
+                while (j < ret->n_domains && ret->domains[j].vm_id < vm_id)
+                        j++;
+                if (j == ret->n_domains)
+                        break;
+                struct dom_desired *d = &ret->domains[j];
+                if (d->vm_id != vm_id)
+                        continue;
+                if (d->n_snaps == TMSG_MAX_SNAPS) {
+                        /* never cut the list: the agent would delete the rest */
+                        log_error("vm %llu: more snapshots than the link carries (%u)",
+                                  (unsigned long long)vm_id, TMSG_MAX_SNAPS);
+                        sqlite3_reset(st);
+                        return -E2BIG;
+                }
+                d->snaps[d->n_snaps].id = (uint64_t)sqlite3_column_int64(st, 1);
+                d->snaps[d->n_snaps].online = sqlite3_column_int(st, 2) != 0;
+                d->n_snaps++;
+        }
+        sqlite3_reset(st);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(s, "cannot read snapshots");
 }
 
 static void row_img_desired(sqlite3_stmt *st, void *item)
@@ -1441,8 +1518,8 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
                 "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
-                " storage, resize_seq, rescue, cpu_cap FROM vms WHERE host_id = ?"
-                " AND deleted_at IS NULL"
+                " storage, resize_seq, rescue, cpu_cap, restore_seq, restore_snap FROM vms"
+                " WHERE host_id = ? AND deleted_at IS NULL"
                 " ORDER BY id";
         int r = 0;
 
@@ -1470,6 +1547,10 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
         sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
         r = collect(s, st, sizeof(*ret->domains), row_desired, (void **)&ret->domains,
                     &ret->n_domains);
+        if (r == 0 && ret->n_domains && (r = desired_snaps(s, host_id, ret)) < 0) {
+                free(ret->domains);
+                memset(ret, 0, sizeof(*ret));
+        }
         if (r == 0) {
                 static const char img_sql[] =
                         "SELECT slug, url, sha256, format FROM images WHERE slug IN"
@@ -1515,7 +1596,10 @@ out:
         " v.ram_mb, v.disk_gb, v.want, v.reboot_seq, v.rebuild_seq, v.created_at,"       \
         " v.obs_state, v.obs_reboot_done, v.obs_rebuild_done, v.obs_error, h.last_seen,"   \
         " v.obs_at IS NOT NULL, v.storage, v.aa_group, v.resize_seq, v.obs_resize_done,"   \
-        " v.rescue, v.obs_rescue, v.cpu_cap"
+        " v.rescue, v.obs_rescue, v.cpu_cap, v.restore_seq, v.restore_snap,"           \
+        " v.obs_restore_done, CASE WHEN v.snap_pending > 0 THEN EXISTS (SELECT 1 FROM"     \
+        " snapshots s WHERE s.vm_id = v.id AND s.state = 'creating' AND s.online = 0)"    \
+        " ELSE 0 END"
 
 static void row_vm(sqlite3_stmt *st, void *item)
 {
@@ -1548,6 +1632,10 @@ static void row_vm(sqlite3_stmt *st, void *item)
         v->rescue = sqlite3_column_int(st, 24) != 0;
         v->obs_rescue = sqlite3_column_int(st, 25) != 0;
         v->cpu_cap = (uint32_t)sqlite3_column_int(st, 26);
+        v->restore_seq = (uint64_t)sqlite3_column_int64(st, 27);
+        v->restore_snap = (uint64_t)sqlite3_column_int64(st, 28);
+        v->obs_restore_done = (uint64_t)sqlite3_column_int64(st, 29);
+        v->snapshotting = sqlite3_column_int(st, 30) != 0;
 }
 
 /* Reads one vm of an account inside the caller's lock. */
@@ -2286,6 +2374,9 @@ int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum v
         _Static_assert(sizeof(sqls) / sizeof(sqls[0]) == VM_ACT__MAX, "sqls cover actions");
         _Static_assert(VM_WANT_RUNNING == 0 && VM_WANT_STOPPED == 1 && VM_WANT_OFF == 2,
                        "want literals");
+        /* A rebuild wipes the disk, and its snapshots with it. */
+        static const char snaps_go[] =
+                "UPDATE snapshots SET state = 'deleting' WHERE vm_id = ? AND state != 'deleting'";
         if ((unsigned)act >= VM_ACT__MAX)
                 return -EINVAL;
         const char *sql = sqls[act];
@@ -2304,6 +2395,15 @@ int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum v
         sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot record action"));
+        if (act == VM_ACT_REBUILD) {
+                if (!(st = stmt(s, snaps_go)))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot delete snapshots"));
+                if (sqlite3_changes(s->db) > 0 && (r = snap_pending_sync(s, vm_id)) < 0)
+                        return end(s, r);
+        }
         r = bump_generation(s, v.host_id);
         if (r == 0)
                 r = idem_claim(s, idem, 202, vm_id, now);
@@ -2329,6 +2429,10 @@ static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id
         sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return db_err(s, "cannot delete vm");
+        /* Its snapshots go with its disk (the agent removes the domain's
+         * storage whole). */
+        if ((r = snap_delete_all(s, vm_id)) < 0)
+                return r;
         /* The reservation goes back now; the agent removes the domain. */
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, !v.observed);
         if (r == 0)
@@ -2344,6 +2448,445 @@ int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64
         if (r < 0)
                 return r;
         return end(s, vm_delete_locked(s, account_id, vm_id, util_now_ms(), ret_host_id));
+}
+
+/* ---- snapshots ---- */
+
+static const char *const snap_state_names[] = {
+        [SNAP_CREATING] = "creating", [SNAP_READY] = "ready", [SNAP_DELETING] = "deleting"
+};
+_Static_assert(sizeof(snap_state_names) / sizeof(snap_state_names[0]) == SNAP__MAX,
+               "snap_state_names");
+
+const char *snap_state_to_string(enum snap_state st)
+{
+        return (unsigned)st < SNAP__MAX ? snap_state_names[st] : "deleting";
+}
+
+#define SNAP_COLS                                                                           \
+        "id, account_id, vm_id, name, online, state, replaces, created_at, ready_at, vcpus," \
+        " ram_mb, disk_gb, image"
+
+static void row_snap(sqlite3_stmt *st, void *item)
+{
+        struct snapshot *p = item;
+        const unsigned char *state = sqlite3_column_text(st, 5);
+        memset(p, 0, sizeof(*p));
+        p->id = (uint64_t)sqlite3_column_int64(st, 0);
+        p->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        p->vm_id = (uint64_t)sqlite3_column_int64(st, 2);
+        col_text(st, 3, p->name, sizeof(p->name));
+        p->online = sqlite3_column_int(st, 4) != 0;
+        p->state = SNAP_DELETING; /* the CHECK constraint allows no other */
+        for (int i = 0; state && i < SNAP__MAX; i++)
+                if (strcmp((const char *)state, snap_state_names[i]) == 0)
+                        p->state = (enum snap_state)i;
+        p->replaces = (uint64_t)sqlite3_column_int64(st, 6);
+        p->created_at = sqlite3_column_int64(st, 7);
+        p->ready_at = sqlite3_column_int64(st, 8);
+        p->vcpus = (uint32_t)sqlite3_column_int64(st, 9);
+        p->ram_mb = (uint32_t)sqlite3_column_int64(st, 10);
+        p->disk_gb = (uint32_t)sqlite3_column_int64(st, 11);
+        col_text(st, 12, p->image, sizeof(p->image));
+}
+
+static int snap_get_locked(struct store *s, uint64_t account_id, uint64_t snap_id,
+                           struct snapshot *ret)
+{
+        static const char sql[] =
+                "SELECT " SNAP_COLS " FROM snapshots WHERE id = ? AND account_id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)snap_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                row_snap(st, ret);
+                return 0;
+        }
+        return rc == SQLITE_DONE ? -ENOENT : db_err(s, "cannot read snapshot");
+}
+
+/* Every change of a vm's snapshot states ends here: vms.snap_pending is
+ * the count of its snapshots in state creating or deleting, exactly. */
+static int snap_pending_sync(struct store *s, uint64_t vm_id)
+{
+        static const char sql[] =
+                "UPDATE vms SET snap_pending = (SELECT COUNT(*) FROM snapshots"
+                " WHERE vm_id = ?1 AND state != 'ready') WHERE id = ?1";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot count snapshots");
+}
+
+static int snap_delete_all(struct store *s, uint64_t vm_id)
+{
+        static const char sql[] = "DELETE FROM snapshots WHERE vm_id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return db_err(s, "cannot delete snapshots");
+        return sqlite3_changes(s->db) > 0 ? snap_pending_sync(s, vm_id) : 0;
+}
+
+struct snap_pend {
+        uint64_t id, replaces;
+        int creating;
+        char name[STORE_NAME_MAX];
+};
+
+static void row_snap_pend(sqlite3_stmt *st, void *item)
+{
+        struct snap_pend *p = item;
+        const unsigned char *state = sqlite3_column_text(st, 1);
+        p->id = (uint64_t)sqlite3_column_int64(st, 0);
+        p->creating = state && strcmp((const char *)state, "creating") == 0;
+        p->replaces = (uint64_t)sqlite3_column_int64(st, 2);
+        col_text(st, 3, p->name, sizeof(p->name));
+}
+
+static int snap_reported(const struct dom_observed *d, uint64_t id)
+{
+        for (size_t i = 0; i < d->n_snaps && i < TMSG_MAX_SNAPS; i++)
+                if (d->snaps[i] == id)
+                        return 1;
+        return 0;
+}
+
+/* A report of a guest with snapshot work pending, inside the observe
+ * transaction: a creating snapshot its host has is ready (and the one it
+ * overwrites goes, renamed meanwhile or not: the limit counts on it); a
+ * deleting one its host
+ * no longer has is gone; the one its host could not make is forgotten (an
+ * event says why). A guest reported absent changes none but that last. */
+static int snap_observe(struct store *s, uint64_t host_id, const struct obs_row *o,
+                        const struct dom_observed *d, int64_t now)
+{
+        static const char sel[] = "SELECT id, state, replaces, name FROM snapshots"
+                                  " WHERE vm_id = ? AND state != 'ready' ORDER BY id";
+        static const char ready[] =
+                "UPDATE snapshots SET state = 'ready', ready_at = ? WHERE id = ?";
+        static const char old_goes[] =
+                "UPDATE snapshots SET state = 'deleting' WHERE id = ? AND state = 'ready'";
+        static const char gone[] = "DELETE FROM snapshots WHERE id = ?";
+        const int present = d->state != POWER_UNKNOWN;
+        struct snap_pend *rows = NULL;
+        size_t n = 0;
+        int changed = 0, desired_changed = 0, r;
+        sqlite3_stmt *st;
+
+        if (!present && !d->snap_failed)
+                return 0;
+        if (!(st = stmt(s, sel)))
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)o->id);
+        if ((r = collect(s, st, sizeof(*rows), row_snap_pend, (void **)&rows, &n)) < 0)
+                return r;
+        for (size_t i = 0; i < n && r == 0; i++) {
+                const struct snap_pend *p = &rows[i];
+                const char *kind = NULL, *data = p->name;
+                if (p->creating && p->id == d->snap_failed) {
+                        /* never made: no record of a snapshot that is not there */
+                        if (!(st = stmt(s, gone))) {
+                                r = -EIO;
+                                break;
+                        }
+                        sqlite3_bind_int64(st, 1, (sqlite3_int64)p->id);
+                        kind = "snapshot.failed";
+                        data = d->error;
+                        desired_changed = 1;
+                        log_warn("vm %llu: snapshot %llu could not be made: %s",
+                                 (unsigned long long)o->id, (unsigned long long)p->id,
+                                 d->error[0] ? d->error : "(no reason given)");
+                } else if (present && p->creating && snap_reported(d, p->id)) {
+                        if (!(st = stmt(s, ready))) {
+                                r = -EIO;
+                                break;
+                        }
+                        sqlite3_bind_int64(st, 1, now);
+                        sqlite3_bind_int64(st, 2, (sqlite3_int64)p->id);
+                        kind = "snapshot.ready";
+                } else if (present && !p->creating && !snap_reported(d, p->id)) {
+                        if (!(st = stmt(s, gone))) {
+                                r = -EIO;
+                                break;
+                        }
+                        sqlite3_bind_int64(st, 1, (sqlite3_int64)p->id);
+                        kind = "snapshot.deleted";
+                } else {
+                        continue; /* not done yet */
+                }
+                if (sqlite3_step(st) != SQLITE_DONE) {
+                        r = db_err(s, "cannot record snapshot state");
+                        break;
+                }
+                changed = 1;
+                r = event(s, now, kind, o->account_id, p->id, data);
+                if (r == 0 && p->replaces && strcmp(kind, "snapshot.ready") == 0) {
+                        /* the new copy exists: the one it overwrites goes */
+                        if (!(st = stmt(s, old_goes))) {
+                                r = -EIO;
+                                break;
+                        }
+                        sqlite3_bind_int64(st, 1, (sqlite3_int64)p->replaces);
+                        if (sqlite3_step(st) != SQLITE_DONE) {
+                                r = db_err(s, "cannot record snapshot state");
+                                break;
+                        }
+                        if (sqlite3_changes(s->db) > 0) {
+                                desired_changed = 1;
+                                r = event(s, now, "snapshot.deleting", o->account_id,
+                                          p->replaces, "");
+                        }
+                }
+        }
+        free(rows);
+        if (r == 0 && changed)
+                r = snap_pending_sync(s, o->id);
+        if (r == 0 && desired_changed)
+                r = bump_generation(s, host_id);
+        return r;
+}
+
+int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, const char *name,
+                      int online, int overwrite, const struct idem *idem, int64_t now,
+                      struct snapshot *ret)
+{
+        static const char live[] =
+                "SELECT id, name, state FROM snapshots WHERE vm_id = ? AND state != 'deleting'";
+        static const char ins[] =
+                "INSERT INTO snapshots (account_id, vm_id, name, online, state, replaces,"
+                " created_at, vcpus, ram_mb, disk_gb, image)"
+                " VALUES (?,?,?,?,'creating',?,?,?,?,?,?)";
+        uint64_t replaces = 0;
+        size_t count = 0;
+        int busy = 0, rc;
+        struct vm v;
+        sqlite3_stmt *st;
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        /* The key first: a retry whose twin got here first is a replay,
+         * not a name taken. The id is known only after the insert. */
+        if ((r = idem_claim(s, idem, 202, 0, now)) < 0)
+                return end(s, r == -EEXIST ? -EALREADY : r);
+        if ((r = get_vm_locked(s, account_id, vm_id, &v)) < 0)
+                return end(s, r);
+        if (v.rebuild_seq > v.obs_rebuild_done || v.restore_seq > v.obs_restore_done)
+                return end(s, -EBUSY);
+        if (!(st = stmt(s, live)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                const unsigned char *nm = sqlite3_column_text(st, 1);
+                const unsigned char *state = sqlite3_column_text(st, 2);
+                count++;
+                if (state && strcmp((const char *)state, "creating") == 0)
+                        busy = 1;
+                if (nm && strcmp((const char *)nm, name) == 0)
+                        replaces = (uint64_t)sqlite3_column_int64(st, 0);
+        }
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot read snapshots"));
+        if (busy)
+                return end(s, -EBUSY);
+        if (replaces && !overwrite)
+                return end(s, -EEXIST);
+        if (count - (replaces ? 1 : 0) >= STORE_SNAPS_PER_VM)
+                return end(s, -EDQUOT);
+        if (!(st = stmt(s, ins)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
+        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, online ? 1 : 0);
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)replaces);
+        sqlite3_bind_int64(st, 6, now);
+        sqlite3_bind_int64(st, 7, v.vcpus);
+        sqlite3_bind_int64(st, 8, v.ram_mb);
+        sqlite3_bind_int64(st, 9, v.disk_gb);
+        sqlite3_bind_text(st, 10, v.image, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot insert snapshot"));
+        uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        r = snap_pending_sync(s, vm_id);
+        if (r == 0)
+                r = bump_generation(s, v.host_id);
+        if (r == 0 && idem)
+                r = idem_set_resource(s, idem, id);
+        if (r == 0)
+                r = event(s, now, "snapshot.created", account_id, id, name);
+        if (r == 0)
+                r = snap_get_locked(s, account_id, id, ret);
+        return end(s, r);
+}
+
+int store_snap_get(struct store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_snap_get(pick_reader(s), account_id, snap_id, ret);
+        rlock(s);
+        int r = snap_get_locked(s, account_id, snap_id, ret);
+        unlock(s);
+        return r;
+}
+
+int store_snap_list(struct store *s, uint64_t account_id, uint64_t vm_id, struct snapshot **ret,
+                    size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_snap_list(pick_reader(s), account_id, vm_id, ret, ret_n);
+        static const char of_vm[] = "SELECT " SNAP_COLS " FROM snapshots WHERE vm_id = ?2"
+                                    " AND account_id = ?1 AND state != 'creating' ORDER BY id";
+        static const char of_account[] = "SELECT " SNAP_COLS " FROM snapshots"
+                                         " WHERE account_id = ?1 AND state != 'creating'"
+                                         " ORDER BY id";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, vm_id ? of_vm : of_account);
+        if (st) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+                if (vm_id)
+                        sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
+        }
+        r = st ? collect(s, st, sizeof(**ret), row_snap, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, const char *name,
+                      struct snapshot *ret)
+{
+        static const char taken[] = "SELECT 1 FROM snapshots WHERE vm_id = ? AND name = ?"
+                                    " AND state != 'deleting' AND id != ?";
+        static const char upd[] = "UPDATE snapshots SET name = ? WHERE id = ?";
+        struct snapshot p;
+        sqlite3_stmt *st;
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        if ((r = snap_get_locked(s, account_id, snap_id, &p)) < 0)
+                return end(s, r);
+        if (p.state == SNAP_DELETING)
+                return end(s, -ENOENT);
+        if (strcmp(p.name, name) == 0) {
+                *ret = p;
+                return end(s, 0);
+        }
+        if (!(st = stmt(s, taken)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)p.vm_id);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)snap_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                return end(s, -EEXIST);
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot read snapshots"));
+        if (!(st = stmt(s, upd)))
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)snap_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot rename snapshot"));
+        /* the name is not in the desired state: no new generation */
+        r = event(s, util_now_ms(), "snapshot.renamed", account_id, snap_id, name);
+        if (r == 0)
+                r = snap_get_locked(s, account_id, snap_id, ret);
+        return end(s, r);
+}
+
+int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
+                      struct snapshot *ret)
+{
+        static const char upd[] = "UPDATE snapshots SET state = 'deleting' WHERE id = ?";
+        struct snapshot p;
+        struct vm v;
+        sqlite3_stmt *st;
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        if ((r = snap_get_locked(s, account_id, snap_id, &p)) < 0)
+                return end(s, r);
+        if (p.state == SNAP_DELETING) {
+                if (ret)
+                        *ret = p;
+                return end(s, 0);
+        }
+        if ((r = get_vm_locked(s, account_id, p.vm_id, &v)) < 0)
+                return end(s, r);
+        if (v.restore_seq > v.obs_restore_done && v.restore_snap == snap_id)
+                return end(s, -EBUSY);
+        if (!(st = stmt(s, upd)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)snap_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot delete snapshot"));
+        r = snap_pending_sync(s, p.vm_id);
+        if (r == 0)
+                r = bump_generation(s, v.host_id);
+        if (r == 0)
+                r = event(s, util_now_ms(), "snapshot.deleting", account_id, snap_id, p.name);
+        if (r == 0 && ret)
+                r = snap_get_locked(s, account_id, snap_id, ret);
+        return end(s, r);
+}
+
+int store_snap_restore(struct store *s, uint64_t account_id, uint64_t snap_id,
+                       const struct idem *idem, struct vm *ret_vm)
+{
+        static const char making[] =
+                "SELECT 1 FROM snapshots WHERE vm_id = ? AND state = 'creating'";
+        static const char upd[] =
+                "UPDATE vms SET restore_seq = restore_seq + 1, restore_snap = ? WHERE id = ?";
+        int64_t now = util_now_ms();
+        struct snapshot p;
+        struct vm v;
+        sqlite3_stmt *st;
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        if ((r = snap_get_locked(s, account_id, snap_id, &p)) < 0)
+                return end(s, r);
+        if ((r = get_vm_locked(s, account_id, p.vm_id, &v)) < 0)
+                return end(s, r);
+        /* The key before the checks: a retry whose twin got here first is
+         * a replay, not a restore already in flight. */
+        if ((r = idem_claim(s, idem, 202, v.id, now)) < 0)
+                return end(s, r == -EEXIST ? -EALREADY : r);
+        if (p.state != SNAP_READY || v.rebuild_seq > v.obs_rebuild_done ||
+            v.restore_seq > v.obs_restore_done)
+                return end(s, -EBUSY);
+        /* one disk operation at a time: not while a snapshot is being made */
+        if (!(st = stmt(s, making)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                return end(s, -EBUSY);
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot read snapshots"));
+        if (!(st = stmt(s, upd)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)snap_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)v.id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot record restore"));
+        r = bump_generation(s, v.host_id);
+        if (r == 0)
+                r = event(s, now, "vps.restore", account_id, v.id, p.name);
+        if (r == 0)
+                r = get_vm_locked(s, account_id, v.id, ret_vm);
+        return end(s, r);
 }
 
 /* ---- node administration and liveness ---- */

@@ -163,4 +163,149 @@ eq "removing it again -> 404" "$CODE" 404
 KEY=$A api POST /v1/vps '{"name":"gone","size":"standard-2vcpu-4gb","image":"alpine-3.20"}'
 err_is "a removed image takes no new VPS -> 422" 422 validation_error image
 eq "the 422 lists the catalog" "$(jget '.error.details.allowed | sort | join(",")')" "debian-12,ubuntu-24.04"
+# --- snapshots, the broker's side. This agent makes none yet: a new one
+# stays creating. Ready ones (for the list, the limit and restores) are
+# written into the database directly, as an agent's report would leave them.
+sql() { sqlite3 -cmd ".timeout 5000" "$T/broker.db" "$@"; }
+KEY=$A api POST /v1/vps '{"name":"snapvm","size":"standard-1vcpu-1gb","image":"debian-12"}'
+SV=$(jget .data.id)
+check "the snapshots' VPS runs" wait_status "$A" "$SV" running
+KEY=$A api GET "/v1/vps/$SV/snapshots"
+eq "GET snapshots -> 200, none at first" "$CODE/$(jget '.data | length')" 200/0
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{}'
+err_is "snapshot without a name" 422 validation_error name
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"bad name"}'
+err_is "snapshot with an invalid name" 422 validation_error name
+KEY=$A api POST "/v1/vps/$SV/snapshots" "{\"name\":\"$(printf 'a%.0s' $(seq 64))\"}"
+err_is "snapshot name of 64 characters" 422 validation_error name
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"ok","online":"yes"}'
+err_is "snapshot online not a boolean" 422 validation_error online
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"ok","overwrite":1}'
+err_is "snapshot overwrite not a boolean" 422 validation_error overwrite
+KEY=$A api POST "/v1/vps/$SV/snapshots" '["ok"]'
+err_is "snapshot body not an object" 422 validation_error body
+KEY=$A api POST /v1/vps/vps_0000000000000/snapshots '{"name":"x"}'
+err_is "snapshot of an unknown VPS" 404 not_found
+KEY=$B api POST "/v1/vps/$SV/snapshots" '{"name":"x"}'
+err_is "snapshot of another account's VPS" 404 not_found
+KEY=$B api GET "/v1/vps/$SV/snapshots"
+err_is "snapshots of another account's VPS" 404 not_found
+KEY=$A api PUT "/v1/vps/$SV/snapshots" '{}'
+err_is "PUT on a VPS's snapshots" 405 method_not_allowed
+eq "that 405 allows GET, POST" "$(hdr Allow)" "GET, POST"
+KEY=$A api POST "/v1/vps/$SV/snapshots/snap_0000000000000" '{}'
+err_is "POST on one snapshot" 405 method_not_allowed
+eq "that 405 allows GET, PATCH, DELETE" "$(hdr Allow)" "GET, PATCH, DELETE"
+KEY=$A api GET "/v1/vps/$SV/snapshots/snap_0000000000000/restore"
+err_is "GET on a restore" 405 method_not_allowed
+KEY=$A api POST "/v1/vps/$SV/snapshots/snap_0000000000000/explode"
+err_is "an unknown snapshot sub-resource" 404 not_found
+
+H=("Idempotency-Key: snap-e2e-1")
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"before-upgrade"}'
+H=()
+eq "POST snapshots -> 202" "$CODE" 202
+S1=$(jget .data.id)
+FIRST=$BODY
+match "snapshot id is snap_ + 13 chars" "$S1" "^snap_[0-9a-z]{13}$"
+eq "a new snapshot is creating" "$(jget .data.status)" creating
+eq "offline unless asked" "$(jget .data.online)" false
+eq "it names its VPS" "$(jget .data.vps_id)" "$SV"
+eq "it keeps the VPS's size and image" "$(jget '[.data.size_gb, .data.memory_mb, .data.vcpus, .data.image] | join(",")')" "25,1024,1,debian-12"
+match "its created_at is UTC ISO 8601" "$(jget .data.created_at)" "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
+eq "ready_at is null until ready" "$(jget .data.ready_at)" null
+eq "Location names the snapshot" "$(hdr Location)" "/v1/vps/$SV/snapshots/$S1"
+H=("Idempotency-Key: snap-e2e-1")
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"before-upgrade"}'
+H=()
+eq "the same Idempotency-Key again: a replay" "$CODE/$(hdr Idempotent-Replayed)" 202/true
+eq "the replay answers the same body" "$BODY" "$FIRST"
+eq "the replay answers the same Location" "$(hdr Location)" "/v1/vps/$SV/snapshots/$S1"
+KEY=$A api GET "/v1/vps/$SV/snapshots/$S1"
+eq "GET a creating snapshot -> 200 creating" "$CODE/$(jget .data.status)/$(jget .data.id)" "200/creating/$S1"
+KEY=$A api GET "/v1/vps/$SV/snapshots"
+eq "the list leaves out a creating snapshot" "$CODE/$(jget '.data | length')" 200/0
+eq "the VPS is snapshotting (offline)" "$(vps_status "$A" "$SV")" snapshotting
+KEY=$A api GET "/v1/vps?status=snapshotting"
+eq "?status=snapshotting finds it" "$CODE/$(jget '[.data[].id] | join(",")')" "200/$SV"
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"second","online":true}'
+err_is "a second snapshot while one is made" 409 conflict
+match "the one-at-a-time 409 says why" "$(jget .error.message)" "cannot take a snapshot now: a snapshot of it is being made"
+KEY=$A api POST "/v1/vps/$SV/snapshots/$S1/restore"
+err_is "restoring a creating snapshot" 409 conflict
+match "that 409 says the snapshot is not ready" "$(jget .error.message)" "is creating: only a ready one"
+KEY=$A api PATCH "/v1/vps/$SV/snapshots/$S1" '{"name":"renamed"}'
+eq "PATCH renames -> 200" "$CODE/$(jget .data.name)/$(jget .data.status)" 200/renamed/creating
+KEY=$A api PATCH "/v1/vps/$SV/snapshots/$S1" '{"name":"-bad"}'
+err_is "rename to an invalid name" 422 validation_error name
+KEY=$A api PATCH "/v1/vps/$SV/snapshots/$S1" '{}'
+err_is "rename without a name" 422 validation_error name
+KEY=$B api GET "/v1/vps/$SV/snapshots/$S1"
+err_is "another account cannot see the snapshot" 404 not_found
+KEY=$B api DELETE "/v1/vps/$SV/snapshots/$S1"
+err_is "another account cannot delete the snapshot" 404 not_found
+KEY=$A api GET "/v1/vps/$ID2/snapshots/$S1"
+err_is "the snapshot under another VPS" 404 not_found
+KEY=$A api GET "/v1/vps/$SV/snapshots/snap_0000000000000"
+err_is "unknown snapshot id" 404 not_found
+KEY=$A api GET "/v1/vps/$SV/snapshots/12"
+err_is "malformed snapshot id" 404 not_found
+RO=$(ctl key create acme --read-only 2>/dev/null | head -1)
+KEY=$RO api GET "/v1/vps/$SV/snapshots/$S1"
+eq "read-only key reads a snapshot" "$CODE" 200
+KEY=$RO api PATCH "/v1/vps/$SV/snapshots/$S1" '{"name":"ro"}'
+err_is "read-only key cannot rename" 403 forbidden
+KEY=$RO api DELETE "/v1/vps/$SV/snapshots/$S1"
+err_is "read-only key cannot delete" 403 forbidden
+KEY=$A api DELETE "/v1/vps/$SV/snapshots/$S1"
+eq "DELETE a creating snapshot -> 202 deleting" "$CODE/$(jget .data.status)" 202/deleting
+eq "the VPS is running again" "$(vps_status "$A" "$SV")" running
+check "a deleted snapshot is gone once its host reports none" wait_for 10 "404" bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer $A' $API/v1/vps/$SV/snapshots/$S1)\" == 404 ]"
+
+sql "INSERT INTO snapshots (account_id, vm_id, name, online, state, created_at, ready_at,
+       vcpus, ram_mb, disk_gb, image)
+     WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 10)
+     SELECT account_id, id, 'r' || n, n % 2, 'ready', 1700000000000, 1700000000000 + n, vcpus,
+       ram_mb, disk_gb, image FROM vms, c WHERE name = 'snapvm' AND deleted_at IS NULL ORDER BY n" ||
+        not_ok "ready snapshots written into the database"
+KEY=$A api GET "/v1/vps/$SV/snapshots"
+eq "ready snapshots are listed, in id order" "$(jget '[.data[].name] | join(",")')" "r1,r2,r3,r4,r5,r6,r7,r8,r9,r10"
+eq "a ready one has its ready_at" "$(jget '.data[0].status + " " + .data[0].ready_at')" "ready 2023-11-14T22:13:20Z"
+eq "and its online flag" "$(jget '[.data[0].online, .data[1].online] | map(tostring) | join(",")')" "true,false"
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"eleventh"}'
+err_is "an eleventh snapshot" 422 validation_error
+match "it says the limit" "$(jget .error.message)" "at most 10 snapshots per VPS"
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"r3"}'
+err_is "a snapshot name taken" 409 conflict name
+KEY=$A api PATCH "/v1/vps/$SV/snapshots/$(KEY=$A api GET "/v1/vps/$SV/snapshots"; jget '.data[0].id')" '{"name":"r2"}'
+err_is "renaming to a name taken" 409 conflict name
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"r3","overwrite":true,"online":true}'
+eq "overwrite at the limit -> 202 creating" "$CODE/$(jget .data.status)/$(jget .data.online)" 202/creating/true
+S2=$(jget .data.id)
+eq "an online snapshot leaves the VPS running" "$(vps_status "$A" "$SV")" running
+KEY=$A api DELETE "/v1/vps/$SV/snapshots/$S2"
+eq "its DELETE -> 202" "$CODE" 202
+check "it is gone" wait_for 10 "404" bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer $A' $API/v1/vps/$SV/snapshots/$S2)\" == 404 ]"
+KEY=$A api GET "/v1/vps/$SV/snapshots"
+R1=$(jget '.data[0].id') R2=$(jget '.data[1].id')
+eq "the overwritten one is still there" "$(jget '.data | length')" 10
+KEY=$A api POST "/v1/vps/$SV/snapshots/$R1/restore"
+eq "restore -> 202 with the VPS restoring" "$CODE/$(jget .data.id)/$(jget .data.status)" "202/$SV/restoring"
+eq "the VPS says restoring" "$(vps_status "$A" "$SV")" restoring
+KEY=$A api POST "/v1/vps/$SV/snapshots/$R2/restore"
+err_is "a second restore while one is in flight" 409 conflict
+KEY=$A api DELETE "/v1/vps/$SV/snapshots/$R1"
+err_is "deleting the snapshot being restored" 409 conflict
+KEY=$A api POST "/v1/vps/$SV/snapshots" '{"name":"during"}'
+err_is "a snapshot while a restore is in flight" 409 conflict
+match "the restore-in-flight 409 says why" "$(jget .error.message)" "a snapshot is being restored to it"
+KEY=$A api DELETE "/v1/vps/$SV/snapshots/$R2"
+eq "another snapshot may go meanwhile" "$CODE/$(jget .data.status)" 202/deleting
+KEY=$A api DELETE "/v1/vps/$SV/snapshots/$R2"
+check "deleting it again: 202 or, once gone, 404" [ "$CODE" == 202 -o "$CODE" == 404 ]
+KEY=$A api DELETE "/v1/vps/$SV"
+eq "deleting the VPS -> 204" "$CODE" 204
+KEY=$A api GET "/v1/vps/$SV/snapshots/$R1"
+err_is "its snapshots went with it" 404 not_found
+eq "no snapshot row is left of it" "$(sql "SELECT COUNT(*) FROM snapshots s JOIN vms v ON v.id = s.vm_id WHERE v.name = 'snapvm'")" 0
 exit 0

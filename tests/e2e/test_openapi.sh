@@ -65,6 +65,30 @@ exercise() {
         curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"action":"reboot"}' "$p/vps/$id/actions"
         curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"action":"explode"}' "$p/vps/$id/actions"
         curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"action":"start"}' "$p/vps/vps_0000000000000/actions"
+        # snapshots: this agent makes none, so a ready one is written into the database
+        sid=$(curl -s "${h[@]}" "${j[@]}" -H "Idempotency-Key: s1-$1" -d '{"name":"s1"}' "$p/vps/$id/snapshots" | jq -r .data.id)
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -H "Idempotency-Key: s1-$1" -d '{"name":"s1"}' "$p/vps/$id/snapshots"
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"name":"s2","online":true,"overwrite":false}' "$p/vps/$id/snapshots"
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"name":"bad name"}' "$p/vps/$id/snapshots"
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"name":"x"}' "$p/vps/vps_0000000000000/snapshots"
+        curl "${a[@]}" "${h[@]}" "$p/vps/$id/snapshots"
+        curl "${a[@]}" -H "Authorization: Bearer $KO" "$p/vps/$id/snapshots"
+        curl "${a[@]}" "${h[@]}" "$p/vps/$id/snapshots/$sid"
+        curl "${a[@]}" "${h[@]}" "$p/vps/$id/snapshots/snap_0000000000000"
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -X PATCH -d '{"name":"s1b"}' "$p/vps/$id/snapshots/$sid"
+        curl "${a[@]}" "${h[@]}" "${j[@]}" -X PATCH -d '{"name":7}' "$p/vps/$id/snapshots/$sid"
+        curl "${a[@]}" "${h[@]}" -X POST "$p/vps/$id/snapshots/$sid/restore"
+        curl "${a[@]}" "${h[@]}" -X DELETE "$p/vps/$id/snapshots/$sid"
+        curl "${a[@]}" "${h[@]}" -X DELETE "$p/vps/$id/snapshots/snap_0000000000000"
+        sqlite3 -cmd ".timeout 5000" "$T/broker.db" "INSERT INTO snapshots (account_id, vm_id, name,
+                state, created_at, ready_at, vcpus, ram_mb, disk_gb, image) SELECT account_id, id,
+                'ready-1', 'ready', 1700000000000, 1700000000001, vcpus, ram_mb, disk_gb, image
+                FROM vms WHERE id = (SELECT MAX(id) FROM vms WHERE name = 'c1')"
+        rid=$(curl -s "${h[@]}" "$p/vps/$id/snapshots" | jq -r '.data[] | select(.status == "ready") | .id')
+        curl "${a[@]}" "${h[@]}" "$p/vps/$id/snapshots"
+        curl "${a[@]}" "${h[@]}" -X POST "$p/vps/$id/snapshots/$rid/restore"
+        curl "${a[@]}" "${h[@]}" -X POST "$p/vps/$id/snapshots/$rid/restore"
+        curl "${a[@]}" "${h[@]}" "$p/vps/$id"
         kid=$(curl -s "${h[@]}" "${j[@]}" -d "$(jq -nc --arg k "$(cat "$T/key.pub")" '{public_key: $k}')" "$p/ssh_keys" | jq -r .data.id)
         curl "${a[@]}" "${h[@]}" "${j[@]}" -d "$(jq -nc --arg k "$(cat "$T/key.pub")" '{public_key: $k}')" "$p/ssh_keys"
         curl "${a[@]}" "${h[@]}" "${j[@]}" -d '{"public_key":"ssh-rsa nope"}' "$p/ssh_keys"
@@ -89,7 +113,7 @@ exercise() {
 }
 exercise "$PP_good" >"$T/codes-good"
 echo "# status codes: $(cat "$T/codes-good")"
-for c in 200 201 202 204 401 404 413 415 422; do
+for c in 200 201 202 204 401 404 409 413 415 422; do
         check "the run covered HTTP $c" grep -qw "$c" "$T/codes-good"
 done
 sleep 1 # prism logs after it answers

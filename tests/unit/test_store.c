@@ -1486,11 +1486,21 @@ static void test_no_read_left_open(void **state)
         assert_int_equal(store_host_list(f->s, &hs, &n), 0);
         free(hs);
         assert_wal_truncates(f, "store_host_list");
+        struct snapshot p, *ps = NULL;
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "s", 0, 0, NULL, NOW, &p), 0);
         memset(&rep, 0, sizeof(rep));
         assert_int_equal(store_host_desired(f->s, hid, &rep), 0);
+        assert_int_equal(rep.domains[0].n_snaps, 1);
         free(rep.domains);
         free(rep.images);
         assert_wal_truncates(f, "store_host_desired");
+        assert_int_equal(store_snap_get(f->s, f->acc, p.id, &p), 0);
+        assert_wal_truncates(f, "store_snap_get");
+        assert_int_equal(store_snap_list(f->s, f->acc, 0, &ps, &n), 0);
+        free(ps);
+        assert_int_equal(store_snap_list(f->s, f->acc, v.id, &ps, &n), 0);
+        free(ps);
+        assert_wal_truncates(f, "store_snap_list");
 }
 
 /* The image catalog: the default entry, add, duplicates, remove (kept for
@@ -1666,6 +1676,725 @@ static void test_vm_resize(void **state)
         assert_int_equal(store_vm_resize(f->s, &rq, &w), -ENOENT);
 }
 
+/* ---- snapshots ---- */
+
+/* vms.snap_pending is exactly the count of the vm's creating and deleting
+ * snapshots, as read from the file. */
+static void assert_pending_exact(struct fx *f, uint64_t vm_id)
+{
+        int64_t pending = int_in_file(f, "SELECT snap_pending FROM vms WHERE id = ?1", vm_id);
+        int64_t counted = int_in_file(f, "SELECT COUNT(*) FROM snapshots WHERE vm_id = ?1"
+                                         " AND state != 'ready'", vm_id);
+        if (pending != counted)
+                fail_msg("vm %llu: snap_pending %lld, rows %lld", (unsigned long long)vm_id,
+                         (long long)pending, (long long)counted);
+}
+
+static int64_t snap_rows(struct fx *f, uint64_t vm_id)
+{
+        return int_in_file(f, "SELECT COUNT(*) FROM snapshots WHERE vm_id = ?1", vm_id);
+}
+
+/* Writes to the file behind the store's back (for the fast-path test). */
+static void exec_in_file(struct fx *f, const char *sql)
+{
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+}
+
+/* A partial report of one running domain with these snapshots. */
+static void report_snaps(struct fx *f, uint64_t host, uint64_t vm_id, const uint64_t *ids,
+                         size_t n, uint64_t failed)
+{
+        struct dom_observed d = { .vm_id = vm_id, .state = POWER_RUNNING, .snap_failed = failed };
+        for (size_t i = 0; i < n; i++)
+                d.snaps[i] = ids[i];
+        d.n_snaps = n;
+        observe(f, host, &d, 1, 1);
+}
+
+static struct snapshot get_snap(struct fx *f, uint64_t id)
+{
+        struct snapshot p;
+        assert_int_equal(store_snap_get(f->s, f->acc, id, &p), 0);
+        return p;
+}
+
+static struct snapshot make_snap(struct fx *f, uint64_t vm_id, const char *name, int online,
+                                 int overwrite)
+{
+        struct snapshot p;
+        assert_int_equal(store_snap_create(f->s, f->acc, vm_id, name, online, overwrite, NULL,
+                                           NOW, &p),
+                         0);
+        return p;
+}
+
+static void free_desired(struct msg_sync_reply *rep)
+{
+        free(rep->domains);
+        free(rep->images);
+}
+
+/* Create, get, list: a new snapshot is creating (and not listed) until its
+ * host reports it; it keeps the guest's size and image of that moment. */
+static void test_snap_create_get_list(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot p, q, *list = NULL;
+        struct vm v, w;
+        size_t n = 9;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 2, 2048, &v), 0);
+        assert_int_equal(create_vm(f, f->other, "bobs", NULL, 1, 512, &w), 0);
+
+        uint64_t gen = generation(f, host);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "before-upgrade", 0, 0, NULL,
+                                           NOW + 5, &p),
+                         0);
+        assert_true(p.id > 0);
+        assert_int_equal(p.account_id, f->acc);
+        assert_int_equal(p.vm_id, v.id);
+        assert_string_equal(p.name, "before-upgrade");
+        assert_int_equal(p.state, SNAP_CREATING);
+        assert_string_equal(snap_state_to_string(p.state), "creating");
+        assert_int_equal(p.online, 0);
+        assert_int_equal(p.replaces, 0);
+        assert_int_equal(p.created_at, NOW + 5);
+        assert_int_equal(p.ready_at, 0);
+        assert_int_equal(p.vcpus, 2);
+        assert_int_equal(p.ram_mb, 2048);
+        assert_int_equal(p.disk_gb, 10);
+        assert_string_equal(p.image, "debian-12");
+        assert_int_equal(generation(f, host), gen + 1);
+        assert_pending_exact(f, v.id);
+        assert_int_equal(int_in_file(f, "SELECT snap_pending FROM vms WHERE id = ?1", v.id), 1);
+
+        q = get_snap(f, p.id);
+        assert_int_equal(q.id, p.id);
+        assert_int_equal(q.state, SNAP_CREATING);
+        assert_int_equal(store_snap_get(f->s, f->other, p.id, &q), -ENOENT);
+        assert_int_equal(store_snap_get(f->s, f->acc, p.id + 1000, &q), -ENOENT);
+
+        /* not listed while creating */
+        assert_int_equal(store_snap_list(f->s, f->acc, v.id, &list, &n), 0);
+        assert_int_equal(n, 0);
+        free(list);
+
+        /* unknown, another account's, or deleted vm: -ENOENT, nothing made */
+        assert_int_equal(store_snap_create(f->s, f->acc, w.id, "x", 0, 0, NULL, NOW, &q), -ENOENT);
+        assert_int_equal(store_snap_create(f->s, f->acc, 999999, "x", 0, 0, NULL, NOW, &q),
+                         -ENOENT);
+        assert_int_equal(snap_rows(f, w.id), 0);
+
+        /* the host reports it: ready, listed */
+        report_snaps(f, host, v.id, &p.id, 1, 0);
+        q = get_snap(f, p.id);
+        assert_int_equal(q.state, SNAP_READY);
+        assert_int_equal(q.ready_at, NOW + 1000);
+        assert_pending_exact(f, v.id);
+        assert_int_equal(int_in_file(f, "SELECT snap_pending FROM vms WHERE id = ?1", v.id), 0);
+        assert_int_equal(store_snap_list(f->s, f->acc, v.id, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].id, p.id);
+        assert_int_equal(list[0].state, SNAP_READY);
+        free(list);
+
+        /* a second one, online; the account-wide list has both vms' */
+        struct snapshot o = make_snap(f, v.id, "live", 1, 0);
+        assert_int_equal(o.online, 1);
+        assert_true(o.id > p.id);
+        const uint64_t both[] = { p.id, o.id };
+        report_snaps(f, host, v.id, both, 2, 0);
+        assert_int_equal(store_snap_create(f->s, f->other, w.id, "bob-1", 0, 0, NULL, NOW, &q), 0);
+        report_snaps(f, host, w.id, &q.id, 1, 0);
+        assert_int_equal(store_snap_list(f->s, f->acc, 0, &list, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(list[0].id, p.id);
+        assert_int_equal(list[1].id, o.id);
+        free(list);
+        assert_int_equal(store_snap_list(f->s, f->other, 0, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].id, q.id);
+        free(list);
+        assert_int_equal(store_snap_list(f->s, f->other, v.id, &list, &n), 0);
+        assert_int_equal(n, 0);
+        free(list);
+        assert_pending_exact(f, v.id);
+        assert_pending_exact(f, w.id);
+}
+
+/* Names: one creating or ready snapshot per name per vm; overwrite makes a
+ * new one that replaces the old only once it exists. The limit counts
+ * creating and ready ones, an overwrite's old copy not twice. */
+static void test_snap_names_overwrite_limit(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot p, q, *list = NULL;
+        struct vm v, w;
+        size_t n = 0;
+        uint64_t ids[STORE_SNAPS_PER_VM];
+        char name[16];
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        assert_int_equal(create_vm(f, f->acc, "db", NULL, 1, 512, &w), 0);
+
+        for (int i = 0; i < STORE_SNAPS_PER_VM; i++) {
+                snprintf(name, sizeof(name), "s%d", i);
+                p = make_snap(f, v.id, name, 0, 0);
+                ids[i] = p.id;
+                /* one at a time */
+                assert_int_equal(store_snap_create(f->s, f->acc, v.id, "other", 0, 0, NULL, NOW,
+                                                   &q),
+                                 -EBUSY);
+                report_snaps(f, host, v.id, ids, (size_t)i + 1, 0);
+                assert_int_equal(get_snap(f, p.id).state, SNAP_READY);
+        }
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "s3", 0, 0, NULL, NOW, &q), -EEXIST);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "s10", 0, 0, NULL, NOW, &q),
+                         -EDQUOT);
+        /* the same name on another vm is another snapshot */
+        assert_int_equal(store_snap_create(f->s, f->acc, w.id, "s3", 0, 0, NULL, NOW, &q), 0);
+        report_snaps(f, host, w.id, &q.id, 1, 0);
+        /* an overwrite of a name nobody has is a plain create */
+        assert_int_equal(store_snap_create(f->s, f->acc, w.id, "new", 0, 1, NULL, NOW, &q), 0);
+        assert_int_equal(q.replaces, 0);
+
+        /* overwrite at the limit: allowed, the old copy stays until the new exists */
+        uint64_t gen = generation(f, host);
+        p = make_snap(f, v.id, "s3", 1, 1);
+        assert_int_equal(p.replaces, ids[3]);
+        assert_int_equal(p.state, SNAP_CREATING);
+        assert_int_equal(generation(f, host), gen + 1);
+        assert_int_equal(get_snap(f, ids[3]).state, SNAP_READY);
+        assert_pending_exact(f, v.id);
+
+        /* the host has the new copy (and the old still): the old goes */
+        uint64_t all[STORE_SNAPS_PER_VM + 1];
+        memcpy(all, ids, sizeof(ids));
+        all[STORE_SNAPS_PER_VM] = p.id;
+        gen = generation(f, host);
+        report_snaps(f, host, v.id, all, STORE_SNAPS_PER_VM + 1, 0);
+        assert_int_equal(get_snap(f, p.id).state, SNAP_READY);
+        assert_int_equal(get_snap(f, ids[3]).state, SNAP_DELETING);
+        assert_int_equal(generation(f, host), gen + 1); /* the host must delete it */
+        assert_pending_exact(f, v.id);
+        /* both still listed (the old one exists until the host drops it) */
+        assert_int_equal(store_snap_list(f->s, f->acc, v.id, &list, &n), 0);
+        assert_int_equal(n, STORE_SNAPS_PER_VM + 1);
+        free(list);
+        /* the host dropped it: gone */
+        all[3] = p.id;
+        report_snaps(f, host, v.id, all, STORE_SNAPS_PER_VM, 0);
+        assert_int_equal(store_snap_get(f->s, f->acc, ids[3], &q), -ENOENT);
+        assert_int_equal(snap_rows(f, v.id), STORE_SNAPS_PER_VM);
+        assert_pending_exact(f, v.id);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "s10", 0, 0, NULL, NOW, &q),
+                         -EDQUOT);
+
+        /* the overwritten copy goes even if renamed meanwhile: the limit
+         * holds once the new copy is ready */
+        p = make_snap(f, v.id, "s5", 0, 1);
+        assert_int_equal(p.replaces, ids[5]);
+        assert_int_equal(store_snap_rename(f->s, f->acc, ids[5], "kept", &q), 0);
+        all[5] = p.id;
+        all[STORE_SNAPS_PER_VM] = ids[5];
+        report_snaps(f, host, v.id, all, STORE_SNAPS_PER_VM + 1, 0);
+        assert_int_equal(get_snap(f, p.id).state, SNAP_READY);
+        assert_int_equal(get_snap(f, ids[5]).state, SNAP_DELETING);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "kept", 0, 0, NULL, NOW, &q),
+                         -EDQUOT);
+        assert_pending_exact(f, v.id);
+}
+
+static void test_snap_rename(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot a, b, q;
+        struct vm v;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        a = make_snap(f, v.id, "a", 0, 0);
+        report_snaps(f, host, v.id, &a.id, 1, 0);
+        b = make_snap(f, v.id, "b", 0, 0); /* still creating: its name counts */
+
+        uint64_t gen = generation(f, host);
+        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "b", &q), -EEXIST);
+        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "a", &q), -EEXIST);
+        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "a", &q), 0);
+        assert_string_equal(q.name, "a");
+        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "first", &q), 0);
+        assert_string_equal(q.name, "first");
+        assert_int_equal(q.id, a.id);
+        assert_int_equal(q.state, SNAP_READY);
+        assert_string_equal(get_snap(f, a.id).name, "first");
+        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "a", &q), 0); /* free now */
+        assert_int_equal(generation(f, host), gen); /* names are not the host's business */
+        assert_int_equal(store_snap_rename(f->s, f->other, a.id, "x", &q), -ENOENT);
+        assert_int_equal(store_snap_rename(f->s, f->acc, b.id + 100, "x", &q), -ENOENT);
+        /* a deleting one cannot be renamed; its name is free again */
+        assert_int_equal(store_snap_delete(f->s, f->acc, a.id, NULL), 0);
+        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "x", &q), -ENOENT);
+        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "first", &q), 0);
+}
+
+/* Delete: the snapshot is deleting (idempotent) and leaves the desired
+ * state; the host's report without it removes the row. */
+static void test_snap_delete(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot a, b, q, *list = NULL;
+        struct msg_sync_reply rep;
+        struct vm v;
+        size_t n = 0;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        a = make_snap(f, v.id, "a", 0, 0);
+        report_snaps(f, host, v.id, &a.id, 1, 0);
+        b = make_snap(f, v.id, "b", 0, 0);
+
+        uint64_t gen = generation(f, host);
+        assert_int_equal(store_snap_delete(f->s, f->other, a.id, &q), -ENOENT);
+        assert_int_equal(store_snap_delete(f->s, f->acc, b.id + 1000, &q), -ENOENT);
+        assert_int_equal(generation(f, host), gen);
+        assert_int_equal(store_snap_delete(f->s, f->acc, a.id, &q), 0);
+        assert_int_equal(q.state, SNAP_DELETING);
+        assert_int_equal(generation(f, host), gen + 1);
+        assert_int_equal(store_snap_delete(f->s, f->acc, a.id, &q), 0); /* again: fine */
+        assert_int_equal(q.state, SNAP_DELETING);
+        assert_int_equal(generation(f, host), gen + 1);
+        assert_pending_exact(f, v.id);
+        /* a creating one may go too */
+        assert_int_equal(store_snap_delete(f->s, f->acc, b.id, NULL), 0);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_DELETING);
+        assert_pending_exact(f, v.id);
+        assert_int_equal(int_in_file(f, "SELECT snap_pending FROM vms WHERE id = ?1", v.id), 2);
+
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.n_domains, 1);
+        assert_int_equal(rep.domains[0].n_snaps, 0);
+        free_desired(&rep);
+        /* still on the host: listed as deleting, rows kept */
+        const uint64_t both[] = { a.id, b.id };
+        report_snaps(f, host, v.id, both, 2, 0);
+        assert_int_equal(store_snap_list(f->s, f->acc, v.id, &list, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(list[0].state, SNAP_DELETING);
+        free(list);
+        assert_int_equal(get_snap(f, a.id).state, SNAP_DELETING);
+        /* gone from the host: both rows go, with an event each */
+        uint64_t before = 0, after = 0;
+        assert_int_equal(store_event_count(f->s, "snapshot.deleted", &before), 0);
+        report_snaps(f, host, v.id, NULL, 0, 0);
+        assert_int_equal(store_snap_get(f->s, f->acc, a.id, &q), -ENOENT);
+        assert_int_equal(store_snap_get(f->s, f->acc, b.id, &q), -ENOENT);
+        assert_int_equal(snap_rows(f, v.id), 0);
+        assert_int_equal(store_event_count(f->s, "snapshot.deleted", &after), 0);
+        assert_int_equal(after, before + 2);
+        assert_pending_exact(f, v.id);
+}
+
+/* Restore: a ready snapshot, one restore at a time, never with a rebuild
+ * or a snapshot in flight; a snapshot being restored cannot be deleted. */
+static void test_snap_restore(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot a, b, q;
+        struct vm v, r;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_SHUTDOWN, NULL, &v), 0);
+        a = make_snap(f, v.id, "a", 0, 0);
+        assert_int_equal(store_snap_restore(f->s, f->acc, a.id, NULL, &r), -EBUSY); /* creating */
+        report_snaps(f, host, v.id, &a.id, 1, 0);
+        b = make_snap(f, v.id, "b", 0, 0);
+        /* not while a snapshot is being made */
+        assert_int_equal(store_snap_restore(f->s, f->acc, a.id, NULL, &r), -EBUSY);
+        const uint64_t both[] = { a.id, b.id };
+        report_snaps(f, host, v.id, both, 2, 0);
+
+        uint64_t gen = generation(f, host);
+        assert_int_equal(store_snap_restore(f->s, f->other, a.id, NULL, &r), -ENOENT);
+        assert_int_equal(store_snap_restore(f->s, f->acc, b.id + 100, NULL, &r), -ENOENT);
+        assert_int_equal(store_snap_restore(f->s, f->acc, a.id, NULL, &r), 0);
+        assert_int_equal(r.id, v.id);
+        assert_int_equal(r.restore_seq, 1);
+        assert_int_equal(r.restore_snap, a.id);
+        assert_int_equal(r.obs_restore_done, 0);
+        assert_int_equal(r.want, VM_WANT_STOPPED); /* the power wish stays */
+        assert_int_equal(generation(f, host), gen + 1);
+        struct msg_sync_reply rep;
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.domains[0].restore_seq, 1);
+        assert_int_equal(rep.domains[0].restore_snap, a.id);
+        free_desired(&rep);
+
+        /* in flight: no second restore, no snapshot, no delete of a */
+        assert_int_equal(store_snap_restore(f->s, f->acc, b.id, NULL, &r), -EBUSY);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "c", 0, 0, NULL, NOW, &q), -EBUSY);
+        assert_int_equal(store_snap_delete(f->s, f->acc, a.id, &q), -EBUSY);
+        assert_int_equal(get_snap(f, a.id).state, SNAP_READY);
+        /* ... but b may go */
+        assert_int_equal(store_snap_delete(f->s, f->acc, b.id, &q), 0);
+
+        /* carried out: obs_restore_done follows the report */
+        struct dom_observed d = { .vm_id = v.id, .state = POWER_STOPPED, .restore_done = 1,
+                                  .n_snaps = 1 };
+        d.snaps[0] = a.id;
+        observe(f, host, &d, 1, 1);
+        r = get_vm(f, f->acc, v.id);
+        assert_int_equal(r.obs_restore_done, 1);
+        assert_int_equal(store_snap_restore(f->s, f->acc, a.id, NULL, &r), 0);
+        assert_int_equal(r.restore_seq, 2);
+        d.restore_done = 2;
+        observe(f, host, &d, 1, 1);
+        assert_int_equal(store_snap_delete(f->s, f->acc, a.id, &q), 0); /* done: may go */
+        assert_int_equal(store_snap_restore(f->s, f->acc, a.id, NULL, &r), -EBUSY); /* deleting */
+
+        /* a rebuild in flight: no snapshot, no restore */
+        struct snapshot c = make_snap(f, v.id, "c", 0, 0);
+        report_snaps(f, host, v.id, &c.id, 1, 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBUILD, NULL, &r), 0);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "d", 0, 0, NULL, NOW, &q), -EBUSY);
+        assert_int_equal(store_snap_restore(f->s, f->acc, c.id, NULL, &r), -EBUSY);
+        assert_pending_exact(f, v.id);
+}
+
+/* Idempotency keys: a retry of a create or a restore is a replay
+ * (-EALREADY), with no second effect; the key names the resource. */
+static void test_snap_idempotency(void **state)
+{
+        struct fx *f = *state;
+        struct idem i = { .account_id = f->acc, .key = "snap-1" };
+        struct idem j = { .account_id = f->acc, .key = "restore-1" };
+        struct idem_rec rec;
+        struct snapshot p, q;
+        struct vm v, r;
+        memset(i.hash, 3, sizeof(i.hash));
+        memset(j.hash, 4, sizeof(j.hash));
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "a", 0, 0, &i, NOW, &p), 0);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "a", 0, 0, &i, NOW, &q), -EALREADY);
+        assert_int_equal(snap_rows(f, v.id), 1);
+        assert_int_equal(store_idem_get(f->s, f->acc, "snap-1", NOW, &rec), 0);
+        assert_int_equal(rec.status, 202);
+        assert_int_equal(rec.resource_id, p.id);
+        free(rec.body);
+        /* a refused create does not keep its key */
+        struct idem k = { .account_id = f->acc, .key = "snap-2" };
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "b", 0, 0, &k, NOW, &q), -EBUSY);
+        assert_int_equal(store_idem_get(f->s, f->acc, "snap-2", NOW, &rec), -ENOENT);
+
+        report_snaps(f, host, v.id, &p.id, 1, 0);
+        assert_int_equal(store_snap_restore(f->s, f->acc, p.id, &j, &r), 0);
+        assert_int_equal(store_snap_restore(f->s, f->acc, p.id, &j, &r), -EALREADY);
+        assert_int_equal(get_vm(f, f->acc, v.id).restore_seq, 1);
+        assert_int_equal(store_idem_get(f->s, f->acc, "restore-1", util_now_ms(), &rec), 0);
+        assert_int_equal(rec.status, 202);
+        assert_int_equal(rec.resource_id, v.id);
+        free(rec.body);
+}
+
+/* The desired state: each domain its creating and ready snapshots (id
+ * order, online flag), from one query for the host. */
+static void test_snap_desired(void **state)
+{
+        struct fx *f = *state;
+        struct msg_sync_reply rep;
+        struct vm a, b, c, x;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 1, 512, &a), 0);
+        assert_int_equal(create_vm(f, f->acc, "b", NULL, 1, 512, &b), 0);
+        assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 512, &c), 0);
+        uint64_t other = hello(f, "node-2", "ams2", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "x", "ams2", 1, 512, &x), 0);
+        assert_int_equal(x.host_id, other);
+
+        struct snapshot c1 = make_snap(f, c.id, "c1", 1, 0);
+        report_snaps(f, host, c.id, &c1.id, 1, 0);
+        struct snapshot a1 = make_snap(f, a.id, "a1", 0, 0);
+        report_snaps(f, host, a.id, &a1.id, 1, 0);
+        struct snapshot x1 = make_snap(f, x.id, "x1", 0, 0);
+        struct snapshot c2 = make_snap(f, c.id, "c2", 0, 0);
+        const uint64_t cs[] = { c1.id, c2.id };
+        report_snaps(f, host, c.id, cs, 2, 0);
+        struct snapshot c3 = make_snap(f, c.id, "c3", 1, 0); /* creating */
+        struct snapshot a2 = make_snap(f, a.id, "a2", 0, 0);
+        assert_int_equal(store_snap_delete(f->s, f->acc, a2.id, NULL), 0); /* deleting */
+
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.n_domains, 3);
+        const struct dom_desired *d = rep.domains;
+        assert_int_equal(d[0].vm_id, a.id);
+        assert_int_equal(d[0].n_snaps, 1);
+        assert_int_equal(d[0].snaps[0].id, a1.id);
+        assert_int_equal(d[0].snaps[0].online, 0);
+        assert_int_equal(d[1].vm_id, b.id);
+        assert_int_equal(d[1].n_snaps, 0);
+        assert_int_equal(d[2].vm_id, c.id);
+        assert_int_equal(d[2].n_snaps, 3);
+        assert_int_equal(d[2].snaps[0].id, c1.id);
+        assert_int_equal(d[2].snaps[0].online, 1);
+        assert_int_equal(d[2].snaps[1].id, c2.id);
+        assert_int_equal(d[2].snaps[1].online, 0);
+        assert_int_equal(d[2].snaps[2].id, c3.id);
+        assert_int_equal(d[2].snaps[2].online, 1);
+        for (size_t i = 0; i < rep.n_domains; i++) {
+                assert_int_equal(d[i].restore_seq, 0);
+                assert_int_equal(d[i].restore_snap, 0);
+        }
+        free_desired(&rep);
+
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, other, &rep), 0);
+        assert_int_equal(rep.n_domains, 1);
+        assert_int_equal(rep.domains[0].n_snaps, 1);
+        assert_int_equal(rep.domains[0].snaps[0].id, x1.id);
+        free_desired(&rep);
+        /* it survives the codec (at most TMSG_MAX_SNAPS per domain) */
+        assert_true(STORE_SNAPS_PER_VM + 1 <= TMSG_MAX_SNAPS);
+}
+
+/* The agent's reports: a failed snapshot leaves no record (an event says
+ * why, and the host no longer wants it); an absent guest changes no
+ * snapshot but the failed one; a report without pending work reads no
+ * snapshot row at all. */
+static void test_snap_observe(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot a, b, q;
+        struct vm v;
+        uint64_t ev0 = 0, ev1 = 0;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        a = make_snap(f, v.id, "a", 0, 0);
+
+        /* failed: gone, an event, a new generation (no longer wanted) */
+        assert_int_equal(store_event_count(f->s, "snapshot.failed", &ev0), 0);
+        uint64_t gen = generation(f, host);
+        struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING, .snap_failed = a.id };
+        snprintf(d.error, sizeof(d.error), "cannot snapshot: no space left on device");
+        observe(f, host, &d, 1, 1);
+        assert_int_equal(store_snap_get(f->s, f->acc, a.id, &q), -ENOENT);
+        assert_int_equal(snap_rows(f, v.id), 0);
+        assert_int_equal(store_event_count(f->s, "snapshot.failed", &ev1), 0);
+        assert_int_equal(ev1, ev0 + 1);
+        assert_int_equal(int_in_file(f, "SELECT resource_id FROM events WHERE kind ="
+                                        " 'snapshot.failed' AND id = (SELECT MAX(id) FROM"
+                                        " events WHERE kind = 'snapshot.failed') AND ?1 > 0",
+                                     1),
+                         (int64_t)a.id);
+        assert_true(generation(f, host) > gen);
+        assert_pending_exact(f, v.id);
+        /* the same report again: nothing more */
+        observe(f, host, &d, 1, 1);
+        assert_int_equal(store_event_count(f->s, "snapshot.failed", &ev1), 0);
+        assert_int_equal(ev1, ev0 + 1);
+
+        /* absent (POWER_UNKNOWN): neither made ready nor dropped */
+        a = make_snap(f, v.id, "a", 0, 0);
+        report_snaps(f, host, v.id, &a.id, 1, 0);
+        b = make_snap(f, v.id, "b", 0, 0);
+        assert_int_equal(store_snap_delete(f->s, f->acc, a.id, NULL), 0);
+        struct dom_observed gone = { .vm_id = v.id, .state = POWER_UNKNOWN, .n_snaps = 1 };
+        gone.snaps[0] = b.id;
+        observe(f, host, &gone, 1, 1);
+        assert_int_equal(get_snap(f, a.id).state, SNAP_DELETING);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_CREATING);
+        observe(f, host, NULL, 0, 0); /* a full report without it */
+        assert_int_equal(get_snap(f, a.id).state, SNAP_DELETING);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_CREATING);
+        /* absent but failed: that one goes, the rest stays */
+        gone.n_snaps = 0;
+        gone.snap_failed = b.id;
+        observe(f, host, &gone, 1, 1);
+        assert_int_equal(store_snap_get(f->s, f->acc, b.id, &q), -ENOENT);
+        assert_int_equal(get_snap(f, a.id).state, SNAP_DELETING);
+        assert_pending_exact(f, v.id);
+        /* a failure report for a ready snapshot changes nothing */
+        report_snaps(f, host, v.id, NULL, 0, 0);
+        b = make_snap(f, v.id, "b", 0, 0);
+        report_snaps(f, host, v.id, &b.id, 1, 0);
+        report_snaps(f, host, v.id, &b.id, 1, b.id);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_READY);
+        assert_pending_exact(f, v.id);
+
+        /* No pending work (snap_pending 0): the report reads no snapshot.
+         * A creating row slipped in behind the store's back, with
+         * snap_pending left at 0, stays creating though reported. */
+        char sql[256];
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO snapshots (id, account_id, vm_id, name, state, created_at, vcpus,"
+                 " ram_mb, disk_gb, image) VALUES (%llu, %llu, %llu, 'sneaky', 'creating', 1, 1,"
+                 " 1, 1, 'x')",
+                 (unsigned long long)(b.id + 50), (unsigned long long)f->acc,
+                 (unsigned long long)v.id);
+        exec_in_file(f, sql);
+        const uint64_t two[] = { b.id, b.id + 50 };
+        report_snaps(f, host, v.id, two, 2, 0);
+        assert_int_equal(get_snap(f, b.id + 50).state, SNAP_CREATING);
+        /* with work pending (any store call recounts), it is read */
+        assert_int_equal(store_snap_delete(f->s, f->acc, b.id, NULL), 0);
+        assert_int_equal(int_in_file(f, "SELECT snap_pending FROM vms WHERE id = ?1", v.id), 2);
+        report_snaps(f, host, v.id, two, 2, 0);
+        assert_int_equal(get_snap(f, b.id + 50).state, SNAP_READY);
+        assert_pending_exact(f, v.id);
+}
+
+/* A rebuild wipes the disk: every snapshot is deleting, in the same
+ * transaction. A deleted vm takes its snapshot rows with it, and its row
+ * can still be purged. A resize keeps them. */
+static void test_snap_rebuild_and_vm_delete(void **state)
+{
+        struct fx *f = *state;
+        struct msg_sync_reply rep;
+        struct snapshot a, b, q;
+        struct vm v, r;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        a = make_snap(f, v.id, "a", 0, 0);
+        report_snaps(f, host, v.id, &a.id, 1, 0);
+        b = make_snap(f, v.id, "b", 1, 0);
+
+        struct vm_resize rq = { .account_id = f->acc, .vm_id = v.id, .size = "bigger",
+                                .vcpus = 2, .ram_mb = 1024, .disk_gb = 20 };
+        assert_int_equal(store_vm_resize(f->s, &rq, &r), 0);
+        assert_int_equal(get_snap(f, a.id).state, SNAP_READY);
+
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBUILD, NULL, &r), 0);
+        assert_int_equal(get_snap(f, a.id).state, SNAP_DELETING);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_DELETING);
+        assert_pending_exact(f, v.id);
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.domains[0].n_snaps, 0);
+        free_desired(&rep);
+
+        /* the rebuild done, the host has none left: rows gone */
+        struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING, .rebuild_done = 1 };
+        observe(f, host, &d, 1, 1);
+        assert_int_equal(snap_rows(f, v.id), 0);
+        assert_pending_exact(f, v.id);
+
+        a = make_snap(f, v.id, "a", 0, 0);
+        d.n_snaps = 1;
+        d.snaps[0] = a.id;
+        observe(f, host, &d, 1, 1);
+        b = make_snap(f, v.id, "b", 0, 0);
+        uint64_t host_id = 0;
+        assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &host_id), 0);
+        assert_int_equal(snap_rows(f, v.id), 0);
+        assert_int_equal(store_snap_get(f->s, f->acc, a.id, &q), -ENOENT);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "c", 0, 0, NULL, NOW, &q), -ENOENT);
+        observe(f, host, NULL, 0, 0); /* gone from the host: purged */
+        assert_int_equal(rows_in_file(f, v.id), 0);
+}
+
+/* A database made before snapshots (schema 10) gains them at open, its
+ * rows intact. */
+static void test_snap_migration(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot p;
+        struct vm v;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "old", NULL, 1, 512, &v), 0);
+        store_free(f->s);
+        f->s = NULL;
+        exec_in_file(f, "DROP INDEX snapshots_vm; DROP INDEX snapshots_account;"
+                        " DROP TABLE snapshots;"
+                        " ALTER TABLE vms DROP COLUMN restore_seq;"
+                        " ALTER TABLE vms DROP COLUMN restore_snap;"
+                        " ALTER TABLE vms DROP COLUMN obs_restore_done;"
+                        " ALTER TABLE vms DROP COLUMN snap_pending;"
+                        " PRAGMA user_version = 10;");
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM sqlite_master WHERE name ="
+                                        " 'snapshots' AND ?1",
+                                     1),
+                         0);
+        assert_int_equal(store_open(f->path, &f->s), 0);
+        assert_int_equal(int_in_file(f, "SELECT ?1 * 0 + user_version FROM pragma_user_version",
+                                     1),
+                         11);
+        struct vm w = get_vm(f, f->acc, v.id);
+        assert_string_equal(w.name, "old");
+        assert_int_equal(w.restore_seq, 0);
+        assert_int_equal(w.obs_restore_done, 0);
+        assert_int_equal(w.snapshotting, 0);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "first", 0, 0, NULL, NOW, &p), 0);
+        report_snaps(f, host, v.id, &p.id, 1, 0);
+        assert_int_equal(get_snap(f, p.id).state, SNAP_READY);
+        assert_pending_exact(f, v.id);
+}
+
+/* restoring and snapshotting (offline only), between the others. */
+static void test_vps_status_snapshots(void **state)
+{
+        struct fx *f = *state;
+        const int64_t t = NOW + 1000;
+        struct snapshot p;
+        struct vm v;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING };
+        observe(f, host, &d, 1, 0);
+
+        p = make_snap(f, v.id, "live", 1, 0); /* online: it keeps running */
+        v = get_vm(f, f->acc, v.id);
+        assert_int_equal(v.snapshotting, 0);
+        assert_string_equal(api_vps_status(&v, t, 30000), "running");
+        d.n_snaps = 1;
+        d.snaps[0] = p.id;
+        observe(f, host, &d, 1, 0);
+
+        struct snapshot o = make_snap(f, v.id, "cold", 0, 0);
+        v = get_vm(f, f->acc, v.id);
+        assert_int_equal(v.snapshotting, 1);
+        assert_string_equal(api_vps_status(&v, t, 30000), "snapshotting");
+        assert_string_equal(api_vps_status(&v, t + 30001, 30000), "unknown");
+        d.n_snaps = 2;
+        d.snaps[1] = o.id;
+        observe(f, host, &d, 1, 0);
+        v = get_vm(f, f->acc, v.id);
+        assert_int_equal(v.snapshotting, 0);
+        assert_string_equal(api_vps_status(&v, t, 30000), "running");
+
+        assert_int_equal(store_snap_restore(f->s, f->acc, p.id, NULL, &v), 0);
+        assert_string_equal(api_vps_status(&v, t, 30000), "restoring");
+        v = get_vm(f, f->acc, v.id);
+        assert_string_equal(api_vps_status(&v, t, 30000), "restoring");
+        d.restore_done = 1;
+        observe(f, host, &d, 1, 0);
+        v = get_vm(f, f->acc, v.id);
+        assert_string_equal(api_vps_status(&v, t, 30000), "running");
+
+        /* the order among the others */
+        struct vm x = v;
+        x.restore_seq = 5;
+        x.obs_restore_done = 4;
+        x.snapshotting = 1;
+        assert_string_equal(api_vps_status(&x, t, 30000), "restoring");
+        x.rebuild_seq = x.obs_rebuild_done + 1;
+        assert_string_equal(api_vps_status(&x, t, 30000), "rebuilding");
+        x.rebuild_seq = x.obs_rebuild_done;
+        x.resize_seq = x.obs_resize_done + 1;
+        assert_string_equal(api_vps_status(&x, t, 30000), "resizing");
+        x.resize_seq = x.obs_resize_done;
+        x.obs_restore_done = 5;
+        assert_string_equal(api_vps_status(&x, t, 30000), "snapshotting");
+        x.obs_state = -1; /* not on its host (yet): neither */
+        x.restore_seq = 6;
+        assert_string_equal(api_vps_status(&x, t, 30000), "provisioning");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1706,6 +2435,17 @@ int main(void)
                 T(test_sshkeys),
                 T(test_every_call_one_store),
                 T(test_group_commit),
+                T(test_snap_create_get_list),
+                T(test_snap_names_overwrite_limit),
+                T(test_snap_rename),
+                T(test_snap_delete),
+                T(test_snap_restore),
+                T(test_snap_idempotency),
+                T(test_snap_desired),
+                T(test_snap_observe),
+                T(test_snap_rebuild_and_vm_delete),
+                T(test_snap_migration),
+                T(test_vps_status_snapshots),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
