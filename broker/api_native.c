@@ -355,11 +355,61 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
                 json_invalid(resp, "size", "Invalid VPS size specified", catalog_size_slugs());
                 goto out;
         }
-        if (image_arg(api, body, sz->disk_gb, &img, resp) < 0)
+        /* Tasman's addition (the Tilaa API's "snapshot"): a VPS whose disk
+         * is a copy of one of the account's snapshots, on the snapshot's
+         * host, of the snapshot's image. */
+        uint64_t from_snap = 0;
+        struct snapshot snap;
+        struct vm src;
+        v = json_object_get(body, "snapshot");
+        if (v && !json_is_null(v)) {
+                char msg[200];
+                const char *sid = json_is_string(v) ? json_string_value(v) : "(not a string)";
+                if (!json_is_string(v) ||
+                    id_decode(store_id_key(api->store), "snap", sid, &from_snap) < 0 ||
+                    store_snap_get(api->store, account, from_snap, &snap) < 0 ||
+                    store_vm_get(api->store, account, snap.vm_id, &src) < 0) {
+                        snprintf(msg, sizeof(msg), "unknown snapshot id: %.64s", sid);
+                        json_invalid(resp, "snapshot", msg, NULL);
+                        goto out;
+                }
+                if (snap.state != SNAP_READY) {
+                        snprintf(msg, sizeof(msg), "snapshot %.64s is %s, not ready", sid,
+                                 snap_state_to_string(snap.state));
+                        json_invalid(resp, "snapshot", msg, NULL);
+                        goto out;
+                }
+                if (sz->disk_gb < snap.disk_gb) {
+                        snprintf(msg, sizeof(msg),
+                                 "size %s has a %u GB disk; the snapshot is of a %u GB disk", size,
+                                 sz->disk_gb, snap.disk_gb);
+                        json_invalid(resp, "size", msg, catalog_size_slugs());
+                        goto out;
+                }
+                v = json_object_get(body, "image");
+                if (v && !json_is_null(v) &&
+                    (!json_is_string(v) || strcmp(json_string_value(v), snap.image) != 0)) {
+                        snprintf(msg, sizeof(msg),
+                                 "the snapshot is of image %s: leave image out, or give that",
+                                 snap.image);
+                        json_invalid(resp, "image", msg, NULL);
+                        goto out;
+                }
+                memset(&img, 0, sizeof(img));
+                snprintf(img.slug, sizeof(img.slug), "%s", snap.image);
+        } else if (image_arg(api, body, sz->disk_gb, &img, resp) < 0) {
                 goto out;
+        }
         image = img.slug;
         if (region_arg(api, body, &region, resp) < 0)
                 goto out;
+        if (from_snap && region && strcmp(region, src.site) != 0) {
+                char msg[200];
+                snprintf(msg, sizeof(msg), "the snapshot is in region %s: leave region out, or "
+                                           "give that", src.site);
+                json_invalid(resp, "region", msg, NULL);
+                goto out;
+        }
         /* Tasman's additions: the disk's storage type (as in the Tilaa
          * API) and an anti-affinity group (no two guests of an account's
          * group share a host). */
@@ -451,7 +501,12 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
         nv.idem = idem;
         nv.ssh_keys = key_ids;
         nv.n_ssh_keys = n_keys;
+        nv.from_snap = from_snap;
         r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
+        if (from_snap && (r == -ENOENT || r == -EINVAL)) {
+                json_invalid(resp, "snapshot", "the snapshot is no longer ready", NULL);
+                goto out;
+        }
         if (r == -ENOSPC) {
                 char msg[400];
                 snprintf(msg, sizeof(msg), "no host has room for a %s (%s)", size, why);

@@ -172,6 +172,9 @@ struct vm_new {
         size_t n_ssh_keys;                /* at most STORE_VM_SSH_KEYS_MAX */
         const char *user_data;            /* cloud-init user-data, or NULL */
         const struct deploy_new *deploy;  /* made by a template deployment, or NULL */
+        uint64_t from_snap;               /* its disk a copy of this ready snapshot of the
+                                           * account (placed on the snapshot's host; image
+                                           * the snapshot's, disk_gb at least its): 0: none */
         uint64_t *ret_deploy_id;          /* with deploy: the deployment's id */
         char *why;                        /* optional: why nothing fits */
         size_t why_len;

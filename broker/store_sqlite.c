@@ -200,6 +200,9 @@ static const char *const migrations[] = {
         "ALTER TABLE vms ADD COLUMN restore_snap INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE vms ADD COLUMN obs_restore_done INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE vms ADD COLUMN snap_pending INTEGER NOT NULL DEFAULT 0;",
+        /* 12: a vm made from another vm's snapshot (its disk a copy of it) */
+        "ALTER TABLE vms ADD COLUMN source_vm INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN source_snap INTEGER NOT NULL DEFAULT 0;",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1461,6 +1464,8 @@ static void row_desired(sqlite3_stmt *st, void *item)
         d->cpu_cap = (uint32_t)sqlite3_column_int(st, 12);
         d->restore_seq = (uint64_t)sqlite3_column_int64(st, 13);
         d->restore_snap = (uint64_t)sqlite3_column_int64(st, 14);
+        d->source_vm = (uint64_t)sqlite3_column_int64(st, 15);
+        d->source_snap = (uint64_t)sqlite3_column_int64(st, 16);
 }
 
 /* Fills each domain's snapshots (domains sorted by vm id) from one query
@@ -1518,8 +1523,8 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
                 "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
-                " storage, resize_seq, rescue, cpu_cap, restore_seq, restore_snap FROM vms"
-                " WHERE host_id = ? AND deleted_at IS NULL"
+                " storage, resize_seq, rescue, cpu_cap, restore_seq, restore_snap, source_vm,"
+                " source_snap FROM vms WHERE host_id = ? AND deleted_at IS NULL"
                 " ORDER BY id";
         int r = 0;
 
@@ -1738,8 +1743,13 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 " AND deleted_at IS NULL";
         static const char ins[] =
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
-                " disk_gb, want, created_at, storage, aa_group, ssh_keys, user_data)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                " disk_gb, want, created_at, storage, aa_group, ssh_keys, user_data, source_vm,"
+                " source_snap) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        /* A snapshot exists on its vm's host only: the new vm goes there. */
+        static const char snap_src[] =
+                "SELECT p.vm_id, v.host_id, p.disk_gb, p.image FROM snapshots p"
+                " JOIN vms v ON v.id = p.vm_id WHERE p.id = ? AND p.account_id = ?"
+                " AND p.state = 'ready' AND v.deleted_at IS NULL";
         static const char dep[] =
                 "INSERT INTO deployments (account_id, template, version, name, vm_id, config,"
                 " created_at) VALUES (?,?,?,?,?,?,?)";
@@ -1780,12 +1790,56 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                                 .disk_gb = req->disk_gb, .storage = req->storage,
                                 .group = req->group };
         const struct sched_host *hosts = s->hc;
-        r = sched_place(hosts, s->n_hc, &sr, &sp, &res);
+        size_t n_hosts = s->n_hc;
+        uint64_t src_vm = 0;
+        if (req->from_snap) {
+                uint64_t src_host = 0;
+                char src_image[TMSG_STR] = "";
+                uint32_t src_disk = 0;
+                if (!(st = stmt(s, snap_src))) {
+                        r = -EIO;
+                        goto out;
+                }
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)req->from_snap);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)req->account_id);
+                if (sqlite3_step(st) == SQLITE_ROW) {
+                        src_vm = (uint64_t)sqlite3_column_int64(st, 0);
+                        src_host = (uint64_t)sqlite3_column_int64(st, 1);
+                        src_disk = (uint32_t)sqlite3_column_int64(st, 2);
+                        col_text(st, 3, src_image, sizeof(src_image));
+                }
+                sqlite3_reset(st);
+                if (!src_vm) {
+                        r = -ENOENT; /* none, another account's, or not ready */
+                        goto out;
+                }
+                if (req->disk_gb < src_disk || strcmp(req->image, src_image) != 0) {
+                        r = -EINVAL; /* the caller checks both first */
+                        goto out;
+                }
+                hosts = NULL;
+                for (size_t i = 0; i < s->n_hc && !hosts; i++)
+                        if (s->hc[i].id == src_host)
+                                hosts = &s->hc[i];
+                if (!hosts) {
+                        r = -EIO;
+                        goto out;
+                }
+                n_hosts = 1;
+                sr.site_id = 0; /* where the snapshot is, whatever the site */
+        }
+        r = sched_place(hosts, n_hosts, &sr, &sp, &res);
         if (r < 0)
                 goto out;
         if (!res.found) {
-                if (req->why)
+                if (req->why) {
                         sched_explain(&res, &sr, req->why, req->why_len);
+                        if (req->from_snap) {
+                                char tmp[256];
+                                snprintf(tmp, sizeof(tmp), "%s", req->why);
+                                snprintf(req->why, req->why_len, "the snapshot's host: %s", tmp);
+                        }
+                }
                 r = -ENOSPC;
                 goto out;
         }
@@ -1821,6 +1875,8 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         sqlite3_bind_text(st, 14, keys, -1, SQLITE_STATIC);
         if (req->user_data)
                 sqlite3_bind_text(st, 15, req->user_data, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 16, (sqlite3_int64)src_vm);
+        sqlite3_bind_int64(st, 17, (sqlite3_int64)req->from_snap);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot insert vm");
                 goto out;
@@ -2360,8 +2416,10 @@ int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum v
         static const char start[] = "UPDATE vms SET want = 0 WHERE id = ?";
         static const char stop[] = "UPDATE vms SET want = 1 WHERE id = ?";
         static const char reboot[] = "UPDATE vms SET reboot_seq = reboot_seq + 1 WHERE id = ?";
+        /* from the image again, not from the snapshot it was made from */
         static const char rebuild[] =
-                "UPDATE vms SET rebuild_seq = rebuild_seq + 1, want = 0 WHERE id = ?";
+                "UPDATE vms SET rebuild_seq = rebuild_seq + 1, want = 0, source_vm = 0,"
+                " source_snap = 0 WHERE id = ?";
         static const char poweroff[] = "UPDATE vms SET want = 2 WHERE id = ?";
         static const char rescue[] = "UPDATE vms SET rescue = 1, want = 0 WHERE id = ?";
         static const char unrescue[] = "UPDATE vms SET rescue = 0, want = 0 WHERE id = ?";
@@ -2807,6 +2865,9 @@ int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
                       struct snapshot *ret)
 {
         static const char upd[] = "UPDATE snapshots SET state = 'deleting' WHERE id = ?";
+        static const char copying[] =
+                "SELECT 1 FROM vms WHERE source_snap = ? AND deleted_at IS NULL"
+                " AND (obs_state IS NULL OR obs_state < 0) LIMIT 1";
         struct snapshot p;
         struct vm v;
         sqlite3_stmt *st;
@@ -2825,6 +2886,16 @@ int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
                 return end(s, r);
         if (v.restore_seq > v.obs_restore_done && v.restore_snap == snap_id)
                 return end(s, -EBUSY);
+        /* nor while a new vm's disk is being copied from it */
+        if (!(st = stmt(s, copying)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)snap_id);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc == SQLITE_ROW)
+                return end(s, -EBUSY);
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot read vms"));
         if (!(st = stmt(s, upd)))
                 return end(s, -EIO);
         sqlite3_bind_int64(st, 1, (sqlite3_int64)snap_id);

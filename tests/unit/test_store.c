@@ -2298,8 +2298,8 @@ static void test_snap_rebuild_and_vm_delete(void **state)
         assert_int_equal(rows_in_file(f, v.id), 0);
 }
 
-/* A database made before snapshots (schema 10) gains them at open, its
- * rows intact. */
+/* A database made before snapshots (schema 10) gains them (11) and
+ * guests made from snapshots (12) at open, its rows intact. */
 static void test_snap_migration(void **state)
 {
         struct fx *f = *state;
@@ -2315,6 +2315,8 @@ static void test_snap_migration(void **state)
                         " ALTER TABLE vms DROP COLUMN restore_snap;"
                         " ALTER TABLE vms DROP COLUMN obs_restore_done;"
                         " ALTER TABLE vms DROP COLUMN snap_pending;"
+                        " ALTER TABLE vms DROP COLUMN source_vm;"
+                        " ALTER TABLE vms DROP COLUMN source_snap;"
                         " PRAGMA user_version = 10;");
         assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM sqlite_master WHERE name ="
                                         " 'snapshots' AND ?1",
@@ -2323,7 +2325,7 @@ static void test_snap_migration(void **state)
         assert_int_equal(store_open(f->path, &f->s), 0);
         assert_int_equal(int_in_file(f, "SELECT ?1 * 0 + user_version FROM pragma_user_version",
                                      1),
-                         11);
+                         12);
         struct vm w = get_vm(f, f->acc, v.id);
         assert_string_equal(w.name, "old");
         assert_int_equal(w.restore_seq, 0);
@@ -2336,6 +2338,72 @@ static void test_snap_migration(void **state)
 }
 
 /* restoring and snapshotting (offline only), between the others. */
+/* A VPS made from a snapshot: placed on the snapshot's host (whatever the
+ * spread would say), its disk to be copied from it (in the desired state
+ * until a rebuild); the snapshot cannot go while the copy is being made. */
+static void test_vm_from_snapshot(void **state)
+{
+        struct fx *f = *state;
+        struct vm src, other, made, tmp;
+        struct msg_sync_reply rep;
+        char why[256] = "";
+        uint64_t h1 = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "src", NULL, 1, 512, &src), 0);
+        assert_int_equal(src.host_id, h1);
+        uint64_t h2 = hello(f, "node-2", "ams1", 8, 65536); /* emptier: spread picks it */
+        struct snapshot p = make_snap(f, src.id, "golden", 0, 0);
+        struct vm_new req = { .account_id = f->acc, .name = "copy", .size = "s-test",
+                              .image = "debian-12", .vcpus = 1, .ram_mb = 512, .disk_gb = 10,
+                              .from_snap = p.id, .why = why, .why_len = sizeof(why) };
+        /* not ready yet: as if there were none */
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &made), -ENOENT);
+        report_snaps(f, h1, src.id, &p.id, 1, 0);
+        /* another account's snapshot: none */
+        req.account_id = f->other;
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &made), -ENOENT);
+        req.account_id = f->acc;
+        /* a smaller disk, or another image: refused */
+        req.disk_gb = 5;
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &made), -EINVAL);
+        req.disk_gb = 10;
+        req.image = "ubuntu-24.04";
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &made), -EINVAL);
+        req.image = "debian-12";
+        assert_int_equal(create_vm(f, f->acc, "plain", NULL, 1, 512, &other), 0);
+        assert_int_equal(other.host_id, h2);
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &made), 0);
+        assert_int_equal(made.host_id, h1);
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, h1, &rep), 0);
+        assert_int_equal(rep.n_domains, 2);
+        assert_int_equal(rep.domains[1].vm_id, made.id);
+        assert_int_equal(rep.domains[1].source_vm, src.id);
+        assert_int_equal(rep.domains[1].source_snap, p.id);
+        assert_int_equal(rep.domains[0].source_snap, 0);
+        free_desired(&rep);
+        /* the snapshot stays while the copy is being made ... */
+        assert_int_equal(store_snap_delete(f->s, f->acc, p.id, NULL), -EBUSY);
+        /* ... and may go once the new guest exists */
+        struct dom_observed d = { .vm_id = made.id, .state = POWER_RUNNING };
+        observe(f, h1, &d, 1, 1);
+        assert_int_equal(store_snap_delete(f->s, f->acc, p.id, NULL), 0);
+        /* a rebuild makes it from the image, not the snapshot */
+        assert_int_equal(store_vm_action(f->s, f->acc, made.id, VM_ACT_REBUILD, NULL, &tmp), 0);
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, h1, &rep), 0);
+        assert_int_equal(rep.domains[1].source_vm, 0);
+        assert_int_equal(rep.domains[1].source_snap, 0);
+        free_desired(&rep);
+        /* no room on the snapshot's host: said so, though another host has room */
+        struct snapshot q = make_snap(f, src.id, "big", 0, 0);
+        report_snaps(f, h1, src.id, &q.id, 1, 0);
+        req.from_snap = q.id;
+        req.name = "huge";
+        req.ram_mb = 20000;
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &made), -ENOSPC);
+        assert_non_null(strstr(why, "the snapshot's host"));
+}
+
 static void test_vps_status_snapshots(void **state)
 {
         struct fx *f = *state;
@@ -2445,6 +2513,7 @@ int main(void)
                 T(test_snap_observe),
                 T(test_snap_rebuild_and_vm_delete),
                 T(test_snap_migration),
+                T(test_vm_from_snapshot),
                 T(test_vps_status_snapshots),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
