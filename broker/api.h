@@ -23,6 +23,7 @@ struct api {
         const char *admin_token;  /* "" = no token required (loopback only) */
         struct sched_params sched; /* overcommit and strategy for placement */
         struct ratelimit *rl;     /* NULL: no rate limits */
+        struct listcache *lc;     /* NULL: lists are always read afresh */
 };
 
 void api_native_handle(void *ud, const struct http_req *req, struct http_resp *resp);

@@ -12,6 +12,7 @@
 #include "catalog.h"
 #include "ids.h"
 #include "json.h"
+#include "listcache.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -590,6 +591,27 @@ static void vps_list(struct api *api, uint64_t account, const struct http_req *r
         }
         q.region = http_req_arg(req, "region");
         q.name = http_req_arg(req, "name");
+        /* The hot path: an answer given before, while still true (see
+         * listcache.h), else read and written afresh. */
+        char key[LISTCACHE_KEY_MAX + 1];
+        const char *lim = http_req_arg(req, "limit"), *cursor = http_req_arg(req, "cursor");
+        int keyed = api->lc &&
+                    (size_t)snprintf(key, sizeof(key), "vps?%s&%s&%s&%s&%s", lim ? lim : "",
+                                     cursor ? cursor : "", status ? status : "",
+                                     q.region ? q.region : "", q.name ? q.name : "") < sizeof(key);
+        uint64_t version = keyed ? store_version(api->store) : 0;
+        if (keyed) {
+                size_t len = 0;
+                char *hit = listcache_get(api->lc, account, key, version, now, &len);
+                if (hit) {
+                        resp->status = 200;
+                        resp->body = hit;
+                        resp->body_len = len;
+                        resp->content_type = "application/json";
+                        return;
+                }
+        }
+        int64_t valid_until = INT64_MAX;
         /* Written directly, not through a jansson tree: a list is the hot
          * path (the same bytes json_dumps would give; test_api compares). */
         char *out = NULL;
@@ -618,6 +640,10 @@ static void vps_list(struct api *api, uint64_t account, const struct http_req *r
                 }
                 for (size_t i = 0; i < n && !more; i++) {
                         q.after_id = vms[i].id;
+                        /* its status turns "unknown" past its host's timeout */
+                        int64_t flip = vms[i].host_last_seen + api->host_timeout_ms + 1;
+                        if (flip > now && flip < valid_until)
+                                valid_until = flip;
                         if (status && strcmp(api_vps_status(&vms[i], now, api->host_timeout_ms),
                                              status) != 0)
                                 continue;
@@ -652,6 +678,8 @@ static void vps_list(struct api *api, uint64_t account, const struct http_req *r
         resp->body = out;
         resp->body_len = out_len;
         resp->content_type = "application/json";
+        if (keyed)
+                listcache_put(api->lc, account, key, version, valid_until, out, out_len);
 }
 
 static void vps_get(struct api *api, uint64_t account, uint64_t id, struct http_resp *resp)

@@ -1,6 +1,7 @@
 #include "auth.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -37,6 +38,60 @@ static int well_formed(const char *k)
         return 1;
 }
 
+/* The keys of a prefix as the store last had them: kept per prefix while
+ * the store's version is unchanged (a new or revoked key is a commit), so
+ * a request costs a hash and no query. One process's commits only, as
+ * store_version() says. */
+#define KEYCACHE_SLOTS 256
+static struct keycache_slot {
+        pthread_mutex_t lock;
+        const struct store *store; /* versions are per store */
+        char prefix[AUTH_PREFIX_LEN + 1];
+        uint64_t version;
+        int used;
+        struct api_key keys[8];
+        size_t n;
+} keycache[KEYCACHE_SLOTS];
+static pthread_once_t keycache_once = PTHREAD_ONCE_INIT;
+
+static void keycache_init(void)
+{
+        for (size_t i = 0; i < KEYCACHE_SLOTS; i++)
+                pthread_mutex_init(&keycache[i].lock, NULL);
+}
+
+static int find_keys(struct store *s, const char *prefix, struct api_key keys[8], size_t *n)
+{
+        uint32_t h = 2166136261u;
+        for (const char *p = prefix; *p; p++)
+                h = (h ^ (uint8_t)*p) * 16777619u;
+        struct keycache_slot *c = &keycache[h % KEYCACHE_SLOTS];
+        uint64_t version = store_version(s);
+
+        pthread_once(&keycache_once, keycache_init);
+        pthread_mutex_lock(&c->lock);
+        if (c->used && c->store == s && c->version == version && strcmp(c->prefix, prefix) == 0) {
+                memcpy(keys, c->keys, c->n * sizeof(keys[0]));
+                *n = c->n;
+                pthread_mutex_unlock(&c->lock);
+                return 0;
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (store_key_find(s, prefix, keys, 8, n) < 0)
+                return -EIO;
+        pthread_mutex_lock(&c->lock);
+        if (!c->used || c->store != s || strcmp(c->prefix, prefix) != 0 || c->version <= version) {
+                c->store = s;
+                memcpy(c->prefix, prefix, AUTH_PREFIX_LEN + 1);
+                memcpy(c->keys, keys, *n * sizeof(keys[0]));
+                c->n = *n;
+                c->version = version;
+                c->used = 1;
+        }
+        pthread_mutex_unlock(&c->lock);
+        return 0;
+}
+
 int auth_check_bearer(struct store *s, const char *header, struct auth_who *ret)
 {
         struct api_key keys[8];
@@ -54,7 +109,7 @@ int auth_check_bearer(struct store *s, const char *header, struct auth_who *ret)
                 return -EACCES;
         memcpy(prefix, header, AUTH_PREFIX_LEN);
         prefix[AUTH_PREFIX_LEN] = '\0';
-        if (store_key_find(s, prefix, keys, 8, &n) < 0)
+        if (find_keys(s, prefix, keys, &n) < 0)
                 return -EIO;
         SHA256((const unsigned char *)header, AUTH_KEY_LEN, hash);
         for (size_t i = 0; i < n; i++)

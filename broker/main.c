@@ -13,6 +13,7 @@
 #include "config.h"
 #include "http.h"
 #include "hub.h"
+#include "listcache.h"
 #include "log.h"
 #include "notify.h"
 #include "store.h"
@@ -32,6 +33,7 @@ static struct {
         int64_t cpu_overcommit_pct, ram_overcommit_pct, disk_overcommit_pct;
         char placement[CFG_STR_MAX];
         int64_t rate_limits, rate_limit_keys;
+        int64_t list_cache;
 } cfg = {
         .listen = "127.0.0.1:8080",
         .admin_listen = "127.0.0.1:8081",
@@ -48,6 +50,7 @@ static struct {
         .disk_overcommit_pct = 100,
         .placement = "spread",
         .rate_limits = 1,
+        .list_cache = 1,
         .rate_limit_keys = 100000,
 };
 
@@ -67,6 +70,9 @@ static const struct cfg_opt opts[] = {
         { "http_threads", CFG_INT, &cfg.http_threads, 2, 256, "HTTP worker threads per listener" },
         { "max_body", CFG_INT, &cfg.max_body, 1024, 16 << 20, "largest request body (bytes)" },
         { "max_agents", CFG_INT, &cfg.max_agents, 1, 1000000, "most agents connected at once" },
+        { "list_cache", CFG_INT, &cfg.list_cache, 0, 1,
+          "1: answer a repeated list request from memory while nothing it shows changed "
+          "(this broker's commits; turn off when brokers share one database)" },
         { "rate_limits", CFG_INT, &cfg.rate_limits, 0, 1,
           "1: limit each API key to its tier's requests per minute; 0: no limits" },
         { "rate_limit_keys", CFG_INT, &cfg.rate_limit_keys, 1, 1 << 24,
@@ -138,6 +144,10 @@ int main(int argc, char **argv)
                 log_error("broker: cannot allocate the rate limiter");
                 goto out;
         }
+        if (cfg.list_cache && listcache_new(&api.lc) < 0) {
+                log_error("broker: cannot allocate the list cache");
+                goto out;
+        }
         api.store = store;
         api.hub = hub;
         api.host_timeout_ms = cfg.host_timeout_ms;
@@ -173,5 +183,6 @@ out:
         hub_free(hub);
         store_free(store);
         ratelimit_free(api.rl);
+        listcache_free(api.lc);
         return ret;
 }

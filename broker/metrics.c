@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "listcache.h"
 
 static const char *const api_names[] = { [METRICS_NATIVE] = "native", [METRICS_ADMIN] = "admin" };
 _Static_assert(sizeof(api_names) / sizeof(api_names[0]) == METRICS_API__MAX, "api_names");
@@ -34,7 +35,7 @@ void metrics_request(enum metrics_api api, int status, int64_t usec)
         atomic_fetch_add(&m.sum_us[api], (uint_fast64_t)(usec > 0 ? usec : 0));
 }
 
-char *metrics_render(struct store *s, int64_t now, int64_t host_timeout_ms)
+char *metrics_render(struct store *s, struct listcache *lc, int64_t now, int64_t host_timeout_ms)
 {
         static const char *const statuses[] = { "provisioning", "running",   "stopped",
                                                 "starting",     "stopping",  "rebooting",
@@ -92,6 +93,15 @@ char *metrics_render(struct store *s, int64_t now, int64_t host_timeout_ms)
                    "# HELP tasman_store_writes_total Changes committed, grouped into those commits.\n"
                    "# TYPE tasman_store_writes_total counter\ntasman_store_writes_total %llu\n",
                 (unsigned long long)commits, (unsigned long long)writes);
+        if (lc) {
+                uint64_t hits = 0, misses = 0;
+                listcache_stats(lc, &hits, &misses);
+                fprintf(f, "# HELP tasman_list_cache_total List requests answered from memory "
+                           "(hit) or read afresh (miss).\n# TYPE tasman_list_cache_total counter\n"
+                           "tasman_list_cache_total{result=\"hit\"} %llu\n"
+                           "tasman_list_cache_total{result=\"miss\"} %llu\n",
+                        (unsigned long long)hits, (unsigned long long)misses);
+        }
         fprintf(f, "# HELP tasman_api_requests_total API requests by API and status class.\n"
                    "# TYPE tasman_api_requests_total counter\n");
         for (int a = 0; a < METRICS_API__MAX; a++)

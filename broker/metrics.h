@@ -16,4 +16,7 @@ enum metrics_api { METRICS_NATIVE, METRICS_ADMIN, METRICS_API__MAX };
 void metrics_request(enum metrics_api api, int status, int64_t usec);
 
 /* The exposition text (malloc'd), or NULL if the store failed. */
-char *metrics_render(struct store *s, int64_t now_ms, int64_t host_timeout_ms);
+struct listcache;
+/* lc: the list cache whose hits and misses to show, or NULL. */
+char *metrics_render(struct store *s, struct listcache *lc, int64_t now_ms,
+                     int64_t host_timeout_ms);

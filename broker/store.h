@@ -194,6 +194,12 @@ enum vm_action {
 int store_open(const char *path, struct store **ret);
 void store_free(struct store *s);
 
+/* Changes whenever this process commits (or rolls back) a write: an answer
+ * rendered from reads that began after reading the version is current
+ * while it stays the same. Writes of other processes sharing the database
+ * are not seen. */
+uint64_t store_version(struct store *s);
+
 /* The installation's id key (made at the first start, never changed). */
 const struct id_key *store_id_key(struct store *s);
 

@@ -22,6 +22,7 @@
 
 struct store {
         sqlite3 *db;
+        _Atomic uint64_t version; /* see store_version() */
         pthread_mutex_t lock;
         struct id_key key;
         struct {
@@ -309,6 +310,7 @@ static void commit_batch(struct store *s)
                 s->hc_loaded = 0; /* the cache saw changes that are gone: read it all again */
         }
         s->in_txn = 0;
+        atomic_fetch_add(&s->version, 1);
         s->committed = s->batch;
         s->n_commits++;
         s->n_writes += s->batch_writers;
@@ -321,6 +323,11 @@ static void rlock(struct store *s)
         pthread_mutex_lock(&s->lock);
         while (s->in_txn)
                 pthread_cond_wait(&s->committed_cond, &s->lock);
+}
+
+uint64_t store_version(struct store *s)
+{
+        return atomic_load(&s->version);
 }
 
 /* ---- the scheduler's host cache ---- */
@@ -699,6 +706,10 @@ int store_open(const char *path, struct store **ret)
 
         if (!s)
                 return -ENOMEM;
+        /* Versions of two stores of one process never meet (caches that
+         * outlive a store cannot mistake another's for it). */
+        static _Atomic uint64_t epochs;
+        atomic_store(&s->version, (atomic_fetch_add(&epochs, 1) + 1) << 40);
         pthread_mutex_init(&s->lock, NULL);
         pthread_cond_init(&s->committed_cond, NULL);
         if (sqlite3_open_v2(path, &s->db,

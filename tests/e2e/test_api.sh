@@ -123,9 +123,21 @@ err_is "second DELETE" 404 not_found
 KEY=$A api POST /v1/vps '{"name":"web2","size":"standard-1vcpu-1gb","image":"debian-12"}'
 ID2=$(jget .data.id)
 check "second VPS runs" wait_status "$A" "$ID2" running
+# Lists are answered from memory while nothing in them changed (listcache):
+# a change shows at once, and so does a host's timeout.
+list_status() { KEY=$A api GET /v1/vps; jget ".data[] | select(.id == \"$1\") | .status"; }
+eq "the list shows it running" "$(list_status "$ID2")" running
+eq "and again (from memory)" "$(list_status "$ID2")" running
+KEY=$A api POST "/v1/vps/$ID2/actions" '{"action":"shutdown"}'
+match "a shutdown shows in the next list at once" "$(list_status "$ID2")" "^(stopping|stopped)$"
+check "stopped" wait_status "$A" "$ID2" stopped
+KEY=$A api POST "/v1/vps/$ID2/actions" '{"action":"start"}'
+check "running again" wait_status "$A" "$ID2" running
+eq "the list shows it running again" "$(list_status "$ID2")" running
 stop_pid "${AGENT_PIDS[hv1]}"
 check "host goes unreachable" wait_for 20 "unreachable" bash -c "[ \"\$(\"$BUILD/tasmanctl\" --broker $ADMIN --json node list | jq -r '.[0].state')\" == unreachable ]"
 eq "its VPS is unknown, not stopped" "$(vps_status "$A" "$ID2")" unknown
+eq "the list says unknown too" "$(list_status "$ID2")" unknown
 KEY=$A api POST /v1/vps '{"name":"web3","size":"standard-1vcpu-1gb","image":"debian-12"}'
 err_is "no live host: clear 422" 422 validation_error size
 start_agent hv1
