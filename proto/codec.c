@@ -39,6 +39,11 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
         Tasman__DomainDesired *des = NULL, **des_p = NULL;
         Tasman__Image *img = NULL, **img_p = NULL;
         Tasman__Snapshot *snap = NULL, **snap_p = NULL;
+        Tasman__Nic *nic = NULL, **nic_p = NULL;
+        char **nic_addrs = NULL;
+        Tasman__Network *net = NULL, **net_p = NULL;
+        char **remotes = NULL;
+        Tasman__Fdb *fdb = NULL, **fdb_p = NULL;
         Tasman__SeedRequest sreq = TASMAN__SEED_REQUEST__INIT;
         Tasman__SeedReply sdrep = TASMAN__SEED_REPLY__INIT;
         uint8_t *buf = NULL;
@@ -118,11 +123,58 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                 const struct msg_sync_reply *s = &m->sync_reply;
                 if (s->n_domains > TMSG_MAX_DOMAINS)
                         return -EINVAL;
-                size_t n_snaps = 0, k = 0;
+                size_t n_snaps = 0, k = 0, n_nics = 0, n_addrs = 0, kn = 0, ka = 0;
                 for (size_t i = 0; i < s->n_domains; i++) {
-                        if (s->domains[i].n_snaps > TMSG_MAX_SNAPS)
+                        if (s->domains[i].n_snaps > TMSG_MAX_SNAPS ||
+                            s->domains[i].n_nics > TMSG_MAX_NICS)
                                 return -EINVAL;
                         n_snaps += s->domains[i].n_snaps;
+                        n_nics += s->domains[i].n_nics;
+                        for (size_t j = 0; j < s->domains[i].n_nics; j++) {
+                                if (s->domains[i].nics[j].n_addrs > TMSG_MAX_NIC_ADDRS)
+                                        return -EINVAL;
+                                n_addrs += s->domains[i].nics[j].n_addrs;
+                        }
+                }
+                if (s->n_networks > TMSG_MAX_NETWORKS || s->n_remotes > TMSG_MAX_REMOTES ||
+                    s->n_fdb > TMSG_MAX_FDB)
+                        return -EINVAL;
+                for (size_t i = 0; i < s->n_networks; i++) {
+                        const struct net_desired *w = &s->networks[i];
+                        if (w->first_remote > s->n_remotes ||
+                            w->n_remotes > s->n_remotes - w->first_remote ||
+                            w->first_fdb > s->n_fdb || w->n_fdb > s->n_fdb - w->first_fdb)
+                                return -EINVAL;
+                }
+                if ((n_nics && (!(nic = calloc(n_nics, sizeof(*nic))) ||
+                                !(nic_p = calloc(n_nics, sizeof(*nic_p))))) ||
+                    (n_addrs && !(nic_addrs = calloc(n_addrs, sizeof(*nic_addrs)))) ||
+                    (s->n_networks && (!(net = calloc(s->n_networks, sizeof(*net))) ||
+                                       !(net_p = calloc(s->n_networks, sizeof(*net_p))))) ||
+                    (s->n_remotes && !(remotes = calloc(s->n_remotes, sizeof(*remotes)))) ||
+                    (s->n_fdb && (!(fdb = calloc(s->n_fdb, sizeof(*fdb))) ||
+                                  !(fdb_p = calloc(s->n_fdb, sizeof(*fdb_p)))))) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                for (size_t i = 0; i < s->n_remotes; i++)
+                        remotes[i] = S(s->remotes[i]);
+                for (size_t i = 0; i < s->n_fdb; i++) {
+                        tasman__fdb__init(&fdb[i]);
+                        fdb[i].mac = S(s->fdb[i].mac);
+                        fdb[i].host = S(s->fdb[i].host);
+                        fdb_p[i] = &fdb[i];
+                }
+                for (size_t i = 0; i < s->n_networks; i++) {
+                        const struct net_desired *w = &s->networks[i];
+                        tasman__network__init(&net[i]);
+                        net[i].vni = w->vni;
+                        net[i].mtu = w->mtu;
+                        net[i].n_remote_hosts = w->n_remotes;
+                        net[i].remote_hosts = w->n_remotes ? &remotes[w->first_remote] : NULL;
+                        net[i].n_fdb = w->n_fdb;
+                        net[i].fdb = w->n_fdb ? &fdb_p[w->first_fdb] : NULL;
+                        net_p[i] = &net[i];
                 }
                 if (s->n_domains) {
                         des = calloc(s->n_domains, sizeof(*des));
@@ -170,6 +222,21 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                         des[i].restore_snapshot = d->restore_snap;
                         des[i].source_vm = d->source_vm;
                         des[i].source_snapshot = d->source_snap;
+                        des[i].n_nics = d->n_nics;
+                        des[i].nics = d->n_nics ? &nic_p[kn] : NULL;
+                        for (size_t j = 0; j < d->n_nics; j++, kn++) {
+                                const struct nic_desired *c = &d->nics[j];
+                                tasman__nic__init(&nic[kn]);
+                                nic[kn].vni = c->vni;
+                                nic[kn].mac = S(c->mac);
+                                nic[kn].gateway4 = S(c->gateway4);
+                                nic[kn].gateway6 = S(c->gateway6);
+                                nic[kn].n_addrs = c->n_addrs;
+                                nic[kn].addrs = c->n_addrs ? &nic_addrs[ka] : NULL;
+                                for (size_t q = 0; q < c->n_addrs; q++)
+                                        nic_addrs[ka++] = S(c->addrs[q]);
+                                nic_p[kn] = &nic[kn];
+                        }
                         des_p[i] = &des[i];
                 }
                 if (s->n_images > TMSG_MAX_IMAGES) {
@@ -198,6 +265,8 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
                 srep.domains = des_p;
                 srep.n_images = s->n_images;
                 srep.images = img_p;
+                srep.n_networks = s->n_networks;
+                srep.networks = net_p;
                 env.body_case = TASMAN__ENVELOPE__BODY_SYNC_REPLY;
                 env.sync_reply = &srep;
                 break;
@@ -249,6 +318,14 @@ int codec_encode(const struct tmsg *m, uint8_t **ret_buf, size_t *ret_len)
 out:
         free(snap);
         free(snap_p);
+        free(nic);
+        free(nic_p);
+        free(nic_addrs);
+        free(net);
+        free(net_p);
+        free(remotes);
+        free(fdb);
+        free(fdb_p);
         free(obs);
         free(obs_p);
         free(des);
@@ -396,6 +473,22 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         d->restore_snap = o->restore_snapshot;
                         d->source_vm = o->source_vm;
                         d->source_snap = o->source_snapshot;
+                        if (o->n_nics > TMSG_MAX_NICS)
+                                goto bad;
+                        d->n_nics = o->n_nics;
+                        for (size_t j = 0; j < o->n_nics; j++) {
+                                const Tasman__Nic *c = o->nics[j];
+                                struct nic_desired *e = &d->nics[j];
+                                if (!c || c->n_addrs > TMSG_MAX_NIC_ADDRS)
+                                        goto bad;
+                                e->vni = c->vni;
+                                COPY(e->mac, c->mac);
+                                COPY(e->gateway4, c->gateway4);
+                                COPY(e->gateway6, c->gateway6);
+                                e->n_addrs = c->n_addrs;
+                                for (size_t q = 0; q < c->n_addrs; q++)
+                                        COPY(e->addrs[q], c->addrs[q]);
+                        }
                 }
                 if (s->n_images > TMSG_MAX_IMAGES)
                         goto bad;
@@ -412,6 +505,43 @@ int codec_decode(const uint8_t *buf, size_t len, struct tmsg *ret)
                         COPY(g->url, o->url);
                         COPY(g->sha256, o->sha256);
                         COPY(g->format, o->format);
+                }
+                if (s->n_networks > TMSG_MAX_NETWORKS)
+                        goto bad;
+                size_t n_rem = 0, n_fdb = 0;
+                for (size_t i = 0; i < s->n_networks; i++) {
+                        if (!s->networks[i])
+                                goto bad;
+                        n_rem += s->networks[i]->n_remote_hosts;
+                        n_fdb += s->networks[i]->n_fdb;
+                }
+                if (n_rem > TMSG_MAX_REMOTES || n_fdb > TMSG_MAX_FDB)
+                        goto bad;
+                struct msg_sync_reply *sr = &m.sync_reply;
+                if ((s->n_networks &&
+                     !(sr->networks = calloc(s->n_networks, sizeof(*sr->networks)))) ||
+                    (n_rem && !(sr->remotes = calloc(n_rem, sizeof(*sr->remotes)))) ||
+                    (n_fdb && !(sr->fdb = calloc(n_fdb, sizeof(*sr->fdb)))))
+                        goto nomem;
+                sr->n_networks = s->n_networks;
+                for (size_t i = 0; i < s->n_networks; i++) {
+                        const Tasman__Network *o = s->networks[i];
+                        struct net_desired *w = &sr->networks[i];
+                        w->vni = o->vni;
+                        w->mtu = o->mtu;
+                        w->first_remote = sr->n_remotes;
+                        w->n_remotes = o->n_remote_hosts;
+                        for (size_t j = 0; j < o->n_remote_hosts; j++)
+                                COPY(sr->remotes[sr->n_remotes++], o->remote_hosts[j]);
+                        w->first_fdb = sr->n_fdb;
+                        w->n_fdb = o->n_fdb;
+                        for (size_t j = 0; j < o->n_fdb; j++) {
+                                if (!o->fdb[j])
+                                        goto bad;
+                                COPY(sr->fdb[sr->n_fdb].mac, o->fdb[j]->mac);
+                                COPY(sr->fdb[sr->n_fdb].host, o->fdb[j]->host);
+                                sr->n_fdb++;
+                        }
                 }
                 break;
         }
@@ -473,6 +603,9 @@ void tmsg_clear(struct tmsg *m)
         else if (m->type == TMSG_SYNC_REPLY) {
                 free(m->sync_reply.domains);
                 free(m->sync_reply.images);
+                free(m->sync_reply.networks);
+                free(m->sync_reply.remotes);
+                free(m->sync_reply.fdb);
         } else if (m->type == TMSG_SEED_REPLY) {
                 for (size_t i = 0; i < m->seed_reply.n_ssh_keys; i++)
                         free(m->seed_reply.ssh_keys[i]);

@@ -80,6 +80,38 @@ struct msg_hello_reply {
         uint32_t hold_ms;
 };
 
+/* Network interfaces per guest, addresses per interface. */
+#define TMSG_MAX_NICS 4u
+#define TMSG_MAX_NIC_ADDRS 4u
+#define TMSG_IP 64  /* an address (with /prefix) as text */
+#define TMSG_MAC 18 /* aa:bb:cc:dd:ee:ff */
+#define TMSG_MAX_NETWORKS 4096u
+#define TMSG_MAX_REMOTES (1u << 16) /* remote hosts, over all networks */
+#define TMSG_MAX_FDB (1u << 18)     /* remote guests' entries, over all networks */
+
+struct nic_desired {
+        uint32_t vni; /* 0: the public bridge */
+        char mac[TMSG_MAC];
+        char addrs[TMSG_MAX_NIC_ADDRS][TMSG_IP];
+        size_t n_addrs;
+        char gateway4[TMSG_IP];
+        char gateway6[TMSG_IP];
+};
+
+/* A private network on the host; its remote hosts and entries are slices
+ * of the sync reply's remotes and fdb arrays. */
+struct net_desired {
+        uint32_t vni;
+        uint32_t mtu;
+        size_t first_remote, n_remotes;
+        size_t first_fdb, n_fdb;
+};
+
+struct fdb_desired {
+        char mac[TMSG_MAC];
+        char host[TMSG_IP];
+};
+
 /* Snapshots per guest the link carries (the broker allows fewer). */
 #define TMSG_MAX_SNAPS 16u
 
@@ -134,6 +166,8 @@ struct dom_desired {
         uint64_t restore_snap;
         uint64_t source_vm;    /* a new disk copies snapshot source_snap of source_vm */
         uint64_t source_snap;  /* 0: the disk is made from the image */
+        struct nic_desired nics[TMSG_MAX_NICS];
+        size_t n_nics;
 };
 
 #define TMSG_URL 2048
@@ -151,6 +185,12 @@ struct msg_sync_reply {
         size_t n_domains;
         struct img_desired *images; /* each image the domains use, once */
         size_t n_images;
+        struct net_desired *networks; /* the private networks with guests here */
+        size_t n_networks;
+        char (*remotes)[TMSG_IP];     /* networks[i]'s remote hosts: a slice */
+        size_t n_remotes;
+        struct fdb_desired *fdb;      /* networks[i]'s entries: a slice */
+        size_t n_fdb;
 };
 
 #define TMSG_USER_DATA_MAX (64u << 10)

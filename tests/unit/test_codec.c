@@ -299,6 +299,71 @@ static void test_sync_reply(void **state)
         }
 }
 
+/* NICs of domains, networks with their remote hosts and entries. */
+static void test_sync_reply_networks(void **state)
+{
+        struct tmsg in, out;
+        (void)state;
+        sync_reply_sample(&in, 3);
+        struct dom_desired *d = &in.sync_reply.domains[1];
+        d->n_nics = 2;
+        d->nics[0] = (struct nic_desired){ .vni = 0, .mac = "52:54:00:00:00:01", .n_addrs = 2,
+                                           .addrs = { "192.0.2.10/24", "2001:db8::10/64" },
+                                           .gateway4 = "192.0.2.1", .gateway6 = "2001:db8::1" };
+        d->nics[1] = (struct nic_desired){ .vni = 4097, .mac = "52:54:00:00:10:01", .n_addrs = 1,
+                                           .addrs = { "10.0.0.5/24" } };
+        struct msg_sync_reply *r = &in.sync_reply;
+        r->n_networks = 2;
+        r->networks = calloc(2, sizeof(*r->networks));
+        r->n_remotes = 3;
+        r->remotes = calloc(3, sizeof(*r->remotes));
+        r->n_fdb = 2;
+        r->fdb = calloc(2, sizeof(*r->fdb));
+        assert_true(r->networks && r->remotes && r->fdb);
+        strcpy(r->remotes[0], "198.51.100.2");
+        strcpy(r->remotes[1], "198.51.100.3");
+        strcpy(r->remotes[2], "2001:db8:ff::4");
+        strcpy(r->fdb[0].mac, "52:54:00:00:20:01");
+        strcpy(r->fdb[0].host, "198.51.100.2");
+        strcpy(r->fdb[1].mac, "52:54:00:00:20:02");
+        strcpy(r->fdb[1].host, "2001:db8:ff::4");
+        r->networks[0] = (struct net_desired){ .vni = 4097, .mtu = 1450, .first_remote = 0,
+                                               .n_remotes = 2, .first_fdb = 0, .n_fdb = 1 };
+        r->networks[1] = (struct net_desired){ .vni = 9, .first_remote = 2, .n_remotes = 1,
+                                               .first_fdb = 1, .n_fdb = 1 };
+        round_trip(&in, &out);
+        const struct msg_sync_reply *o = &out.sync_reply;
+        assert_int_equal(o->domains[0].n_nics, 0);
+        assert_int_equal(o->domains[1].n_nics, 2);
+        const struct nic_desired *n0 = &o->domains[1].nics[0], *n1 = &o->domains[1].nics[1];
+        assert_int_equal(n0->vni, 0);
+        assert_string_equal(n0->mac, "52:54:00:00:00:01");
+        assert_int_equal(n0->n_addrs, 2);
+        assert_string_equal(n0->addrs[1], "2001:db8::10/64");
+        assert_string_equal(n0->gateway4, "192.0.2.1");
+        assert_string_equal(n0->gateway6, "2001:db8::1");
+        assert_int_equal(n1->vni, 4097);
+        assert_string_equal(n1->addrs[0], "10.0.0.5/24");
+        assert_string_equal(n1->gateway4, "");
+        assert_int_equal(o->n_networks, 2);
+        assert_int_equal(o->networks[0].vni, 4097);
+        assert_int_equal(o->networks[0].mtu, 1450);
+        assert_int_equal(o->networks[0].n_remotes, 2);
+        assert_string_equal(o->remotes[o->networks[0].first_remote + 1], "198.51.100.3");
+        assert_int_equal(o->networks[1].n_remotes, 1);
+        assert_string_equal(o->remotes[o->networks[1].first_remote], "2001:db8:ff::4");
+        assert_int_equal(o->networks[1].n_fdb, 1);
+        assert_string_equal(o->fdb[o->networks[1].first_fdb].mac, "52:54:00:00:20:02");
+        assert_string_equal(o->fdb[o->networks[0].first_fdb].host, "198.51.100.2");
+        tmsg_clear(&out);
+        /* a slice past its array: refused */
+        r->networks[1].n_fdb = 2;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        assert_int_equal(codec_encode(&in, &buf, &len), -EINVAL);
+        tmsg_clear(&in);
+}
+
 /* More snapshots per domain than the link carries: refused both ways. */
 static void test_too_many_snaps(void **state)
 {
@@ -809,6 +874,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_hello),
                 cmocka_unit_test(test_too_many_snaps),
+                cmocka_unit_test(test_sync_reply_networks),
                 cmocka_unit_test(test_sync_reply_images),
                 cmocka_unit_test(test_seed),
                 cmocka_unit_test(test_hello_reply),
