@@ -593,26 +593,41 @@ static const char *gateway_of(const struct seed_params *p, int want)
         return NULL;
 }
 
+static void put_mac_match(FILE *f, const char *mac_text, const char *name)
+{
+        unsigned char mac[6];
+        fputs("    match:\n      macaddress: ", f);
+        if (parse_mac(mac_text, mac) == 0)
+                fprintf(f, "\"%02x:%02x:%02x:%02x:%02x:%02x\"\n", mac[0], mac[1], mac[2],
+                        mac[3], mac[4], mac[5]);
+        else {
+                put_yaml_str(f, mac_text);
+                fputc('\n', f);
+        }
+        fprintf(f, "    set-name: \"%s\"\n", name);
+}
+
+static void put_addrs(FILE *f, const struct seed_addr *addrs, size_t n)
+{
+        fputs("    addresses:\n", f);
+        for (size_t i = 0; i < n; i++) {
+                fputs("      - ", f);
+                put_cidr(f, addrs[i].cidr ? addrs[i].cidr : "");
+                fputc('\n', f);
+        }
+}
+
 char *seed_network_config(const struct seed_params *p)
 {
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
-        unsigned char mac[6];
 
         if (!f)
                 return NULL;
         fputs("version: 2\nethernets:\n  eth0:\n", f);
         if (given(p->mac)) {
-                fputs("    match:\n      macaddress: ", f);
-                if (parse_mac(p->mac, mac) == 0)
-                        fprintf(f, "\"%02x:%02x:%02x:%02x:%02x:%02x\"\n", mac[0], mac[1], mac[2],
-                                mac[3], mac[4], mac[5]);
-                else {
-                        put_yaml_str(f, p->mac);
-                        fputc('\n', f);
-                }
-                fputs("    set-name: \"eth0\"\n", f);
+                put_mac_match(f, p->mac, "eth0");
         } else {
                 /* Netplan takes the glob: eth0, ens3, enp1s0... Renderers
                  * without match support configure the key, eth0. */
@@ -623,12 +638,7 @@ char *seed_network_config(const struct seed_params *p)
         } else {
                 const char *gw4 = gateway_of(p, AF_INET), *gw6 = gateway_of(p, AF_INET6);
 
-                fputs("    addresses:\n", f);
-                for (size_t i = 0; i < p->n_addrs; i++) {
-                        fputs("      - ", f);
-                        put_cidr(f, p->addrs[i].cidr ? p->addrs[i].cidr : "");
-                        fputc('\n', f);
-                }
+                put_addrs(f, p->addrs, p->n_addrs);
                 /* gateway4/6, not routes "to: default" (or 0.0.0.0/0,
                  * ::/0): cloud-init before 25.3 renders those for netplan
                  * only. For ifupdown, networkd and sysconfig it fails on
@@ -653,6 +663,18 @@ char *seed_network_config(const struct seed_params *p)
                         put_ip(f, p->nameservers[i] ? p->nameservers[i] : "");
                         fputc('\n', f);
                 }
+        }
+        /* Private networks: each its own NIC, static, no default route. */
+        for (size_t i = 0; p->more_nics && i < p->n_more_nics; i++) {
+                const struct seed_nic *n = &p->more_nics[i];
+                char name[16];
+                snprintf(name, sizeof(name), "eth%zu", i + 1);
+                fprintf(f, "  %s:\n", name);
+                put_mac_match(f, n->mac ? n->mac : "", name);
+                if (n->addrs && n->n_addrs)
+                        put_addrs(f, n->addrs, n->n_addrs);
+                else
+                        fputs("    dhcp4: false\n    dhcp6: false\n", f);
         }
         return doc_finish(f, &buf);
 }
@@ -787,6 +809,49 @@ static int check_addrs(const struct seed_params *p, char *err, size_t err_len)
                         set_err(err, err_len, "nameserver %zu \"%s\" is not an IP address", i + 1,
                                 shown(p->nameservers[i], b));
                         return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+static int check_more_nics(const struct seed_params *p, char *err, size_t err_len)
+{
+        char b[SHOWN_LEN];
+        if (p->n_more_nics > SEED_MORE_NICS_MAX || (p->n_more_nics && !p->more_nics)) {
+                set_err(err, err_len, "%zu more NICs: at most %d", p->n_more_nics,
+                        SEED_MORE_NICS_MAX);
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < p->n_more_nics; i++) {
+                const struct seed_nic *n = &p->more_nics[i];
+                unsigned char mac[6], bin[16];
+                unsigned prefix;
+                int family;
+                if (!given(n->mac) || parse_mac(n->mac, mac) < 0 || (mac[0] & 1)) {
+                        set_err(err, err_len, "NIC %zu: MAC address \"%s\" is not a unicast one "
+                                              "like 52:54:00:12:34:56",
+                                i + 2, shown(n->mac, b));
+                        return -EINVAL;
+                }
+                if (n->n_addrs > SEED_ADDRS_MAX || (n->n_addrs && !n->addrs)) {
+                        set_err(err, err_len, "NIC %zu: %zu addresses: at most %d", i + 2,
+                                n->n_addrs, SEED_ADDRS_MAX);
+                        return -EINVAL;
+                }
+                for (size_t k = 0; k < n->n_addrs; k++) {
+                        if (!n->addrs[k].cidr ||
+                            parse_cidr(n->addrs[k].cidr, &family, bin, &prefix) < 0) {
+                                set_err(err, err_len, "NIC %zu: address \"%s\" is not an "
+                                                      "address/prefix",
+                                        i + 2, shown(n->addrs[k].cidr, b));
+                                return -EINVAL;
+                        }
+                        if (given(n->addrs[k].gateway)) {
+                                set_err(err, err_len, "NIC %zu: a gateway (only the first NIC has "
+                                                      "the default route)",
+                                        i + 2);
+                                return -EINVAL;
+                        }
                 }
         }
         return 0;
@@ -930,7 +995,9 @@ int seed_check(const struct seed_params *p, char *err, size_t err_len)
                         return -EINVAL;
                 }
         }
-        return check_addrs(p, err, err_len);
+        if ((r = check_addrs(p, err, err_len)) < 0)
+                return r;
+        return check_more_nics(p, err, err_len);
 }
 
 /* ---- the volume ---- */

@@ -52,6 +52,15 @@ struct seed_addr {
         const char *gateway; /* default route of that family; NULL: none */
 };
 
+/* A guest's second and later NICs (private networks): matched by MAC and
+ * named eth1, eth2...; static addresses, no default route. */
+#define SEED_MORE_NICS_MAX 7
+struct seed_nic {
+        const char *mac;
+        const struct seed_addr *addrs; /* gateways must be NULL */
+        size_t n_addrs;
+};
+
 struct seed_params {
         uint64_t vm_id;
         const char *instance_id; /* NULL: "tasman-<vm_id>"; a new one (rebuild)
@@ -75,6 +84,8 @@ struct seed_params {
         size_t n_addrs;
         const char *const *nameservers; /* IP addresses */
         size_t n_nameservers;
+        const struct seed_nic *more_nics; /* after the first (mac, addrs above) */
+        size_t n_more_nics;
 };
 
 /* The three documents; NULL only on out of memory. */

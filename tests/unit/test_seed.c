@@ -428,6 +428,37 @@ static void test_golden_basic(void **state)
                           "seed-dhcp.network-config");
 }
 
+/* A public NIC and two private networks' NICs: each matched by MAC and
+ * named in order, static, only the first with the default routes. */
+static void test_golden_private_nics(void **state)
+{
+        static const struct seed_addr a1[] = { { "10.0.0.5/24", NULL } };
+        static const struct seed_addr a2[] = { { "172.16.4.9/29", NULL },
+                                               { "fd00:1::9/64", NULL } };
+        const struct seed_nic more[] = { { "52:54:00:00:10:01", a1, 1 },
+                                         { "52:54:00:00:10:02", a2, 2 } };
+        (void)state;
+        struct seed_params p = full();
+        p.more_nics = more;
+        p.n_more_nics = 2;
+        check_docs_golden(&p, NULL, NULL, "seed-private.network-config");
+        char err[256];
+        /* a gateway on a private NIC, a bad MAC, too many: refused */
+        static const struct seed_addr gw[] = { { "10.0.0.5/24", "10.0.0.1" } };
+        const struct seed_nic bad_gw[] = { { "52:54:00:00:10:01", gw, 1 } };
+        p.more_nics = bad_gw;
+        p.n_more_nics = 1;
+        assert_int_equal(seed_check(&p, err, sizeof(err)), -EINVAL);
+        assert_non_null(strstr(err, "NIC 2: a gateway"));
+        const struct seed_nic bad_mac[] = { { "01:00:5e:00:00:01", a1, 1 } };
+        p.more_nics = bad_mac;
+        assert_int_equal(seed_check(&p, err, sizeof(err)), -EINVAL);
+        assert_non_null(strstr(err, "NIC 2: MAC"));
+        p.more_nics = more;
+        p.n_more_nics = SEED_MORE_NICS_MAX + 1;
+        assert_int_equal(seed_check(&p, err, sizeof(err)), -EINVAL);
+}
+
 /* Password, fqdn, two keys, another admin, the customer's #cloud-config
  * (multipart), static IPv4 and IPv6. */
 static void test_golden_full(void **state)
@@ -1676,6 +1707,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_golden_basic),
                 cmocka_unit_test(test_golden_full),
+                cmocka_unit_test(test_golden_private_nics),
                 cmocka_unit_test(test_golden_script),
                 cmocka_unit_test(test_golden_utf8),
                 cmocka_unit_test(test_base64_lengths),
