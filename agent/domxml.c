@@ -168,6 +168,28 @@ char *domxml_build(const struct domxml_params *p)
                 fprintf(f, "' append='on'/>\n      <target type='serial' port='0'/>\n"
                            "    </console>\n");
         }
+        for (size_t i = 0; p->nics && i < p->n_nics; i++) {
+                const struct domxml_nic *n = &p->nics[i];
+                fprintf(f, "    <interface type='bridge'>\n      <mac address='");
+                put_escaped(f, n->mac);
+                fprintf(f, "'/>\n      <source bridge='");
+                put_escaped(f, n->bridge);
+                fprintf(f, "'/>\n      <model type='virtio'/>\n");
+                if (n->mtu)
+                        fprintf(f, "      <mtu size='%" PRIu32 "'/>\n", n->mtu);
+                if (set(n->filter)) {
+                        fprintf(f, "      <filterref filter='");
+                        put_escaped(f, n->filter);
+                        fprintf(f, "'>\n");
+                        for (size_t k = 0; k < n->n_ips && k < DOMXML_NIC_IPS_MAX; k++) {
+                                fprintf(f, "        <parameter name='IP' value='");
+                                put_escaped(f, n->ips[k]);
+                                fprintf(f, "'/>\n");
+                        }
+                        fprintf(f, "      </filterref>\n");
+                }
+                fprintf(f, "    </interface>\n");
+        }
         /* The QEMU guest agent's channel: guests that run one get their
          * file systems frozen for an online snapshot. */
         if (strcmp(p->domain_type ? p->domain_type : "", "test") != 0)

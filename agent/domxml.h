@@ -12,6 +12,19 @@
 #define DOMXML_NS "https://tasman.dev/xmlns/domain/1"
 #define DOMXML_NS_PREFIX "tasman"
 
+/* A network interface: on a bridge, with its MAC; the filter (libvirt
+ * nwfilter, e.g. clean-traffic) gets the interface's IPv4 addresses as
+ * its IP parameter, so the guest can send from nothing else. */
+#define DOMXML_NIC_IPS_MAX 4
+struct domxml_nic {
+        const char *bridge;
+        const char *mac;
+        uint32_t mtu;       /* 0: the bridge's */
+        const char *filter; /* NULL or "": none */
+        const char *ips[DOMXML_NIC_IPS_MAX]; /* addresses without prefix */
+        size_t n_ips;
+};
+
 struct domxml_params {
         uint64_t vm_id;
         const char *hostname;
@@ -32,6 +45,8 @@ struct domxml_params {
         uint64_t resize_done;
         int rescue;       /* booted into the rescue system */
         uint64_t restore_done; /* the last snapshot restore carried out */
+        const struct domxml_nic *nics; /* in order: the guest's first NIC first */
+        size_t n_nics;
         const char *uuid; /* keep an existing domain's uuid on redefine; NULL: new */
 };
 

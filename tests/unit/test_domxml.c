@@ -151,6 +151,32 @@ static void test_golden_disk_seed(void **state)
         free(xml);
 }
 
+/* A public NIC (filtered to its addresses) and a private network's. */
+static void test_golden_nics(void **state)
+{
+        const struct domxml_nic nics[] = {
+                { .bridge = "tbrpub", .mac = "52:54:00:00:00:2a", .filter = "clean-traffic",
+                  .ips = { "192.0.2.10" }, .n_ips = 1 },
+                { .bridge = "tbr4097", .mac = "52:54:00:00:10:01", .mtu = 1450,
+                  .filter = "clean-traffic", .ips = { "10.0.0.5", "10.0.0.6" }, .n_ips = 2 },
+                { .bridge = "tbr9'", .mac = "52:54:00:00:10:02" },
+        };
+        const struct domxml_params p = {
+                .vm_id = 43,
+                .hostname = "net1",
+                .domain_type = "qemu",
+                .vcpus = 1,
+                .ram_mb = 512,
+                .nics = nics,
+                .n_nics = 3,
+        };
+        (void)state;
+        char *xml = domxml_build(&p);
+        assert_non_null(xml);
+        check_golden("domxml_nics.xml", xml);
+        free(xml);
+}
+
 /* Without initrd/cmdline only the kernel line appears. */
 static void test_golden_kvm_kernel_only(void **state)
 {
@@ -393,6 +419,7 @@ int main(void)
                 cmocka_unit_test(test_golden_test_domain),
                 cmocka_unit_test(test_golden_qemu_kernel),
                 cmocka_unit_test(test_golden_disk_seed),
+                cmocka_unit_test(test_golden_nics),
                 cmocka_unit_test(test_golden_kvm_kernel_only),
                 cmocka_unit_test(test_build_metadata_parses),
                 cmocka_unit_test(test_names),
