@@ -46,6 +46,9 @@ static struct {
         char pool_ssd[CFG_STR_MAX], pool_ssd_dir[CFG_STR_MAX];
         char pool_hdd[CFG_STR_MAX], pool_hdd_dir[CFG_STR_MAX];
         char underlay_ip[CFG_STR_MAX];
+        char public_bridge[CFG_STR_MAX];
+        char public_uplink[CFG_STR_MAX];
+        char nic_filter[CFG_STR_MAX];
         char domain_type[CFG_STR_MAX];
         char boot_id[CFG_STR_MAX];
         char log_level[CFG_STR_MAX];
@@ -64,6 +67,8 @@ static struct {
         .site = "tas-1",
         .state_dir = "/var/lib/tasman-agent",
         .underlay_ip = "127.0.0.1",
+        .public_bridge = "tbrpub",
+        .nic_filter = "clean-traffic",
         .domain_type = "auto",
         .log_level = "info",
         .shutdown_timeout_ms = 60000,
@@ -102,6 +107,12 @@ static const struct cfg_opt opts[] = {
         { "hdd_bps", CFG_INT, &cfg.hdd_bps, 0, INT64_C(1) << 50,
           "bytes per second of an hdd disk (0: no limit)" },
         { "underlay_ip", CFG_STR, cfg.underlay_ip, 0, 0, "this host's underlay address" },
+        { "public_bridge", CFG_STR, cfg.public_bridge, 0, 0,
+          "bridge of the guests' public NICs (made by the agent)" },
+        { "public_uplink", CFG_STR, cfg.public_uplink, 0, 0,
+          "interface joined to the public bridge (default: none)" },
+        { "nic_filter", CFG_STR, cfg.nic_filter, 0, 0,
+          "libvirt nwfilter on every guest NIC, given its IPv4 addresses (\"\": none)" },
         { "domain_type", CFG_STR, cfg.domain_type, 0, 0,
           "libvirt domain type: auto (kvm if /dev/kvm is usable, else qemu), kvm, qemu, test" },
         { "boot_id", CFG_STR, cfg.boot_id, 0, 0,
@@ -509,6 +520,31 @@ static int ensure_seed(struct agent *a, const struct dom_desired *d, const char 
                 .admin_password = m->admin_password[0] ? m->admin_password : NULL,
                 .user_data = m->user_data,
         };
+        /* Its addresses: the first NIC (public, or the first private one)
+         * with the default routes, the others static without. */
+        struct seed_addr addrs[TMSG_MAX_NICS][TMSG_MAX_NIC_ADDRS];
+        struct seed_nic more[TMSG_MAX_NICS];
+        for (size_t i = 0; i < d->n_nics && i < TMSG_MAX_NICS; i++) {
+                const struct nic_desired *n = &d->nics[i];
+                for (size_t k = 0; k < n->n_addrs && k < TMSG_MAX_NIC_ADDRS; k++) {
+                        int v6 = strchr(n->addrs[k], ':') != NULL;
+                        const char *gw = v6 ? n->gateway6 : n->gateway4;
+                        addrs[i][k] = (struct seed_addr){ .cidr = n->addrs[k],
+                                                          .gateway = i == 0 && gw[0] ? gw : NULL };
+                }
+                if (i == 0) {
+                        p.mac = n->mac;
+                        p.addrs = addrs[0];
+                        p.n_addrs = n->n_addrs;
+                } else {
+                        more[i - 1] = (struct seed_nic){ .mac = n->mac, .addrs = addrs[i],
+                                                         .n_addrs = n->n_addrs };
+                }
+        }
+        if (d->n_nics > 1) {
+                p.more_nics = more;
+                p.n_more_nics = d->n_nics - 1;
+        }
         r = seed_check(&p, err, sizeof(err));
         if (r == 0)
                 r = seed_build_iso(&p, path, err, sizeof(err));
@@ -800,6 +836,33 @@ static int define(struct agent *a, const struct dom_desired *d)
                          cfg.state_dir, d->vm_id);
                 p.console_log = log_path;
         }
+        /* Its NICs: vni 0 on the public bridge, the others on their
+         * network's bridge; each filtered to its own IPv4 addresses. */
+        struct domxml_nic nics[TMSG_MAX_NICS];
+        char bridges[TMSG_MAX_NICS][32], ips[TMSG_MAX_NICS][TMSG_MAX_NIC_ADDRS][TMSG_IP];
+        for (size_t i = 0; i < d->n_nics && i < TMSG_MAX_NICS; i++) {
+                const struct nic_desired *n = &d->nics[i];
+                if (n->vni)
+                        snprintf(bridges[i], sizeof(bridges[i]), "tbr%" PRIu32, n->vni);
+                else
+                        snprintf(bridges[i], sizeof(bridges[i]), "%s", cfg.public_bridge);
+                nics[i] = (struct domxml_nic){
+                        .bridge = bridges[i],
+                        .mac = n->mac,
+                        .mtu = n->vni ? 1450 : 0,
+                        /* the test driver has no nwfilter */
+                        .filter = strcmp(a->dom_type, "test") ? cfg.nic_filter : NULL,
+                };
+                for (size_t k = 0; k < n->n_addrs && k < TMSG_MAX_NIC_ADDRS; k++) {
+                        if (strchr(n->addrs[k], ':') || nics[i].n_ips == DOMXML_NIC_IPS_MAX)
+                                continue; /* the filter checks IPv4 sources */
+                        snprintf(ips[i][k], sizeof(ips[i][k]), "%s", n->addrs[k]);
+                        ips[i][k][strcspn(ips[i][k], "/")] = '\0';
+                        nics[i].ips[nics[i].n_ips++] = ips[i][k];
+                }
+        }
+        p.nics = nics;
+        p.n_nics = d->n_nics < TMSG_MAX_NICS ? d->n_nics : TMSG_MAX_NICS;
         r = hv_define(a->hv, &p);
         if (r == 0)
                 crash_point("defined");
