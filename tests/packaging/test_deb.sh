@@ -82,7 +82,7 @@ run_broker() {
                 >>"$T/broker.log" 2>&1 &
         BROKER_PID=$!
         PIDS+=("$BROKER_PID")
-        wait_for 10 "broker in the chroot answers" curl -fs "$ADMIN/v1/accounts" -o /dev/null
+        wait_for 30 "broker in the chroot answers" curl -fs "$ADMIN/v1/accounts" -o /dev/null
 }
 run_agent() {
         chroot "$C" /usr/sbin/tasman-agent --config /etc/tasman/agent.conf --broker="$AGENT_URL" \
