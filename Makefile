@@ -38,7 +38,8 @@ AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c agent/imgca
 AGENT_SRC := agent/main.c
 BROKER_LIB_SRC := broker/http.c broker/store_sqlite.c broker/api_native.c broker/api_admin.c \
 	broker/hub.c broker/json.c broker/catalog.c broker/auth.c broker/scheduler.c broker/metrics.c \
-	broker/sshkey.c broker/ratelimit.c broker/templates.c broker/listcache.c $(BUILD)/gen/openapi.c
+	broker/sshkey.c broker/ratelimit.c broker/templates.c broker/listcache.c broker/ipam.c \
+	$(BUILD)/gen/openapi.c
 BROKER_SRC := broker/main.c
 CTL_SRC := tools/tasmanctl.c
 

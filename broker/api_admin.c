@@ -1,4 +1,4 @@
-/* The admins' API: accounts, keys, nodes. See api.h. */
+/* The admins' API: accounts, keys, nodes, sites, images, address pools. See api.h. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +9,7 @@
 #include "api.h"
 #include "auth.h"
 #include "ids.h"
+#include "ipam.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -491,6 +492,145 @@ static void image_remove(struct api *api, const char *slug, struct http_resp *re
         }
 }
 
+/* ---- public address pools (one per site) ---- */
+
+static json_t *pool_json(const struct ip_pool *p)
+{
+        char created[21];
+        util_iso8601_utc(p->created_at, created);
+        return json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:I, s:s}", "site", p->site, "ipv4",
+                         p->ipv4, "gateway4", p->gateway4, "ipv6", p->ipv6[0] ? p->ipv6 : NULL,
+                         "gateway6", p->gateway6[0] ? p->gateway6 : NULL, "used",
+                         (json_int_t)p->used, "created_at", created);
+}
+
+static void pool_list(struct api *api, struct http_resp *resp)
+{
+        struct ip_pool *ps = NULL;
+        size_t n = 0;
+        if (store_pool_list(api->store, &ps, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, pool_json(&ps[i]));
+        free(ps);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+/* A pool's prefix (IPv4 /8../30 or IPv6 /32../126, host bits zero) and
+ * its gateway (inside it, neither its first nor its last address) from
+ * body: 0, or -EINVAL after answering 422 on the field at fault. */
+static int pool_family(json_t *body, const char *field, const char *gw_field, int v6,
+                       char *prefix_out, char *gw_out, size_t len, struct http_resp *resp)
+{
+        const unsigned min = v6 ? 32 : 8, max = v6 ? 126 : 30;
+        json_t *v = json_object_get(body, field), *g = json_object_get(body, gw_field);
+        struct ipam_prefix p;
+        struct ipam_addr a, last;
+        char why[160] = "must be a string", msg[256];
+        int ok = json_is_string(v) &&
+                 ipam_prefix_parse(json_string_value(v), &p, why, sizeof(why)) == 0;
+        if (ok && ((p.addr.len == 16) != v6 || p.bits < min || p.bits > max)) {
+                snprintf(why, sizeof(why), "must be an %s prefix from /%u to /%u",
+                         v6 ? "IPv6" : "IPv4", min, max);
+                ok = 0;
+        }
+        if (!ok) {
+                snprintf(msg, sizeof(msg), "%s %s (as %s)", field, why,
+                         v6 ? "2001:db8::/64" : "203.0.113.0/24");
+                json_invalid(resp, field, msg, NULL);
+                return -EINVAL;
+        }
+        ipam_prefix_last(&p, &last);
+        if (!json_is_string(g) || ipam_addr_parse(json_string_value(g), &a) < 0 ||
+            !ipam_prefix_contains(&p, &a) || ipam_addr_cmp(&a, &p.addr) == 0 ||
+            ipam_addr_cmp(&a, &last) == 0) {
+                snprintf(msg, sizeof(msg), "%s must be an address inside %s, neither its first "
+                                           "nor its last",
+                         gw_field, json_is_string(v) ? json_string_value(v) : field);
+                json_invalid(resp, gw_field, msg, NULL);
+                return -EINVAL;
+        }
+        /* kept in the canonical text form */
+        ipam_prefix_format(&p, prefix_out, len);
+        ipam_addr_format(&a, gw_out, len);
+        return 0;
+}
+
+static void pool_add(struct api *api, const struct http_req *req, struct http_resp *resp)
+{
+        struct ip_pool p = { 0 }, got;
+        json_t *body, *v;
+        char msg[256];
+
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        v = json_object_get(body, "site");
+        if (!json_is_string(v) || !valid_slug(json_string_value(v))) {
+                json_invalid(resp, "site", "site must be a site's slug: 1 to 63 of a-z, 0-9 and '-'",
+                             NULL);
+                goto out;
+        }
+        snprintf(p.site, sizeof(p.site), "%s", json_string_value(v));
+        if (pool_family(body, "ipv4", "gateway4", 0, p.ipv4, p.gateway4, sizeof(p.ipv4), resp) < 0)
+                goto out;
+        v = json_object_get(body, "ipv6");
+        json_t *g6 = json_object_get(body, "gateway6");
+        if ((v && !json_is_null(v)) || (g6 && !json_is_null(g6))) {
+                if (pool_family(body, "ipv6", "gateway6", 1, p.ipv6, p.gateway6, sizeof(p.ipv6),
+                                resp) < 0)
+                        goto out;
+        }
+        int r = store_pool_add(api->store, &p, &got);
+        if (r == -ENOENT) {
+                snprintf(msg, sizeof(msg), "no site %s (sites are made when an agent names one, "
+                                           "or with POST /v1/sites)",
+                         p.site);
+                json_invalid(resp, "site", msg, NULL);
+        } else if (r == -EEXIST) {
+                snprintf(msg, sizeof(msg), "site %s has a pool (%s): remove it first to replace "
+                                           "it",
+                         p.site, got.ipv4);
+                json_error(resp, 409, "conflict", msg, json_pack("{s:s}", "field", "site"));
+        } else if (r == -EADDRINUSE) {
+                int v4 = 1;
+                struct ipam_prefix a, b;
+                if (p.ipv6[0] && got.ipv6[0] && ipam_prefix_parse(p.ipv6, &a, NULL, 0) == 0 &&
+                    ipam_prefix_parse(got.ipv6, &b, NULL, 0) == 0 && ipam_prefix_overlap(&a, &b))
+                        v4 = 0;
+                snprintf(msg, sizeof(msg), "%s overlaps the pool of site %s (%s)",
+                         v4 ? p.ipv4 : p.ipv6, got.site, v4 ? got.ipv4 : got.ipv6);
+                json_invalid(resp, v4 ? "ipv4" : "ipv6", msg, NULL);
+        } else if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+        } else {
+                log_info("site %s: public address pool %s%s%s added", p.site, p.ipv4,
+                         p.ipv6[0] ? " and " : "", p.ipv6);
+                json_respond(resp, 201, json_pack("{s:o}", "data", pool_json(&got)));
+        }
+out:
+        json_decref(body);
+}
+
+static void pool_remove(struct api *api, const char *site, struct http_resp *resp)
+{
+        int r = store_pool_remove(api->store, site);
+        if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "this site has no address pool", NULL);
+        else if (r == -EBUSY)
+                json_error(resp, 409, "conflict",
+                           "guests of this site have addresses from its pool: delete them first",
+                           NULL);
+        else if (r < 0)
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+        else {
+                log_info("site %s: public address pool removed", site);
+                json_respond(resp, 204, NULL);
+        }
+}
+
 static int token_ok(const struct api *api, const char *header)
 {
         size_t n;
@@ -579,6 +719,26 @@ static void admin_route(void *ud, const struct http_req *req, struct http_resp *
                         api_route_error(req, resp, 0, NULL);
                 else if (strcmp(m, "DELETE") == 0)
                         image_remove(api, slug, resp);
+                else
+                        api_route_error(req, resp, 1, "DELETE");
+                return;
+        }
+        if (strcmp(p, "/v1/ip_pools") == 0) {
+                if (strcmp(m, "GET") == 0)
+                        pool_list(api, resp);
+                else if (strcmp(m, "POST") == 0)
+                        pool_add(api, req, resp);
+                else
+                        api_route_error(req, resp, 1, "GET, POST");
+                return;
+        }
+        const char *ppre = "/v1/ip_pools/";
+        if (strncmp(p, ppre, strlen(ppre)) == 0) {
+                const char *site = p + strlen(ppre);
+                if (!valid_slug(site))
+                        api_route_error(req, resp, 0, NULL);
+                else if (strcmp(m, "DELETE") == 0)
+                        pool_remove(api, site, resp);
                 else
                         api_route_error(req, resp, 1, "DELETE");
                 return;

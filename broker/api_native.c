@@ -11,6 +11,7 @@
 #include "templates.h"
 #include "catalog.h"
 #include "ids.h"
+#include "ipam.h"
 #include "json.h"
 #include "listcache.h"
 #include "log.h"
@@ -126,12 +127,19 @@ static json_t *vps_json(const struct api *api, const struct vm *v, int64_t now)
         char id[ID_STR_MAX], created[21];
         id_encode(store_id_key(api->store), "vps", v->id, id, sizeof(id));
         util_iso8601_utc(v->created_at, created);
+        /* its private networks, in attach order */
+        json_t *nets = json_array();
+        for (size_t i = 0; nets && i < v->n_networks; i++) {
+                char nid[ID_STR_MAX];
+                id_encode(store_id_key(api->store), "net", v->networks[i], nid, sizeof(nid));
+                json_array_append_new(nets, json_string(nid));
+        }
         /* storage_type, anti_affinity_group, rescue (in the rescue system)
          * and error (what the host could not do, or null): Tasman's additions. */
-        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[], s:s, s:s, s:s?, s:b, s:s?}", "id",
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:s?, s:b, s:s?}", "id",
                          id, "name", v->name, "status",
                          api_vps_status(v, now, api->host_timeout_ms), "size", v->size, "region",
-                         v->site, "image", v->image, "networks", "created_at", created,
+                         v->site, "image", v->image, "networks", nets, "created_at", created,
                          "storage_type", storage_to_string(v->storage), "anti_affinity_group",
                          v->group[0] ? v->group : NULL, "rescue", v->rescue, "error",
                          v->obs_error[0] ? v->obs_error : NULL);
@@ -185,7 +193,15 @@ static void vps_write(FILE *f, const struct api *api, const struct vm *v, int64_
         json_str(f, v->site);
         fputs_unlocked(",\"image\":", f);
         json_str(f, v->image);
-        fputs_unlocked(",\"networks\":[],\"created_at\":\"", f);
+        fputs_unlocked(",\"networks\":[", f);
+        for (size_t i = 0; i < v->n_networks; i++) {
+                char nid[ID_STR_MAX];
+                id_encode(store_id_key(api->store), "net", v->networks[i], nid, sizeof(nid));
+                fputs_unlocked(i ? ",\"" : "\"", f);
+                fputs_unlocked(nid, f);
+                fputc_unlocked('"', f);
+        }
+        fputs_unlocked("],\"created_at\":\"", f);
         fputs_unlocked(created, f);
         fputs_unlocked("\",\"storage_type\":\"", f);
         fputs_unlocked(storage_to_string(v->storage), f);
@@ -327,6 +343,67 @@ static int region_arg(struct api *api, json_t *body, const char **ret, struct ht
         free(sites);
         *ret = json_string_value(v);
         return 0;
+}
+
+/* Wakes every host whose desired state follows the vm's private networks
+ * (a change of their members changes their FDB entries). */
+static void notify_net_hosts(struct api *api, uint64_t vm_id)
+{
+        uint64_t *hosts = NULL;
+        size_t n = 0;
+        if (!api->hub || store_vm_net_hosts(api->store, vm_id, &hosts, &n) < 0)
+                return; /* they see the new generation at their next sync anyway */
+        for (size_t i = 0; i < n; i++)
+                hub_notify(api->hub, hosts[i]);
+        free(hosts);
+}
+
+/* The "network" of a VPS create: one of the account's networks, by id:
+ * 0, or -EINVAL after answering 422 (or 500). */
+static int network_arg(struct api *api, uint64_t account, json_t *v, uint64_t *ret,
+                       struct http_resp *resp)
+{
+        struct network w;
+        char msg[160];
+        const char *nid = json_is_string(v) ? json_string_value(v) : "(not a string)";
+        int r = json_is_string(v) && id_decode(store_id_key(api->store), "net", nid, ret) == 0
+                        ? store_net_get(api->store, account, *ret, &w, NULL)
+                        : -ENOENT;
+        if (r == -ENOENT) {
+                snprintf(msg, sizeof(msg), "unknown network: %.64s", nid);
+                json_invalid(resp, "network", msg, NULL);
+                return -EINVAL;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* A VPS create that found no address (or no network): answered 422 and
+ * 1, else 0. why: the store's reason for a used-up public pool. */
+static int addresses_failed(struct api *api, int r, uint64_t net_id, const char *region,
+                            const char *why, struct http_resp *resp)
+{
+        char msg[320], nid[ID_STR_MAX];
+        id_encode(store_id_key(api->store), "net", net_id, nid, sizeof(nid));
+        if (r == -ENONET) {
+                snprintf(msg, sizeof(msg), "unknown network: %s", nid);
+                json_invalid(resp, "network", msg, NULL);
+        } else if (r == -ERANGE) {
+                snprintf(msg, sizeof(msg), "network %s has no free address left", nid);
+                json_error(resp, 422, "validation_error", msg,
+                           json_pack("{s:s, s:s}", "field", "network", "reason", "addresses"));
+        } else if (r == -EADDRNOTAVAIL) {
+                snprintf(msg, sizeof(msg), "no public address left for a new VPS: %s", why);
+                json_error(resp, 422, "validation_error", msg,
+                           json_pack("{s:s, s:s}", "field", region ? "region" : "size", "reason",
+                                     "addresses"));
+        } else {
+                return 0;
+        }
+        return 1;
 }
 
 static void vps_create(struct api *api, uint64_t account, const struct idem *idem,
@@ -473,14 +550,11 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
                         goto out;
                 }
         }
+        /* attached to one of the account's networks at creation */
+        uint64_t net_id = 0;
         v = json_object_get(body, "network");
-        if (v && !json_is_null(v)) {
-                char msg[160];
-                snprintf(msg, sizeof(msg), "unknown network: %.64s",
-                         json_is_string(v) ? json_string_value(v) : "(not a string)");
-                json_invalid(resp, "network", msg, NULL);
+        if (v && !json_is_null(v) && network_arg(api, account, v, &net_id, resp) < 0)
                 goto out;
-        }
 
         char why[256] = "";
         struct vm_new nv = {
@@ -503,11 +577,14 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
         nv.ssh_keys = key_ids;
         nv.n_ssh_keys = n_keys;
         nv.from_snap = from_snap;
+        nv.network_id = net_id;
         r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
         if (from_snap && (r == -ENOENT || r == -EINVAL)) {
                 json_invalid(resp, "snapshot", "the snapshot is no longer ready", NULL);
                 goto out;
         }
+        if (addresses_failed(api, r, net_id, region, why, resp))
+                goto out;
         if (r == -ENOSPC) {
                 char msg[400];
                 snprintf(msg, sizeof(msg), "no host has room for a %s (%s)", size, why);
@@ -522,6 +599,8 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
         }
         if (api->hub)
                 hub_notify(api->hub, vm.host_id);
+        if (net_id)
+                notify_net_hosts(api, vm.id);
         char id[ID_STR_MAX];
         id_encode(store_id_key(api->store), "vps", vm.id, id, sizeof(id));
         json_respond(resp, 201, json_pack("{s:o}", "data", vps_json(api, &vm, now)));
@@ -695,14 +774,22 @@ static void vps_get(struct api *api, uint64_t account, uint64_t id, struct http_
 
 static void vps_delete(struct api *api, uint64_t account, uint64_t id, struct http_resp *resp)
 {
-        uint64_t host;
+        uint64_t host, *peers = NULL;
+        size_t n_peers = 0;
+        /* the hosts of its networks' other guests, read while it is on them */
+        if (api->hub && store_vm_net_hosts(api->store, id, &peers, &n_peers) < 0)
+                n_peers = 0;
         int r = store_vm_delete(api->store, account, id, &host);
         if (r < 0) {
+                free(peers);
                 store_failed(resp, r);
                 return;
         }
         if (api->hub)
                 hub_notify(api->hub, host);
+        for (size_t i = 0; i < n_peers; i++)
+                hub_notify(api->hub, peers[i]);
+        free(peers);
         json_respond(resp, 204, NULL);
 }
 
@@ -1411,6 +1498,8 @@ static void template_deploy(struct api *api, uint64_t account, const struct idem
         };
         int64_t now = util_now_ms();
         int r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
+        if (addresses_failed(api, r, 0, region, capacity, resp))
+                goto out;
         if (r == -ENOSPC) {
                 char msg[400];
                 snprintf(msg, sizeof(msg), "no host has room for a %s (%s)", t->size, capacity);
@@ -1479,6 +1568,240 @@ static void deploy_failed(struct http_resp *resp, int r)
                 store_failed(resp, r);
 }
 
+/* ---- private networks ---- */
+
+static json_t *net_json(const struct api *api, const struct network *w, const uint64_t *vms)
+{
+        char id[ID_STR_MAX], created[21];
+        json_t *ids = json_array();
+        id_encode(store_id_key(api->store), "net", w->id, id, sizeof(id));
+        util_iso8601_utc(w->created_at, created);
+        for (size_t i = 0; ids && i < w->n_vms; i++) {
+                char vid[ID_STR_MAX];
+                id_encode(store_id_key(api->store), "vps", vms[w->first_vm + i], vid, sizeof(vid));
+                json_array_append_new(ids, json_string(vid));
+        }
+        /* vps_ids: Tasman's addition (the VPS attached to it) */
+        return json_pack("{s:s, s:s, s:s, s:o, s:s}", "id", id, "name", w->name, "cidr", w->cidr,
+                         "vps_ids", ids, "created_at", created);
+}
+
+/* Answers with one network (and, with location, where it lives). */
+static void net_respond(struct api *api, uint64_t account, uint64_t net_id, int status,
+                        int location, struct http_resp *resp)
+{
+        struct network w;
+        uint64_t *vms = NULL;
+        int r = store_net_get(api->store, account, net_id, &w, &vms);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "network not found", NULL);
+                return;
+        }
+        json_t *one = r == 0 ? net_json(api, &w, vms) : NULL;
+        free(vms);
+        if (!one) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_respond(resp, status, json_pack("{s:o}", "data", one));
+        if (location) {
+                char id[ID_STR_MAX];
+                id_encode(store_id_key(api->store), "net", net_id, id, sizeof(id));
+                http_resp_header(resp, "Location", "/v1/networks/%s", id);
+        }
+}
+
+/* GET /v1/networks: the account's networks in id order (at most
+ * STORE_NETS_PER_ACCOUNT: one page). */
+static void net_list(struct api *api, uint64_t account, struct http_resp *resp)
+{
+        struct network *ws = NULL;
+        uint64_t *vms = NULL;
+        size_t n = 0, n_vms = 0;
+        if (store_net_list(api->store, account, &ws, &n, &vms, &n_vms) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, net_json(api, &ws[i], vms));
+        free(ws);
+        free(vms);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+/* POST /v1/networks {"name", "cidr"}: 201 and Location. */
+static void net_create(struct api *api, uint64_t account, const struct idem *idem,
+                       const struct http_req *req, struct http_resp *resp)
+{
+        json_t *body = NULL;
+        struct ipam_prefix p;
+        struct network w;
+        char why[160], msg[256];
+        const char *name, *cidr;
+
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        if (!(name = req_string(body, "name", resp, NULL)))
+                goto out;
+        if (!valid_name(name)) {
+                json_invalid(resp, "name",
+                             "name must be 1 to 63 letters, digits, '-' or '.', not starting "
+                             "or ending with '-' or '.'",
+                             NULL);
+                goto out;
+        }
+        if (!(cidr = req_string(body, "cidr", resp, NULL)))
+                goto out;
+        if (ipam_private_check(cidr, &p, why, sizeof(why)) < 0) {
+                json_invalid(resp, "cidr", why, NULL);
+                goto out;
+        }
+        int r = store_net_create(api->store, account, name, cidr, idem, util_now_ms(), &w);
+        if (r == -EADDRINUSE) {
+                char other[ID_STR_MAX];
+                id_encode(store_id_key(api->store), "net", w.id, other, sizeof(other));
+                snprintf(msg, sizeof(msg), "cidr %s overlaps network %s (%s)", cidr, other,
+                         w.cidr);
+                json_invalid(resp, "cidr", msg, NULL);
+                goto out;
+        }
+        if (r == -EDQUOT) {
+                snprintf(msg, sizeof(msg), "an account may have at most %d networks",
+                         STORE_NETS_PER_ACCOUNT);
+                json_error(resp, 422, "validation_error", msg,
+                           json_pack("{s:s, s:s}", "field", "name", "reason", "limit"));
+                goto out;
+        }
+        if (r < 0) {
+                store_failed(resp, r == -EALREADY ? -EEXIST : -EIO);
+                goto out;
+        }
+        net_respond(api, account, w.id, 201, 1, resp);
+        log_info("network %llu: created for account %llu (%s, vni %u)",
+                 (unsigned long long)w.id, (unsigned long long)account, w.cidr, w.vni);
+out:
+        json_decref(body);
+}
+
+/* DELETE /v1/networks/{id}: 204; 409 while VPS are attached. */
+static void net_delete(struct api *api, uint64_t account, uint64_t net_id,
+                       struct http_resp *resp)
+{
+        int r = store_net_delete(api->store, account, net_id);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "network not found", NULL);
+        } else if (r == -EBUSY) {
+                struct network w;
+                uint64_t *vms = NULL;
+                char id[ID_STR_MAX], first[ID_STR_MAX] = "", msg[256];
+                size_t n = 0;
+                if (store_net_get(api->store, account, net_id, &w, &vms) == 0) {
+                        n = w.n_vms;
+                        if (n)
+                                id_encode(store_id_key(api->store), "vps", vms[0], first,
+                                          sizeof(first));
+                }
+                free(vms);
+                id_encode(store_id_key(api->store), "net", net_id, id, sizeof(id));
+                if (n)
+                        snprintf(msg, sizeof(msg),
+                                 "network %s has %zu VPS attached (%s%s): delete them first",
+                                 id, n, first, n > 1 ? ", ..." : "");
+                else
+                        snprintf(msg, sizeof(msg), "network %s has VPS attached: delete them "
+                                                   "first", id);
+                json_error(resp, 409, "conflict", msg, NULL);
+        } else if (r < 0) {
+                store_failed(resp, -EIO);
+        } else {
+                json_respond(resp, 204, NULL);
+        }
+}
+
+/* POST /v1/networks/{id}/attach {"vps_id"}: 202 with the VPS, which gets a
+ * NIC on the network with its first free address. */
+static void net_attach(struct api *api, uint64_t account, uint64_t net_id,
+                       const struct idem *idem, const struct http_req *req,
+                       struct http_resp *resp)
+{
+        json_t *body = NULL;
+        struct network w;
+        struct vm vm;
+        uint64_t vm_id = 0;
+        char nid[ID_STR_MAX], msg[256];
+        const char *vid;
+        /* 404 before 422: an unknown network is unknown whatever the body says. */
+        int r = store_net_get(api->store, account, net_id, &w, NULL);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "network not found", NULL);
+                return;
+        }
+        if (r < 0) {
+                store_failed(resp, -EIO);
+                return;
+        }
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        if (!(vid = req_string(body, "vps_id", resp, NULL)))
+                goto out;
+        if (id_decode(store_id_key(api->store), "vps", vid, &vm_id) < 0 ||
+            store_vm_get(api->store, account, vm_id, &vm) == -ENOENT) {
+                json_error(resp, 404, "not_found", "VPS not found",
+                           json_pack("{s:s}", "field", "vps_id"));
+                goto out;
+        }
+        id_encode(store_id_key(api->store), "net", net_id, nid, sizeof(nid));
+        r = store_net_attach(api->store, account, net_id, vm_id, idem, &vm);
+        if (r == -EEXIST) {
+                snprintf(msg, sizeof(msg), "VPS %.32s is attached to network %s already", vid,
+                         nid);
+                json_error(resp, 409, "conflict", msg, json_pack("{s:s}", "field", "vps_id"));
+        } else if (r == -EDQUOT) {
+                snprintf(msg, sizeof(msg),
+                         "VPS %.32s has %u network interfaces (its public one counts), the most "
+                         "a VPS can have",
+                         vid, TMSG_MAX_NICS);
+                json_error(resp, 422, "validation_error", msg,
+                           json_pack("{s:s, s:s}", "field", "vps_id", "reason", "limit"));
+        } else if (r == -ERANGE) {
+                snprintf(msg, sizeof(msg), "network %s (%s) has no free address left", nid,
+                         w.cidr);
+                json_error(resp, 409, "conflict", msg, NULL);
+        } else if (r == -ENOENT) { /* deleted meanwhile */
+                json_error(resp, 404, "not_found", "network or VPS not found", NULL);
+        } else if (r < 0) {
+                store_failed(resp, r == -EALREADY ? -EEXIST : -EIO);
+        } else {
+                notify_net_hosts(api, vm_id);
+                json_respond(resp, 202,
+                             json_pack("{s:o}", "data", vps_json(api, &vm, util_now_ms())));
+                log_info("vm %llu: attached to network %llu", (unsigned long long)vm_id,
+                         (unsigned long long)net_id);
+        }
+out:
+        json_decref(body);
+}
+
+/* GET /v1/networks/{id}/vpn-config: the spec's Netbird setup key. This
+ * installation has no Netbird integration: 501 for the account's
+ * networks (404 for any other id). */
+static void net_vpn_config(struct api *api, uint64_t account, uint64_t net_id,
+                           struct http_resp *resp)
+{
+        struct network w;
+        int r = store_net_get(api->store, account, net_id, &w, NULL);
+        if (r == -ENOENT)
+                json_error(resp, 404, "not_found", "network not found", NULL);
+        else if (r < 0)
+                store_failed(resp, -EIO);
+        else
+                json_error(resp, 501, "not_implemented",
+                           "VPN access (Netbird) is not configured on this installation: no "
+                           "setup key can be issued",
+                           NULL);
+}
+
 /* ---- routing ---- */
 
 /* Splits "/v1/vps/ID/actions" into segments (at most max, each < 64). */
@@ -1535,6 +1858,12 @@ enum route {
         RT_SNAP_RENAME,
         RT_SNAP_DELETE,
         RT_SNAP_RESTORE,
+        RT_NET_LIST,
+        RT_NET_CREATE,
+        RT_NET_GET,
+        RT_NET_DELETE,
+        RT_NET_ATTACH,
+        RT_NET_VPN,
 };
 
 static enum route route_of(const struct http_req *req, char seg[][64], int n,
@@ -1587,6 +1916,24 @@ static enum route route_of(const struct http_req *req, char seg[][64], int n,
                 if (n == 3 && (get || del))
                         return get ? RT_SSH_GET : RT_SSH_DELETE;
                 api_route_error(req, resp, 1, n == 2 ? "GET, POST" : "GET, DELETE");
+                return RT_NONE;
+        }
+        if (strcmp(seg[1], "networks") == 0 && n >= 2 && n <= 4) {
+                if (n == 2 && (get || post))
+                        return get ? RT_NET_LIST : RT_NET_CREATE;
+                if (n == 3 && (get || del))
+                        return get ? RT_NET_GET : RT_NET_DELETE;
+                if (n == 4 && strcmp(seg[3], "attach") == 0 && post)
+                        return RT_NET_ATTACH;
+                if (n == 4 && strcmp(seg[3], "vpn-config") == 0 && get)
+                        return RT_NET_VPN;
+                if (n == 4 && strcmp(seg[3], "attach") != 0 && strcmp(seg[3], "vpn-config") != 0)
+                        goto not_found;
+                api_route_error(req, resp, 1,
+                                n == 2   ? "GET, POST"
+                                : n == 3 ? "GET, DELETE"
+                                : strcmp(seg[3], "attach") == 0 ? "POST"
+                                                                 : "GET");
                 return RT_NONE;
         }
         if (strcmp(seg[1], "templates") == 0) {
@@ -1688,6 +2035,9 @@ static int idem_prepare(struct api *api, const struct http_req *req, const char 
                                 return 1;
                         }
                         snap_respond(api, rec.status, &p, 1, resp);
+                } else if (split_path(req->path, pseg, 6) == 2 &&
+                           strcmp(pseg[1], "networks") == 0) {
+                        net_respond(api, idem->account_id, rec.resource_id, rec.status, 1, resp);
                 } else if (strncmp(req->path, "/v1/ssh_keys", 12) == 0) {
                         struct ssh_key *k = malloc(sizeof(*k));
                         int g = k ? store_sshkey_get(api->store, idem->account_id,
@@ -1900,19 +2250,49 @@ static void dispatch(struct api *api, enum route rt, uint64_t account, const str
                                 json_respond(resp, 200,
                                              json_pack("{s:o}", "data", deploy_json(api, &d)));
                 } else {
-                        uint64_t host = 0;
+                        uint64_t host = 0, *peers = NULL;
+                        size_t n_peers = 0;
+                        struct deployment d;
+                        /* its VPS's networks' hosts, read while it is on them */
+                        if (api->hub && store_deploy_get(api->store, account, id, &d) == 0 &&
+                            store_vm_net_hosts(api->store, d.vm_id, &peers, &n_peers) < 0)
+                                n_peers = 0;
                         int g = store_deploy_delete(api->store, account, id, &host);
                         if (g < 0) {
                                 deploy_failed(resp, g);
                         } else {
                                 if (api->hub && host)
                                         hub_notify(api->hub, host);
+                                for (size_t i = 0; i < n_peers; i++)
+                                        hub_notify(api->hub, peers[i]);
                                 json_respond(resp, 204, NULL);
                         }
+                        free(peers);
                 }
                 return;
         case RT_SSH_CREATE:
                 sshkey_create(api, account, idem, req, resp);
+                return;
+        case RT_NET_LIST:
+                net_list(api, account, resp);
+                return;
+        case RT_NET_CREATE:
+                net_create(api, account, idem, req, resp);
+                return;
+        case RT_NET_GET:
+        case RT_NET_DELETE:
+        case RT_NET_ATTACH:
+        case RT_NET_VPN:
+                if (id_decode(store_id_key(api->store), "net", seg[2], &id) < 0)
+                        json_error(resp, 404, "not_found", "network not found", NULL);
+                else if (rt == RT_NET_GET)
+                        net_respond(api, account, id, 200, 0, resp);
+                else if (rt == RT_NET_DELETE)
+                        net_delete(api, account, id, resp);
+                else if (rt == RT_NET_ATTACH)
+                        net_attach(api, account, id, idem, req, resp);
+                else
+                        net_vpn_config(api, account, id, resp);
                 return;
         case RT_SSH_GET:
         case RT_SSH_DELETE:

@@ -13,7 +13,9 @@
  * Errors: 0 or a negative errno: -ENOENT (no such row, or not the caller's
  * account), -EEXIST (unique name taken), -ENOSPC (no host has room),
  * -EBUSY (another operation on the guest is in flight), -EDQUOT (a limit
- * reached), -EIO (the database failed; logged here, once).
+ * reached), -EADDRNOTAVAIL (the site's public address pool is used up),
+ * -ERANGE (a private network has no address left), -EIO (the database
+ * failed; logged here, once).
  */
 #pragma once
 
@@ -108,6 +110,8 @@ struct vm {
         uint64_t restore_seq, restore_snap; /* restore snapshot restore_snap's disk */
         uint64_t obs_restore_done;
         int snapshotting; /* an offline snapshot of it is being made */
+        uint64_t networks[TMSG_MAX_NICS]; /* its private networks, in attach order */
+        size_t n_networks;
 };
 
 /* An account's SSH public key (the native API's ssh_keys ids). */
@@ -175,6 +179,8 @@ struct vm_new {
         uint64_t from_snap;               /* its disk a copy of this ready snapshot of the
                                            * account (placed on the snapshot's host; image
                                            * the snapshot's, disk_gb at least its): 0: none */
+        uint64_t network_id;              /* attached at creation to this private network
+                                           * of the account: 0: none */
         uint64_t *ret_deploy_id;          /* with deploy: the deployment's id */
         char *why;                        /* optional: why nothing fits */
         size_t why_len;
@@ -307,7 +313,14 @@ int store_site_put(struct store *s, const char *slug, const char *name, struct s
 int store_site_list(struct store *s, char (**ret)[TMSG_STR], size_t *ret_n);
 
 /* VMs. A create places the vm on a live host with room (live: seen after
- * live_after) in the same transaction. */
+ * live_after) in the same transaction. In that transaction it also gets
+ * its NICs: first a public one (addresses from its site's pool) if the
+ * site has a pool, then one on req->network_id if given. -ENOSPC (no
+ * room), -ENOENT (from_snap: no such ready snapshot), -EINVAL (from_snap:
+ * of another image or a larger disk), -ENONET (network_id: not one of the
+ * account's networks), -EADDRNOTAVAIL (the site's pool is used up; why
+ * says which), -ERANGE (the network has no free address). A delete
+ * releases its NICs (addresses and MACs) at once. */
 int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int64_t live_after,
                     struct vm *ret);
 int store_vm_get(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm *ret);
@@ -431,3 +444,92 @@ int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
  * guest is in flight; -EALREADY when idem's key was claimed meanwhile. */
 int store_snap_restore(struct store *s, uint64_t account_id, uint64_t snap_id,
                        const struct idem *idem, struct vm *ret_vm);
+
+/* ---- private networks and public address pools ----
+ *
+ * A private network of an account is one VXLAN segment (its vni, from
+ * STORE_VNI_MIN..STORE_VNI_MAX, unique, handed out in turn so a deleted
+ * network's vni is not soon reused) with an IPv4 prefix the account
+ * chose. A guest has at most TMSG_MAX_NICS NICs, in order: the public
+ * one (network 0) when its site has a pool, then one per private network
+ * it is attached to. Each NIC has a MAC of its own (52:54:00 and three
+ * random bytes, unique) and its addresses: on a private network the first
+ * free one past the network address and the first host address (.1, kept
+ * for a router); from a site's pool the first free one that is neither
+ * the network, the last (broadcast) address nor the gateway, and an IPv6
+ * one likewise when the pool has IPv6. Changing a network's members bumps
+ * the generation of every host with a guest on it (their FDB changes),
+ * in the same transaction. */
+#define STORE_VNI_MIN 4096u
+#define STORE_VNI_MAX 16777215u
+#define STORE_NETS_PER_ACCOUNT 50
+#define STORE_NET_MTU 1450 /* the guests' MTU on a private network (VXLAN over 1500) */
+#define STORE_CIDR_MAX TMSG_IP
+
+struct network {
+        uint64_t id;
+        uint64_t account_id;
+        char name[STORE_NAME_MAX];
+        char cidr[STORE_CIDR_MAX]; /* "10.0.0.0/24" */
+        uint32_t vni;
+        int64_t created_at;
+        size_t first_vm, n_vms; /* its live VPS: a slice of the vm ids returned beside it */
+};
+
+/* A new network (cidr already checked with ipam_private_check()):
+ * -EADDRINUSE when it overlaps another network of the account (ret->id,
+ * ret->cidr: that one's), -EDQUOT past STORE_NETS_PER_ACCOUNT, -EALREADY
+ * when idem's key was claimed meanwhile. */
+int store_net_create(struct store *s, uint64_t account_id, const char *name, const char *cidr,
+                     const struct idem *idem, int64_t now, struct network *ret);
+/* One of the account's networks (-ENOENT) and, if ret_vms is not NULL,
+ * the ids of its live VPS in id order (malloc'd, ret->first_vm 0). */
+int store_net_get(struct store *s, uint64_t account_id, uint64_t net_id, struct network *ret,
+                  uint64_t **ret_vms);
+/* The account's networks in id order (malloc'd) and their VPS (each
+ * network's a slice of *ret_vms, malloc'd). */
+int store_net_list(struct store *s, uint64_t account_id, struct network **ret, size_t *ret_n,
+                   uint64_t **ret_vms, size_t *ret_n_vms);
+/* -ENOENT; -EBUSY while a VPS is attached to it. */
+int store_net_delete(struct store *s, uint64_t account_id, uint64_t net_id);
+/* Attaches one of the account's VPS to one of its networks (a new NIC with
+ * the network's first free address): -ENOENT (either is unknown or
+ * another account's), -EEXIST (attached already), -EDQUOT (the VPS has
+ * TMSG_MAX_NICS NICs), -ERANGE (no free address), -EALREADY (idem's key
+ * claimed meanwhile); 0 with the VPS as it is now. */
+int store_net_attach(struct store *s, uint64_t account_id, uint64_t net_id, uint64_t vm_id,
+                     const struct idem *idem, struct vm *ret);
+/* The hosts whose desired state depends on the vm's private networks: each
+ * host with a guest on any of them (the vm's own included), by id
+ * (malloc'd; none if it has no private NIC). For hub_notify() after a
+ * change of the vm's networks. */
+int store_vm_net_hosts(struct store *s, uint64_t vm_id, uint64_t **ret, size_t *ret_n);
+
+/* One guest NIC, as store_vm_nics() reads it. */
+struct nic {
+        uint64_t vm_id;
+        uint64_t network_id; /* 0: public */
+        uint32_t position;
+        char mac[TMSG_MAC];
+        char ipv4[TMSG_IP], ipv6[TMSG_IP]; /* "" when none; without a prefix length */
+};
+/* A vm's NICs in position order (malloc'd). */
+int store_vm_nics(struct store *s, uint64_t vm_id, struct nic **ret, size_t *ret_n);
+
+/* A site's public address pool (admins): IPv4 prefix and gateway inside
+ * it, optionally IPv6 likewise ("" when none). */
+struct ip_pool {
+        char site[TMSG_STR];
+        char ipv4[TMSG_IP], gateway4[TMSG_IP];
+        char ipv6[TMSG_IP], gateway6[TMSG_IP];
+        uint32_t used; /* public NICs of the site's guests */
+        int64_t created_at;
+};
+/* Adds the pool of a site (values already checked): -ENOENT (no such
+ * site), -EEXIST (the site has one), -EADDRINUSE (overlaps another site's
+ * pool: ret->site names it). Guests made before keep no public NIC. */
+int store_pool_add(struct store *s, const struct ip_pool *p, struct ip_pool *ret);
+/* Every pool by site (malloc'd). */
+int store_pool_list(struct store *s, struct ip_pool **ret, size_t *ret_n);
+/* -ENOENT; -EBUSY while a guest has an address from it. */
+int store_pool_remove(struct store *s, const char *site);

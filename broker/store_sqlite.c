@@ -14,6 +14,7 @@
 
 #include <sqlite3.h>
 
+#include "ipam.h"
 #include "log.h"
 #include "scheduler.h"
 #include "util.h"
@@ -204,6 +205,25 @@ static const char *const migrations[] = {
         /* 12: a vm made from another vm's snapshot (its disk a copy of it) */
         "ALTER TABLE vms ADD COLUMN source_vm INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE vms ADD COLUMN source_snap INTEGER NOT NULL DEFAULT 0;",
+        /* 13: private networks (a deleted one's row goes), guest NICs (a
+         * deleted vm's go at once: its addresses and MACs are free again)
+         * and the sites' public address pools. nics.network_id 0: public. */
+        "CREATE TABLE networks (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id), name TEXT NOT NULL,"
+        "  cidr TEXT NOT NULL, vni INTEGER NOT NULL UNIQUE"
+        "  CHECK (vni BETWEEN 4096 AND 16777215), created_at INTEGER NOT NULL);"
+        "CREATE INDEX networks_account ON networks(account_id, id);"
+        "CREATE TABLE nics (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  vm_id INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,"
+        "  network_id INTEGER NOT NULL, position INTEGER NOT NULL,"
+        "  mac TEXT NOT NULL UNIQUE, ipv4 TEXT, ipv6 TEXT,"
+        "  UNIQUE (vm_id, position), UNIQUE (vm_id, network_id));"
+        "CREATE INDEX nics_network ON nics(network_id, vm_id);"
+        "CREATE UNIQUE INDEX nics_ipv4 ON nics(network_id, ipv4) WHERE ipv4 IS NOT NULL;"
+        "CREATE UNIQUE INDEX nics_ipv6 ON nics(network_id, ipv6) WHERE ipv6 IS NOT NULL;"
+        "CREATE TABLE ip_pools (site TEXT PRIMARY KEY, ipv4 TEXT NOT NULL,"
+        "  gateway4 TEXT NOT NULL, ipv6 TEXT, gateway6 TEXT, created_at INTEGER NOT NULL);"
+        "INSERT INTO meta (key, value) VALUES ('next_vni', 4096);",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1527,6 +1547,180 @@ static void row_img_desired(sqlite3_stmt *st, void *item)
         col_text(st, 3, g->format, sizeof(g->format));
 }
 
+/* "10.0.0.5" from the prefix "10.0.0.0/24": "10.0.0.5/24". */
+static void addr_with_len(const char *addr, const char *prefix, int v6, char *out, size_t len)
+{
+        const char *slash = strchr(prefix, '/');
+        snprintf(out, len, "%s/%s", addr, slash ? slash + 1 : v6 ? "128" : "32");
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+        uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+        return x < y ? -1 : x > y;
+}
+
+/* Grows *arr (of elem bytes each) to hold one more than n: 0, -ENOMEM. */
+static int grow(void **arr, size_t *cap, size_t n, size_t elem)
+{
+        if (n < *cap)
+                return 0;
+        size_t ncap = *cap ? *cap * 2 : 16;
+        void *na = realloc(*arr, ncap * elem);
+        if (!na)
+                return -ENOMEM;
+        *arr = na;
+        *cap = ncap;
+        return 0;
+}
+
+/* Fills each domain's NICs (domains sorted by vm id) and the host's
+ * private networks with their remote hosts and FDB entries: two queries
+ * for the host, however many guests. */
+static int desired_nets(struct store *s, uint64_t host_id, struct msg_sync_reply *ret)
+{
+        static const char local[] =
+                "SELECT n.vm_id, COALESCE(w.vni, 0), n.mac, n.ipv4, n.ipv6, w.cidr, p.ipv4,"
+                " p.gateway4, p.ipv6, p.gateway6 FROM nics n JOIN vms v ON v.id = n.vm_id"
+                " LEFT JOIN networks w ON w.id = n.network_id"
+                " LEFT JOIN ip_pools p ON n.network_id = 0 AND p.site = v.site"
+                " WHERE v.host_id = ? AND v.deleted_at IS NULL ORDER BY n.vm_id, n.position";
+        /* the other hosts' guests on the networks that have one here */
+        static const char remote[] =
+                "SELECT w.vni, n.mac, h.underlay_ip FROM nics n JOIN vms v ON v.id = n.vm_id"
+                " JOIN hosts h ON h.id = v.host_id JOIN networks w ON w.id = n.network_id"
+                " WHERE v.deleted_at IS NULL AND v.host_id != ?1 AND n.network_id IN"
+                " (SELECT n2.network_id FROM nics n2 JOIN vms v2 ON v2.id = n2.vm_id"
+                " WHERE v2.host_id = ?1 AND v2.deleted_at IS NULL AND n2.network_id != 0)"
+                " ORDER BY w.vni, h.underlay_ip, n.mac";
+        uint32_t *vnis = NULL;
+        size_t n_vnis = 0, cap_vnis = 0, cap_remotes = 0, cap_fdb = 0, j = 0;
+        int rc = SQLITE_DONE, r = 0;
+        sqlite3_stmt *st = stmt(s, local);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                uint64_t vm_id = (uint64_t)sqlite3_column_int64(st, 0);
+                uint32_t vni = (uint32_t)sqlite3_column_int64(st, 1);
+                char v4[TMSG_IP], v6[TMSG_IP], net[TMSG_IP], pool4[TMSG_IP], pool6[TMSG_IP];
+                while (j < ret->n_domains && ret->domains[j].vm_id < vm_id)
+                        j++;
+                if (j == ret->n_domains || ret->domains[j].vm_id != vm_id)
+                        continue;
+                struct dom_desired *d = &ret->domains[j];
+                if (d->n_nics == TMSG_MAX_NICS) {
+                        log_error("vm %llu: more NICs than the link carries (%u)",
+                                  (unsigned long long)vm_id, TMSG_MAX_NICS);
+                        r = -E2BIG;
+                        break;
+                }
+                struct nic_desired *c = &d->nics[d->n_nics++];
+                c->vni = vni;
+                col_text(st, 2, c->mac, sizeof(c->mac));
+                col_text(st, 3, v4, sizeof(v4));
+                col_text(st, 4, v6, sizeof(v6));
+                col_text(st, 5, net, sizeof(net));
+                col_text(st, 6, pool4, sizeof(pool4));
+                col_text(st, 8, pool6, sizeof(pool6));
+                if (v4[0])
+                        addr_with_len(v4, vni ? net : pool4, 0, c->addrs[c->n_addrs++],
+                                      sizeof(c->addrs[0]));
+                if (v6[0])
+                        addr_with_len(v6, pool6, 1, c->addrs[c->n_addrs++], sizeof(c->addrs[0]));
+                if (!vni && v4[0])
+                        col_text(st, 7, c->gateway4, sizeof(c->gateway4));
+                if (!vni && v6[0])
+                        col_text(st, 9, c->gateway6, sizeof(c->gateway6));
+                if (vni && (r = grow((void **)&vnis, &cap_vnis, n_vnis, sizeof(*vnis))) == 0)
+                        vnis[n_vnis++] = vni;
+        }
+        sqlite3_reset(st);
+        if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+                r = db_err(s, "cannot read NICs");
+        if (r < 0 || n_vnis == 0) {
+                free(vnis);
+                return r;
+        }
+        /* each network once, by vni */
+        qsort(vnis, n_vnis, sizeof(*vnis), cmp_u32);
+        size_t n_nets = 0;
+        for (size_t i = 0; i < n_vnis; i++)
+                if (n_nets == 0 || vnis[n_nets - 1] != vnis[i])
+                        vnis[n_nets++] = vnis[i];
+        if (n_nets > TMSG_MAX_NETWORKS) {
+                log_error("host %llu: %zu private networks exceed the link's limit of %u",
+                          (unsigned long long)host_id, n_nets, TMSG_MAX_NETWORKS);
+                free(vnis);
+                return -E2BIG;
+        }
+        ret->networks = calloc(n_nets, sizeof(*ret->networks));
+        if (!ret->networks) {
+                free(vnis);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n_nets; i++) {
+                ret->networks[i].vni = vnis[i];
+                ret->networks[i].mtu = STORE_NET_MTU;
+        }
+        ret->n_networks = n_nets;
+        free(vnis);
+        if (!(st = stmt(s, remote)))
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+        size_t k = 0, started = SIZE_MAX;
+        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+                uint32_t vni = (uint32_t)sqlite3_column_int64(st, 0);
+                char under[TMSG_IP];
+                col_text(st, 2, under, sizeof(under));
+                while (k < n_nets && ret->networks[k].vni < vni)
+                        k++;
+                if (k == n_nets || ret->networks[k].vni != vni || !under[0])
+                        continue; /* a host without an underlay address cannot be reached */
+                struct net_desired *w = &ret->networks[k];
+                if (started != k) {
+                        started = k;
+                        w->first_remote = ret->n_remotes;
+                        w->first_fdb = ret->n_fdb;
+                }
+                if (ret->n_fdb == TMSG_MAX_FDB || ret->n_remotes == TMSG_MAX_REMOTES) {
+                        log_error("host %llu: more remote guests or hosts than the link carries",
+                                  (unsigned long long)host_id);
+                        r = -E2BIG;
+                        break;
+                }
+                if (w->n_remotes == 0 ||
+                    strcmp(ret->remotes[ret->n_remotes - 1], under) != 0) {
+                        if ((r = grow((void **)&ret->remotes, &cap_remotes, ret->n_remotes,
+                                      sizeof(*ret->remotes))) < 0)
+                                break;
+                        util_strlcpy(ret->remotes[ret->n_remotes++], under, TMSG_IP);
+                        w->n_remotes++;
+                }
+                if ((r = grow((void **)&ret->fdb, &cap_fdb, ret->n_fdb, sizeof(*ret->fdb))) < 0)
+                        break;
+                struct fdb_desired *e = &ret->fdb[ret->n_fdb++];
+                col_text(st, 1, e->mac, sizeof(e->mac));
+                util_strlcpy(e->host, under, sizeof(e->host));
+                w->n_fdb++;
+        }
+        sqlite3_reset(st);
+        if (r == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+                r = db_err(s, "cannot read remote NICs");
+        return r;
+}
+
+/* Frees what store_host_desired() filled and empties it. */
+static void desired_free(struct msg_sync_reply *ret)
+{
+        free(ret->domains);
+        free(ret->images);
+        free(ret->networks);
+        free(ret->remotes);
+        free(ret->fdb);
+        memset(ret, 0, sizeof(*ret));
+}
+
 int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply *ret)
 {
         if (s->reader) /* reads: a read connection, committed data only */
@@ -1537,6 +1731,10 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
                 " storage, resize_seq, rescue, cpu_cap, restore_seq, restore_snap, source_vm,"
                 " source_snap FROM vms WHERE host_id = ? AND deleted_at IS NULL"
                 " ORDER BY id";
+        static const char img_sql[] =
+                "SELECT slug, url, sha256, format FROM images WHERE slug IN"
+                " (SELECT DISTINCT image FROM vms WHERE host_id = ? AND deleted_at IS NULL)"
+                " ORDER BY slug";
         int r = 0;
 
         memset(ret, 0, sizeof(*ret));
@@ -1563,41 +1761,29 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
         sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
         r = collect(s, st, sizeof(*ret->domains), row_desired, (void **)&ret->domains,
                     &ret->n_domains);
-        if (r == 0 && ret->n_domains && (r = desired_snaps(s, host_id, ret)) < 0) {
-                free(ret->domains);
-                memset(ret, 0, sizeof(*ret));
-        }
-        if (r == 0) {
-                static const char img_sql[] =
-                        "SELECT slug, url, sha256, format FROM images WHERE slug IN"
-                        " (SELECT DISTINCT image FROM vms WHERE host_id = ? AND deleted_at IS NULL)"
-                        " ORDER BY slug";
-                if (!(st = stmt(s, img_sql))) {
-                        r = -EIO;
-                } else {
-                        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
-                        r = collect(s, st, sizeof(*ret->images), row_img_desired,
-                                    (void **)&ret->images, &ret->n_images);
-                }
-                if (r < 0)
-                        free(ret->domains);
-                if (r == 0 && ret->n_images > TMSG_MAX_IMAGES) {
-                        free(ret->images);
-                        free(ret->domains);
-                        r = -E2BIG;
-                }
-                if (r < 0)
-                        memset(ret, 0, sizeof(*ret));
-        }
         if (r == 0 && ret->n_domains > TMSG_MAX_DOMAINS) {
                 log_error("host %llu: %zu domains exceed the link's limit of %u",
                           (unsigned long long)host_id, ret->n_domains, TMSG_MAX_DOMAINS);
-                free(ret->domains);
-                free(ret->images);
-                memset(ret, 0, sizeof(*ret));
                 r = -E2BIG;
         }
+        if (r == 0 && ret->n_domains)
+                r = desired_snaps(s, host_id, ret);
+        if (r == 0) {
+                if ((st = stmt(s, img_sql))) {
+                        sqlite3_bind_int64(st, 1, (sqlite3_int64)host_id);
+                        r = collect(s, st, sizeof(*ret->images), row_img_desired,
+                                    (void **)&ret->images, &ret->n_images);
+                } else {
+                        r = -EIO;
+                }
+        }
+        if (r == 0 && ret->n_images > TMSG_MAX_IMAGES)
+                r = -E2BIG;
+        if (r == 0 && ret->n_domains)
+                r = desired_nets(s, host_id, ret);
 out:
+        if (r < 0)
+                desired_free(ret);
         reset_all(s);
         if (snap)
                 exec(s, "COMMIT");
@@ -1615,7 +1801,8 @@ out:
         " v.rescue, v.obs_rescue, v.cpu_cap, v.restore_seq, v.restore_snap,"           \
         " v.obs_restore_done, CASE WHEN v.snap_pending > 0 THEN EXISTS (SELECT 1 FROM"     \
         " snapshots s WHERE s.vm_id = v.id AND s.state = 'creating' AND s.online = 0)"    \
-        " ELSE 0 END"
+        " ELSE 0 END, (SELECT group_concat(network_id) FROM (SELECT network_id FROM nics"  \
+        " WHERE vm_id = v.id AND network_id != 0 ORDER BY position))"
 
 static void row_vm(sqlite3_stmt *st, void *item)
 {
@@ -1652,6 +1839,13 @@ static void row_vm(sqlite3_stmt *st, void *item)
         v->restore_snap = (uint64_t)sqlite3_column_int64(st, 28);
         v->obs_restore_done = (uint64_t)sqlite3_column_int64(st, 29);
         v->snapshotting = sqlite3_column_int(st, 30) != 0;
+        /* its private networks: "12,7" in attach order */
+        const char *nets = (const char *)sqlite3_column_text(st, 31);
+        while (nets && *nets && v->n_networks < TMSG_MAX_NICS) {
+                char *end;
+                v->networks[v->n_networks++] = strtoull(nets, &end, 10);
+                nets = *end == ',' ? end + 1 : NULL;
+        }
 }
 
 /* Reads one vm of an account inside the caller's lock. */
@@ -1722,6 +1916,12 @@ static int reserve(struct store *s, uint64_t host_id, int sign, uint32_t vcpus, 
 
 static int idem_claim(struct store *s, const struct idem *i, int status, uint64_t resource_id,
                       int64_t now);
+/* NICs (see their section) */
+static int nic_public(struct store *s, uint64_t vm_id, const char *site, char *why,
+                      size_t why_len);
+static int nic_attach(struct store *s, uint64_t account_id, uint64_t vm_id, uint64_t net_id,
+                      int64_t now);
+static int nics_release(struct store *s, uint64_t vm_id);
 
 /* Marks the candidate hosts (sorted by id) that hold a guest of the
  * account's anti-affinity group. */
@@ -1894,6 +2094,12 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         }
         uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
         r = reserve(s, h->id, 1, req->vcpus, req->ram_mb, req->disk_gb, req->storage, 1);
+        /* its NICs: the public one, then the private network asked for */
+        if (r == 0)
+                r = nic_public(s, id, site, req->why, req->why_len);
+        if (r == 0 && req->network_id &&
+            (r = nic_attach(s, req->account_id, id, req->network_id, now)) == -ENOENT)
+                r = -ENONET;
         uint64_t claim_id = id;
         if (r == 0 && req->deploy) {
                 /* the deployment and its VPS are made (or not) together */
@@ -2501,6 +2707,10 @@ static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id
         /* Its snapshots go with its disk (the agent removes the domain's
          * storage whole). */
         if ((r = snap_delete_all(s, vm_id)) < 0)
+                return r;
+        /* Its NICs go now: their addresses and MACs are free again, and
+         * the other hosts on its networks drop its FDB entries. */
+        if ((r = nics_release(s, vm_id)) < 0)
                 return r;
         /* The reservation goes back now; the agent removes the domain. */
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, !v.observed);
@@ -3390,4 +3600,696 @@ int store_site_put(struct store *s, const char *slug, const char *name, struct s
         row_site_full(st, ret);
         r = event(s, now, "site.updated", 0, ret->id, name);
         return end(s, r);
+}
+
+/* ---- private networks, NICs and public address pools ---- */
+
+/* A MAC no NIC has: 52:54:00 (QEMU's prefix) and three random bytes,
+ * drawn again on a collision. */
+static int mac_new(struct store *s, char mac[TMSG_MAC])
+{
+        static const char sql[] = "SELECT 1 FROM nics WHERE mac = ?";
+        for (int tries = 0; tries < 64; tries++) {
+                uint8_t b[3];
+                if (util_random(b, sizeof(b)) < 0) {
+                        log_error("store: no random bytes for a MAC address");
+                        return -EIO;
+                }
+                snprintf(mac, TMSG_MAC, "52:54:00:%02x:%02x:%02x", b[0], b[1], b[2]);
+                sqlite3_stmt *st = stmt(s, sql);
+                if (!st)
+                        return -EIO;
+                sqlite3_bind_text(st, 1, mac, -1, SQLITE_STATIC);
+                int rc = sqlite3_step(st);
+                sqlite3_reset(st);
+                if (rc == SQLITE_DONE)
+                        return 0;
+                if (rc != SQLITE_ROW)
+                        return db_err(s, "cannot read MAC addresses");
+        }
+        log_error("store: no free MAC address found in 64 draws");
+        return -EIO;
+}
+
+/* The first free address of p among network_id's NICs (public ones:
+ * network 0) from its skip-th on, not exclude: 0 and its text, -ENOSPC. */
+static int addr_alloc(struct store *s, uint64_t network_id, const struct ipam_prefix *p,
+                      unsigned skip, const struct ipam_addr *exclude, char *out, size_t len)
+{
+        static const char sql4[] =
+                "SELECT ipv4 FROM nics WHERE network_id = ? AND ipv4 IS NOT NULL";
+        static const char sql6[] =
+                "SELECT ipv6 FROM nics WHERE network_id = ? AND ipv6 IS NOT NULL";
+        struct ipam_addr *used = NULL, a;
+        size_t n = 0, cap = 0;
+        int rc, r;
+        sqlite3_stmt *st = stmt(s, p->addr.len == 4 ? sql4 : sql6);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)network_id);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (ipam_addr_parse((const char *)sqlite3_column_text(st, 0), &a) < 0 ||
+                    !ipam_prefix_contains(p, &a))
+                        continue; /* another pool's */
+                if (n == cap) {
+                        size_t ncap = cap ? cap * 2 : 64;
+                        struct ipam_addr *nu = realloc(used, ncap * sizeof(*nu));
+                        if (!nu) {
+                                sqlite3_reset(st);
+                                free(used);
+                                return -ENOMEM;
+                        }
+                        used = nu;
+                        cap = ncap;
+                }
+                used[n++] = a;
+        }
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+                free(used);
+                return db_err(s, "cannot read addresses");
+        }
+        r = ipam_first_free(p, skip, exclude, used, n, &a);
+        free(used);
+        if (r == 0)
+                ipam_addr_format(&a, out, len);
+        return r;
+}
+
+static int nic_insert(struct store *s, uint64_t vm_id, uint64_t network_id, uint32_t position,
+                      const char *ipv4, const char *ipv6)
+{
+        static const char sql[] = "INSERT INTO nics (vm_id, network_id, position, mac, ipv4, ipv6)"
+                                  " VALUES (?,?,?,?,?,?)";
+        char mac[TMSG_MAC];
+        int r = mac_new(s, mac);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)network_id);
+        sqlite3_bind_int64(st, 3, position);
+        sqlite3_bind_text(st, 4, mac, -1, SQLITE_STATIC);
+        if (ipv4 && ipv4[0])
+                sqlite3_bind_text(st, 5, ipv4, -1, SQLITE_STATIC);
+        if (ipv6 && ipv6[0])
+                sqlite3_bind_text(st, 6, ipv6, -1, SQLITE_STATIC);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot insert NIC");
+}
+
+/* Inside a transaction: the public NIC of a new vm (position 0) when its
+ * site has a pool: -EADDRNOTAVAIL (why says which family) when used up. */
+static int nic_public(struct store *s, uint64_t vm_id, const char *site, char *why,
+                      size_t why_len)
+{
+        static const char sql[] =
+                "SELECT ipv4, gateway4, ipv6, gateway6 FROM ip_pools WHERE site = ?";
+        char v4[TMSG_IP], gw4[TMSG_IP], v6[TMSG_IP], gw6[TMSG_IP];
+        char a4[TMSG_IP] = "", a6[TMSG_IP] = "";
+        struct ipam_prefix p4, p6;
+        struct ipam_addr g4, g6;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_text(st, 1, site, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return 0; /* no pool: no public NIC */
+        if (rc != SQLITE_ROW)
+                return db_err(s, "cannot read address pool");
+        col_text(st, 0, v4, sizeof(v4));
+        col_text(st, 1, gw4, sizeof(gw4));
+        col_text(st, 2, v6, sizeof(v6));
+        col_text(st, 3, gw6, sizeof(gw6));
+        sqlite3_reset(st);
+        if (ipam_prefix_parse(v4, &p4, NULL, 0) < 0 || ipam_addr_parse(gw4, &g4) < 0 ||
+            (v6[0] && (ipam_prefix_parse(v6, &p6, NULL, 0) < 0 || ipam_addr_parse(gw6, &g6) < 0))) {
+                log_error("site %s: its address pool is malformed", site);
+                return -EIO;
+        }
+        int r = addr_alloc(s, 0, &p4, 1, &g4, a4, sizeof(a4));
+        if (r == 0 && v6[0] && (r = addr_alloc(s, 0, &p6, 1, &g6, a6, sizeof(a6))) == -ENOSPC &&
+            why)
+                snprintf(why, why_len, "the public IPv6 pool of site %s (%s) is used up", site, v6);
+        else if (r == -ENOSPC && why)
+                snprintf(why, why_len, "the public IPv4 pool of site %s (%s) is used up", site, v4);
+        if (r == -ENOSPC) {
+                log_warn("site %s: public address pool used up", site);
+                return -EADDRNOTAVAIL;
+        }
+        return r < 0 ? r : nic_insert(s, vm_id, 0, 0, a4, a6);
+}
+
+/* Inside a transaction: a new generation for every host with a guest on
+ * the network (their bridges and FDB entries follow its members). */
+static int bump_net_hosts(struct store *s, uint64_t net_id)
+{
+        static const char sql[] =
+                "UPDATE hosts SET generation = generation + 1 WHERE id IN (SELECT v.host_id"
+                " FROM nics n JOIN vms v ON v.id = n.vm_id WHERE n.network_id = ?"
+                " AND v.deleted_at IS NULL)";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)net_id);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot bump generations");
+}
+
+/* Inside a transaction: the vm (of the account) on one of the account's
+ * networks, with its first free address: -ENOENT (no such network),
+ * -EEXIST, -EDQUOT, -ERANGE as store_net_attach(). */
+static int nic_attach(struct store *s, uint64_t account_id, uint64_t vm_id, uint64_t net_id,
+                      int64_t now)
+{
+        static const char net_sql[] = "SELECT cidr FROM networks WHERE id = ? AND account_id = ?";
+        static const char nics_sql[] =
+                "SELECT COUNT(*), COALESCE(MAX(position) + 1, 0), COALESCE(SUM(network_id = ?2), 0)"
+                " FROM nics WHERE vm_id = ?1";
+        char cidr[STORE_CIDR_MAX], addr[TMSG_IP], id[ID_STR_MAX];
+        struct ipam_prefix p;
+        sqlite3_stmt *st = stmt(s, net_sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)net_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return -ENOENT;
+        if (rc != SQLITE_ROW)
+                return db_err(s, "cannot read network");
+        col_text(st, 0, cidr, sizeof(cidr));
+        sqlite3_reset(st);
+        if (!(st = stmt(s, nics_sql)))
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)net_id);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return db_err(s, "cannot read NICs");
+        int64_t count = sqlite3_column_int64(st, 0), next = sqlite3_column_int64(st, 1);
+        int attached = sqlite3_column_int64(st, 2) > 0;
+        sqlite3_reset(st);
+        if (attached)
+                return -EEXIST;
+        if (count >= TMSG_MAX_NICS)
+                return -EDQUOT;
+        if (ipam_prefix_parse(cidr, &p, NULL, 0) < 0) {
+                log_error("network %llu: malformed cidr %s", (unsigned long long)net_id, cidr);
+                return -EIO;
+        }
+        /* past the network address and .1 (kept for a router) */
+        int r = addr_alloc(s, net_id, &p, 2, NULL, addr, sizeof(addr));
+        if (r == -ENOSPC)
+                return -ERANGE;
+        if (r == 0)
+                r = nic_insert(s, vm_id, net_id, (uint32_t)next, addr, NULL);
+        if (r == 0)
+                r = bump_net_hosts(s, net_id);
+        id_encode(&s->key, "net", net_id, id, sizeof(id));
+        if (r == 0)
+                r = event(s, now, "vps.attached", account_id, vm_id, id);
+        return r;
+}
+
+/* Inside a transaction: a deleted vm's NICs go, after the hosts of its
+ * networks' other guests got a new generation (their FDB loses it). */
+static int nics_release(struct store *s, uint64_t vm_id)
+{
+        static const char bump[] =
+                "UPDATE hosts SET generation = generation + 1 WHERE id IN (SELECT v.host_id"
+                " FROM nics n JOIN vms v ON v.id = n.vm_id WHERE v.deleted_at IS NULL"
+                " AND n.network_id IN (SELECT network_id FROM nics WHERE vm_id = ?"
+                " AND network_id != 0))";
+        static const char del[] = "DELETE FROM nics WHERE vm_id = ?";
+        const char *sqls[] = { bump, del };
+        for (int i = 0; i < 2; i++) {
+                sqlite3_stmt *st = stmt(s, sqls[i]);
+                if (!st)
+                        return -EIO;
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return db_err(s, "cannot release NICs");
+        }
+        return 0;
+}
+
+/* The next vni from the meta counter, unused, and the counter moved past
+ * it: a deleted network's vni comes back only after the range wraps. */
+static int vni_new(struct store *s, uint32_t *ret)
+{
+        static const char get[] = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_vni'";
+        static const char used[] = "SELECT 1 FROM networks WHERE vni = ?";
+        static const char count[] = "SELECT COUNT(*) FROM networks";
+        static const char set[] = "INSERT INTO meta (key, value) VALUES ('next_vni', ?)"
+                                  " ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+        const uint32_t span = STORE_VNI_MAX - STORE_VNI_MIN + 1;
+        sqlite3_stmt *st = stmt(s, get);
+        int64_t next = STORE_VNI_MIN, n;
+        if (!st)
+                return -EIO;
+        if (sqlite3_step(st) == SQLITE_ROW)
+                next = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (!(st = stmt(s, count)))
+                return -EIO;
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return db_err(s, "cannot count networks");
+        n = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (next < STORE_VNI_MIN || next > STORE_VNI_MAX)
+                next = STORE_VNI_MIN;
+        /* at most n of the next n + 1 are taken */
+        for (int64_t i = 0; i <= n && i < span; i++) {
+                uint32_t vni = STORE_VNI_MIN + (uint32_t)((next - STORE_VNI_MIN + i) % span);
+                if (!(st = stmt(s, used)))
+                        return -EIO;
+                sqlite3_bind_int64(st, 1, vni);
+                int rc = sqlite3_step(st);
+                sqlite3_reset(st);
+                if (rc == SQLITE_ROW)
+                        continue;
+                if (rc != SQLITE_DONE)
+                        return db_err(s, "cannot read vnis");
+                if (!(st = stmt(s, set)))
+                        return -EIO;
+                sqlite3_bind_int64(st, 1, vni == STORE_VNI_MAX ? STORE_VNI_MIN : vni + 1);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return db_err(s, "cannot record the next vni");
+                *ret = vni;
+                return 0;
+        }
+        return -EDQUOT; /* every vni taken */
+}
+
+#define NET_COLS "id, account_id, name, cidr, vni, created_at"
+
+static void row_net(sqlite3_stmt *st, void *item)
+{
+        struct network *w = item;
+        memset(w, 0, sizeof(*w));
+        w->id = (uint64_t)sqlite3_column_int64(st, 0);
+        w->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        col_text(st, 2, w->name, sizeof(w->name));
+        col_text(st, 3, w->cidr, sizeof(w->cidr));
+        w->vni = (uint32_t)sqlite3_column_int64(st, 4);
+        w->created_at = sqlite3_column_int64(st, 5);
+}
+
+static int net_get_locked(struct store *s, uint64_t account_id, uint64_t net_id,
+                          struct network *ret)
+{
+        static const char sql[] =
+                "SELECT " NET_COLS " FROM networks WHERE id = ? AND account_id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)net_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                row_net(st, ret);
+        sqlite3_reset(st);
+        if (rc == SQLITE_ROW)
+                return 0;
+        return rc == SQLITE_DONE ? -ENOENT : db_err(s, "cannot read network");
+}
+
+int store_net_create(struct store *s, uint64_t account_id, const char *name, const char *cidr,
+                     const struct idem *idem, int64_t now, struct network *ret)
+{
+        static const char mine[] = "SELECT " NET_COLS " FROM networks WHERE account_id = ?"
+                                   " ORDER BY id";
+        static const char ins[] = "INSERT INTO networks (account_id, name, cidr, vni, created_at)"
+                                  " VALUES (?,?,?,?,?)";
+        struct network *nets = NULL;
+        struct ipam_prefix p, q;
+        size_t n = 0;
+        uint32_t vni;
+        int r;
+
+        if (ipam_prefix_parse(cidr, &p, NULL, 0) < 0)
+                return -EINVAL;
+        if ((r = begin(s)) < 0)
+                return r;
+        /* The key first: a retry whose twin got here first is a replay,
+         * not an overlap. The id is known only after the insert. */
+        if ((r = idem_claim(s, idem, 201, 0, now)) < 0)
+                return end(s, r == -EEXIST ? -EALREADY : r);
+        sqlite3_stmt *st = stmt(s, mine);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        if ((r = collect(s, st, sizeof(*nets), row_net, (void **)&nets, &n)) < 0)
+                return end(s, r);
+        for (size_t i = 0; i < n; i++) {
+                if (ipam_prefix_parse(nets[i].cidr, &q, NULL, 0) == 0 &&
+                    ipam_prefix_overlap(&p, &q)) {
+                        *ret = nets[i];
+                        free(nets);
+                        return end(s, -EADDRINUSE);
+                }
+        }
+        free(nets);
+        if (n >= STORE_NETS_PER_ACCOUNT)
+                return end(s, -EDQUOT);
+        if ((r = vni_new(s, &vni)) < 0)
+                return end(s, r);
+        if (!(st = stmt(s, ins)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, cidr, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, vni);
+        sqlite3_bind_int64(st, 5, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot insert network"));
+        uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        r = idem ? idem_set_resource(s, idem, id) : 0;
+        if (r == 0)
+                r = event(s, now, "network.created", account_id, id, name);
+        if (r == 0)
+                r = net_get_locked(s, account_id, id, ret);
+        return end(s, r);
+}
+
+static void row_u64(sqlite3_stmt *st, void *item)
+{
+        *(uint64_t *)item = (uint64_t)sqlite3_column_int64(st, 0);
+}
+
+int store_net_get(struct store *s, uint64_t account_id, uint64_t net_id, struct network *ret,
+                  uint64_t **ret_vms)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_net_get(pick_reader(s), account_id, net_id, ret, ret_vms);
+        static const char vms[] =
+                "SELECT n.vm_id FROM nics n JOIN vms v ON v.id = n.vm_id"
+                " WHERE n.network_id = ? AND v.deleted_at IS NULL ORDER BY n.vm_id";
+        struct network w;
+        uint64_t *ids = NULL;
+        rlock(s);
+        int r = net_get_locked(s, account_id, net_id, &w);
+        if (r == 0) {
+                sqlite3_stmt *st = stmt(s, vms);
+                if (st)
+                        sqlite3_bind_int64(st, 1, (sqlite3_int64)net_id);
+                r = st ? collect(s, st, sizeof(*ids), row_u64, (void **)&ids, &w.n_vms) : -EIO;
+        }
+        unlock(s);
+        if (r < 0)
+                return r;
+        if (ret_vms)
+                *ret_vms = ids;
+        else
+                free(ids);
+        *ret = w;
+        return 0;
+}
+
+struct net_member {
+        uint64_t net_id, vm_id;
+};
+
+static void row_member(sqlite3_stmt *st, void *item)
+{
+        struct net_member *m = item;
+        m->net_id = (uint64_t)sqlite3_column_int64(st, 0);
+        m->vm_id = (uint64_t)sqlite3_column_int64(st, 1);
+}
+
+int store_net_list(struct store *s, uint64_t account_id, struct network **ret, size_t *ret_n,
+                   uint64_t **ret_vms, size_t *ret_n_vms)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_net_list(pick_reader(s), account_id, ret, ret_n, ret_vms,
+                                      ret_n_vms);
+        static const char nets_sql[] =
+                "SELECT " NET_COLS " FROM networks WHERE account_id = ? ORDER BY id";
+        static const char members_sql[] =
+                "SELECT n.network_id, n.vm_id FROM nics n JOIN vms v ON v.id = n.vm_id"
+                " WHERE v.account_id = ? AND v.deleted_at IS NULL AND n.network_id != 0"
+                " ORDER BY n.network_id, n.vm_id";
+        struct network *nets = NULL;
+        struct net_member *mem = NULL;
+        size_t n = 0, n_mem = 0;
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, nets_sql);
+        if (st)
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        r = st ? collect(s, st, sizeof(*nets), row_net, (void **)&nets, &n) : -EIO;
+        if (r == 0 && (st = stmt(s, members_sql)))
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        if (r == 0)
+                r = st ? collect(s, st, sizeof(*mem), row_member, (void **)&mem, &n_mem) : -EIO;
+        unlock(s);
+        uint64_t *ids = r == 0 ? malloc((n_mem ? n_mem : 1) * sizeof(*ids)) : NULL;
+        if (r == 0 && !ids)
+                r = -ENOMEM;
+        if (r < 0) {
+                free(nets);
+                free(mem);
+                return r;
+        }
+        /* both in network id order: each network's members are a run */
+        size_t j = 0, k = 0;
+        for (size_t i = 0; i < n; i++) {
+                while (j < n_mem && mem[j].net_id < nets[i].id)
+                        j++;
+                nets[i].first_vm = k;
+                for (; j < n_mem && mem[j].net_id == nets[i].id; j++)
+                        ids[k++] = mem[j].vm_id;
+                nets[i].n_vms = k - nets[i].first_vm;
+        }
+        free(mem);
+        *ret = nets;
+        *ret_n = n;
+        *ret_vms = ids;
+        *ret_n_vms = k;
+        return 0;
+}
+
+int store_net_delete(struct store *s, uint64_t account_id, uint64_t net_id)
+{
+        static const char busy[] = "SELECT 1 FROM nics WHERE network_id = ? LIMIT 1";
+        static const char del[] = "DELETE FROM networks WHERE id = ?";
+        struct network w;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        if ((r = net_get_locked(s, account_id, net_id, &w)) < 0)
+                return end(s, r);
+        sqlite3_stmt *st = stmt(s, busy);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)net_id);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc == SQLITE_ROW)
+                return end(s, -EBUSY);
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot read NICs"));
+        if (!(st = stmt(s, del)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)net_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot delete network"));
+        return end(s, event(s, util_now_ms(), "network.deleted", account_id, net_id, w.name));
+}
+
+int store_net_attach(struct store *s, uint64_t account_id, uint64_t net_id, uint64_t vm_id,
+                     const struct idem *idem, struct vm *ret)
+{
+        int64_t now = util_now_ms();
+        struct vm v;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        /* The key first: a retry whose twin got here first is a replay,
+         * not "attached already". */
+        if ((r = idem_claim(s, idem, 202, vm_id, now)) < 0)
+                return end(s, r == -EEXIST ? -EALREADY : r);
+        if ((r = get_vm_locked(s, account_id, vm_id, &v)) < 0)
+                return end(s, r);
+        r = nic_attach(s, account_id, vm_id, net_id, now);
+        if (r == 0)
+                r = get_vm_locked(s, account_id, vm_id, ret);
+        return end(s, r);
+}
+
+int store_vm_net_hosts(struct store *s, uint64_t vm_id, uint64_t **ret, size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_vm_net_hosts(pick_reader(s), vm_id, ret, ret_n);
+        static const char sql[] =
+                "SELECT DISTINCT v.host_id FROM nics n JOIN vms v ON v.id = n.vm_id"
+                " WHERE v.deleted_at IS NULL AND n.network_id IN (SELECT network_id FROM nics"
+                " WHERE vm_id = ? AND network_id != 0) ORDER BY v.host_id";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st)
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        r = st ? collect(s, st, sizeof(**ret), row_u64, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+static void row_nic(sqlite3_stmt *st, void *item)
+{
+        struct nic *c = item;
+        memset(c, 0, sizeof(*c));
+        c->vm_id = (uint64_t)sqlite3_column_int64(st, 0);
+        c->network_id = (uint64_t)sqlite3_column_int64(st, 1);
+        c->position = (uint32_t)sqlite3_column_int64(st, 2);
+        col_text(st, 3, c->mac, sizeof(c->mac));
+        col_text(st, 4, c->ipv4, sizeof(c->ipv4));
+        col_text(st, 5, c->ipv6, sizeof(c->ipv6));
+}
+
+int store_vm_nics(struct store *s, uint64_t vm_id, struct nic **ret, size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_vm_nics(pick_reader(s), vm_id, ret, ret_n);
+        static const char sql[] = "SELECT vm_id, network_id, position, mac, ipv4, ipv6"
+                                  " FROM nics WHERE vm_id = ? ORDER BY position";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st)
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        r = st ? collect(s, st, sizeof(**ret), row_nic, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+/* ---- public address pools ---- */
+
+#define POOL_COLS                                                                          \
+        "p.site, p.ipv4, p.gateway4, p.ipv6, p.gateway6, p.created_at, (SELECT COUNT(*)"   \
+        " FROM nics n JOIN vms v ON v.id = n.vm_id WHERE n.network_id = 0"                \
+        " AND v.site = p.site)"
+
+static void row_pool(sqlite3_stmt *st, void *item)
+{
+        struct ip_pool *p = item;
+        memset(p, 0, sizeof(*p));
+        col_text(st, 0, p->site, sizeof(p->site));
+        col_text(st, 1, p->ipv4, sizeof(p->ipv4));
+        col_text(st, 2, p->gateway4, sizeof(p->gateway4));
+        col_text(st, 3, p->ipv6, sizeof(p->ipv6));
+        col_text(st, 4, p->gateway6, sizeof(p->gateway6));
+        p->created_at = sqlite3_column_int64(st, 5);
+        p->used = (uint32_t)sqlite3_column_int64(st, 6);
+}
+
+int store_pool_add(struct store *s, const struct ip_pool *p, struct ip_pool *ret)
+{
+        static const char site_sql[] = "SELECT 1 FROM sites WHERE slug = ?";
+        static const char all[] = "SELECT " POOL_COLS " FROM ip_pools p ORDER BY p.site";
+        static const char ins[] = "INSERT INTO ip_pools (site, ipv4, gateway4, ipv6, gateway6,"
+                                  " created_at) VALUES (?,?,?,?,?,?)";
+        static const char one[] = "SELECT " POOL_COLS " FROM ip_pools p WHERE p.site = ?";
+        struct ipam_prefix a4, a6, b;
+        struct ip_pool *pools = NULL;
+        size_t n = 0;
+        int64_t now = util_now_ms();
+        int r;
+
+        if (ipam_prefix_parse(p->ipv4, &a4, NULL, 0) < 0 ||
+            (p->ipv6[0] && ipam_prefix_parse(p->ipv6, &a6, NULL, 0) < 0))
+                return -EINVAL;
+        if ((r = begin(s)) < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, site_sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, p->site, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc == SQLITE_DONE)
+                return end(s, -ENOENT);
+        if (rc != SQLITE_ROW)
+                return end(s, db_err(s, "cannot read sites"));
+        if (!(st = stmt(s, all)))
+                return end(s, -EIO);
+        if ((r = collect(s, st, sizeof(*pools), row_pool, (void **)&pools, &n)) < 0)
+                return end(s, r);
+        for (size_t i = 0; i < n; i++) {
+                int clash = strcmp(pools[i].site, p->site) == 0 ? -EEXIST : 0;
+                if (!clash && ipam_prefix_parse(pools[i].ipv4, &b, NULL, 0) == 0 &&
+                    ipam_prefix_overlap(&a4, &b))
+                        clash = -EADDRINUSE;
+                if (!clash && p->ipv6[0] && pools[i].ipv6[0] &&
+                    ipam_prefix_parse(pools[i].ipv6, &b, NULL, 0) == 0 &&
+                    ipam_prefix_overlap(&a6, &b))
+                        clash = -EADDRINUSE;
+                if (clash) {
+                        *ret = pools[i];
+                        free(pools);
+                        return end(s, clash);
+                }
+        }
+        free(pools);
+        if (!(st = stmt(s, ins)))
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, p->site, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, p->ipv4, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, p->gateway4, -1, SQLITE_STATIC);
+        if (p->ipv6[0]) {
+                sqlite3_bind_text(st, 4, p->ipv6, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 5, p->gateway6, -1, SQLITE_STATIC);
+        }
+        sqlite3_bind_int64(st, 6, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot add address pool"));
+        if (!(st = stmt(s, one)))
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, p->site, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, db_err(s, "cannot read address pool"));
+        row_pool(st, ret);
+        return end(s, event(s, now, "pool.added", 0, 0, p->site));
+}
+
+int store_pool_list(struct store *s, struct ip_pool **ret, size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_pool_list(pick_reader(s), ret, ret_n);
+        static const char sql[] = "SELECT " POOL_COLS " FROM ip_pools p ORDER BY p.site";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, sizeof(**ret), row_pool, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+int store_pool_remove(struct store *s, const char *site)
+{
+        static const char busy[] = "SELECT 1 FROM nics n JOIN vms v ON v.id = n.vm_id"
+                                   " WHERE n.network_id = 0 AND v.site = ? LIMIT 1";
+        static const char del[] = "DELETE FROM ip_pools WHERE site = ?";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, busy);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, site, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot read NICs"));
+        if (!(st = stmt(s, del)))
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, site, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot remove address pool"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -ENOENT);
+        if (rc == SQLITE_ROW)
+                return end(s, -EBUSY); /* rolls the delete back */
+        return end(s, event(s, util_now_ms(), "pool.removed", 0, 0, site));
 }

@@ -46,6 +46,7 @@ struct ctl {
         const char *tier;  /* NULL unless --tier was given */
         const char *name;  /* NULL unless --name was given */
         const char *url, *sha256, *format, *min_disk; /* image add */
+        const char *ipv4, *gateway4, *ipv6, *gateway6;  /* pool add */
         bool json, help, version, read_only;
         char *words[WORDS_MAX]; /* the command and its arguments */
         size_t n_words;
@@ -660,6 +661,69 @@ static int cmd_image(const struct ctl *ctl, const struct cmd *cmd, char **args)
         return r;
 }
 
+static const struct col pool_cols[] = {
+        {"SITE", "site", COL_STR}, {"IPV4", "ipv4", COL_STR}, {"GATEWAY4", "gateway4", COL_STR},
+        {"IPV6", "ipv6", COL_STR}, {"GATEWAY6", "gateway6", COL_STR}, {"USED", "used", COL_INT},
+        {NULL, NULL, COL_STR},
+};
+
+/* An address or prefix as given (the broker checks it): hex digits, '.',
+ * ':' and one '/' at most, nothing else. */
+static bool addr_text(const char *s, bool prefix)
+{
+        size_t n = strlen(s);
+        const char *slash = strchr(s, '/');
+        return n > 0 && n < 64 && strspn(s, "0123456789abcdefABCDEF.:/") == n &&
+               (prefix ? slash && slash[1] && !strchr(slash + 1, '/') : !slash);
+}
+
+static int cmd_pool(const struct ctl *ctl, const struct cmd *cmd, char **args)
+{
+        char path[128];
+        json_t *req = NULL, *data = NULL, *one;
+        int r;
+
+        if (!name_valid(args[0]))
+                return usage_error("invalid site slug '%.100s': use a-z, 0-9 and '-'", args[0]);
+        if (strcmp(cmd->verb, "remove") == 0) {
+                snprintf(path, sizeof(path), "/v1/ip_pools/%s", args[0]);
+                r = broker_request(ctl, "DELETE", path, NULL, JSON_NULL, &data);
+                if (r == CTL_OK && !ctl->json)
+                        say("the address pool of site %s removed", args[0]);
+                json_decref(data);
+                return r;
+        }
+        if (!ctl->ipv4 || !addr_text(ctl->ipv4, true))
+                return usage_error("pool add needs --ipv4 CIDR (a prefix, as 203.0.113.0/24)");
+        if (!ctl->gateway4 || !addr_text(ctl->gateway4, false))
+                return usage_error("pool add needs --gateway4 IP (an address inside --ipv4)");
+        if (!ctl->ipv6 != !ctl->gateway6)
+                return usage_error("--ipv6 and --gateway6 go together");
+        if (ctl->ipv6 && (!addr_text(ctl->ipv6, true) || !addr_text(ctl->gateway6, false)))
+                return usage_error("--ipv6 needs a prefix (as 2001:db8::/64) and --gateway6 an "
+                                   "address inside it");
+        req = json_pack("{s:s, s:s, s:s}", "site", args[0], "ipv4", ctl->ipv4, "gateway4",
+                        ctl->gateway4);
+        if (!req)
+                abort(); /* out of memory */
+        if (ctl->ipv6) {
+                json_object_set_new(req, "ipv6", json_string(ctl->ipv6));
+                json_object_set_new(req, "gateway6", json_string(ctl->gateway6));
+        }
+        r = broker_call(ctl, "/v1/ip_pools", req, JSON_OBJECT, &data);
+        if (r == CTL_OK && ctl->json) {
+                r = print_data(ctl, data, NULL);
+        } else if (r == CTL_OK) {
+                one = json_array();
+                json_array_append(one, data);
+                table_print(pool_cols, one);
+                json_decref(one);
+        }
+        json_decref(data);
+        json_decref(req);
+        return r;
+}
+
 static const struct cmd cmds[] = {
         {"account", "create", " NAME [--tier free|pro|enterprise]",
          "create an account (tier defaults to free)", 1, cmd_account_create, NULL, NULL},
@@ -678,6 +742,14 @@ static const struct cmd cmds[] = {
         {"image", "remove", " SLUG",
          "take an image out of the catalog (no new guests; existing ones keep it)", 1, cmd_image,
          NULL, NULL},
+        {"pool", "add", " SITE --ipv4 CIDR --gateway4 IP [--ipv6 CIDR --gateway6 IP]",
+         "give SITE its public address pool: each VPS made there from now on gets its first "
+         "free addresses (never the network, last or gateway address)",
+         1, cmd_pool, NULL, NULL},
+        {"pool", "list", "", "list the sites' public address pools and how many addresses are used",
+         0, cmd_list, "/v1/ip_pools", pool_cols},
+        {"pool", "remove", " SITE", "take SITE's address pool away (only when no guest uses it)",
+         1, cmd_pool, NULL, NULL},
         {"node", "list", "", "list hypervisor nodes, their state and capacity", 0, cmd_list,
          "/v1/nodes", node_cols},
         {"site", "list", "", "list sites (regions): number, slug, name, hosts", 0, cmd_list,
@@ -736,7 +808,8 @@ static int print_help(const struct ctl *ctl)
 /* ---- Main ------------------------------------------------------------ */
 
 enum { OPT_BROKER = 256, OPT_TOKEN, OPT_JSON, OPT_TIER, OPT_NAME, OPT_VERSION, OPT_READ_ONLY,
-       OPT_URL, OPT_SHA256, OPT_FORMAT, OPT_MIN_DISK };
+       OPT_URL, OPT_SHA256, OPT_FORMAT, OPT_MIN_DISK, OPT_IPV4, OPT_GATEWAY4, OPT_IPV6,
+       OPT_GATEWAY6 };
 
 static const struct option long_opts[] = {
         {"broker", required_argument, NULL, OPT_BROKER},
@@ -749,6 +822,10 @@ static const struct option long_opts[] = {
         {"sha256", required_argument, NULL, OPT_SHA256},
         {"format", required_argument, NULL, OPT_FORMAT},
         {"min-disk", required_argument, NULL, OPT_MIN_DISK},
+        {"ipv4", required_argument, NULL, OPT_IPV4},
+        {"gateway4", required_argument, NULL, OPT_GATEWAY4},
+        {"ipv6", required_argument, NULL, OPT_IPV6},
+        {"gateway6", required_argument, NULL, OPT_GATEWAY6},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -783,6 +860,10 @@ static int parse_args(int argc, char **argv, struct ctl *ctl)
                 case OPT_SHA256: ctl->sha256 = optarg; break;
                 case OPT_FORMAT: ctl->format = optarg; break;
                 case OPT_MIN_DISK: ctl->min_disk = optarg; break;
+                case OPT_IPV4: ctl->ipv4 = optarg; break;
+                case OPT_GATEWAY4: ctl->gateway4 = optarg; break;
+                case OPT_IPV6: ctl->ipv6 = optarg; break;
+                case OPT_GATEWAY6: ctl->gateway6 = optarg; break;
                 case 'h': ctl->help = true; break;
                 case OPT_VERSION: ctl->version = true; break;
                 case ':': r = usage_error("option '%s' needs a value", argv[optind - 1]); break;
@@ -814,6 +895,10 @@ static int check_args(const struct ctl *ctl, const struct cmd **ret_cmd)
         if ((ctl->url || ctl->sha256 || ctl->format || ctl->min_disk) && !image_add)
                 return usage_error("--url, --sha256, --format and --min-disk apply only to "
                                    "'image add'");
+        bool pool_add = cmd->run == cmd_pool && strcmp(cmd->verb, "add") == 0;
+        if ((ctl->ipv4 || ctl->gateway4 || ctl->ipv6 || ctl->gateway6) && !pool_add)
+                return usage_error("--ipv4, --gateway4, --ipv6 and --gateway6 apply only to "
+                                   "'pool add'");
         if (ctl->read_only && cmd->run != cmd_key_create)
                 return usage_error("--read-only applies only to 'key create'");
         if (!ctl->broker[0] || strlen(ctl->broker) > URL_MAX || !text_plain(ctl->broker))

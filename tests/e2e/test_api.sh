@@ -357,4 +357,217 @@ eq "deleting the VPS -> 204" "$CODE" 204
 KEY=$A api GET "/v1/vps/$SV/snapshots/$R1"
 err_is "its snapshots went with it" 404 not_found
 eq "no snapshot row is left of it" "$(sql "SELECT COUNT(*) FROM snapshots s JOIN vms v ON v.id = s.vm_id WHERE v.name = 'snapvm'")" 0
+# --- private networks and public address pools. The agent (test driver)
+# does nothing with them yet: what is checked is the API and what the
+# broker records for the hosts.
+adm POST /v1/ip_pools '{"site":"tas-1","ipv4":"203.0.113.0/28","gateway4":"203.0.113.1","ipv6":"2001:db8:5::/64","gateway6":"2001:db8:5::1"}'
+eq "ip_pools add -> 201" "$CODE/$(jget .data.site)/$(jget .data.used)" 201/tas-1/0
+adm POST /v1/ip_pools '{"site":"tas-1","ipv4":"198.51.100.0/24","gateway4":"198.51.100.1"}'
+eq "a second pool for the site -> 409" "$CODE/$(jget .error.code)" 409/conflict
+for bad in 'site:"nosuch"' 'site:"Bad"' 'ipv4:"203.0.114.1/24"' 'ipv4:"2001:db8::/64"' 'ipv4:"10.0.0.0/31"' \
+           'gateway4:"203.0.115.1"' 'gateway4:"203.0.114.0"' 'gateway4:"203.0.114.255"' 'gateway4:7' \
+           'ipv6:"2001:db8:6::1/64"' 'ipv6:"203.0.114.0/24"' 'gateway6:"2001:db8:7::1"'; do
+        body=$(jq -c -n "{site: \"tas-1\", ipv4: \"203.0.114.0/24\", gateway4: \"203.0.114.1\", ipv6: \"2001:db8:6::/64\", gateway6: \"2001:db8:6::1\"} + {$bad}")
+        adm POST /v1/ip_pools "$body"
+        eq "ip_pools add with $bad -> 422 on its field" "$CODE/$(jget .error.details.field)" "422/${bad%%:*}"
+done
+adm POST /v1/ip_pools '{"site":"tas-1","ipv4":"203.0.114.0/24","gateway4":"203.0.114.1","ipv6":"2001:db8:6::/64"}'
+eq "ipv6 without gateway6 -> 422 on gateway6" "$CODE/$(jget .error.details.field)" 422/gateway6
+adm PUT /v1/ip_pools '{}'
+eq "PUT on ip_pools -> 405" "$CODE" 405
+eq "tasmanctl pool list shows it" "$(ctl --json pool list | jq -r '.[] | select(.site == "tas-1") | .ipv4 + " " + .gateway4 + " " + .ipv6')" "203.0.113.0/28 203.0.113.1 2001:db8:5::/64"
+check "tasmanctl pool list prints a table" bash -c "$BUILD/tasmanctl --broker $ADMIN pool list | grep -q '^SITE.*GATEWAY6'"
+ctl pool add tas-1 --ipv4 10.0.0.0/24 >/dev/null 2>&1; eq "tasmanctl pool add without --gateway4: usage error" "$?" 2
+ctl pool add tas-1 --ipv4 10.0.0.0/24 --gateway4 10.0.0.1 --ipv6 2001:db8::/64 >/dev/null 2>&1; eq "tasmanctl pool add --ipv6 without --gateway6: usage error" "$?" 2
+ctl pool add tas-1 --ipv4 198.51.100.0/24 --gateway4 198.51.100.1 >/dev/null 2>&1; eq "tasmanctl pool add for a site with one: exit 1" "$?" 1
+ctl image list --ipv4 10.0.0.0/24 >/dev/null 2>&1; eq "--ipv4 outside pool add: usage error" "$?" 2
+
+KEY=$A api GET /v1/networks
+eq "GET /v1/networks -> 200, none at first" "$CODE/$(jget '.data | length')" 200/0
+KEY=$A api POST /v1/networks '{"name":"backend","cidr":"10.20.0.0/24"}'
+eq "POST /v1/networks -> 201" "$CODE" 201
+NET=$(jget .data.id)
+match "a network id is net_ + 13 chars" "$NET" "^net_[0-9a-z]{13}$"
+eq "the new network's name, cidr and VPS" "$(jget '[.data.name, .data.cidr, (.data.vps_ids | length | tostring)] | join(",")')" "backend,10.20.0.0/24,0"
+match "the new network's created_at is UTC ISO 8601" "$(jget .data.created_at)" "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
+eq "Location names the network" "$(hdr Location)" "/v1/networks/$NET"
+KEY=$A api GET "/v1/networks/$NET"
+eq "GET one network -> 200" "$CODE/$(jget .data.id)/$(jget .data.cidr)" "200/$NET/10.20.0.0/24"
+KEY=$A api GET /v1/networks
+eq "the network list holds it" "$CODE/$(jget '[.data[].id] | join(",")')" "200/$NET"
+for bad in '{"name":"x"}|cidr|cidr is required' '{"name":"x","cidr":7}|cidr|cidr must be a string' \
+           '{"name":"x","cidr":"10.20.0.1/24"}|cidr|host bits set (the network is 10.20.0.0/24)' \
+           '{"name":"x","cidr":"8.8.8.0/24"}|cidr|private range' '{"name":"x","cidr":"10.0.0.0/8"}|cidr|/16 to /29' \
+           '{"name":"x","cidr":"10.0.0.0/30"}|cidr|/16 to /29' '{"name":"x","cidr":"10.20.0.128/25"}|cidr|overlaps network '"$NET"' (10.20.0.0/24)' \
+           '{"name":"x","cidr":"fd00::/64"}|cidr|a.b.c.d/n' '{"name":"x","cidr":"10.1.1/24"}|cidr|a.b.c.d/n' \
+           '{"cidr":"10.30.0.0/24"}|name|name is required' '{"name":"bad name","cidr":"10.30.0.0/24"}|name|name must be' \
+           '["x"]|body|JSON object'; do
+        IFS='|' read -r body field msg <<<"$bad"
+        KEY=$A api POST /v1/networks "$body"
+        eq "network $body -> 422 on $field" "$CODE/$(jget .error.code)/$(jget .error.details.field)" "422/validation_error/$field"
+        match "network $body: the message says why" "$(jget .error.message)" "$(sed 's/[][().*/]/\\&/g' <<<"$msg")"
+done
+KEY=$RO api POST /v1/networks '{"name":"ro","cidr":"10.40.0.0/24"}'
+err_is "read-only key cannot make a network" 403 forbidden
+KEY=$B api POST /v1/networks '{"name":"theirs","cidr":"10.20.0.0/24"}'
+eq "another account may use the same cidr" "$CODE" 201
+NETB=$(jget .data.id)
+KEY=$B api GET "/v1/networks/$NET"
+err_is "another account cannot see the network" 404 not_found
+KEY=$B api DELETE "/v1/networks/$NET"
+err_is "another account cannot delete the network" 404 not_found
+KEY=$B api GET /v1/networks
+eq "each account lists its own networks" "$(jget '[.data[].id] | join(",")')" "$NETB"
+KEY=$A api GET /v1/networks/net_0000000000000
+err_is "unknown network id" 404 not_found
+KEY=$A api GET /v1/networks/12
+err_is "malformed network id" 404 not_found
+KEY=$A api PUT /v1/networks '{}'
+err_is "PUT on networks" 405 method_not_allowed
+eq "the networks 405 allows GET, POST" "$(hdr Allow)" "GET, POST"
+KEY=$A api POST "/v1/networks/$NET" '{}'
+err_is "POST on one network" 405 method_not_allowed
+eq "the one-network 405 allows GET, DELETE" "$(hdr Allow)" "GET, DELETE"
+KEY=$A api GET "/v1/networks/$NET/attach"
+err_is "GET on attach" 405 method_not_allowed
+eq "the attach 405 allows POST" "$(hdr Allow)" POST
+KEY=$A api POST "/v1/networks/$NET/vpn-config" '{}'
+err_is "POST on vpn-config" 405 method_not_allowed
+KEY=$A api GET "/v1/networks/$NET/explode"
+err_is "an unknown network sub-resource" 404 not_found
+
+# attach, and the VPS's networks
+KEY=$A api POST /v1/vps '{"name":"netvm","size":"standard-1vcpu-1gb","image":"debian-12"}'
+NV=$(jget .data.id)
+eq "a VPS made with no network lists none" "$(jget '.data.networks | length')" 0
+nic_rows() { sql "SELECT group_concat(COALESCE(ipv4, '-') || ' ' || COALESCE(ipv6, '-'), ';') FROM (SELECT n.ipv4, n.ipv6 FROM nics n JOIN vms v ON v.id = n.vm_id WHERE v.name = '$1' AND v.deleted_at IS NULL ORDER BY n.position)"; }
+eq "it has a public NIC from the pool (first free address, IPv4 and IPv6)" "$(nic_rows netvm)" "203.0.113.2 2001:db8:5::2"
+KEY=$A api POST "/v1/networks/$NET/attach" "{\"vps_id\":\"$NV\"}"
+eq "attach -> 202 with the VPS" "$CODE/$(jget .data.id)" "202/$NV"
+eq "the attached VPS lists the network" "$(jget '.data.networks | join(",")')" "$NET"
+eq "it got the network's first address past .1" "$(nic_rows netvm)" "203.0.113.2 2001:db8:5::2;10.20.0.2 -"
+KEY=$A api GET "/v1/vps/$NV"
+eq "GET the VPS: its networks" "$(jget '.data.networks | join(",")')" "$NET"
+ONE_RAW=$BODY
+KEY=$A api GET "/v1/vps?name=netvm"
+ITEM=${BODY#'{"data":['}; ITEM=${ITEM%'],"next_cursor":null}'}
+eq "a list item with networks is byte for byte the single VPS" "$ITEM" "${ONE_RAW:8:${#ONE_RAW}-9}"
+KEY=$A api GET "/v1/networks/$NET"
+eq "the network lists the VPS" "$(jget '.data.vps_ids | join(",")')" "$NV"
+KEY=$A api POST "/v1/networks/$NET/attach" "{\"vps_id\":\"$NV\"}"
+err_is "attaching it twice" 409 conflict vps_id
+KEY=$A api POST "/v1/networks/$NET/attach" '{}'
+err_is "attach without vps_id" 422 validation_error vps_id
+KEY=$A api POST "/v1/networks/$NET/attach" '{"vps_id":7}'
+err_is "attach with a vps_id not a string" 422 validation_error vps_id
+KEY=$A api POST "/v1/networks/$NET/attach" 'nonsense'
+err_is "attach with a malformed body" 422 validation_error body
+KEY=$A api POST "/v1/networks/$NET/attach" '{"vps_id":"vps_0000000000000"}'
+err_is "attach an unknown VPS" 404 not_found
+KEY=$B api POST /v1/vps '{"name":"bvm","size":"standard-1vcpu-1gb","image":"debian-12"}'
+BV=$(jget .data.id)
+KEY=$A api POST "/v1/networks/$NET/attach" "{\"vps_id\":\"$BV\"}"
+err_is "attach another account's VPS" 404 not_found
+KEY=$A api POST "/v1/networks/$NETB/attach" "{\"vps_id\":\"$NV\"}"
+err_is "attach to another account's network" 404 not_found
+KEY=$B api POST "/v1/networks/$NETB/attach" "{\"vps_id\":\"$NV\"}"
+err_is "another account attaches our VPS" 404 not_found
+KEY=$A api POST /v1/networks/net_0000000000000/attach "{\"vps_id\":\"$NV\"}"
+err_is "attach to an unknown network" 404 not_found
+KEY=$RO api POST "/v1/networks/$NET/attach" "{\"vps_id\":\"$NV\"}"
+err_is "read-only key cannot attach" 403 forbidden
+for i in 2 3 4; do
+        KEY=$A api POST /v1/networks "{\"name\":\"n$i\",\"cidr\":\"10.2$i.0.0/24\"}"
+        eval "N$i=\$(jget .data.id)"
+done
+H=("Idempotency-Key: attach-n2")
+KEY=$A api POST "/v1/networks/$N2/attach" "{\"vps_id\":\"$NV\"}"
+FIRST=$BODY
+KEY=$A api POST "/v1/networks/$N2/attach" "{\"vps_id\":\"$NV\"}"
+H=()
+eq "an attach retried with its Idempotency-Key: a replay, not a 409" "$CODE/$(hdr Idempotent-Replayed)" 202/true
+eq "the attach replay answers the same body" "$BODY" "$FIRST"
+KEY=$A api POST "/v1/networks/$N3/attach" "{\"vps_id\":\"$NV\"}"
+eq "a third network -> 202" "$CODE/$(jget '.data.networks | join(",")')" "202/$NET,$N2,$N3"
+KEY=$A api POST "/v1/networks/$N4/attach" "{\"vps_id\":\"$NV\"}"
+err_is "a fifth NIC (public + three private)" 422 validation_error vps_id
+match "the NIC limit says why" "$(jget .error.message)" "has 4 network interfaces"
+
+# network at creation
+KEY=$A api POST /v1/vps "{\"name\":\"netvm2\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\",\"network\":\"$NET\"}"
+eq "a VPS made on a network -> 201, listing it" "$CODE/$(jget '.data.networks | join(",")')" "201/$NET"
+NV2=$(jget .data.id)
+eq "its NICs: public (.3 went to another account's VPS), then the network's next address" "$(nic_rows netvm2)" "203.0.113.4 2001:db8:5::4;10.20.0.3 -"
+KEY=$A api POST /v1/vps "{\"name\":\"x\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\",\"network\":\"$NETB\"}"
+err_is "a VPS on another account's network" 422 validation_error network
+KEY=$A api POST /v1/vps '{"name":"x","size":"standard-1vcpu-1gb","image":"debian-12","network":7}'
+err_is "a network that is not a string" 422 validation_error network
+eq "the refused ones were not made" "$(sql "SELECT COUNT(*) FROM vms WHERE name = 'x'")" 0
+
+# a full network: 5 addresses in a /29 (.0, .1 and .7 never handed out)
+KEY=$A api POST /v1/networks '{"name":"tiny","cidr":"192.168.7.0/29"}'
+TINY=$(jget .data.id)
+for i in 1 2 3 4 5; do
+        KEY=$A api POST /v1/vps "{\"name\":\"tiny$i\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\",\"network\":\"$TINY\"}"
+        [ "$CODE" == 201 ] || not_ok "tiny$i -> $CODE"
+done
+eq "the fifth got the last address" "$(nic_rows tiny5)" "203.0.113.9 2001:db8:5::9;192.168.7.6 -"
+KEY=$A api POST /v1/vps "{\"name\":\"tiny6\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\",\"network\":\"$TINY\"}"
+err_is "a VPS on a full network" 422 validation_error network
+eq "that 422 says addresses" "$(jget .error.details.reason)" addresses
+KEY=$A api POST "/v1/networks/$TINY/attach" "{\"vps_id\":\"$NV2\"}"
+err_is "attach to a full network" 409 conflict
+match "that 409 says why" "$(jget .error.message)" "has no free address left"
+
+# the public pool used up: no VPS, a clear 422
+for i in $(seq 1 10); do
+        KEY=$A api POST /v1/vps "{\"name\":\"fill$i\",\"size\":\"standard-1vcpu-1gb\",\"image\":\"debian-12\"}"
+        [ "$CODE" == 201 ] || break
+done
+err_is "a VPS when the site's pool is used up" 422 validation_error size
+match "it names the pool" "$(jget .error.message)" "public IPv4 pool of site tas-1 \(203.0.113.0/28\) is used up"
+eq "and was not made" "$(sql "SELECT COUNT(*) FROM vms WHERE name = 'fill$i'")" 0
+eq "tasmanctl pool list counts the addresses used" "$(ctl --json pool list | jq '.[] | select(.site == "tas-1") | .used')" 13
+ctl pool remove tas-1 >/dev/null 2>&1; eq "tasmanctl pool remove while used: exit 1" "$?" 1
+adm DELETE /v1/ip_pools/tas-1
+eq "DELETE ip_pools while used -> 409" "$CODE/$(jget .error.code)" 409/conflict
+
+# vpn-config: no Netbird here, said clearly
+KEY=$A api GET "/v1/networks/$NET/vpn-config"
+err_is "vpn-config without a VPN integration" 501 not_implemented
+match "vpn-config says so" "$(jget .error.message)" "not configured"
+KEY=$B api GET "/v1/networks/$NET/vpn-config"
+err_is "vpn-config of another account's network" 404 not_found
+
+# delete: not while VPS are attached; their delete frees the addresses
+KEY=$A api DELETE "/v1/networks/$NET"
+err_is "deleting a network with VPS attached" 409 conflict
+match "that 409 names the VPS" "$(jget .error.message)" "has 2 VPS attached \($NV, \.\.\.\): delete them first"
+for v in $(sql "SELECT name FROM vms WHERE deleted_at IS NULL AND (name LIKE 'netvm%' OR name LIKE 'tiny%' OR name LIKE 'fill%')"); do
+        id=$(KEY=$A api GET "/v1/vps?name=$v"; jget '.data[0].id')
+        KEY=$A api DELETE "/v1/vps/$id"
+        [ "$CODE" == 204 ] || not_ok "delete $v -> $CODE"
+done
+KEY=$A api GET "/v1/networks/$NET"
+eq "a deleted VPS leaves the network" "$(jget '.data.vps_ids | length')" 0
+eq "and its NICs are gone at once" "$(sql "SELECT COUNT(*) FROM nics n JOIN vms v ON v.id = n.vm_id WHERE v.name LIKE 'netvm%'")" 0
+KEY=$A api DELETE "/v1/networks/$NET"
+eq "DELETE the network -> 204" "$CODE" 204
+KEY=$A api GET "/v1/networks/$NET"
+err_is "a deleted network is gone" 404 not_found
+KEY=$A api DELETE "/v1/networks/$NET"
+err_is "deleting it again" 404 not_found
+H=("Idempotency-Key: net-e2e-1")
+KEY=$A api POST /v1/networks '{"name":"again","cidr":"10.20.0.0/24"}'
+FIRST=$BODY
+KEY=$A api POST /v1/networks '{"name":"again","cidr":"10.20.0.0/24"}'
+H=()
+eq "its cidr is free again; a POST retried with its Idempotency-Key is a replay" "$CODE/$(hdr Idempotent-Replayed)" 201/true
+eq "the network replay answers the same body" "$BODY" "$FIRST"
+eq "events recorded" "$(sql "SELECT COUNT(*) FROM events WHERE kind = 'network.deleted'")/$(sql "SELECT COUNT(*) > 8 FROM events WHERE kind = 'vps.attached'")" "1/1"
+KEY=$B api DELETE "/v1/vps/$BV"
+ctl pool remove tas-1 >/dev/null 2>&1; eq "tasmanctl pool remove once unused: exit 0" "$?" 0
+eq "the pool is gone" "$(ctl --json pool list | jq length)" 0
+adm DELETE /v1/ip_pools/tas-1
+eq "DELETE it again -> 404" "$CODE" 404
 exit 0

@@ -167,6 +167,17 @@ static int64_t int_in_file(struct fx *f, const char *sql, uint64_t id)
         return v;
 }
 
+/* Frees what store_host_desired() filled (as tmsg_clear() does). */
+static void free_desired(struct msg_sync_reply *rep)
+{
+        free(rep->domains);
+        free(rep->images);
+        free(rep->networks);
+        free(rep->remotes);
+        free(rep->fdb);
+        memset(rep, 0, sizeof(*rep));
+}
+
 /* ---- accounts and keys ---- */
 
 static void test_accounts(void **state)
@@ -686,8 +697,7 @@ static void test_host_desired(void **state)
 
         assert_int_equal(store_host_desired(f->s, host, &rep), 0);
         assert_int_equal(rep.n_domains, 0);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
 
         assert_int_equal(create_vm(f, f->acc, "a", NULL, 2, 2048, &a), 0);
         assert_int_equal(create_vm(f, f->other, "b", NULL, 1, 1024, &b), 0);
@@ -716,13 +726,11 @@ static void test_host_desired(void **state)
         assert_int_equal(d[1].power, POWER_RUNNING);
         assert_int_equal(d[1].reboot_seq, 1);
         assert_int_equal(d[1].rebuild_seq, 1);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
 
         assert_int_equal(store_host_desired(f->s, other_host, &rep), 0);
         assert_int_equal(rep.n_domains, 0);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
         assert_int_equal(store_host_desired(f->s, 999, &rep), -ENOENT);
 }
 
@@ -834,8 +842,7 @@ static void test_delete_and_purge(void **state)
         assert_int_equal(store_host_desired(f->s, host, &rep), 0);
         assert_int_equal(rep.n_domains, 1);
         assert_int_equal(rep.domains[0].vm_id, b.id);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
         /* Its capacity is free again at once. */
         struct vm c;
         assert_int_equal(create_vm(f, f->acc, "c", NULL, 1, 4096, &c), 0);
@@ -1114,8 +1121,7 @@ static void test_storage_types(void **state)
         assert_int_equal(store_host_desired(f->s, both, &rep), 0);
         assert_int_equal(rep.n_domains, 1);
         assert_int_equal(rep.domains[0].storage, STORAGE_HDD);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
         /* delete gives the hdd room back */
         assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &hid), 0);
         assert_int_equal(store_host_by_name(f->s, "both", &h), 0);
@@ -1339,8 +1345,7 @@ static void test_every_call_one_store(void **state)
         assert_int_equal(store_site_put(f->s, "ams1", "Amsterdam", &site), 0);
         memset(&rep, 0, sizeof(rep));
         assert_int_equal(store_host_desired(f->s, hid, &rep), 0);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
         struct dom_observed d = { .vm_id = v.id, .state = POWER_RUNNING };
         observe(f, hid, &d, 1, 0);
         observe(f, hid, &d, 1, 1);
@@ -1358,8 +1363,30 @@ static void test_every_call_one_store(void **state)
         struct ssh_key *sk = NULL;
         assert_int_equal(store_sshkey_page(f->s, &sq, &sk, &n), 0);
         free(sk);
+        struct network w, *ws = NULL;
+        struct nic *nics = NULL;
+        struct ip_pool pool = { .site = "ams1", .ipv4 = "203.0.113.0/24",
+                                .gateway4 = "203.0.113.1" }, *pools = NULL;
+        uint64_t *ids = NULL;
+        size_t n_ids;
+        assert_int_equal(store_pool_add(f->s, &pool, &pool), 0);
+        assert_int_equal(store_pool_list(f->s, &pools, &n), 0);
+        free(pools);
+        assert_int_equal(store_net_create(f->s, f->acc, "n", "10.0.0.0/24", NULL, NOW, &w), 0);
+        assert_int_equal(store_net_attach(f->s, f->acc, w.id, v.id, NULL, &v), 0);
+        assert_int_equal(store_net_get(f->s, f->acc, w.id, &w, &ids), 0);
+        free(ids);
+        assert_int_equal(store_net_list(f->s, f->acc, &ws, &n, &ids, &n_ids), 0);
+        free(ws);
+        free(ids);
+        assert_int_equal(store_vm_nics(f->s, v.id, &nics, &n), 0);
+        free(nics);
+        assert_int_equal(store_vm_net_hosts(f->s, v.id, &ids, &n), 0);
+        free(ids);
         assert_int_equal(store_host_set_draining(f->s, "node-1", 1), 0);
         assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &id), 0);
+        assert_int_equal(store_net_delete(f->s, f->acc, w.id), 0);
+        assert_int_equal(store_pool_remove(f->s, "ams1"), 0);
         observe(f, hid, NULL, 0, 0);
         assert_int_equal(store_host_remove(f->s, "node-1"), 0);
         assert_int_equal(store_check_host_cache(f->s), 0);
@@ -1491,8 +1518,7 @@ static void test_no_read_left_open(void **state)
         memset(&rep, 0, sizeof(rep));
         assert_int_equal(store_host_desired(f->s, hid, &rep), 0);
         assert_int_equal(rep.domains[0].n_snaps, 1);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
         assert_wal_truncates(f, "store_host_desired");
         assert_int_equal(store_snap_get(f->s, f->acc, p.id, &p), 0);
         assert_wal_truncates(f, "store_snap_get");
@@ -1543,8 +1569,7 @@ static void test_images(void **state)
         assert_string_equal(rep.images[0].url, d12.url);
         assert_string_equal(rep.images[0].sha256, d12.sha256);
         assert_string_equal(rep.images[0].format, "qcow2");
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
 
         /* removed: not listed, not chosen, but still the guests' source */
         assert_int_equal(store_image_remove(f->s, "debian-12"), 0);
@@ -1556,8 +1581,7 @@ static void test_images(void **state)
         memset(&rep, 0, sizeof(rep));
         assert_int_equal(store_host_desired(f->s, host, &rep), 0);
         assert_int_equal(rep.n_images, 1);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
 
         /* re-added with another source: replaces the removed entry */
         snprintf(d12.url, sizeof(d12.url), "https://example.org/debian-12-v2.qcow2");
@@ -1654,8 +1678,7 @@ static void test_vm_resize(void **state)
         assert_int_equal(rep.domains[0].ram_mb, 8192);
         assert_int_equal(rep.domains[0].resize_seq, 1);
         assert_int_equal(rep.domains[0].cpu_cap, 50);
-        free(rep.domains);
-        free(rep.images);
+        free_desired(&rep);
 
         /* more RAM than the host has, even with this guest's counted out */
         rq.ram_mb = 16384;
@@ -1731,12 +1754,6 @@ static struct snapshot make_snap(struct fx *f, uint64_t vm_id, const char *name,
                                            NOW, &p),
                          0);
         return p;
-}
-
-static void free_desired(struct msg_sync_reply *rep)
-{
-        free(rep->domains);
-        free(rep->images);
 }
 
 /* Create, get, list: a new snapshot is creating (and not listed) until its
@@ -2298,8 +2315,13 @@ static void test_snap_rebuild_and_vm_delete(void **state)
         assert_int_equal(rows_in_file(f, v.id), 0);
 }
 
-/* A database made before snapshots (schema 10) gains them (11) and
- * guests made from snapshots (12) at open, its rows intact. */
+/* What migration 13 (networks) made, undone: a database of schema 12. */
+#define SCHEMA_13_UNDO                                                                     \
+        "DROP TABLE nics; DROP TABLE networks; DROP TABLE ip_pools;"                       \
+        " DELETE FROM meta WHERE key = 'next_vni'; PRAGMA user_version = 12;"
+
+/* A database made before snapshots (schema 10) gains them (11), guests
+ * made from snapshots (12) and networks (13) at open, its rows intact. */
 static void test_snap_migration(void **state)
 {
         struct fx *f = *state;
@@ -2309,6 +2331,7 @@ static void test_snap_migration(void **state)
         assert_int_equal(create_vm(f, f->acc, "old", NULL, 1, 512, &v), 0);
         store_free(f->s);
         f->s = NULL;
+        exec_in_file(f, SCHEMA_13_UNDO);
         exec_in_file(f, "DROP INDEX snapshots_vm; DROP INDEX snapshots_account;"
                         " DROP TABLE snapshots;"
                         " ALTER TABLE vms DROP COLUMN restore_seq;"
@@ -2325,7 +2348,7 @@ static void test_snap_migration(void **state)
         assert_int_equal(store_open(f->path, &f->s), 0);
         assert_int_equal(int_in_file(f, "SELECT ?1 * 0 + user_version FROM pragma_user_version",
                                      1),
-                         12);
+                         13);
         struct vm w = get_vm(f, f->acc, v.id);
         assert_string_equal(w.name, "old");
         assert_int_equal(w.restore_seq, 0);
@@ -2463,6 +2486,780 @@ static void test_vps_status_snapshots(void **state)
         assert_string_equal(api_vps_status(&x, t, 30000), "provisioning");
 }
 
+/* ---- private networks, NICs, public address pools ---- */
+
+static uint64_t hello_ul(struct fx *f, const char *name, const char *site, const char *underlay)
+{
+        struct msg_hello h = { .vcpus = 64, .ram_mb = 262144, .disk_gb = 10000 };
+        uint64_t id = 0;
+        int rebooted;
+        snprintf(h.host_id, sizeof(h.host_id), "%s", name);
+        snprintf(h.site, sizeof(h.site), "%s", site);
+        snprintf(h.underlay_ip, sizeof(h.underlay_ip), "%s", underlay);
+        snprintf(h.boot_id, sizeof(h.boot_id), "boot-1");
+        snprintf(h.agent_version, sizeof(h.agent_version), "0.1.0");
+        snprintf(h.hv_type, sizeof(h.hv_type), "test");
+        assert_int_equal(store_host_hello(f->s, &h, NOW, &id, &rebooted), 0);
+        return id;
+}
+
+static struct network make_net(struct fx *f, uint64_t account, const char *name,
+                               const char *cidr)
+{
+        struct network w;
+        assert_int_equal(store_net_create(f->s, account, name, cidr, NULL, NOW, &w), 0);
+        return w;
+}
+
+/* A VPS in site, attached at creation to net_id (0: none). */
+static int create_vm_net(struct fx *f, uint64_t account, const char *name, const char *site,
+                         uint64_t net_id, struct vm *ret)
+{
+        const struct vm_new req = {
+                .account_id = account, .name = name, .size = "s-test", .image = "debian-12",
+                .site = site, .vcpus = 1, .ram_mb = 64, .disk_gb = 10, .network_id = net_id,
+        };
+        return store_vm_create(f->s, &req, NOW, LIVE_AFTER, ret);
+}
+
+static struct vm vm_net(struct fx *f, const char *name, const char *site, uint64_t net_id)
+{
+        struct vm v;
+        assert_int_equal(create_vm_net(f, f->acc, name, site, net_id, &v), 0);
+        return v;
+}
+
+static void pool(struct fx *f, const char *site, const char *v4, const char *gw4, const char *v6,
+                 const char *gw6)
+{
+        struct ip_pool p = { 0 }, got;
+        snprintf(p.site, sizeof(p.site), "%s", site);
+        snprintf(p.ipv4, sizeof(p.ipv4), "%s", v4);
+        snprintf(p.gateway4, sizeof(p.gateway4), "%s", gw4);
+        snprintf(p.ipv6, sizeof(p.ipv6), "%s", v6 ? v6 : "");
+        snprintf(p.gateway6, sizeof(p.gateway6), "%s", gw6 ? gw6 : "");
+        assert_int_equal(store_pool_add(f->s, &p, &got), 0);
+        assert_string_equal(got.site, site);
+}
+
+/* The vm's NIC at position i (asserts it has n NICs). */
+static struct nic nic_of(struct fx *f, uint64_t vm_id, size_t n, size_t i)
+{
+        struct nic *ns = NULL, c;
+        size_t got = 0;
+        assert_int_equal(store_vm_nics(f->s, vm_id, &ns, &got), 0);
+        if (got != n)
+                fail_msg("vm %llu has %zu NICs, want %zu", (unsigned long long)vm_id, got, n);
+        c = ns[i];
+        free(ns);
+        return c;
+}
+
+static size_t nic_count(struct fx *f, uint64_t vm_id)
+{
+        struct nic *ns = NULL;
+        size_t n = 0;
+        assert_int_equal(store_vm_nics(f->s, vm_id, &ns, &n), 0);
+        free(ns);
+        return n;
+}
+
+/* An SQL statement run on the file behind the store's back: its result. */
+static int sql_rc(struct fx *f, const char *sql)
+{
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+        sqlite3_close(db);
+        return rc;
+}
+
+static uint64_t event_count(struct fx *f, const char *kind)
+{
+        uint64_t n = 0;
+        assert_int_equal(store_event_count(f->s, kind, &n), 0);
+        return n;
+}
+
+static void test_net_create_list_delete(void **state)
+{
+        struct fx *f = *state;
+        struct network w, x, t, g, *list = NULL;
+        uint64_t *vms = NULL;
+        size_t n = 9, n_vms = 9;
+
+        assert_int_equal(store_net_create(f->s, f->acc, "back", "10.0.0.0/24", NULL, NOW, &w), 0);
+        assert_true(w.id > 0);
+        assert_int_equal(w.account_id, f->acc);
+        assert_string_equal(w.name, "back");
+        assert_string_equal(w.cidr, "10.0.0.0/24");
+        assert_int_equal(w.vni, STORE_VNI_MIN);
+        assert_int_equal(w.created_at, NOW);
+        x = make_net(f, f->acc, "front", "172.16.0.0/16");
+        assert_int_equal(x.vni, STORE_VNI_MIN + 1);
+        /* another account may use the same prefix: its own segment */
+        t = make_net(f, f->other, "theirs", "10.0.0.0/24");
+        assert_true(t.vni != w.vni && t.vni != x.vni);
+
+        assert_int_equal(store_net_list(f->s, f->acc, &list, &n, &vms, &n_vms), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(n_vms, 0);
+        assert_int_equal(list[0].id, w.id);
+        assert_string_equal(list[0].cidr, "10.0.0.0/24");
+        assert_int_equal(list[1].id, x.id);
+        assert_string_equal(list[1].name, "front");
+        assert_int_equal(list[1].n_vms, 0);
+        free(list);
+        free(vms);
+
+        assert_int_equal(store_net_get(f->s, f->acc, x.id, &g, NULL), 0);
+        assert_int_equal(g.vni, x.vni);
+        assert_string_equal(g.name, "front");
+        assert_int_equal(store_net_get(f->s, f->other, x.id, &g, NULL), -ENOENT);
+        assert_int_equal(store_net_get(f->s, f->acc, t.id, &g, NULL), -ENOENT);
+        assert_int_equal(store_net_get(f->s, f->acc, 999, &g, NULL), -ENOENT);
+
+        assert_int_equal(store_net_delete(f->s, f->other, w.id), -ENOENT);
+        assert_int_equal(store_net_delete(f->s, f->acc, w.id), 0);
+        assert_int_equal(store_net_get(f->s, f->acc, w.id, &g, NULL), -ENOENT);
+        assert_int_equal(store_net_delete(f->s, f->acc, w.id), -ENOENT);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM networks WHERE id = ?1", w.id), 0);
+        assert_int_equal(store_net_list(f->s, f->acc, &list, &n, &vms, &n_vms), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(list[0].id, x.id);
+        free(list);
+        free(vms);
+        assert_int_equal(event_count(f, "network.created"), 3);
+        assert_int_equal(event_count(f, "network.deleted"), 1);
+}
+
+/* At most STORE_NETS_PER_ACCOUNT each; no overlap within an account. */
+static void test_net_limits_overlap(void **state)
+{
+        struct fx *f = *state;
+        struct network w, first[5];
+        char cidr[32];
+        for (int i = 0; i < 5; i++) {
+                snprintf(cidr, sizeof(cidr), "10.%d.0.0/24", i);
+                first[i] = make_net(f, f->acc, "n", cidr);
+        }
+        static const char *const overlapping[] = { "10.3.0.0/16", "10.3.0.128/29",
+                                                   "10.3.0.0/24" };
+        for (size_t i = 0; i < 3; i++) {
+                memset(&w, 0, sizeof(w));
+                assert_int_equal(store_net_create(f->s, f->acc, "x", overlapping[i], NULL, NOW, &w),
+                                 -EADDRINUSE);
+                assert_int_equal(w.id, first[3].id); /* names the one it overlaps */
+                assert_string_equal(w.cidr, "10.3.0.0/24");
+        }
+        make_net(f, f->acc, "next-door", "10.3.1.0/24");
+        make_net(f, f->other, "theirs", "10.3.0.0/16");
+        for (int i = 6; i < STORE_NETS_PER_ACCOUNT; i++) {
+                snprintf(cidr, sizeof(cidr), "10.%d.0.0/24", i);
+                make_net(f, f->acc, "n", cidr);
+        }
+        assert_int_equal(store_net_create(f->s, f->acc, "one-more", "192.168.0.0/24", NULL, NOW,
+                                          &w),
+                         -EDQUOT);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM networks WHERE account_id = ?1",
+                                     f->acc),
+                         STORE_NETS_PER_ACCOUNT);
+        make_net(f, f->other, "theirs-2", "192.168.0.0/24"); /* per account */
+        assert_int_equal(store_net_delete(f->s, f->acc, first[0].id), 0);
+        make_net(f, f->acc, "one-more", "192.168.0.0/24");
+}
+
+/* VNIs: unique, in range, handed out in turn (a deleted network's comes
+ * back only after the range wraps, past those in use). */
+static void test_net_vni(void **state)
+{
+        struct fx *f = *state;
+        struct network a = make_net(f, f->acc, "a", "10.0.0.0/24");
+        struct network b = make_net(f, f->acc, "b", "10.1.0.0/24");
+        assert_int_equal(a.vni, STORE_VNI_MIN);
+        assert_int_equal(b.vni, STORE_VNI_MIN + 1);
+        assert_int_equal(store_net_delete(f->s, f->acc, a.id), 0);
+        struct network c = make_net(f, f->acc, "c", "10.2.0.0/24");
+        assert_int_equal(c.vni, STORE_VNI_MIN + 2); /* not a's again */
+        exec_in_file(f, "UPDATE meta SET value = 16777215 WHERE key = 'next_vni'");
+        struct network d = make_net(f, f->other, "d", "10.3.0.0/24");
+        assert_int_equal(d.vni, STORE_VNI_MAX);
+        struct network e = make_net(f, f->other, "e", "10.4.0.0/24");
+        assert_int_equal(e.vni, STORE_VNI_MIN); /* wrapped: a's is free */
+        struct network g = make_net(f, f->other, "g", "10.5.0.0/24");
+        assert_int_equal(g.vni, STORE_VNI_MIN + 3); /* b's and c's are taken */
+        /* the schema keeps them unique and in range */
+        char sql[128];
+        snprintf(sql, sizeof(sql), "UPDATE networks SET vni = %u WHERE id = %llu", b.vni,
+                 (unsigned long long)c.id);
+        assert_int_equal(sql_rc(f, sql), SQLITE_CONSTRAINT);
+        snprintf(sql, sizeof(sql), "UPDATE networks SET vni = 4095 WHERE id = %llu",
+                 (unsigned long long)c.id);
+        assert_int_equal(sql_rc(f, sql), SQLITE_CONSTRAINT);
+}
+
+/* Private addresses: the first free past .0 and .1, below the broadcast;
+ * freed by a delete, reused by the next attach; a full network refuses. */
+static void test_net_addresses(void **state)
+{
+        struct fx *f = *state;
+        struct vm v[7], tmp;
+        hello(f, "node-1", "ams1", 64, 262144);
+        struct network w = make_net(f, f->acc, "small", "10.9.0.0/29");
+        for (int i = 0; i < 7; i++) {
+                char name[8];
+                snprintf(name, sizeof(name), "v%d", i);
+                assert_int_equal(create_vm(f, f->acc, name, NULL, 1, 64, &v[i]), 0);
+                assert_int_equal(nic_count(f, v[i].id), 0); /* no pool: no public NIC */
+        }
+        static const char *const want[] = { "10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5",
+                                            "10.9.0.6" };
+        for (int i = 0; i < 5; i++) {
+                assert_int_equal(store_net_attach(f->s, f->acc, w.id, v[i].id, NULL, &tmp), 0);
+                struct nic c = nic_of(f, v[i].id, 1, 0);
+                assert_string_equal(c.ipv4, want[i]);
+                assert_string_equal(c.ipv6, "");
+                assert_int_equal(c.network_id, w.id);
+                assert_int_equal(c.position, 0);
+        }
+        /* .0, .1 and .7 are never handed out: full */
+        assert_int_equal(store_net_attach(f->s, f->acc, w.id, v[5].id, NULL, &tmp), -ERANGE);
+        assert_int_equal(nic_count(f, v[5].id), 0);
+        assert_int_equal(event_count(f, "vps.attached"), 5);
+        /* a delete frees its address at once (the row goes before the purge) */
+        uint64_t host;
+        assert_int_equal(store_vm_delete(f->s, f->acc, v[1].id, &host), 0);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM nics WHERE vm_id = ?1", v[1].id), 0);
+        assert_int_equal(rows_in_file(f, v[1].id), 1);
+        assert_int_equal(store_net_attach(f->s, f->acc, w.id, v[5].id, NULL, &tmp), 0);
+        assert_string_equal(nic_of(f, v[5].id, 1, 0).ipv4, "10.9.0.3");
+        /* full again: a VPS made on it is not made at all */
+        struct host h;
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        uint32_t guests = h.guests;
+        assert_int_equal(create_vm_net(f, f->acc, "late", NULL, w.id, &tmp), -ERANGE);
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.guests, guests);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM vms WHERE name = 'late' AND ?1",
+                                     1),
+                         0);
+        /* another network of the account counts from its own start */
+        struct network x = make_net(f, f->acc, "big", "192.168.4.0/22");
+        assert_int_equal(store_net_attach(f->s, f->acc, x.id, v[6].id, NULL, &tmp), 0);
+        assert_string_equal(nic_of(f, v[6].id, 1, 0).ipv4, "192.168.4.2");
+}
+
+/* MACs: 52:54:00 and three random bytes, each once (the schema refuses a
+ * second). */
+static void test_nic_macs(void **state)
+{
+        struct fx *f = *state;
+        enum { N = 80 };
+        char macs[N][TMSG_MAC];
+        hello(f, "node-1", "ams1", 64, 262144);
+        pool(f, "ams1", "198.51.100.0/24", "198.51.100.1", NULL, NULL);
+        struct network w = make_net(f, f->acc, "lan", "10.0.0.0/24");
+        for (int i = 0; i < N / 2; i++) {
+                char name[8];
+                snprintf(name, sizeof(name), "m%d", i);
+                struct vm v = vm_net(f, name, NULL, w.id);
+                struct nic pub = nic_of(f, v.id, 2, 0), priv = nic_of(f, v.id, 2, 1);
+                char want[TMSG_IP];
+                snprintf(want, sizeof(want), "198.51.100.%d", i + 2);
+                assert_string_equal(pub.ipv4, want);
+                snprintf(want, sizeof(want), "10.0.0.%d", i + 2);
+                assert_string_equal(priv.ipv4, want);
+                snprintf(macs[2 * i], TMSG_MAC, "%s", pub.mac);
+                snprintf(macs[2 * i + 1], TMSG_MAC, "%s", priv.mac);
+        }
+        for (int i = 0; i < N; i++) {
+                assert_int_equal(strlen(macs[i]), 17);
+                assert_memory_equal(macs[i], "52:54:00:", 9);
+                for (int k = 9; k < 17; k++)
+                        assert_true((k % 3 == 2) ? macs[i][k] == ':'
+                                                 : strchr("0123456789abcdef", macs[i][k]) != NULL);
+                for (int j = 0; j < i; j++)
+                        if (strcmp(macs[i], macs[j]) == 0)
+                                fail_msg("MAC %s twice", macs[i]);
+        }
+        assert_int_equal(sql_rc(f, "UPDATE nics SET mac = (SELECT mac FROM nics ORDER BY id"
+                                   " LIMIT 1) WHERE id = (SELECT MAX(id) FROM nics)"),
+                         SQLITE_CONSTRAINT);
+}
+
+/* A site's pool: a public NIC first for every VPS made there (none where
+ * there is no pool), the first free addresses past the network address
+ * and the gateway, IPv6 likewise; a used-up pool makes no VPS. */
+static void test_pool_public(void **state)
+{
+        struct fx *f = *state;
+        struct ip_pool p = { .site = "nowhere", .ipv4 = "192.0.2.0/24",
+                             .gateway4 = "192.0.2.1" }, got, *list = NULL;
+        struct vm v[6], tmp;
+        struct msg_sync_reply rep;
+        char why[256] = "";
+        size_t n = 0;
+        uint64_t h1 = hello(f, "node-1", "ams1", 64, 262144);
+        hello(f, "node-2", "rtm1", 64, 262144);
+        hello(f, "node-3", "fra1", 64, 262144);
+
+        assert_int_equal(store_pool_add(f->s, &p, &got), -ENOENT); /* no such site */
+        pool(f, "ams1", "203.0.113.0/29", "203.0.113.1", "2001:db8::/125", "2001:db8::1");
+        snprintf(p.site, sizeof(p.site), "ams1");
+        assert_int_equal(store_pool_add(f->s, &p, &got), -EEXIST);
+        snprintf(p.site, sizeof(p.site), "rtm1");
+        snprintf(p.ipv4, sizeof(p.ipv4), "203.0.113.0/28");
+        assert_int_equal(store_pool_add(f->s, &p, &got), -EADDRINUSE);
+        assert_string_equal(got.site, "ams1");
+        snprintf(p.ipv4, sizeof(p.ipv4), "192.0.2.0/24");
+        snprintf(p.ipv6, sizeof(p.ipv6), "2001:db8::/64");
+        snprintf(p.gateway6, sizeof(p.gateway6), "2001:db8::1");
+        assert_int_equal(store_pool_add(f->s, &p, &got), -EADDRINUSE);
+
+        for (int i = 0; i < 5; i++) {
+                char name[8], w4[TMSG_IP], w6[TMSG_IP];
+                snprintf(name, sizeof(name), "p%d", i);
+                v[i] = vm_net(f, name, "ams1", 0);
+                struct nic c = nic_of(f, v[i].id, 1, 0);
+                snprintf(w4, sizeof(w4), "203.0.113.%d", i + 2);
+                snprintf(w6, sizeof(w6), "2001:db8::%d", i + 2);
+                assert_string_equal(c.ipv4, w4);
+                assert_string_equal(c.ipv6, w6);
+                assert_int_equal(c.network_id, 0);
+                assert_int_equal(c.position, 0);
+                assert_int_equal(v[i].n_networks, 0); /* public: not listed as a network */
+        }
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, h1, &rep), 0);
+        assert_int_equal(rep.n_domains, 5);
+        const struct nic_desired *d = &rep.domains[0].nics[0];
+        assert_int_equal(rep.domains[0].n_nics, 1);
+        assert_int_equal(d->vni, 0);
+        assert_string_equal(d->mac, nic_of(f, v[0].id, 1, 0).mac);
+        assert_int_equal(d->n_addrs, 2);
+        assert_string_equal(d->addrs[0], "203.0.113.2/29");
+        assert_string_equal(d->addrs[1], "2001:db8::2/125");
+        assert_string_equal(d->gateway4, "203.0.113.1");
+        assert_string_equal(d->gateway6, "2001:db8::1");
+        assert_int_equal(rep.n_networks, 0);
+        free_desired(&rep);
+
+        /* used up (.7 is the broadcast address): refused, nothing made */
+        struct host h;
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        uint32_t guests = h.guests;
+        uint64_t created = event_count(f, "vps.created");
+        const struct vm_new req = { .account_id = f->acc, .name = "p5", .size = "s-test",
+                                    .image = "debian-12", .site = "ams1", .vcpus = 1,
+                                    .ram_mb = 64, .disk_gb = 10, .why = why,
+                                    .why_len = sizeof(why) };
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &tmp), -EADDRNOTAVAIL);
+        assert_non_null(strstr(why, "public IPv4 pool of site ams1 (203.0.113.0/29)"));
+        assert_int_equal(store_host_by_name(f->s, "node-1", &h), 0);
+        assert_int_equal(h.guests, guests);
+        assert_int_equal(event_count(f, "vps.created"), created);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM vms WHERE name = 'p5' AND ?1", 1),
+                         0);
+        /* another site: no pool, no public NIC */
+        v[5] = vm_net(f, "r0", "rtm1", 0);
+        assert_int_equal(nic_count(f, v[5].id), 0);
+
+        /* IPv6 used up first: said so */
+        pool(f, "fra1", "100.64.0.0/24", "100.64.0.1", "2001:db8:1::/126", "2001:db8:1::1");
+        vm_net(f, "f0", "fra1", 0); /* takes 2001:db8:1::2, the only one */
+        const struct vm_new req6 = { .account_id = f->acc, .name = "f1", .size = "s-test",
+                                     .image = "debian-12", .site = "fra1", .vcpus = 1,
+                                     .ram_mb = 64, .disk_gb = 10, .why = why,
+                                     .why_len = sizeof(why) };
+        assert_int_equal(store_vm_create(f->s, &req6, NOW, LIVE_AFTER, &tmp), -EADDRNOTAVAIL);
+        assert_non_null(strstr(why, "public IPv6 pool of site fra1"));
+
+        assert_int_equal(store_pool_list(f->s, &list, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(list[0].site, "ams1");
+        assert_int_equal(list[0].used, 5);
+        assert_string_equal(list[0].ipv6, "2001:db8::/125");
+        assert_string_equal(list[0].gateway6, "2001:db8::1");
+        assert_string_equal(list[1].site, "fra1");
+        assert_int_equal(list[1].used, 1);
+        free(list);
+
+        /* in use: stays; a delete frees the address for the next VPS */
+        assert_int_equal(store_pool_remove(f->s, "ams1"), -EBUSY);
+        uint64_t host;
+        assert_int_equal(store_vm_delete(f->s, f->acc, v[1].id, &host), 0);
+        struct vm again = vm_net(f, "again", "ams1", 0);
+        assert_string_equal(nic_of(f, again.id, 1, 0).ipv4, "203.0.113.3");
+        assert_string_equal(nic_of(f, again.id, 1, 0).ipv6, "2001:db8::3");
+        const uint64_t gone[] = { v[0].id, v[2].id, v[3].id, v[4].id, again.id };
+        for (size_t i = 0; i < 5; i++)
+                assert_int_equal(store_vm_delete(f->s, f->acc, gone[i], &host), 0);
+        assert_int_equal(store_pool_remove(f->s, "ams1"), 0);
+        assert_int_equal(store_pool_remove(f->s, "ams1"), -ENOENT);
+        assert_int_equal(store_pool_list(f->s, &list, &n), 0);
+        assert_int_equal(n, 1);
+        free(list);
+        assert_int_equal(nic_count(f, vm_net(f, "bare", "ams1", 0).id), 0);
+        assert_int_equal(event_count(f, "pool.added"), 2);
+        assert_int_equal(event_count(f, "pool.removed"), 1);
+}
+
+/* Attaching: the account's own VPS to its own network, once each, at most
+ * TMSG_MAX_NICS NICs; the VPS lists its networks in attach order. */
+static void test_net_attach_rules(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, w, got, *vs = NULL;
+        struct network *list = NULL, g;
+        uint64_t *ids = NULL;
+        size_t n = 0, n_ids = 0;
+        hello(f, "node-1", "ams1", 64, 262144);
+        pool(f, "ams1", "203.0.113.0/24", "203.0.113.1", NULL, NULL);
+        struct network a = make_net(f, f->acc, "a", "10.1.0.0/24");
+        struct network b = make_net(f, f->acc, "b", "10.2.0.0/24");
+        struct network c = make_net(f, f->acc, "c", "10.3.0.0/24");
+        struct network d = make_net(f, f->acc, "d", "10.4.0.0/24");
+        struct network x = make_net(f, f->other, "x", "10.1.0.0/24");
+        assert_int_equal(create_vm(f, f->acc, "v", NULL, 1, 64, &v), 0);
+        assert_int_equal(create_vm(f, f->other, "w", NULL, 1, 64, &w), 0);
+
+        assert_int_equal(store_net_attach(f->s, f->acc, x.id, v.id, NULL, &got), -ENOENT);
+        assert_int_equal(store_net_attach(f->s, f->acc, a.id, w.id, NULL, &got), -ENOENT);
+        assert_int_equal(store_net_attach(f->s, f->other, a.id, w.id, NULL, &got), -ENOENT);
+        assert_int_equal(store_net_attach(f->s, f->acc, 999, v.id, NULL, &got), -ENOENT);
+        assert_int_equal(store_net_attach(f->s, f->acc, a.id, 999, NULL, &got), -ENOENT);
+        assert_int_equal(nic_count(f, v.id), 1);
+        assert_int_equal(nic_count(f, w.id), 1);
+
+        assert_int_equal(store_net_attach(f->s, f->acc, a.id, v.id, NULL, &got), 0);
+        assert_int_equal(got.id, v.id);
+        assert_int_equal(got.n_networks, 1);
+        assert_int_equal(got.networks[0], a.id);
+        assert_int_equal(store_net_attach(f->s, f->acc, a.id, v.id, NULL, &got), -EEXIST);
+        assert_int_equal(store_net_attach(f->s, f->acc, c.id, v.id, NULL, &got), 0);
+        assert_int_equal(store_net_attach(f->s, f->acc, b.id, v.id, NULL, &got), 0);
+        /* public + three private: the fourth private one is one too many */
+        assert_int_equal(store_net_attach(f->s, f->acc, d.id, v.id, NULL, &got), -EDQUOT);
+        assert_int_equal(nic_count(f, v.id), TMSG_MAX_NICS);
+        struct vm now = get_vm(f, f->acc, v.id);
+        assert_int_equal(now.n_networks, 3);
+        assert_int_equal(now.networks[0], a.id); /* attach order, not id order */
+        assert_int_equal(now.networks[1], c.id);
+        assert_int_equal(now.networks[2], b.id);
+        assert_int_equal(nic_of(f, v.id, 4, 0).network_id, 0);
+        assert_int_equal(nic_of(f, v.id, 4, 2).network_id, c.id);
+        assert_int_equal(nic_of(f, v.id, 4, 3).position, 3);
+        assert_int_equal(store_vm_list(f->s, f->acc, &vs, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(vs[0].n_networks, 3);
+        assert_int_equal(vs[0].networks[2], b.id);
+        free(vs);
+        assert_int_equal(event_count(f, "vps.attached"), 3);
+
+        /* at creation: the account's own network only, in the same transaction */
+        struct vm made;
+        assert_int_equal(create_vm_net(f, f->acc, "y", NULL, x.id, &made), -ENONET);
+        assert_int_equal(create_vm_net(f, f->acc, "y", NULL, 999, &made), -ENONET);
+        assert_int_equal(create_vm_net(f, f->acc, "y", NULL, d.id, &made), 0);
+        assert_int_equal(made.n_networks, 1);
+        assert_int_equal(made.networks[0], d.id);
+        assert_int_equal(nic_of(f, made.id, 2, 0).network_id, 0);
+        assert_int_equal(nic_of(f, made.id, 2, 1).network_id, d.id);
+        assert_string_equal(nic_of(f, made.id, 2, 1).ipv4, "10.4.0.2");
+        assert_int_equal(event_count(f, "vps.attached"), 4);
+
+        /* the networks with their VPS */
+        assert_int_equal(store_net_get(f->s, f->acc, a.id, &g, &ids), 0);
+        assert_int_equal(g.n_vms, 1);
+        assert_int_equal(ids[0], v.id);
+        free(ids);
+        assert_int_equal(store_net_list(f->s, f->acc, &list, &n, &ids, &n_ids), 0);
+        assert_int_equal(n, 4);
+        assert_int_equal(n_ids, 4);
+        for (size_t i = 0; i < n; i++) {
+                assert_int_equal(list[i].n_vms, 1);
+                assert_int_equal(ids[list[i].first_vm], list[i].id == d.id ? made.id : v.id);
+        }
+        free(list);
+        free(ids);
+
+        /* a network with a VPS on it stays */
+        assert_int_equal(store_net_delete(f->s, f->acc, a.id), -EBUSY);
+        uint64_t host;
+        assert_int_equal(store_vm_delete(f->s, f->acc, v.id, &host), 0);
+        assert_int_equal(store_net_attach(f->s, f->acc, a.id, v.id, NULL, &got), -ENOENT);
+        assert_int_equal(store_net_get(f->s, f->acc, a.id, &g, NULL), 0);
+        assert_int_equal(g.n_vms, 0);
+        assert_int_equal(store_net_delete(f->s, f->acc, a.id), 0);
+}
+
+/* Attach with an Idempotency-Key: a retry is a replay, not a 409. */
+static void test_net_idempotency(void **state)
+{
+        struct fx *f = *state;
+        struct idem k = { .account_id = f->acc, .key = "attach-1", .hash = { 7 } };
+        struct idem_rec rec;
+        struct network w, again;
+        struct vm v, got;
+        hello(f, "node-1", "ams1", 64, 262144);
+        assert_int_equal(create_vm(f, f->acc, "v", NULL, 1, 64, &v), 0);
+        struct idem nk = { .account_id = f->acc, .key = "net-1", .hash = { 3 } };
+        assert_int_equal(store_net_create(f->s, f->acc, "n", "10.0.0.0/24", &nk, NOW, &w), 0);
+        assert_int_equal(store_idem_get(f->s, f->acc, "net-1", NOW, &rec), 0);
+        assert_int_equal(rec.resource_id, w.id);
+        assert_int_equal(rec.status, 201);
+        free(rec.body);
+        assert_int_equal(store_net_create(f->s, f->acc, "n", "10.0.0.0/24", &nk, NOW, &again),
+                         -EALREADY);
+        assert_int_equal(store_net_attach(f->s, f->acc, w.id, v.id, &k, &got), 0);
+        assert_int_equal(store_idem_get(f->s, f->acc, "attach-1", NOW, &rec), 0);
+        assert_int_equal(rec.resource_id, v.id);
+        assert_int_equal(rec.status, 202);
+        free(rec.body);
+        assert_int_equal(store_net_attach(f->s, f->acc, w.id, v.id, &k, &got), -EALREADY);
+        assert_int_equal(nic_count(f, v.id), 1);
+}
+
+static void assert_fdb(const struct msg_sync_reply *rep, const struct net_desired *w, size_t i,
+                       const char *mac, const char *host)
+{
+        assert_true(i < w->n_fdb);
+        assert_string_equal(rep->fdb[w->first_fdb + i].mac, mac);
+        assert_string_equal(rep->fdb[w->first_fdb + i].host, host);
+}
+
+static void assert_remotes(const struct msg_sync_reply *rep, const struct net_desired *w,
+                           const char *const *want, size_t n)
+{
+        assert_int_equal(w->n_remotes, n);
+        for (size_t i = 0; i < n; i++)
+                assert_string_equal(rep->remotes[w->first_remote + i], want[i]);
+}
+
+/* Three hosts, two networks: each host gets its guests' NICs, and for each
+ * network with a guest of its own the other hosts (one entry each) and
+ * the other hosts' guests (their MAC there), never its own guests. */
+static void test_net_desired_three_hosts(void **state)
+{
+        struct fx *f = *state;
+        struct msg_sync_reply rep;
+        struct vm tmp;
+        uint64_t h1 = hello_ul(f, "h1", "s1", "192.0.2.1");
+        uint64_t h2 = hello_ul(f, "h2", "s2", "192.0.2.2");
+        uint64_t h3 = hello_ul(f, "h3", "s3", "192.0.2.3");
+        pool(f, "s1", "203.0.113.0/24", "203.0.113.1", NULL, NULL);
+        struct network A = make_net(f, f->acc, "A", "10.10.0.0/24");
+        struct network B = make_net(f, f->acc, "B", "10.20.0.0/24");
+        struct vm a1 = vm_net(f, "a1", "s1", A.id);
+        struct vm a2 = vm_net(f, "a2", "s2", A.id);
+        struct vm b1 = vm_net(f, "b1", "s1", B.id);
+        struct vm a1b = vm_net(f, "a1b", "s1", A.id);
+        struct vm a3 = vm_net(f, "a3", "s3", A.id);
+        struct vm b2 = vm_net(f, "b2", "s2", 0);
+        assert_int_equal(store_net_attach(f->s, f->acc, B.id, b2.id, NULL, &tmp), 0);
+        struct vm c3 = vm_net(f, "c3", "s3", 0);
+        struct vm gone = vm_net(f, "gone", "s2", A.id); /* deleted: in no one's FDB */
+        uint64_t host;
+        assert_int_equal(store_vm_delete(f->s, f->acc, gone.id, &host), 0);
+        assert_int_equal(a1.host_id, h1);
+        assert_int_equal(b2.host_id, h2);
+        assert_int_equal(a3.host_id, h3);
+        char m_a1[TMSG_MAC], m_a1b[TMSG_MAC], m_a2[TMSG_MAC], m_a3[TMSG_MAC], m_b2[TMSG_MAC];
+        snprintf(m_a1, sizeof(m_a1), "%s", nic_of(f, a1.id, 2, 1).mac);
+        snprintf(m_a1b, sizeof(m_a1b), "%s", nic_of(f, a1b.id, 2, 1).mac);
+        snprintf(m_a2, sizeof(m_a2), "%s", nic_of(f, a2.id, 1, 0).mac);
+        snprintf(m_a3, sizeof(m_a3), "%s", nic_of(f, a3.id, 1, 0).mac);
+        snprintf(m_b2, sizeof(m_b2), "%s", nic_of(f, b2.id, 1, 0).mac);
+
+        /* h1: a1, b1, a1b; networks A and B */
+        memset(&rep, 0, sizeof(rep));
+        assert_int_equal(store_host_desired(f->s, h1, &rep), 0);
+        assert_int_equal(rep.n_domains, 3);
+        const struct dom_desired *d = &rep.domains[0];
+        assert_int_equal(d->vm_id, a1.id);
+        assert_int_equal(d->n_nics, 2);
+        assert_int_equal(d->nics[0].vni, 0);
+        assert_string_equal(d->nics[0].addrs[0], "203.0.113.2/24");
+        assert_string_equal(d->nics[0].gateway4, "203.0.113.1");
+        assert_string_equal(d->nics[0].gateway6, "");
+        assert_int_equal(d->nics[1].vni, A.vni);
+        assert_string_equal(d->nics[1].mac, m_a1);
+        assert_int_equal(d->nics[1].n_addrs, 1);
+        assert_string_equal(d->nics[1].addrs[0], "10.10.0.2/24");
+        assert_string_equal(d->nics[1].gateway4, ""); /* none on a private network */
+        assert_int_equal(rep.domains[1].vm_id, b1.id);
+        assert_int_equal(rep.domains[1].nics[1].vni, B.vni);
+        assert_string_equal(rep.domains[1].nics[1].addrs[0], "10.20.0.2/24");
+        assert_int_equal(rep.domains[2].vm_id, a1b.id);
+        assert_string_equal(rep.domains[2].nics[1].addrs[0], "10.10.0.4/24");
+        assert_int_equal(rep.n_networks, 2);
+        const struct net_desired *wa = &rep.networks[0], *wb = &rep.networks[1];
+        assert_int_equal(wa->vni, A.vni);
+        assert_int_equal(wb->vni, B.vni);
+        assert_int_equal(wa->mtu, 1450);
+        assert_int_equal(wb->mtu, 1450);
+        static const char *const h1_a[] = { "192.0.2.2", "192.0.2.3" };
+        assert_remotes(&rep, wa, h1_a, 2);
+        assert_int_equal(wa->n_fdb, 2);
+        assert_fdb(&rep, wa, 0, m_a2, "192.0.2.2");
+        assert_fdb(&rep, wa, 1, m_a3, "192.0.2.3");
+        static const char *const h1_b[] = { "192.0.2.2" };
+        assert_remotes(&rep, wb, h1_b, 1);
+        assert_int_equal(wb->n_fdb, 1);
+        assert_fdb(&rep, wb, 0, m_b2, "192.0.2.2");
+        assert_int_equal(rep.n_remotes, 3);
+        assert_int_equal(rep.n_fdb, 3);
+        /* the link carries it as it is */
+        struct tmsg m = { .type = TMSG_SYNC_REPLY, .sync_reply = rep }, back;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        assert_int_equal(codec_encode(&m, &buf, &len), 0);
+        assert_int_equal(codec_decode(buf, len, &back), 0);
+        assert_int_equal(back.sync_reply.n_fdb, 3);
+        assert_int_equal(back.sync_reply.networks[1].n_remotes, 1);
+        tmsg_clear(&back);
+        free(buf);
+        free_desired(&rep);
+
+        /* h3: a3 and c3 (no pool in s3: only the private NIC); network A */
+        assert_int_equal(store_host_desired(f->s, h3, &rep), 0);
+        assert_int_equal(rep.n_domains, 2);
+        assert_int_equal(rep.domains[0].vm_id, a3.id);
+        assert_int_equal(rep.domains[0].n_nics, 1);
+        assert_int_equal(rep.domains[0].nics[0].vni, A.vni);
+        assert_string_equal(rep.domains[0].nics[0].addrs[0], "10.10.0.5/24");
+        assert_int_equal(rep.domains[1].vm_id, c3.id);
+        assert_int_equal(rep.domains[1].n_nics, 0);
+        assert_int_equal(rep.n_networks, 1);
+        static const char *const h3_a[] = { "192.0.2.1", "192.0.2.2" };
+        assert_remotes(&rep, &rep.networks[0], h3_a, 2);
+        assert_int_equal(rep.networks[0].n_fdb, 3);
+        /* by host, then MAC */
+        int a1_first = strcmp(m_a1, m_a1b) < 0;
+        assert_fdb(&rep, &rep.networks[0], 0, a1_first ? m_a1 : m_a1b, "192.0.2.1");
+        assert_fdb(&rep, &rep.networks[0], 1, a1_first ? m_a1b : m_a1, "192.0.2.1");
+        assert_fdb(&rep, &rep.networks[0], 2, m_a2, "192.0.2.2");
+        free_desired(&rep);
+
+        /* h2: a2, b2; both networks, h1 and h3 on A, h1 on B */
+        assert_int_equal(store_host_desired(f->s, h2, &rep), 0);
+        assert_int_equal(rep.n_domains, 2);
+        assert_int_equal(rep.n_networks, 2);
+        static const char *const h2_a[] = { "192.0.2.1", "192.0.2.3" };
+        static const char *const h2_b[] = { "192.0.2.1" };
+        assert_remotes(&rep, &rep.networks[0], h2_a, 2);
+        assert_remotes(&rep, &rep.networks[1], h2_b, 1);
+        assert_int_equal(rep.networks[0].n_fdb, 3); /* a1, a1b, a3 */
+        assert_int_equal(rep.networks[1].n_fdb, 1); /* b1 */
+        assert_fdb(&rep, &rep.networks[1], 0, nic_of(f, b1.id, 2, 1).mac, "192.0.2.1");
+        for (size_t i = 0; i < rep.n_fdb; i++)
+                assert_true(strcmp(rep.fdb[i].host, "192.0.2.2") != 0); /* never its own */
+        free_desired(&rep);
+}
+
+/* A change of a network's members gives every host with a guest on it a
+ * new generation (their FDB changes), and no other host. */
+static void test_net_generations(void **state)
+{
+        struct fx *f = *state;
+        struct vm tmp;
+        uint64_t *hosts = NULL;
+        size_t n = 0;
+        uint64_t h1 = hello_ul(f, "h1", "s1", "192.0.2.1");
+        uint64_t h2 = hello_ul(f, "h2", "s2", "192.0.2.2");
+        uint64_t h3 = hello_ul(f, "h3", "s3", "192.0.2.3");
+        uint64_t h4 = hello_ul(f, "h4", "s4", "192.0.2.4");
+        struct network A = make_net(f, f->acc, "A", "10.10.0.0/24");
+        struct vm a1 = vm_net(f, "a1", "s1", A.id);
+        struct vm a2 = vm_net(f, "a2", "s2", A.id);
+        struct vm x3 = vm_net(f, "x3", "s3", 0);
+        vm_net(f, "y4", "s4", 0);
+        uint64_t g1 = generation(f, h1), g2 = generation(f, h2), g3 = generation(f, h3),
+                 g4 = generation(f, h4);
+
+        /* a network alone changes no host */
+        struct network B = make_net(f, f->acc, "B", "10.20.0.0/24");
+        assert_int_equal(generation(f, h1), g1);
+
+        assert_int_equal(store_net_attach(f->s, f->acc, A.id, x3.id, NULL, &tmp), 0);
+        assert_int_equal(generation(f, h1), g1 + 1);
+        assert_int_equal(generation(f, h2), g2 + 1);
+        assert_int_equal(generation(f, h3), g3 + 1);
+        assert_int_equal(generation(f, h4), g4);
+        assert_int_equal(store_vm_net_hosts(f->s, x3.id, &hosts, &n), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(hosts[0], h1);
+        assert_int_equal(hosts[1], h2);
+        assert_int_equal(hosts[2], h3);
+        free(hosts);
+
+        /* a delete: the others on its network drop it from their FDB */
+        g1 = generation(f, h1), g2 = generation(f, h2), g3 = generation(f, h3);
+        uint64_t host;
+        assert_int_equal(store_vm_delete(f->s, f->acc, a2.id, &host), 0);
+        assert_int_equal(generation(f, h1), g1 + 1);
+        assert_int_equal(generation(f, h3), g3 + 1);
+        assert_true(generation(f, h2) > g2); /* its own host removes it */
+        assert_int_equal(generation(f, h4), g4);
+
+        /* a creation on the network: its members' hosts too */
+        g1 = generation(f, h1), g3 = generation(f, h3);
+        struct vm a4 = vm_net(f, "a4", "s4", A.id);
+        assert_int_equal(generation(f, h1), g1 + 1);
+        assert_int_equal(generation(f, h3), g3 + 1);
+        assert_true(generation(f, h4) > g4);
+        assert_int_equal(store_vm_net_hosts(f->s, a4.id, &hosts, &n), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(hosts[2], h4);
+        free(hosts);
+        /* a VPS without a private network: no hosts to tell */
+        struct vm lone = vm_net(f, "lone", "s2", 0);
+        assert_int_equal(store_vm_net_hosts(f->s, lone.id, &hosts, &n), 0);
+        assert_int_equal(n, 0);
+        free(hosts);
+        /* attaching to a network nobody else is on: the VPS's host only */
+        g1 = generation(f, h1), g2 = generation(f, h2);
+        assert_int_equal(store_net_attach(f->s, f->acc, B.id, lone.id, NULL, &tmp), 0);
+        assert_int_equal(generation(f, h2), g2 + 1);
+        assert_int_equal(generation(f, h1), g1);
+        (void)a1;
+}
+
+/* A database of schema 12 (before networks) gains them at open, its VPS
+ * intact, without NICs, and able to join a network. */
+static void test_net_migration(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, got;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "old", NULL, 1, 512, &v), 0);
+        store_free(f->s);
+        f->s = NULL;
+        exec_in_file(f, SCHEMA_13_UNDO);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM sqlite_master WHERE name ="
+                                        " 'nics' AND ?1",
+                                     1),
+                         0);
+        assert_int_equal(store_open(f->path, &f->s), 0);
+        assert_int_equal(int_in_file(f, "SELECT ?1 * 0 + user_version FROM pragma_user_version",
+                                     1),
+                         13);
+        struct vm w = get_vm(f, f->acc, v.id);
+        assert_string_equal(w.name, "old");
+        assert_int_equal(w.n_networks, 0);
+        assert_int_equal(nic_count(f, v.id), 0);
+        struct network n = make_net(f, f->acc, "n", "10.0.0.0/24");
+        assert_int_equal(n.vni, STORE_VNI_MIN);
+        assert_int_equal(store_net_attach(f->s, f->acc, n.id, v.id, NULL, &got), 0);
+        assert_int_equal(got.n_networks, 1);
+        struct msg_sync_reply rep;
+        assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+        assert_int_equal(rep.n_networks, 1);
+        assert_int_equal(rep.domains[0].n_nics, 1);
+        free_desired(&rep);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -2515,6 +3312,17 @@ int main(void)
                 T(test_snap_migration),
                 T(test_vm_from_snapshot),
                 T(test_vps_status_snapshots),
+                T(test_net_create_list_delete),
+                T(test_net_limits_overlap),
+                T(test_net_vni),
+                T(test_net_addresses),
+                T(test_nic_macs),
+                T(test_pool_public),
+                T(test_net_attach_rules),
+                T(test_net_idempotency),
+                T(test_net_desired_three_hosts),
+                T(test_net_generations),
+                T(test_net_migration),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
