@@ -57,7 +57,8 @@ LIBS_CTL := $(call pc_libs,libcurl jansson)
 BINS := $(BUILD)/tasman-broker $(BUILD)/tasman-agent $(BUILD)/tasmanctl
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
-BENCHES := $(BUILD)/bench/create_latency $(BUILD)/bench/sched $(BUILD)/bench/agents $(BUILD)/bench/snapshots
+BENCHES := $(BUILD)/bench/create_latency $(BUILD)/bench/sched $(BUILD)/bench/agents $(BUILD)/bench/snapshots \
+	$(BUILD)/bench/net_apply
 
 .PHONY: all deps test unit e2e run bench clean format install man deb test-deb
 # Keep test and bench objects between runs (no relink every time).
