@@ -34,7 +34,8 @@ pc_libs = $(shell pkg-config --libs $(1) 2>/dev/null)
 
 COMMON_SRC := common/log.c common/config.c common/ids.c common/util.c common/notify.c
 PROTO_SRC := proto/codec.c $(BUILD)/gen/tasman.pb-c.c
-AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c agent/imgcache.c agent/seed.c
+AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c agent/imgcache.c agent/seed.c \
+	agent/net.c
 AGENT_SRC := agent/main.c
 BROKER_LIB_SRC := broker/http.c broker/store_sqlite.c broker/api_native.c broker/api_admin.c \
 	broker/hub.c broker/json.c broker/catalog.c broker/auth.c broker/scheduler.c broker/metrics.c \
@@ -50,14 +51,15 @@ PROTO_OBJ := $(call obj,$(PROTO_SRC))
 AGENT_LIB_OBJ := $(call obj,$(AGENT_LIB_SRC))
 BROKER_LIB_OBJ := $(call obj,$(BROKER_LIB_SRC))
 
-LIBS_AGENT := $(call pc_libs,libvirt libisofs-1 libprotobuf-c libcurl libcrypto) -lnng -lpthread
+LIBS_AGENT := $(call pc_libs,libvirt libisofs-1 libprotobuf-c libcurl libcrypto libnl-3.0) -lnng -lpthread
 LIBS_BROKER := $(call pc_libs,libmicrohttpd jansson sqlite3 openssl libprotobuf-c) -lnng -lpthread
 LIBS_CTL := $(call pc_libs,libcurl jansson)
 
 BINS := $(BUILD)/tasman-broker $(BUILD)/tasman-agent $(BUILD)/tasmanctl
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
-BENCHES := $(BUILD)/bench/create_latency $(BUILD)/bench/sched $(BUILD)/bench/agents $(BUILD)/bench/snapshots
+BENCHES := $(BUILD)/bench/create_latency $(BUILD)/bench/sched $(BUILD)/bench/agents $(BUILD)/bench/snapshots \
+	$(BUILD)/bench/net_apply
 
 .PHONY: all deps test unit e2e run bench clean format install man deb test-deb
 # Keep test and bench objects between runs (no relink every time).
