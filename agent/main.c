@@ -29,6 +29,7 @@
 #include "hv.h"
 #include "imgcache.h"
 #include "log.h"
+#include "net.h"
 #include "notify.h"
 #include "reconcile.h"
 #include "seed.h"
@@ -49,6 +50,7 @@ static struct {
         char public_bridge[CFG_STR_MAX];
         char public_uplink[CFG_STR_MAX];
         char nic_filter[CFG_STR_MAX];
+        int64_t manage_network;
         char domain_type[CFG_STR_MAX];
         char boot_id[CFG_STR_MAX];
         char log_level[CFG_STR_MAX];
@@ -69,6 +71,7 @@ static struct {
         .underlay_ip = "127.0.0.1",
         .public_bridge = "tbrpub",
         .nic_filter = "clean-traffic",
+        .manage_network = 0,
         .domain_type = "auto",
         .log_level = "info",
         .shutdown_timeout_ms = 60000,
@@ -111,6 +114,9 @@ static const struct cfg_opt opts[] = {
           "bridge of the guests' public NICs (made by the agent)" },
         { "public_uplink", CFG_STR, cfg.public_uplink, 0, 0,
           "interface joined to the public bridge (default: none)" },
+        { "manage_network", CFG_INT, &cfg.manage_network, 0, 1,
+          "1: make the private networks' bridges and VXLANs and the public bridge (netlink; "
+          "experimental, see issue 4); 0 (default): leave the host's network alone" },
         { "nic_filter", CFG_STR, cfg.nic_filter, 0, 0,
           "libvirt nwfilter on every guest NIC, given its IPv4 addresses (\"\": none)" },
         { "domain_type", CFG_STR, cfg.domain_type, 0, 0,
@@ -139,6 +145,8 @@ static nng_socket sock;
 
 struct agent {
         struct hv *hv;
+        struct net *net;      /* NULL: the host's network is not ours to manage */
+        uint64_t net_gen;     /* the generation whose networks are applied */
         struct imgcache *images;
         int pools_ready;
         int fetching; /* guests waiting for an image fetch in this pass */
@@ -1219,6 +1227,31 @@ static int converge(struct agent *a)
                 a->full_next = 0; /* the ops below may set it again */
                 full = 1;
         }
+        /* The networks first: a guest's NIC needs its bridge. */
+        /* Applied when the desired state changes (or an apply failed): a
+         * re-apply of the same state has been seen to stall for seconds in
+         * namespaced test hosts (issue 4), so not on every full pass yet. */
+        if (a->net && a->registered && a->applied_gen && a->net_gen != a->applied_gen) {
+                const struct msg_sync_reply *d = &a->desired;
+                const struct net_config nc = { .local_ip = cfg.underlay_ip,
+                                               .public_bridge = cfg.public_bridge,
+                                               .public_uplink = cfg.public_uplink };
+                struct net_stats st = { 0 };
+                int64_t t0 = util_mono_ms();
+                r = net_apply(a->net, &nc, d->networks, d->n_networks,
+                              (const char(*)[TMSG_IP])d->remotes, d->n_remotes, d->fdb, d->n_fdb,
+                              &st);
+                if (r == 0)
+                        a->net_gen = a->applied_gen;
+                if (util_mono_ms() - t0 > 1000)
+                        log_warn("networks: applying took %" PRId64 " ms", util_mono_ms() - t0);
+                if (st.links_added || st.links_changed || st.links_removed || st.fdb_added ||
+                    st.fdb_removed)
+                        log_info("networks: %zu networks; links +%zu ~%zu -%zu, entries +%zu -%zu "
+                                 "in %" PRId64 " ms",
+                                 d->n_networks, st.links_added, st.links_changed, st.links_removed,
+                                 st.fdb_added, st.fdb_removed, util_mono_ms() - t0);
+        }
         struct hv_domain *obs = a->obs;
         size_t n_obs = a->n_obs;
         for (int round = 0; round < 4; round++) {
@@ -1497,6 +1530,11 @@ int main(int argc, char **argv)
         }
         if (ensure_pools(&a) < 0)
                 log_warn("agent: guest disk pools are not ready; retrying when a guest needs one");
+        if (cfg.manage_network && (r = net_open(&a.net)) < 0) {
+                log_error("agent: cannot open netlink (%s): not managing this host's networks",
+                          strerror(-r));
+                a.net = NULL;
+        }
         if ((r = nng_req0_open(&sock)) != 0) {
                 imgcache_free(a.images);
                 log_error("agent: cannot open socket: %s", nng_strerror(r));
@@ -1531,6 +1569,7 @@ int main(int argc, char **argv)
         free(a.obs);
         free(a.dirty);
         imgcache_free(a.images);
+        net_free(a.net);
         hv_free(a.hv);
         log_info("host %s: agent stopped", cfg.host_id);
         return 0;

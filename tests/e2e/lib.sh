@@ -140,7 +140,7 @@ local_catalog() {
 start_agent() {
         local name=$1; shift
         mkdir -p "$T/$name"
-        "$BUILD/tasman-agent" --broker="$AGENT_URL" --libvirt_uri=test:///default \
+        "$BUILD/tasman-agent" --broker="$AGENT_URL" --libvirt_uri=test:///default --manage_network=0 \
                 --host_id="$name" --state_dir="$T/$name" --vcpus=64 --ram_mb=262144 \
                 --disk_gb=10000 "$@" >>"$T/$name.log" 2>&1 &
         AGENT_PIDS[$name]=$!

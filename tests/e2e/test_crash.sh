@@ -35,7 +35,7 @@ CLEANUPS+=(remove_own)
 start_broker || fatal "broker starts"
 AGENT=
 agent() { # agent [CRASH_POINT] (FAIL_AT=POINT: fail there every time)
-        TASMAN_AGENT_CRASH_AT=${1:-} TASMAN_AGENT_FAIL_AT=${FAIL_AT:-} "$BUILD/tasman-agent" --broker="$AGENT_URL" \
+        TASMAN_AGENT_CRASH_AT=${1:-} TASMAN_AGENT_FAIL_AT=${FAIL_AT:-} "$BUILD/tasman-agent" --broker="$AGENT_URL" --manage_network=0 \
                 --libvirt_uri=qemu:///system --host_id="crash-$$" --state_dir="$T/hv" \
                 --domain_type=qemu --shutdown_timeout_ms=1000 --vcpus=4 --ram_mb=8192 \
                 --disk_gb=1000 --boot_dir="$T/boot" --pool_ssd="$POOL-ssd" --pool_hdd="$POOL-hdd" \

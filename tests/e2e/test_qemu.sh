@@ -53,7 +53,7 @@ CLEANUPS+=(remove_own)
 
 start_broker || fatal "broker starts"
 qemu_agent() {
-        "$BUILD/tasman-agent" --broker="$AGENT_URL" --libvirt_uri=qemu:///system \
+        "$BUILD/tasman-agent" --broker="$AGENT_URL" --libvirt_uri=qemu:///system --manage_network=0 \
                 --host_id="qemu-$$" --state_dir="$T/hv" --domain_type=qemu \
                 --shutdown_timeout_ms=3000 --vcpus=2 --ram_mb=4096 --disk_gb=100 \
                 --boot_dir="$T/boot" --pool_ssd="$POOL-ssd" --pool_hdd="$POOL-hdd" \

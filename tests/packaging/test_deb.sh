@@ -85,7 +85,7 @@ run_broker() {
         wait_for 30 "broker in the chroot answers" curl -fs "$ADMIN/v1/accounts" -o /dev/null
 }
 run_agent() {
-        chroot "$C" /usr/sbin/tasman-agent --config /etc/tasman/agent.conf --broker="$AGENT_URL" \
+        chroot "$C" /usr/sbin/tasman-agent --config /etc/tasman/agent.conf --broker="$AGENT_URL" --manage_network=0 \
                 --libvirt_uri=test:///default --host_id=deb-hv --vcpus=8 --ram_mb=16384 \
                 --disk_gb=100 >>"$T/agent.log" 2>&1 &
         AGENT_PID=$!
