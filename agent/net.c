@@ -48,7 +48,7 @@
 
 #include "log.h"
 
-#define BATCH_DEFAULT (64u * 1024)
+#define BATCH_DEFAULT (16u * 1024)
 #define RCVBUF_DEFAULT (4 * 1024 * 1024)
 #define RBUF_SIZE (256u * 1024)
 #define ANSWER_TIMEOUT_MS 10000

@@ -89,7 +89,7 @@ int net_apply(struct net *n, const struct net_config *cfg, const struct net_desi
 
 /* Knobs for tests and benchmarks; net_open() picks the defaults. */
 struct net_tuning {
-        size_t batch_bytes; /* requests per send, in bytes (default 64 KiB) */
+        size_t batch_bytes; /* requests per send, in bytes (default 16 KiB) */
         int rcvbuf;         /* socket receive buffer (default 4 MiB) */
         int ack_each;       /* ask an answer for every request, not one per send */
 };
