@@ -97,6 +97,12 @@ struct fent {
         struct addr dst;
 };
 
+/* One device's entries: fents[start, start + n), sorted. */
+struct run {
+        int ifindex;
+        size_t start, n;
+};
+
 /* The validated desired state. */
 struct want_net {
         uint32_t vni, mtu;
@@ -181,6 +187,8 @@ struct net {
         size_t n_links, cap_links;
         struct fent *fents;
         size_t n_fents, cap_fents;
+        struct run *runs; /* sorted by ifindex */
+        size_t n_runs, cap_runs;
         struct named *brs, *vxs;
         size_t n_brs, n_vxs;
         int *vx_ours; /* sorted indexes of our VXLAN devices */
@@ -589,6 +597,7 @@ void net_free(struct net *n)
         free(n->texts);
         free(n->links);
         free(n->fents);
+        free(n->runs);
         free(n->brs);
         free(n->vxs);
         free(n->vx_ours);
@@ -1079,6 +1088,48 @@ static int fent_cmp(const void *a, const void *b)
         return c ? c : addr_cmp(&x->dst, &y->dst);
 }
 
+static int run_cmp(const void *a, const void *b)
+{
+        const struct run *x = a, *y = b;
+        return x->ifindex < y->ifindex ? -1 : x->ifindex > y->ifindex;
+}
+
+/* Finds the runs of entries of one device; 0 if a device has two. */
+static int index_runs(struct net *n)
+{
+        n->n_runs = 0;
+        for (size_t i = 0, j; i < n->n_fents; i = j) {
+                for (j = i; j < n->n_fents && n->fents[j].ifindex == n->fents[i].ifindex; j++)
+                        ;
+                GROW(n->runs, n->n_runs, n->cap_runs);
+                n->runs[n->n_runs++] = (struct run){ n->fents[i].ifindex, i, j - i };
+        }
+        qsort(n->runs, n->n_runs, sizeof(*n->runs), run_cmp);
+        for (size_t k = 1; k < n->n_runs; k++)
+                if (n->runs[k].ifindex == n->runs[k - 1].ifindex)
+                        return 0;
+        return 1;
+}
+
+/* The kernel dumps the FDB device by device: each device's entries are
+ * sorted where they are, far cheaper than sorting them all. */
+static void sort_fents(struct net *n)
+{
+        if (!index_runs(n)) {
+                qsort(n->fents, n->n_fents, sizeof(*n->fents), fent_cmp);
+                index_runs(n);
+                return;
+        }
+        for (size_t k = 0; k < n->n_runs; k++)
+                qsort(&n->fents[n->runs[k].start], n->runs[k].n, sizeof(*n->fents), fent_cmp);
+}
+
+static const struct run *find_run(const struct net *n, int ifindex)
+{
+        struct run key = { .ifindex = ifindex };
+        return bsearch(&key, n->runs, n->n_runs, sizeof(*n->runs), run_cmp);
+}
+
 static int named_cmp(const void *a, const void *b)
 {
         const struct named *x = a, *y = b;
@@ -1121,7 +1172,7 @@ static int observe(struct net *n, const struct plan *p)
         r = dump(n, "FDB", RTM_GETNEIGH, &nd, sizeof(nd), 0, on_fdb, fents_reset);
         if (r < 0)
                 return r;
-        qsort(n->fents, n->n_fents, sizeof(*n->fents), fent_cmp);
+        sort_fents(n);
         return 0;
 }
 
@@ -1473,20 +1524,13 @@ static int phase_remove(struct net *n, struct round *rd)
                 if (!vx)
                         continue;
                 /* Entries of a kept VXLAN device: merge the sorted lists. */
-                struct fent key = { .ifindex = vx->index };
-                size_t lo = 0, hi = n->n_fents;
-                while (lo < hi) {
-                        size_t mid = lo + (hi - lo) / 2;
-                        if (n->fents[mid].ifindex < key.ifindex)
-                                lo = mid + 1;
-                        else
-                                hi = mid;
-                }
+                const struct run *ru = find_run(n, vx->index);
+                size_t lo = ru ? ru->start : 0, end = ru ? ru->start + ru->n : 0;
                 const struct want_ent *we = &p->ents[w->first];
                 size_t d = 0;
                 uint8_t wiped[6];
                 int has_wiped = 0;
-                for (size_t e = lo; e < n->n_fents && n->fents[e].ifindex == vx->index; e++) {
+                for (size_t e = lo; e < end; e++) {
                         const struct fent *f = &n->fents[e];
                         if (has_wiped && !memcmp(f->mac, wiped, 6))
                                 continue; /* gone with the whole-MAC delete */
