@@ -1104,7 +1104,8 @@ static int index_runs(struct net *n)
                 GROW(n->runs, n->n_runs, n->cap_runs);
                 n->runs[n->n_runs++] = (struct run){ n->fents[i].ifindex, i, j - i };
         }
-        qsort(n->runs, n->n_runs, sizeof(*n->runs), run_cmp);
+        if (n->n_runs)
+                qsort(n->runs, n->n_runs, sizeof(*n->runs), run_cmp);
         for (size_t k = 1; k < n->n_runs; k++)
                 if (n->runs[k].ifindex == n->runs[k - 1].ifindex)
                         return 0;
@@ -1127,6 +1128,8 @@ static void sort_fents(struct net *n)
 static const struct run *find_run(const struct net *n, int ifindex)
 {
         struct run key = { .ifindex = ifindex };
+        if (!n->n_runs)
+                return NULL;
         return bsearch(&key, n->runs, n->n_runs, sizeof(*n->runs), run_cmp);
 }
 
