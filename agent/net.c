@@ -648,6 +648,7 @@ static void msg_begin(struct net *n, uint16_t type, uint16_t flags, const void *
         h->nlmsg_type = type;
         h->nlmsg_flags = (uint16_t)(NLM_F_REQUEST | flags | (n->tune.ack_each ? NLM_F_ACK : 0));
         h->nlmsg_seq = n->seq_base + (uint32_t)n->n_ops;
+        n->seq = h->nlmsg_seq + 1; /* a later dump's must differ */
         memcpy(NLMSG_DATA(h), hdr, hdrlen);
         GROW(n->ops, n->n_ops, n->cap_ops);
         n->ops[n->n_ops++] = op;
@@ -1828,9 +1829,17 @@ static int round_report(struct net *n, struct round *rd)
         int first = rd->err;
         for (size_t i = 0; i < rd->n_msgs; i++)
                 log_error("%s", rd->msgs[i]);
-        for (size_t i = 0; i < n->n_ops; i++) {
-                const struct op *o = &n->ops[i];
-                if (!o->err)
+        /* FDB requests of one network: the first error, then how many more. */
+        size_t more = 0;
+        const struct op *fdb_logged = NULL;
+        for (size_t i = 0; i <= n->n_ops; i++) {
+                const struct op *o = i < n->n_ops ? &n->ops[i] : NULL;
+                if (more && (!o || o->type != fdb_logged->type || o->vni != fdb_logged->vni)) {
+                        log_error("network %" PRIu32 ": %zu more FDB requests failed",
+                                  fdb_logged->vni, more);
+                        more = 0;
+                }
+                if (!o || !o->err)
                         continue;
                 set_err(&first, -o->err);
                 /* Marking and bringing up a device that could not be made
@@ -1838,6 +1847,14 @@ static int round_report(struct net *n, struct round *rd)
                 if ((o->type == OP_MARK && n->ops[i - 1].err) ||
                     (o->type == OP_UP && n->ops[i - 2].type == OP_NEW_LINK && n->ops[i - 2].err))
                         continue;
+                if (o->type == OP_ADD_FDB || o->type == OP_DEL_FDB) {
+                        if (fdb_logged && fdb_logged->type == o->type &&
+                            fdb_logged->vni == o->vni) {
+                                more++;
+                                continue;
+                        }
+                        fdb_logged = o;
+                }
                 char name[IFNAMSIZ], obj[64] = "", m[18], a[INET6_ADDRSTRLEN];
                 link_name(p, o->role, o->vni, name);
                 if (o->type == OP_ADD_FDB) {
@@ -1866,10 +1883,11 @@ static int round_run(struct net *n, const struct plan *p, int rounds_done, struc
 {
         struct round rd = { .p = p };
         int r;
-        if (rounds_done || !n->kept || util_mono_ms() - n->kept_ms > KEPT_MAX_MS ||
+        int kept = n->kept;
+        n->kept = 0; /* until this round is over and sent nothing */
+        if (rounds_done || !kept || util_mono_ms() - n->kept_ms > KEPT_MAX_MS ||
             strcmp(p->pub, n->watch_pub) || strcmp(p->uplink, n->watch_uplink) ||
             !watch_quiet(n)) {
-                n->kept = 0;
                 watch_drain(n);
                 n->kept_ms = util_mono_ms();
                 if ((r = observe(n, p)) < 0)
