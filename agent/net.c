@@ -8,9 +8,10 @@
  * an answer (NLM_F_ACK); the kernel answers every failed one anyway, in
  * order, so when the last one's answer is in, every error of that send is.
  *
- * One apply is a round: dump links, dump the FDB, diff, then four phases,
- * each its sends and their answers, because each needs the outcome of the
- * one before:
+ * One apply is a round: dump links, dump the FDB (or take the kept dump,
+ * when the change watch saw nothing of ours change since: see net.h),
+ * diff, then four phases, each its sends and their answers, because each
+ * needs the outcome of the one before:
  *   1. removals: undesired devices, devices to make anew, undesired entries;
  *   2. bridges (private and public) made or fixed;
  *   3. VXLAN devices made or fixed, enslaved to their bridge (and the uplink
@@ -19,7 +20,9 @@
  * Then half-made pairs are removed. New devices get an interface index we
  * choose (above every index in the dump), so that the requests that follow
  * in the same send can name them; if someone takes that index or name
- * first, creation fails with EEXIST, and the round is done once more. */
+ * first, creation fails with EEXIST, and the round is done once more.
+ * Lost answers (ENOBUFS, or none in time) also mean another round, with
+ * smaller sends, up to MAX_ROUNDS. */
 #include "net.h"
 
 #include <arpa/inet.h>
