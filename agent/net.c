@@ -8,9 +8,10 @@
  * an answer (NLM_F_ACK); the kernel answers every failed one anyway, in
  * order, so when the last one's answer is in, every error of that send is.
  *
- * One apply is a round: dump links, dump the FDB, diff, then four phases,
- * each its sends and their answers, because each needs the outcome of the
- * one before:
+ * One apply is a round: dump links, dump the FDB (or take the kept dump,
+ * when the change watch saw nothing of ours change since: see net.h),
+ * diff, then four phases, each its sends and their answers, because each
+ * needs the outcome of the one before:
  *   1. removals: undesired devices, devices to make anew, undesired entries;
  *   2. bridges (private and public) made or fixed;
  *   3. VXLAN devices made or fixed, enslaved to their bridge (and the uplink
@@ -19,7 +20,9 @@
  * Then half-made pairs are removed. New devices get an interface index we
  * choose (above every index in the dump), so that the requests that follow
  * in the same send can name them; if someone takes that index or name
- * first, creation fails with EEXIST, and the round is done once more. */
+ * first, creation fails with EEXIST, and the round is done once more.
+ * Lost answers (ENOBUFS, or none in time) also mean another round, with
+ * smaller sends, up to MAX_ROUNDS. */
 #include "net.h"
 
 #include <arpa/inet.h>
@@ -47,13 +50,16 @@
 #include <netlink/socket.h>
 
 #include "log.h"
+#include "util.h"
 
-#define BATCH_DEFAULT (64u * 1024)
+#define BATCH_DEFAULT (16u * 1024)
 #define RCVBUF_DEFAULT (4 * 1024 * 1024)
 #define RBUF_SIZE (256u * 1024)
 #define ANSWER_TIMEOUT_MS 10000
 #define DUMP_TRIES 5
 #define MAX_ROUNDS 4
+#define WATCH_RCVBUF (1024 * 1024)
+#define KEPT_MAX_MS 60000 /* the kept state is dumped again after this, changes or not */
 
 /* ---- plain data ---- */
 
@@ -92,6 +98,12 @@ struct fent {
         uint16_t port; /* network order, as dumped */
         uint32_t vni, rif;
         struct addr dst;
+};
+
+/* One device's entries: fents[start, start + n), sorted. */
+struct run {
+        int ifindex;
+        size_t start, n;
 };
 
 /* The validated desired state. */
@@ -178,10 +190,23 @@ struct net {
         size_t n_links, cap_links;
         struct fent *fents;
         size_t n_fents, cap_fents;
+        struct run *runs; /* sorted by ifindex */
+        size_t n_runs, cap_runs;
         struct named *brs, *vxs;
         size_t n_brs, n_vxs;
         int *vx_ours; /* sorted indexes of our VXLAN devices */
         size_t n_vx_ours;
+
+        /* The change watch: a second socket in the link and neighbour
+         * groups. The dump above is kept while nothing that matters to us
+         * changed since, so a no-op apply need not dump again. */
+        struct nl_sock *watch_sk;
+        int watch_fd;
+        int kept;        /* links and fents are still the kernel's state */
+        int64_t kept_ms; /* when they were dumped */
+        int *watch;      /* sorted indexes of tbr/tvx devices, public bridge, uplink */
+        size_t n_watch;
+        char watch_pub[IFNAMSIZ], watch_uplink[IFNAMSIZ];
 };
 
 static void *xrealloc(void *p, size_t n, size_t size)
@@ -490,20 +515,25 @@ out:
 
 /* ---- the socket ---- */
 
-static int set_bufs(struct net *n)
+static int set_buf(struct nl_sock *sk, int rcv, int snd)
 {
-        int rcv = n->tune.rcvbuf;
-        int snd = (int)(2 * n->tune.batch_bytes + 65536);
+        int fd = nl_socket_get_fd(sk);
         /* Past the sysctl limits when we may (root); within them otherwise. */
-        if (setsockopt(n->fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof(rcv)) < 0 ||
-            setsockopt(n->fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof(snd)) < 0) {
-                int r = nl_socket_set_buffer_size(n->sk, rcv, snd);
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof(rcv)) < 0 ||
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof(snd)) < 0) {
+                int r = nl_socket_set_buffer_size(sk, rcv, snd);
                 if (r < 0) {
                         log_error("netlink: cannot set the socket buffers: %s", nl_geterror(r));
                         return nl_errno(r);
                 }
         }
         return 0;
+}
+
+static int set_bufs(struct net *n)
+{
+        int r = set_buf(n->sk, n->tune.rcvbuf, (int)(2 * n->tune.batch_bytes + 65536));
+        return r < 0 ? r : set_buf(n->watch_sk, n->tune.watch_rcvbuf, 65536);
 }
 
 int net_open(struct net **ret)
@@ -513,7 +543,9 @@ int net_open(struct net **ret)
                 return -ENOMEM;
         int r = -ENOMEM;
         n->fd = -1;
-        n->tune = (struct net_tuning){ .batch_bytes = BATCH_DEFAULT, .rcvbuf = RCVBUF_DEFAULT };
+        n->tune = (struct net_tuning){ .batch_bytes = BATCH_DEFAULT,
+                                       .rcvbuf = RCVBUF_DEFAULT,
+                                       .watch_rcvbuf = WATCH_RCVBUF };
         n->rbuf = malloc(RBUF_SIZE);
         n->sk = nl_socket_alloc();
         if (!n->rbuf || !n->sk)
@@ -525,6 +557,19 @@ int net_open(struct net **ret)
                 goto fail;
         }
         n->fd = nl_socket_get_fd(n->sk);
+        n->watch_sk = nl_socket_alloc();
+        if (!n->watch_sk) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        if ((r = nl_connect(n->watch_sk, NETLINK_ROUTE)) < 0 ||
+            (r = nl_socket_add_memberships(n->watch_sk, RTNLGRP_LINK, RTNLGRP_NEIGH, 0)) < 0 ||
+            (r = nl_socket_set_nonblocking(n->watch_sk)) < 0) {
+                log_error("netlink: cannot open the change watch: %s", nl_geterror(r));
+                r = nl_errno(r);
+                goto fail;
+        }
+        n->watch_fd = nl_socket_get_fd(n->watch_sk);
         int one = 1;
         /* Errors without a copy of the request, with the kernel's text. */
         setsockopt(n->fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
@@ -546,12 +591,16 @@ void net_free(struct net *n)
                 return;
         if (n->sk)
                 nl_socket_free(n->sk);
+        if (n->watch_sk)
+                nl_socket_free(n->watch_sk);
+        free(n->watch);
         free(n->rbuf);
         free(n->sbuf);
         free(n->ops);
         free(n->texts);
         free(n->links);
         free(n->fents);
+        free(n->runs);
         free(n->brs);
         free(n->vxs);
         free(n->vx_ours);
@@ -560,14 +609,18 @@ void net_free(struct net *n)
 
 int net_set_tuning(struct net *n, const struct net_tuning *t)
 {
-        if (!t->batch_bytes || t->batch_bytes > 16u * 1024 * 1024 || t->rcvbuf < 0) {
-                log_error("netlink: bad tuning (batch %zu bytes, rcvbuf %d)", t->batch_bytes,
-                          t->rcvbuf);
+        if (!t->batch_bytes || t->batch_bytes > 16u * 1024 * 1024 || t->rcvbuf < 0 ||
+            t->watch_rcvbuf < 0) {
+                log_error("netlink: bad tuning (batch %zu bytes, buffers %d and %d)",
+                          t->batch_bytes, t->rcvbuf, t->watch_rcvbuf);
                 return -EINVAL;
         }
         n->tune = *t;
         if (!n->tune.rcvbuf)
                 n->tune.rcvbuf = RCVBUF_DEFAULT;
+        if (!n->tune.watch_rcvbuf)
+                n->tune.watch_rcvbuf = WATCH_RCVBUF;
+        n->kept = 0;
         return set_bufs(n);
 }
 
@@ -598,6 +651,7 @@ static void msg_begin(struct net *n, uint16_t type, uint16_t flags, const void *
         h->nlmsg_type = type;
         h->nlmsg_flags = (uint16_t)(NLM_F_REQUEST | flags | (n->tune.ack_each ? NLM_F_ACK : 0));
         h->nlmsg_seq = n->seq_base + (uint32_t)n->n_ops;
+        n->seq = h->nlmsg_seq + 1; /* a later dump's must differ */
         memcpy(NLMSG_DATA(h), hdr, hdrlen);
         GROW(n->ops, n->n_ops, n->cap_ops);
         n->ops[n->n_ops++] = op;
@@ -1038,14 +1092,59 @@ static int fent_cmp(const void *a, const void *b)
         return c ? c : addr_cmp(&x->dst, &y->dst);
 }
 
+static int run_cmp(const void *a, const void *b)
+{
+        const struct run *x = a, *y = b;
+        return x->ifindex < y->ifindex ? -1 : x->ifindex > y->ifindex;
+}
+
+/* Finds the runs of entries of one device; 0 if a device has two. */
+static int index_runs(struct net *n)
+{
+        n->n_runs = 0;
+        for (size_t i = 0, j; i < n->n_fents; i = j) {
+                for (j = i; j < n->n_fents && n->fents[j].ifindex == n->fents[i].ifindex; j++)
+                        ;
+                GROW(n->runs, n->n_runs, n->cap_runs);
+                n->runs[n->n_runs++] = (struct run){ n->fents[i].ifindex, i, j - i };
+        }
+        if (n->n_runs)
+                qsort(n->runs, n->n_runs, sizeof(*n->runs), run_cmp);
+        for (size_t k = 1; k < n->n_runs; k++)
+                if (n->runs[k].ifindex == n->runs[k - 1].ifindex)
+                        return 0;
+        return 1;
+}
+
+/* The kernel dumps the FDB device by device: each device's entries are
+ * sorted where they are, far cheaper than sorting them all. */
+static void sort_fents(struct net *n)
+{
+        if (!index_runs(n)) {
+                qsort(n->fents, n->n_fents, sizeof(*n->fents), fent_cmp);
+                index_runs(n);
+                return;
+        }
+        for (size_t k = 0; k < n->n_runs; k++)
+                qsort(&n->fents[n->runs[k].start], n->runs[k].n, sizeof(*n->fents), fent_cmp);
+}
+
+static const struct run *find_run(const struct net *n, int ifindex)
+{
+        struct run key = { .ifindex = ifindex };
+        if (!n->n_runs)
+                return NULL;
+        return bsearch(&key, n->runs, n->n_runs, sizeof(*n->runs), run_cmp);
+}
+
 static int named_cmp(const void *a, const void *b)
 {
         const struct named *x = a, *y = b;
         return x->vni < y->vni ? -1 : x->vni > y->vni;
 }
 
-/* Dumps links and FDB into n->links, brs, vxs, fents. */
-static int observe(struct net *n)
+/* Dumps links and FDB into n->links, brs, vxs, fents, and what to watch. */
+static int observe(struct net *n, const struct plan *p)
 {
         struct ifinfomsg ifi = { .ifi_family = AF_UNSPEC };
         int r = dump(n, "links", RTM_GETLINK, &ifi, sizeof(ifi), RTEXT_FILTER_SKIP_STATS, on_link,
@@ -1055,7 +1154,8 @@ static int observe(struct net *n)
         n->brs = xrealloc(n->brs, n->n_links, sizeof(*n->brs));
         n->vxs = xrealloc(n->vxs, n->n_links, sizeof(*n->vxs));
         n->vx_ours = xrealloc(n->vx_ours, n->n_links, sizeof(*n->vx_ours));
-        n->n_brs = n->n_vxs = n->n_vx_ours = 0;
+        n->watch = xrealloc(n->watch, n->n_links, sizeof(*n->watch));
+        n->n_brs = n->n_vxs = n->n_vx_ours = n->n_watch = 0;
         for (size_t i = 0; i < n->n_links; i++) {
                 const struct link *l = &n->links[i];
                 uint32_t v;
@@ -1066,15 +1166,20 @@ static int observe(struct net *n)
                         if (l->ours && l->kind == KIND_VXLAN)
                                 n->vx_ours[n->n_vx_ours++] = l->index;
                 }
+                if (v || !strcmp(l->name, p->pub) || !strcmp(l->name, p->uplink))
+                        n->watch[n->n_watch++] = l->index;
         }
         qsort(n->brs, n->n_brs, sizeof(*n->brs), named_cmp);
         qsort(n->vxs, n->n_vxs, sizeof(*n->vxs), named_cmp);
         qsort(n->vx_ours, n->n_vx_ours, sizeof(int), int_cmp);
+        qsort(n->watch, n->n_watch, sizeof(int), int_cmp);
+        snprintf(n->watch_pub, sizeof(n->watch_pub), "%s", p->pub);
+        snprintf(n->watch_uplink, sizeof(n->watch_uplink), "%s", p->uplink);
         struct ndmsg nd = { .ndm_family = AF_BRIDGE };
         r = dump(n, "FDB", RTM_GETNEIGH, &nd, sizeof(nd), 0, on_fdb, fents_reset);
         if (r < 0)
                 return r;
-        qsort(n->fents, n->n_fents, sizeof(*n->fents), fent_cmp);
+        sort_fents(n);
         return 0;
 }
 
@@ -1100,6 +1205,76 @@ static const struct link *find_index(const struct net *n, int index)
                 if (n->links[i].index == index)
                         return &n->links[i];
         return NULL;
+}
+
+/* ---- the change watch ---- */
+
+/* Does this notification concern a device or an entry of ours (or a name
+ * we would take)? Conservative: what cannot be told matters. */
+static int watch_matters(const struct net *n, struct nlmsghdr *h)
+{
+        switch (h->nlmsg_type) {
+        case RTM_NEWLINK:
+        case RTM_DELLINK: {
+                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg)))
+                        return 1;
+                const struct ifinfomsg *ifi = NLMSG_DATA(h);
+                if (bsearch(&ifi->ifi_index, n->watch, n->n_watch, sizeof(int), int_cmp))
+                        return 1;
+                struct nlattr *a = nlmsg_find_attr(h, sizeof(*ifi), IFLA_IFNAME);
+                char name[IFNAMSIZ];
+                if (!a)
+                        return 1;
+                nla_strlcpy(name, a, sizeof(name));
+                return name_vni(name, "tbr") || name_vni(name, "tvx") ||
+                       !strcmp(name, n->watch_pub) || !strcmp(name, n->watch_uplink);
+        }
+        case RTM_NEWNEIGH:
+        case RTM_DELNEIGH: {
+                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ndmsg)))
+                        return 1;
+                const struct ndmsg *nd = NLMSG_DATA(h);
+                /* Only a VXLAN device's own entries, as on_fdb() takes them:
+                 * not what the bridge learns on its port. */
+                if (nd->ndm_family != AF_BRIDGE || !(nd->ndm_flags & NTF_SELF) ||
+                    (nd->ndm_flags & NTF_MASTER) || nlmsg_find_attr(h, sizeof(*nd), NDA_MASTER))
+                        return 0;
+                return bsearch(&nd->ndm_ifindex, n->vx_ours, n->n_vx_ours, sizeof(int),
+                               int_cmp) != NULL;
+        }
+        default:
+                return 0;
+        }
+}
+
+/* Reads what the watch has queued: 1 if the kept state is still the
+ * kernel's, 0 if something of ours changed or notifications were lost. */
+static int watch_quiet(struct net *n)
+{
+        for (;;) {
+                ssize_t len = recv(n->watch_fd, n->rbuf, RBUF_SIZE, MSG_DONTWAIT);
+                if (len < 0 && errno == EINTR)
+                        continue;
+                if (len < 0)
+                        return errno == EAGAIN; /* ENOBUFS: lost, so changed */
+                int rem = (int)len;
+                for (struct nlmsghdr *h = (struct nlmsghdr *)n->rbuf; nlmsg_ok(h, rem);
+                     h = nlmsg_next(h, &rem))
+                        if (watch_matters(n, h))
+                                return 0;
+        }
+}
+
+/* Empties the watch, before a dump: what it held is in the dump. */
+static void watch_drain(struct net *n)
+{
+        for (;;) {
+                ssize_t len = recv(n->watch_fd, n->rbuf, RBUF_SIZE, MSG_DONTWAIT);
+                if (len < 0 && (errno == EINTR || errno == ENOBUFS))
+                        continue;
+                if (len < 0)
+                        return;
+        }
 }
 
 /* ---- requests ---- */
@@ -1356,20 +1531,13 @@ static int phase_remove(struct net *n, struct round *rd)
                 if (!vx)
                         continue;
                 /* Entries of a kept VXLAN device: merge the sorted lists. */
-                struct fent key = { .ifindex = vx->index };
-                size_t lo = 0, hi = n->n_fents;
-                while (lo < hi) {
-                        size_t mid = lo + (hi - lo) / 2;
-                        if (n->fents[mid].ifindex < key.ifindex)
-                                lo = mid + 1;
-                        else
-                                hi = mid;
-                }
+                const struct run *ru = find_run(n, vx->index);
+                size_t lo = ru ? ru->start : 0, end = ru ? ru->start + ru->n : 0;
                 const struct want_ent *we = &p->ents[w->first];
                 size_t d = 0;
                 uint8_t wiped[6];
                 int has_wiped = 0;
-                for (size_t e = lo; e < n->n_fents && n->fents[e].ifindex == vx->index; e++) {
+                for (size_t e = lo; e < end; e++) {
                         const struct fent *f = &n->fents[e];
                         if (has_wiped && !memcmp(f->mac, wiped, 6))
                                 continue; /* gone with the whole-MAC delete */
@@ -1664,9 +1832,17 @@ static int round_report(struct net *n, struct round *rd)
         int first = rd->err;
         for (size_t i = 0; i < rd->n_msgs; i++)
                 log_error("%s", rd->msgs[i]);
-        for (size_t i = 0; i < n->n_ops; i++) {
-                const struct op *o = &n->ops[i];
-                if (!o->err)
+        /* FDB requests of one network: the first error, then how many more. */
+        size_t more = 0;
+        const struct op *fdb_logged = NULL;
+        for (size_t i = 0; i <= n->n_ops; i++) {
+                const struct op *o = i < n->n_ops ? &n->ops[i] : NULL;
+                if (more && (!o || o->type != fdb_logged->type || o->vni != fdb_logged->vni)) {
+                        log_error("network %" PRIu32 ": %zu more FDB requests failed",
+                                  fdb_logged->vni, more);
+                        more = 0;
+                }
+                if (!o || !o->err)
                         continue;
                 set_err(&first, -o->err);
                 /* Marking and bringing up a device that could not be made
@@ -1674,6 +1850,14 @@ static int round_report(struct net *n, struct round *rd)
                 if ((o->type == OP_MARK && n->ops[i - 1].err) ||
                     (o->type == OP_UP && n->ops[i - 2].type == OP_NEW_LINK && n->ops[i - 2].err))
                         continue;
+                if (o->type == OP_ADD_FDB || o->type == OP_DEL_FDB) {
+                        if (fdb_logged && fdb_logged->type == o->type &&
+                            fdb_logged->vni == o->vni) {
+                                more++;
+                                continue;
+                        }
+                        fdb_logged = o;
+                }
                 char name[IFNAMSIZ], obj[64] = "", m[18], a[INET6_ADDRSTRLEN];
                 link_name(p, o->role, o->vni, name);
                 if (o->type == OP_ADD_FDB) {
@@ -1701,9 +1885,18 @@ static int round_run(struct net *n, const struct plan *p, int rounds_done, struc
                      int *ret_again)
 {
         struct round rd = { .p = p };
-        int r = observe(n);
-        if (r < 0)
-                return r;
+        int r;
+        int kept = n->kept;
+        n->kept = 0; /* until this round is over and sent nothing */
+        if (rounds_done || !kept || util_mono_ms() - n->kept_ms > KEPT_MAX_MS ||
+            strcmp(p->pub, n->watch_pub) || strcmp(p->uplink, n->watch_uplink) ||
+            !watch_quiet(n)) {
+                watch_drain(n);
+                n->kept_ms = util_mono_ms();
+                if ((r = observe(n, p)) < 0)
+                        return r;
+                st->dumped = 1;
+        }
         n->seq_base = n->seq;
         n->n_ops = n->n_texts = 0;
         n->slen = 0;
@@ -1744,6 +1937,8 @@ static int round_run(struct net *n, const struct plan *p, int rounds_done, struc
         }
         count_ops(n, st);
         r = round_report(n, &rd);
+        /* What was dumped is still the state when nothing was sent. */
+        n->kept = !n->n_ops && !n->lossy;
         if (n->lossy) {
                 log_error("networks: netlink answers were lost in %d rounds; the state is "
                           "unknown until the next apply",

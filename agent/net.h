@@ -22,6 +22,11 @@
  * per send without waiting for each one's answer; errors come back on the
  * same socket and are matched to their request. A lost answer (ENOBUFS on
  * the socket) makes it dump and diff again: the state is never assumed.
+ * A call that found nothing to do keeps what it dumped; a second socket
+ * listens to the kernel's link and neighbour notifications, and the next
+ * call diffs against the kept state instead of dumping again when none of
+ * them concerned our devices, their entries or their names, none was lost,
+ * and the dump is under a minute old.
  *
  * Errors are negative errno values, logged once, here, naming the object.
  * A struct net works in the network namespace of the thread that called
@@ -60,6 +65,7 @@ struct net_stats {
         size_t fdb_added;
         size_t fdb_removed;
         int resynced; /* times the state was dumped and diffed again after a lost answer */
+        int dumped;   /* the kernel's state was dumped (0: the kept one was still true) */
 };
 
 /* Makes the kernel match the desired state:
@@ -89,8 +95,9 @@ int net_apply(struct net *n, const struct net_config *cfg, const struct net_desi
 
 /* Knobs for tests and benchmarks; net_open() picks the defaults. */
 struct net_tuning {
-        size_t batch_bytes; /* requests per send, in bytes (default 64 KiB) */
+        size_t batch_bytes; /* requests per send, in bytes (default 16 KiB) */
         int rcvbuf;         /* socket receive buffer (default 4 MiB) */
         int ack_each;       /* ask an answer for every request, not one per send */
+        int watch_rcvbuf;   /* the change watch's receive buffer (default 1 MiB) */
 };
 int net_set_tuning(struct net *n, const struct net_tuning *t);

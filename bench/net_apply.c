@@ -1,13 +1,16 @@
 /* bench/net_apply: the private networks of a busy host made by net_apply()
  * beside the same state made by iproute2 in batch mode, in the same run.
  *
- *   net_apply [--networks N] [--remotes R] [--macs M] [--iproute2-first]
+ *   net_apply [--networks N] [--remotes R] [--macs M] [--runs N]
  *
  * Defaults: 1,000 networks, each with 5 remote hosts and 45 remote guest
  * MACs: 50,000 FDB entries. Each side runs in a network namespace of its
  * own, made here (so: as root), with the local underlay address on a dummy
  * device (on lo where the kernel has no dummy driver). Both namespaces are
- * kept until the end, so that tearing one down does not slow the other.
+ * kept until the end of a run, so that tearing one down does not slow the
+ * other, and the next run waits until the kernel has torn them down. The
+ * side that runs first in a fresh kernel state is slower: runs alternate
+ * which side goes first (default 2 runs), and the ratio is of the sums.
  *
  * iproute2 gets the same requests ours sends, written to two files: per
  * network `ip link add` of the bridge (down), `ip link set` of its alias
@@ -17,8 +20,10 @@
  * run on iproute2's namespace too: it must find nothing to do, which shows
  * the two states are the same.
  *
- * Prints the apply time, iproute2's, their ratio (target: at most 0.5) and
- * the time of a no-op re-apply (target: under 50 ms).
+ * Prints the apply time, iproute2's, their ratio (target: at most 0.5), the
+ * time of a no-op re-apply right after (it dumps links and FDB: target
+ * under 50 ms), and of the next no-op ones (no notification said anything
+ * of ours changed: no dump).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -134,7 +139,7 @@ static void settle(const char *why)
                 printf("  (waited %.1f s)\n", (double)(util_mono_us() - t0) / 1e6);
 }
 
-/* A fresh namespace with the underlay; the old one is kept alive by *keep. */
+/* A fresh namespace with the underlay; the one before is kept alive by *keep. */
 static void fresh_ns(int *keep)
 {
         *keep = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -179,8 +184,10 @@ static int cmp_double(const void *a, const void *b)
         return x < y ? -1 : x > y;
 }
 
+/* The no-op applies: the first after the changes dumps; the next ones diff
+ * against the kept dump while no notification says something changed. */
 static void agent_side(const struct state *s, double *ret_apply, double *ret_noop,
-                       double *ret_noop_med)
+                       double *ret_kept)
 {
         struct net *n;
         if (net_open(&n) < 0)
@@ -201,10 +208,12 @@ static void agent_side(const struct state *s, double *ret_apply, double *ret_noo
                         fprintf(stderr, "net_apply: a re-apply changed something\n");
                         exit(1);
                 }
+                if (st.dumped != (i == 0))
+                        printf("  (no-op %zu %s)\n", i, st.dumped ? "dumped" : "did not dump");
         }
         *ret_noop = noop[0];
-        qsort(noop, 7, sizeof(noop[0]), cmp_double);
-        *ret_noop_med = noop[3];
+        qsort(noop + 1, 6, sizeof(noop[0]), cmp_double);
+        *ret_kept = (noop[3] + noop[4]) / 2;
         net_free(n);
 }
 
@@ -278,9 +287,33 @@ static void iproute2_side(const struct state *s, const char *dir, double *ret_ms
         net_free(n);
 }
 
+/* One run: both sides, each in a fresh namespace, in the given order;
+ * the namespaces go at the end, and the kernel is let finish with them. */
+static void one_run(const struct state *s, const char *dir, int iproute2_first, double *ret_agent,
+                    double *ret_ipr, double *ret_noop, double *ret_kept)
+{
+        int first = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        int keep[2];
+        for (int side = 0; side < 2; side++) {
+                fresh_ns(&keep[side]);
+                if ((side == 0) != iproute2_first)
+                        agent_side(s, ret_agent, ret_noop, ret_kept);
+                else
+                        iproute2_side(s, dir, ret_ipr);
+        }
+        if (setns(first, CLONE_NEWNET) < 0) {
+                fprintf(stderr, "net_apply: cannot go back to the first namespace\n");
+                exit(1);
+        }
+        close(first);
+        close(keep[0]);
+        close(keep[1]);
+        settle("the bench's namespaces");
+}
+
 int main(int argc, char **argv)
 {
-        int iproute2_first = 0;
+        int runs = 2;
         for (int i = 1; i < argc; i++) {
                 if (!strcmp(argv[i], "--networks") && i + 1 < argc)
                         n_nets = (size_t)atol(argv[++i]);
@@ -288,17 +321,19 @@ int main(int argc, char **argv)
                         n_rem = (size_t)atol(argv[++i]);
                 else if (!strcmp(argv[i], "--macs") && i + 1 < argc)
                         n_macs = (size_t)atol(argv[++i]);
-                else if (!strcmp(argv[i], "--iproute2-first"))
-                        iproute2_first = 1;
+                else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+                        runs = atoi(argv[++i]);
                 else {
                         fprintf(stderr, "usage: net_apply [--networks N] [--remotes R] "
-                                        "[--macs M] [--iproute2-first]\n");
+                                        "[--macs M] [--runs N]\n");
                         return 2;
                 }
         }
         if (n_nets < 1 || n_nets > TMSG_MAX_NETWORKS || n_rem > HOSTS ||
-            n_nets * n_rem > TMSG_MAX_REMOTES || n_nets * n_macs > TMSG_MAX_FDB) {
-                fprintf(stderr, "net_apply: at most %u networks, %u remotes, %u MACs in all\n",
+            n_nets * n_rem > TMSG_MAX_REMOTES || n_nets * n_macs > TMSG_MAX_FDB || runs < 1 ||
+            runs > 20) {
+                fprintf(stderr, "net_apply: at most %u networks, %u remotes, %u MACs in all, "
+                                "1 to 20 runs\n",
                         TMSG_MAX_NETWORKS, TMSG_MAX_REMOTES, TMSG_MAX_FDB);
                 return 2;
         }
@@ -311,31 +346,32 @@ int main(int argc, char **argv)
                 return 1;
         }
         printf("net_apply: %zu networks, %zu FDB entries (%zu remote hosts + %zu guest MACs "
-               "each), fresh namespaces\n",
-               n_nets, s.n_remotes + s.n_fdb, n_rem, n_macs);
+               "each), fresh namespaces, %d runs (every other one iproute2 first)\n",
+               n_nets, s.n_remotes + s.n_fdb, n_rem, n_macs, runs);
         settle("earlier network namespaces");
-        int keep[2];
-        double agent = 0, noop = 0, noop_med = 0, ipr = 1;
-        for (int side = 0; side < 2; side++) {
-                fresh_ns(&keep[side]);
-                if ((side == 0) != iproute2_first)
-                        agent_side(&s, &agent, &noop, &noop_med);
-                else
-                        iproute2_side(&s, dir, &ipr);
+        double sum_agent = 0, sum_ipr = 0, noop[20], kept[20];
+        for (int i = 0; i < runs; i++) {
+                double agent = 0, ipr = 1;
+                printf(" run %d%s:\n", i + 1, i % 2 ? " (iproute2 first)" : "");
+                one_run(&s, dir, i % 2, &agent, &ipr, &noop[i], &kept[i]);
+                printf("  ratio: %.2f\n", agent / ipr);
+                sum_agent += agent;
+                sum_ipr += ipr;
         }
-        printf("  ratio agent / iproute2: %.2f  (target: at most 0.5)\n", agent / ipr);
-        printf("  no-op re-apply: %.1f ms, median of 7 %.1f ms  (target: under 50 ms)\n", noop,
-               noop_med);
+        qsort(noop, (size_t)runs, sizeof(double), cmp_double);
+        qsort(kept, (size_t)runs, sizeof(double), cmp_double);
+        printf("agent apply %.1f ms, iproute2 %.1f ms (means of %d runs)\n", sum_agent / runs,
+               sum_ipr / runs, runs);
+        printf("ratio agent / iproute2: %.2f  (of the sums; target: at most 0.5)\n",
+               sum_agent / sum_ipr);
+        printf("no-op re-apply: %.1f ms  (median; dump and diff; target: under 50 ms)\n",
+               noop[runs / 2]);
+        printf("no-op re-apply, nothing changed since: %.1f ms  (median; diff against the kept "
+               "dump)\n",
+               kept[runs / 2]);
         char cmd[600];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         sh(cmd);
-        /* Back in the first namespace, the two of the bench go: wait for
-         * that too, so that what runs next is not slowed down. */
-        if (setns(keep[0], CLONE_NEWNET) < 0)
-                fprintf(stderr, "net_apply: cannot go back to the first namespace\n");
-        close(keep[0]);
-        close(keep[1]);
-        settle("the bench's namespaces");
         free(s.nets);
         free(s.remotes);
         free(s.fdb);

@@ -776,6 +776,67 @@ static void test_lost_answers_resync(void **state)
         apply_ok(n, &cfg4, &d, 0, 0, 0, 0, 0);
 }
 
+/* One apply: its changes as stats_are() takes them, and whether it dumped. */
+static void apply_dumped(struct net *n, const struct net_config *cfg, const struct desired *d,
+                         int dumped, size_t changed, size_t fdb_added)
+{
+        struct net_stats st;
+        assert_int_equal(apply(n, cfg, d, &st), 0);
+        stats_are(&st, 0, changed, 0, fdb_added, 0, 0);
+        if (st.dumped != dumped)
+                fail_msg("dumped %d, want %d", st.dumped, dumped);
+}
+
+static void test_watch(void **state)
+{
+        struct net *n = *state;
+        sh("ip link add up0 type veth peer name up0p");
+        const struct net_config cfg = { .local_ip = "10.0.0.1",
+                                        .public_bridge = "tbrpub",
+                                        .public_uplink = "up0" };
+        struct desired d = { 0 };
+        d_net(&d, 5, 0, LIST("10.0.0.2"), LIST("52:54:00:00:00:01", "10.0.0.2"));
+        struct net_stats st;
+        assert_int_equal(apply(n, &cfg, &d, &st), 0);
+        assert_int_equal(st.dumped, 1);
+        /* After changes, the next apply dumps; after one without, none. */
+        apply_dumped(n, &cfg, &d, 1, 0, 0);
+        apply_dumped(n, &cfg, &d, 0, 0, 0);
+
+        /* Others' devices and what a bridge learns do not matter. */
+        sh("ip link add br9 type bridge && ip link add v0 type veth peer name v1 && "
+           "ip link set v0 master br9 && ip link set br9 up && ip link set v0 up && "
+           "bridge fdb add 52:54:00:00:09:09 dev v0 master static && "
+           "bridge fdb add 52:54:00:00:09:0a dev tvx5 master static");
+        apply_dumped(n, &cfg, &d, 0, 0, 0);
+
+        /* An entry of ours gone. */
+        sh("bridge fdb del 00:00:00:00:00:00 dev tvx5 dst 10.0.0.2 self");
+        apply_dumped(n, &cfg, &d, 1, 0, 1);
+        apply_dumped(n, &cfg, &d, 1, 0, 0);
+        /* A device of ours changed (and its bridge follows its MTU). */
+        sh("ip link set tvx5 mtu 1400");
+        apply_dumped(n, &cfg, &d, 1, 2, 0);
+        apply_dumped(n, &cfg, &d, 1, 0, 0);
+        /* A device with one of our names, not ours. */
+        sh("ip link add tbr77 type bridge");
+        apply_dumped(n, &cfg, &d, 1, 0, 0);
+        apply_dumped(n, &cfg, &d, 0, 0, 0);
+        /* The uplink. */
+        sh("ip link set up0 down");
+        apply_dumped(n, &cfg, &d, 1, 1, 0);
+        apply_dumped(n, &cfg, &d, 1, 0, 0);
+
+        /* Lost notifications: dumped again, though none mattered. */
+        const struct net_tuning t = { .batch_bytes = 16 * 1024, .watch_rcvbuf = 1 };
+        assert_int_equal(net_set_tuning(n, &t), 0);
+        apply_dumped(n, &cfg, &d, 1, 0, 0);
+        apply_dumped(n, &cfg, &d, 0, 0, 0);
+        sh("for i in $(seq 40); do ip link add x$i type bridge; done");
+        apply_dumped(n, &cfg, &d, 1, 0, 0);
+        apply_dumped(n, &cfg, &d, 0, 0, 0);
+}
+
 int main(void)
 {
         log_set_level(LOG_LEVEL_ERROR);
@@ -794,6 +855,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_half_made_pair_removed, setup_ns,
                                                 teardown_ns),
                 cmocka_unit_test_setup_teardown(test_lost_answers_resync, setup_ns, teardown_ns),
+                cmocka_unit_test_setup_teardown(test_watch, setup_ns, teardown_ns),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
