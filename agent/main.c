@@ -115,8 +115,8 @@ static const struct cfg_opt opts[] = {
         { "public_uplink", CFG_STR, cfg.public_uplink, 0, 0,
           "interface joined to the public bridge (default: none)" },
         { "manage_network", CFG_INT, &cfg.manage_network, 0, 1,
-          "1: make the private networks' bridges and VXLANs and the public bridge (netlink; "
-          "experimental, see issue 4); 0 (default): leave the host's network alone" },
+          "1: make the private networks' bridges and VXLANs and the public bridge (netlink); "
+          "0 (default): leave the host's network alone" },
         { "nic_filter", CFG_STR, cfg.nic_filter, 0, 0,
           "libvirt nwfilter on every guest NIC, given its IPv4 addresses (\"\": none)" },
         { "domain_type", CFG_STR, cfg.domain_type, 0, 0,
@@ -1228,10 +1228,10 @@ static int converge(struct agent *a)
                 full = 1;
         }
         /* The networks first: a guest's NIC needs its bridge. */
-        /* Applied when the desired state changes (or an apply failed): a
-         * re-apply of the same state has been seen to stall for seconds in
-         * namespaced test hosts (issue 4), so not on every full pass yet. */
-        if (a->net && a->registered && a->applied_gen && a->net_gen != a->applied_gen) {
+        /* Applied when the desired state changes, after a failed apply,
+         * and on full passes (drift: net.c skips its dumps when nothing of
+         * ours changed since). */
+        if (a->net && a->registered && a->applied_gen && (full || a->net_gen != a->applied_gen)) {
                 const struct msg_sync_reply *d = &a->desired;
                 const struct net_config nc = { .local_ip = cfg.underlay_ip,
                                                .public_bridge = cfg.public_bridge,

@@ -9,7 +9,7 @@
 # network not reaching them, a guest that leaves taking its entries with
 # it, and kill -9 and restart of an agent leaving the kernel state as it
 # was.
-source "$(dirname "$0")/../e2e/lib.sh"
+source "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || fatal "test_net needs root (network namespaces): run it as root"
 command -v ip >/dev/null && command -v bridge >/dev/null || fatal "test_net needs iproute2 (ip, bridge)"
