@@ -76,6 +76,124 @@ static int set(const char *s)
         return s && *s;
 }
 
+static void put_params(FILE *f, const char *name, const char *const *v, size_t n)
+{
+        for (size_t k = 0; k < n && k < DOMXML_NIC_IPS_MAX; k++) {
+                fprintf(f, "        <parameter name='%s' value='", name);
+                put_escaped(f, v[k]);
+                fprintf(f, "'/>\n");
+        }
+}
+
+static void put_interface(FILE *f, const struct domxml_nic *n)
+{
+        fprintf(f, "    <interface type='bridge'>\n      <mac address='");
+        put_escaped(f, n->mac);
+        fprintf(f, "'/>\n      <source bridge='");
+        put_escaped(f, n->bridge);
+        fprintf(f, "'/>\n      <model type='virtio'/>\n");
+        if (n->mtu)
+                fprintf(f, "      <mtu size='%" PRIu32 "'/>\n", n->mtu);
+        if (set(n->filter)) {
+                fprintf(f, "      <filterref filter='");
+                put_escaped(f, n->filter);
+                fprintf(f, "'>\n");
+                put_params(f, "IP", n->ips, n->n_ips);
+                put_params(f, "IPV6", n->ips6, n->n_ips6);
+                fprintf(f, "      </filterref>\n");
+        }
+        fprintf(f, "    </interface>\n");
+}
+
+/* In the root chain, rules and sub-chains run in the order of their
+ * priorities: each spoofing chain (mac -800, ipv4-ip -710, ipv6-ip -620)
+ * before the rule that accepts what returns from it (-650 for IPv4, -605
+ * for IPv6), and no-other-l2-traffic's drop last. */
+const char *const domxml_nwfilter_names[2] = { "tasman-no-ipv6-spoofing", DOMXML_FILTER };
+const char *const domxml_nwfilters[2] = {
+        "<filter name='tasman-no-ipv6-spoofing' chain='ipv6-ip' priority='-620'>\n"
+        "  <rule action='return' direction='out' priority='100'>\n"
+        "    <ipv6 srcipaddr='fe80::' srcipmask='10'/>\n"
+        "  </rule>\n"
+        "  <rule action='return' direction='out' priority='500'>\n"
+        "    <ipv6 srcipaddr='$IPV6'/>\n"
+        "  </rule>\n"
+        "  <rule action='drop' direction='out' priority='1000'/>\n"
+        "</filter>\n",
+        "<filter name='" DOMXML_FILTER "' chain='root'>\n"
+        "  <filterref filter='no-mac-spoofing'/>\n"
+        "  <filterref filter='no-ip-spoofing'/>\n"
+        "  <rule action='accept' direction='out' priority='-650'>\n"
+        "    <mac protocolid='ipv4'/>\n"
+        "  </rule>\n"
+        "  <filterref filter='allow-incoming-ipv4'/>\n"
+        "  <filterref filter='tasman-no-ipv6-spoofing'/>\n"
+        "  <rule action='accept' direction='out' priority='-605'>\n"
+        "    <mac protocolid='ipv6'/>\n"
+        "  </rule>\n"
+        "  <filterref filter='allow-incoming-ipv6'/>\n"
+        "  <filterref filter='no-arp-spoofing'/>\n"
+        "  <rule action='accept' direction='inout' priority='-500'>\n"
+        "    <mac protocolid='arp'/>\n"
+        "  </rule>\n"
+        "  <filterref filter='no-other-l2-traffic'/>\n"
+        "  <filterref filter='qemu-announce-self'/>\n"
+        "</filter>\n",
+};
+
+int domxml_parse_macs(const char *xml, char (*macs)[18], size_t max, size_t *ret_n)
+{
+        size_t n = 0;
+        const char *p = xml;
+
+        while ((p = strstr(p, "<interface"))) {
+                const char *end = strstr(p, "</interface>");
+                const char *m = strstr(p, "<mac address=");
+                p += strlen("<interface");
+                if (!end || !m || m > end)
+                        continue; /* an interface without a MAC */
+                m += strlen("<mac address=");
+                char q = *m++;
+                if (q != '\'' && q != '"')
+                        return -EINVAL;
+                char mac[18];
+                size_t k = 0;
+                while (m[k] && m[k] != q && k < 17) {
+                        char c = m[k];
+                        int hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+                                  (c >= 'A' && c <= 'F');
+                        if ((k % 3 == 2) ? c != ':' : !hex)
+                                return -EINVAL;
+                        mac[k] = (char)(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+                        k++;
+                }
+                if (k != 17 || m[k] != q)
+                        return -EINVAL;
+                mac[17] = '\0';
+                if (n < max)
+                        memcpy(macs[n], mac, sizeof(mac));
+                n++;
+                p = end;
+        }
+        *ret_n = n;
+        return 0;
+}
+
+char *domxml_interface(const struct domxml_nic *n)
+{
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (!f)
+                return NULL;
+        put_interface(f, n);
+        if (fclose(f) != 0) {
+                free(buf);
+                return NULL;
+        }
+        return buf;
+}
+
 char *domxml_build(const struct domxml_params *p)
 {
         char name[64], *buf = NULL;
@@ -168,28 +286,8 @@ char *domxml_build(const struct domxml_params *p)
                 fprintf(f, "' append='on'/>\n      <target type='serial' port='0'/>\n"
                            "    </console>\n");
         }
-        for (size_t i = 0; p->nics && i < p->n_nics; i++) {
-                const struct domxml_nic *n = &p->nics[i];
-                fprintf(f, "    <interface type='bridge'>\n      <mac address='");
-                put_escaped(f, n->mac);
-                fprintf(f, "'/>\n      <source bridge='");
-                put_escaped(f, n->bridge);
-                fprintf(f, "'/>\n      <model type='virtio'/>\n");
-                if (n->mtu)
-                        fprintf(f, "      <mtu size='%" PRIu32 "'/>\n", n->mtu);
-                if (set(n->filter)) {
-                        fprintf(f, "      <filterref filter='");
-                        put_escaped(f, n->filter);
-                        fprintf(f, "'>\n");
-                        for (size_t k = 0; k < n->n_ips && k < DOMXML_NIC_IPS_MAX; k++) {
-                                fprintf(f, "        <parameter name='IP' value='");
-                                put_escaped(f, n->ips[k]);
-                                fprintf(f, "'/>\n");
-                        }
-                        fprintf(f, "      </filterref>\n");
-                }
-                fprintf(f, "    </interface>\n");
-        }
+        for (size_t i = 0; p->nics && i < p->n_nics; i++)
+                put_interface(f, &p->nics[i]);
         /* The QEMU guest agent's channel: guests that run one get their
          * file systems frozen for an online snapshot. */
         if (strcmp(p->domain_type ? p->domain_type : "", "test") != 0)

@@ -13,16 +13,19 @@
 #define DOMXML_NS_PREFIX "tasman"
 
 /* A network interface: on a bridge, with its MAC; the filter (libvirt
- * nwfilter, e.g. clean-traffic) gets the interface's IPv4 addresses as
- * its IP parameter, so the guest can send from nothing else. */
+ * nwfilter, e.g. tasman-clean-traffic) gets the interface's IPv4 addresses
+ * as its IP parameter and its IPv6 ones as IPV6, so the guest can send from
+ * nothing else. */
 #define DOMXML_NIC_IPS_MAX 4
 struct domxml_nic {
         const char *bridge;
         const char *mac;
         uint32_t mtu;       /* 0: the bridge's */
         const char *filter; /* NULL or "": none */
-        const char *ips[DOMXML_NIC_IPS_MAX]; /* addresses without prefix */
+        const char *ips[DOMXML_NIC_IPS_MAX]; /* IPv4 addresses without prefix */
         size_t n_ips;
+        const char *ips6[DOMXML_NIC_IPS_MAX]; /* IPv6 addresses without prefix */
+        size_t n_ips6;
 };
 
 struct domxml_params {
@@ -59,6 +62,10 @@ int domxml_parse_name(const char *name, uint64_t *ret_vm_id);
 /* The whole <domain> document; NULL on out of memory. */
 char *domxml_build(const struct domxml_params *p);
 
+/* One <interface> element, as virDomainAttachDeviceFlags wants it (the
+ * same text domxml_build writes for that NIC); NULL on out of memory. */
+char *domxml_interface(const struct domxml_nic *n);
+
 /* What our metadata records of a domain: the one-shot intents carried out
  * (counters) and the mode it was defined in. */
 struct domxml_marks {
@@ -68,6 +75,21 @@ struct domxml_marks {
         int rescue;
         uint64_t restore_done;
 };
+
+/* The MAC addresses of the <interface> elements of a domain's XML, in
+ * order, lower case, at most max of them (more are counted in *ret_n but
+ * not written). 0, or -EINVAL on a MAC that is not aa:bb:cc:dd:ee:ff. */
+int domxml_parse_macs(const char *xml, char (*macs)[18], size_t max, size_t *ret_n);
+
+/* libvirt nwfilters of ours, defined by the agent at start (the order in
+ * which they must be defined: the ones referenced first). tasman-clean-
+ * traffic is libvirt's clean-traffic (no MAC, IPv4 or ARP spoofing, no
+ * other layer-2 traffic) that also lets IPv6 through, from the NIC's own
+ * addresses (parameter IPV6) and link-local ones only, where clean-traffic
+ * drops all IPv6. */
+#define DOMXML_FILTER "tasman-clean-traffic"
+extern const char *const domxml_nwfilters[2];
+extern const char *const domxml_nwfilter_names[2];
 
 /* Our metadata element without namespace, as virDomainSetMetadata wants it. */
 char *domxml_metadata(uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done);

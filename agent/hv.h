@@ -32,6 +32,9 @@ struct hv_domain {
         uint64_t restore_done;
         uint64_t snaps[TMSG_MAX_SNAPS]; /* its snapshots (ids), ascending */
         size_t n_snaps;
+        int nics_known; /* nic_macs holds the NICs of its definition */
+        char nic_macs[TMSG_MAX_NICS][TMSG_MAC]; /* lower case, in order */
+        size_t n_nics;
 };
 
 struct hv_node {
@@ -59,6 +62,15 @@ int hv_start(struct hv *hv, uint64_t vm_id);
 int hv_shutdown(struct hv *hv, uint64_t vm_id); /* graceful: ACPI */
 int hv_destroy(struct hv *hv, uint64_t vm_id);  /* power off */
 int hv_undefine(struct hv *hv, uint64_t vm_id);
+/* Adds NIC n to the domain: to its definition, and to the running guest
+ * when it runs (hot-plug). -EOPNOTSUPP where the hypervisor cannot
+ * (libvirt's test driver). */
+int hv_nic_attach(struct hv *hv, uint64_t vm_id, const struct domxml_nic *n);
+
+/* Defines (or redefines, keeping its uuid) the nwfilter `name` from xml,
+ * which has no <uuid>. */
+int hv_nwfilter_define(struct hv *hv, const char *name, const char *xml);
+
 /* Records the last reboot/rebuild counters carried out, in the metadata
  * (the other marks stay as they are). */
 int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_done);

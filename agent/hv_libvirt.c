@@ -21,6 +21,9 @@ struct meta_entry {
         int snaps_known; /* snaps below are what libvirt has */
         uint64_t snaps[TMSG_MAX_SNAPS];
         size_t n_snaps;
+        int nics_known; /* macs below are the NICs of its definition */
+        char macs[TMSG_MAX_NICS][TMSG_MAC];
+        size_t n_macs;
 };
 
 struct hv {
@@ -112,6 +115,8 @@ static int last_errno(void)
                 return -EINVAL;
         case VIR_ERR_NO_MEMORY:
                 return -ENOMEM;
+        case VIR_ERR_NO_SUPPORT:
+                return -EOPNOTSUPP;
         case VIR_ERR_NO_CONNECT:
         case VIR_ERR_SYSTEM_ERROR:
         case VIR_ERR_RPC:
@@ -210,6 +215,66 @@ static int read_meta(virDomainPtr dom, struct hv_domain *d)
         if (r == 0)
                 marks_to_dom(&m, d);
         return r;
+}
+
+/* The NICs of the domain's definition, from the cache or else from its
+ * XML (cached then). On failure nics_known stays 0: the caller must not
+ * take a NIC as missing. */
+static void load_nics(struct hv *hv, virDomainPtr dom, struct hv_domain *d)
+{
+        struct meta_entry *e = meta_find(hv, d->vm_id, NULL);
+        size_t n = 0;
+
+        d->nics_known = 0;
+        if (e && e->nics_known) {
+                memcpy(d->nic_macs, e->macs, sizeof(d->nic_macs));
+                d->n_nics = e->n_macs;
+                d->nics_known = 1;
+                return;
+        }
+        char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+        if (!xml)
+                return;
+        int r = domxml_parse_macs(xml, d->nic_macs, TMSG_MAX_NICS, &n);
+        free(xml);
+        if (r < 0 || n > TMSG_MAX_NICS)
+                return;
+        d->n_nics = n;
+        d->nics_known = 1;
+        if (e) {
+                memcpy(e->macs, d->nic_macs, sizeof(e->macs));
+                e->n_macs = n;
+                e->nics_known = 1;
+        }
+}
+
+static int norm_mac(const char *in, char out[TMSG_MAC])
+{
+        if (!in || strlen(in) != TMSG_MAC - 1)
+                return -EINVAL;
+        for (size_t k = 0; k < TMSG_MAC - 1; k++) {
+                char c = in[k];
+                if (k % 3 == 2 ? c != ':' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+                        return -EINVAL;
+                out[k] = (char)(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+        }
+        out[TMSG_MAC - 1] = '\0';
+        return 0;
+}
+
+static void cache_nics(struct hv *hv, uint64_t vm_id, const struct domxml_nic *nics, size_t n)
+{
+        struct meta_entry *e = meta_find(hv, vm_id, NULL);
+        if (!e)
+                return;
+        e->nics_known = 0;
+        if (n > TMSG_MAX_NICS)
+                return;
+        for (size_t i = 0; i < n; i++)
+                if (norm_mac(nics[i].mac, e->macs[i]) < 0)
+                        return;
+        e->n_macs = n;
+        e->nics_known = 1;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -335,6 +400,7 @@ static int list_class(struct hv *hv, unsigned flags, enum power state, struct hv
                         r = -EIO; /* do not report it without its snapshots */
                         continue;
                 }
+                load_nics(hv, doms[i], &d);
                 if (state == POWER_UNKNOWN) {
                         int st, reason;
                         if (virDomainGetState(doms[i], &st, &reason, 0) < 0)
@@ -437,6 +503,8 @@ int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret)
         }
         if (r == 0 && load_snaps(hv, dom, &d) < 0)
                 r = -EIO;
+        if (r == 0)
+                load_nics(hv, dom, &d);
         if (r == 0 && virDomainGetState(dom, &st, &reason, 0) < 0)
                 r = virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? -ENOENT : -EIO;
         virDomainFree(dom);
@@ -484,7 +552,73 @@ int hv_define(struct hv *hv, const struct domxml_params *p)
                                                        .resize_done = p->resize_done,
                                                        .rescue = p->rescue,
                                                        .restore_done = p->restore_done });
+        cache_nics(hv, p->vm_id, p->nics, p->nics ? p->n_nics : 0);
         return 0;
+}
+
+int hv_nwfilter_define(struct hv *hv, const char *name, const char *xml)
+{
+        char uuid[VIR_UUID_STRING_BUFLEN], *full = NULL;
+        virNWFilterPtr f = virNWFilterLookupByName(hv->conn, name);
+        const char *open_end = strchr(xml, '>');
+        int r = 0;
+
+        if (!open_end)
+                return -EINVAL;
+        if (f) {
+                /* Redefined under its uuid, or libvirt says it exists. */
+                if (virNWFilterGetUUIDString(f, uuid) == 0 &&
+                    asprintf(&full, "%.*s\n  <uuid>%s</uuid>%s", (int)(open_end - xml + 1), xml,
+                             uuid, open_end + 1) < 0)
+                        full = NULL;
+                virNWFilterFree(f);
+                if (!full)
+                        return -ENOMEM;
+        }
+        virNWFilterPtr nf = virNWFilterDefineXML(hv->conn, full ? full : xml);
+        if (!nf) {
+                r = last_errno();
+                log_error("nwfilter %s: cannot define: %s", name, last_message());
+        } else {
+                virNWFilterFree(nf);
+        }
+        free(full);
+        return r;
+}
+
+int hv_nic_attach(struct hv *hv, uint64_t vm_id, const struct domxml_nic *n)
+{
+        virDomainPtr dom;
+        char mac[TMSG_MAC];
+        int r;
+
+        if (norm_mac(n->mac, mac) < 0)
+                return -EINVAL;
+        if ((r = lookup_owned(hv, vm_id, &dom)) < 0)
+                return r;
+        char *xml = domxml_interface(n);
+        if (!xml) {
+                virDomainFree(dom);
+                return -ENOMEM;
+        }
+        unsigned flags = VIR_DOMAIN_AFFECT_CONFIG;
+        if (virDomainIsActive(dom) == 1)
+                flags |= VIR_DOMAIN_AFFECT_LIVE;
+        if (virDomainAttachDeviceFlags(dom, xml, flags) < 0) {
+                r = last_errno();
+                if (r != -EOPNOTSUPP)
+                        log_error("domain " HV_NAME_PREFIX "%" PRIu64 ": cannot attach NIC %s: %s",
+                                  vm_id, mac, last_message());
+        } else {
+                struct meta_entry *e = meta_find(hv, vm_id, NULL);
+                if (e && e->nics_known && e->n_macs < TMSG_MAX_NICS)
+                        memcpy(e->macs[e->n_macs++], mac, TMSG_MAC);
+                else if (e)
+                        e->nics_known = 0; /* read it again */
+        }
+        free(xml);
+        virDomainFree(dom);
+        return r;
 }
 
 typedef int (*dom_op_fn)(virDomainPtr);

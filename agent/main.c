@@ -70,7 +70,7 @@ static struct {
         .state_dir = "/var/lib/tasman-agent",
         .underlay_ip = "127.0.0.1",
         .public_bridge = "tbrpub",
-        .nic_filter = "clean-traffic",
+        .nic_filter = DOMXML_FILTER,
         .manage_network = 0,
         .domain_type = "auto",
         .log_level = "info",
@@ -118,7 +118,8 @@ static const struct cfg_opt opts[] = {
           "1: make the private networks' bridges and VXLANs and the public bridge (netlink); "
           "0 (default): leave the host's network alone" },
         { "nic_filter", CFG_STR, cfg.nic_filter, 0, 0,
-          "libvirt nwfilter on every guest NIC, given its IPv4 addresses (\"\": none)" },
+          "libvirt nwfilter on every guest NIC, given its addresses (\"\": none); the agent "
+          "defines " DOMXML_FILTER " (no MAC, IP or ARP spoofing, IPv4 and IPv6)" },
         { "domain_type", CFG_STR, cfg.domain_type, 0, 0,
           "libvirt domain type: auto (kvm if /dev/kvm is usable, else qemu), kvm, qemu, test" },
         { "boot_id", CFG_STR, cfg.boot_id, 0, 0,
@@ -763,6 +764,65 @@ static int disk_from_snapshot(struct agent *a, const struct dom_desired *d, cons
  * disk (a qcow2 overlay on it), its seed, then the domain. Every step keeps
  * what is already there, so after a crash at any point the next pass
  * finishes the work. -EINPROGRESS while the image is being fetched. */
+/* Strings a struct domxml_nic points into. */
+struct nic_buf {
+        char bridge[32];
+        char ips[TMSG_MAX_NIC_ADDRS][TMSG_IP];
+        char ll6[TMSG_IP];
+};
+
+/* The guest's IPv6 link-local address from its MAC (EUI-64), "" if the MAC
+ * is malformed. */
+static void link_local6(const char *mac, char *buf, size_t len)
+{
+        unsigned b[6];
+        buf[0] = '\0';
+        if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6)
+                return;
+        snprintf(buf, len, "fe80::%x:%x:%x:%x", ((b[0] ^ 2u) << 8) | b[1], (b[2] << 8) | 0xffu,
+                 0xfe00u | b[3], (b[4] << 8) | b[5]);
+}
+
+/* A NIC as the domain XML wants it: vni 0 on the public bridge, the others
+ * on their network's bridge; filtered (nic_filter) to its own addresses.
+ * The IPV6 parameter is never empty (libvirt refuses a filter whose
+ * variable has no value): without IPv6 addresses it is the NIC's own
+ * link-local address, which the filter allows anyway. */
+static void nic_params(const struct agent *a, const struct nic_desired *n, struct nic_buf *b,
+                       struct domxml_nic *ret)
+{
+        if (n->vni)
+                snprintf(b->bridge, sizeof(b->bridge), "tbr%" PRIu32, n->vni);
+        else
+                snprintf(b->bridge, sizeof(b->bridge), "%s", cfg.public_bridge);
+        *ret = (struct domxml_nic){
+                .bridge = b->bridge,
+                .mac = n->mac,
+                .mtu = n->vni ? 1450 : 0,
+                /* the test driver has no nwfilter */
+                .filter = strcmp(a->dom_type, "test") ? cfg.nic_filter : NULL,
+        };
+        for (size_t k = 0; k < n->n_addrs && k < TMSG_MAX_NIC_ADDRS; k++) {
+                snprintf(b->ips[k], sizeof(b->ips[k]), "%s", n->addrs[k]);
+                b->ips[k][strcspn(b->ips[k], "/")] = '\0';
+                if (strchr(b->ips[k], ':')) {
+                        if (ret->n_ips6 < DOMXML_NIC_IPS_MAX)
+                                ret->ips6[ret->n_ips6++] = b->ips[k];
+                } else if (ret->n_ips < DOMXML_NIC_IPS_MAX) {
+                        ret->ips[ret->n_ips++] = b->ips[k];
+                }
+        }
+        /* Only our own filter knows IPV6; libvirt's clean-traffic and
+         * others take IP alone. */
+        if (ret->filter && strcmp(ret->filter, "tasman-clean-traffic") == 0 && !ret->n_ips6) {
+                link_local6(n->mac, b->ll6, sizeof(b->ll6));
+                if (b->ll6[0])
+                        ret->ips6[ret->n_ips6++] = b->ll6;
+        }
+        if (!ret->filter || strcmp(ret->filter, "tasman-clean-traffic") != 0)
+                ret->n_ips6 = 0;
+}
+
 static int define(struct agent *a, const struct dom_desired *d)
 {
         char kernel[CFG_STR_MAX + 80], initrd[CFG_STR_MAX + 80], cmd[1024], full_cmd[1200];
@@ -844,31 +904,10 @@ static int define(struct agent *a, const struct dom_desired *d)
                          cfg.state_dir, d->vm_id);
                 p.console_log = log_path;
         }
-        /* Its NICs: vni 0 on the public bridge, the others on their
-         * network's bridge; each filtered to its own IPv4 addresses. */
+        struct nic_buf nb[TMSG_MAX_NICS];
         struct domxml_nic nics[TMSG_MAX_NICS];
-        char bridges[TMSG_MAX_NICS][32], ips[TMSG_MAX_NICS][TMSG_MAX_NIC_ADDRS][TMSG_IP];
-        for (size_t i = 0; i < d->n_nics && i < TMSG_MAX_NICS; i++) {
-                const struct nic_desired *n = &d->nics[i];
-                if (n->vni)
-                        snprintf(bridges[i], sizeof(bridges[i]), "tbr%" PRIu32, n->vni);
-                else
-                        snprintf(bridges[i], sizeof(bridges[i]), "%s", cfg.public_bridge);
-                nics[i] = (struct domxml_nic){
-                        .bridge = bridges[i],
-                        .mac = n->mac,
-                        .mtu = n->vni ? 1450 : 0,
-                        /* the test driver has no nwfilter */
-                        .filter = strcmp(a->dom_type, "test") ? cfg.nic_filter : NULL,
-                };
-                for (size_t k = 0; k < n->n_addrs && k < TMSG_MAX_NIC_ADDRS; k++) {
-                        if (strchr(n->addrs[k], ':') || nics[i].n_ips == DOMXML_NIC_IPS_MAX)
-                                continue; /* the filter checks IPv4 sources */
-                        snprintf(ips[i][k], sizeof(ips[i][k]), "%s", n->addrs[k]);
-                        ips[i][k][strcspn(ips[i][k], "/")] = '\0';
-                        nics[i].ips[nics[i].n_ips++] = ips[i][k];
-                }
-        }
+        for (size_t i = 0; i < d->n_nics && i < TMSG_MAX_NICS; i++)
+                nic_params(a, &d->nics[i], &nb[i], &nics[i]);
         p.nics = nics;
         p.n_nics = d->n_nics < TMSG_MAX_NICS ? d->n_nics : TMSG_MAX_NICS;
         r = hv_define(a->hv, &p);
@@ -1056,6 +1095,25 @@ static int run_op(struct agent *a, const struct rc_op *op)
                  * the restore marked done (the disk grows back if it was
                  * resized since). */
                 r = define(a, d);
+                break;
+        }
+        case RC_NIC_ATTACH: {
+                struct nic_buf nb;
+                struct domxml_nic nic;
+                if (op->nic >= d->n_nics || op->nic >= TMSG_MAX_NICS) {
+                        r = -EINVAL;
+                        break;
+                }
+                nic_params(a, &d->nics[op->nic], &nb, &nic);
+                r = hv_nic_attach(a->hv, op->vm_id, &nic);
+                if (r == -EOPNOTSUPP) {
+                        /* No hot-plug here (libvirt's test driver): into
+                         * the definition, for the next boot. */
+                        log_info("vm %" PRIu64 ": NIC %s joins the definition (no hot-plug on "
+                                 "this hypervisor)",
+                                 op->vm_id, nic.mac);
+                        r = define(a, d);
+                }
                 break;
         }
         default:
@@ -1528,6 +1586,14 @@ int main(int argc, char **argv)
                 imgcache_free(a.images);
                 return 1;
         }
+        /* Our nwfilters, before any guest refers to them (the test driver
+         * has none). */
+        if (strcmp(a.dom_type, "test") != 0 && strcmp(cfg.nic_filter, DOMXML_FILTER) == 0)
+                for (size_t i = 0; i < sizeof(domxml_nwfilters) / sizeof(domxml_nwfilters[0]); i++)
+                        if (hv_nwfilter_define(a.hv, domxml_nwfilter_names[i], domxml_nwfilters[i]) < 0)
+                                log_error("agent: guests' NICs cannot be filtered: their start "
+                                          "will fail until nwfilter %s can be defined",
+                                          domxml_nwfilter_names[i]);
         if (ensure_pools(&a) < 0)
                 log_warn("agent: guest disk pools are not ready; retrying when a guest needs one");
         if (cfg.manage_network && (r = net_open(&a.net)) < 0) {

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <strings.h>
 
 static const char *const op_names[] = {
         [RC_DEFINE] = "define",         [RC_START] = "start",
@@ -10,6 +11,7 @@ static const char *const op_names[] = {
         [RC_REBUILD] = "rebuild",       [RC_DROP_PENDING] = "drop-pending",
         [RC_REDEFINE] = "redefine",     [RC_SNAPSHOT] = "snapshot",
         [RC_SNAP_DELETE] = "snapshot-delete", [RC_RESTORE] = "restore",
+        [RC_NIC_ATTACH] = "nic-attach",
 };
 _Static_assert(sizeof(op_names) / sizeof(op_names[0]) == RC__MAX, "op_names covers rc_op_type");
 
@@ -61,6 +63,14 @@ static void emit(struct out *o, enum rc_op_type t, uint64_t id, const struct dom
 static void emit_snap(struct out *o, enum rc_op_type t, const struct dom_desired *d, uint64_t snap)
 {
         o->ops[o->n++] = (struct rc_op){ .type = t, .vm_id = d->vm_id, .des = d, .snap_id = snap };
+}
+
+static int has_mac(const struct hv_domain *h, const char *mac)
+{
+        for (size_t i = 0; i < h->n_nics && i < TMSG_MAX_NICS; i++)
+                if (strcasecmp(h->nic_macs[i], mac) == 0)
+                        return 1;
+        return 0;
 }
 
 static int has_snap(const struct hv_domain *h, uint64_t id)
@@ -134,6 +144,15 @@ static void diff_one(struct out *o, const struct dom_desired *d, const struct hv
                         emit(o, RC_START, d->vm_id, d);
                 return;
         }
+        /* NICs attached since it was defined (a VPS joining a network):
+         * added to the definition, and hot-plugged when it runs. */
+        if (h->nics_known)
+                for (unsigned i = 0; i < d->n_nics && i < TMSG_MAX_NICS; i++)
+                        if (!has_mac(h, d->nics[i].mac))
+                                o->ops[o->n++] = (struct rc_op){ .type = RC_NIC_ATTACH,
+                                                                 .vm_id = d->vm_id,
+                                                                 .des = d,
+                                                                 .nic = i };
         /* Power off at once: no waiting for a graceful stop. */
         if (d->power == POWER_STOPPED && d->force_off && is_active(h->state)) {
                 emit(o, RC_DESTROY, d->vm_id, d);
@@ -198,7 +217,7 @@ int reconcile_diff(const struct dom_desired *desired, size_t n_desired,
 
         o.cap = 4 * (n_desired + n_observed) + n_pending + 1;
         for (size_t k = 0; k < n_desired; k++)
-                o.cap += desired[k].n_snaps;
+                o.cap += desired[k].n_snaps + desired[k].n_nics;
         for (size_t k = 0; k < n_observed; k++)
                 o.cap += observed[k].n_snaps;
         o.ops = calloc(o.cap, sizeof(*o.ops));

@@ -41,6 +41,7 @@ enum rc_op_type {
         RC_SNAP_DELETE,   /* delete snapshot snap_id */
         RC_RESTORE,       /* stopped: put back the disk of snapshot des->restore_snap and
                            * define again (restore_done = restore_seq) */
+        RC_NIC_ATTACH,    /* add des->nics[nic] (missing from the domain), live too if it runs */
         RC__MAX,
 };
 
@@ -51,6 +52,7 @@ struct rc_op {
         uint64_t vm_id;
         const struct dom_desired *des; /* into the caller's desired array, or NULL */
         uint64_t snap_id;              /* RC_SNAPSHOT, RC_SNAP_DELETE */
+        unsigned nic;                  /* RC_NIC_ATTACH: index into des->nics */
 };
 
 struct rc_pending {

@@ -158,7 +158,8 @@ static void test_golden_nics(void **state)
                 { .bridge = "tbrpub", .mac = "52:54:00:00:00:2a", .filter = "clean-traffic",
                   .ips = { "192.0.2.10" }, .n_ips = 1 },
                 { .bridge = "tbr4097", .mac = "52:54:00:00:10:01", .mtu = 1450,
-                  .filter = "clean-traffic", .ips = { "10.0.0.5", "10.0.0.6" }, .n_ips = 2 },
+                  .filter = "tasman-clean-traffic", .ips = { "10.0.0.5", "10.0.0.6" }, .n_ips = 2,
+                  .ips6 = { "fd00::5" }, .n_ips6 = 1 },
                 { .bridge = "tbr9'", .mac = "52:54:00:00:10:02" },
         };
         const struct domxml_params p = {
@@ -175,6 +176,51 @@ static void test_golden_nics(void **state)
         assert_non_null(xml);
         check_golden("domxml_nics.xml", xml);
         free(xml);
+}
+
+/* domxml_interface writes what domxml_build writes for that NIC, and the
+ * MACs read back from a whole document are the NICs', in order. */
+static void test_interface_and_macs(void **state)
+{
+        const struct domxml_nic nics[] = {
+                { .bridge = "tbrpub", .mac = "52:54:00:00:00:2A", .filter = "tasman-clean-traffic",
+                  .ips = { "192.0.2.10" }, .n_ips = 1, .ips6 = { "2001:db8::a" }, .n_ips6 = 1 },
+                { .bridge = "tbr4097", .mac = "52:54:00:00:10:01", .mtu = 1450 },
+        };
+        const struct domxml_params p = { .vm_id = 44, .hostname = "n", .domain_type = "qemu",
+                                         .vcpus = 1, .ram_mb = 64, .nics = nics, .n_nics = 2 };
+        char macs[4][18];
+        size_t n = 0;
+        (void)state;
+        char *xml = domxml_build(&p);
+        assert_non_null(xml);
+        for (size_t i = 0; i < 2; i++) {
+                char *one = domxml_interface(&nics[i]);
+                assert_non_null(one);
+                assert_non_null(strstr(xml, one));
+                free(one);
+        }
+        assert_int_equal(domxml_parse_macs(xml, macs, 4, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(macs[0], "52:54:00:00:00:2a");
+        assert_string_equal(macs[1], "52:54:00:00:10:01");
+        /* only one room: both counted, one written */
+        assert_int_equal(domxml_parse_macs(xml, macs, 1, &n), 0);
+        assert_int_equal(n, 2);
+        free(xml);
+        /* libvirt's own form (double quotes), none, and malformed ones */
+        assert_int_equal(domxml_parse_macs("<interface type=\"bridge\"><mac address=\"AA:bb:cc:dd:ee:ff\"/>"
+                                           "</interface>", macs, 4, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(macs[0], "aa:bb:cc:dd:ee:ff");
+        assert_int_equal(domxml_parse_macs("<domain/>", macs, 4, &n), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(domxml_parse_macs("<interface><mac address='aa:bb:cc:dd:ee'/></interface>",
+                                           macs, 4, &n), -EINVAL);
+        assert_int_equal(domxml_parse_macs("<interface><mac address='aa:bb:cc:dd:ee:fg'/></interface>",
+                                           macs, 4, &n), -EINVAL);
+        assert_int_equal(domxml_parse_macs("<interface><mac address='aa:bb:cc:dd:ee:ff", macs, 4, &n),
+                         0); /* no closing tag: not an interface we can read */
 }
 
 /* Without initrd/cmdline only the kernel line appears. */
@@ -421,6 +467,7 @@ int main(void)
                 cmocka_unit_test(test_golden_disk_seed),
                 cmocka_unit_test(test_golden_nics),
                 cmocka_unit_test(test_golden_kvm_kernel_only),
+                cmocka_unit_test(test_interface_and_macs),
                 cmocka_unit_test(test_build_metadata_parses),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_name_round_trip),

@@ -222,6 +222,43 @@ static void test_set_counters(void **state)
         assert_int_equal(hv_undefine(hv, 6), 0);
 }
 
+/* A domain's NICs: as defined (cached) and as read back from libvirt by a
+ * second connection; the test driver cannot hot-plug. */
+static void test_nics(void **state)
+{
+        struct hv *hv = *state, *other = NULL;
+        const struct domxml_nic nics[] = {
+                { .bridge = "tbrpub", .mac = "52:54:00:00:0B:01" },
+                { .bridge = "tbr4096", .mac = "52:54:00:00:0b:02", .mtu = 1450 },
+        };
+        const struct domxml_params p = { .vm_id = 11, .hostname = "n", .domain_type = "test",
+                                         .vcpus = 1, .ram_mb = 128, .nics = nics, .n_nics = 2 };
+        struct hv_domain d;
+
+        assert_int_equal(hv_define(hv, &p), 0);
+        assert_int_equal(hv_get(hv, 11, &d), 0);
+        assert_true(d.nics_known);
+        assert_int_equal(d.n_nics, 2);
+        assert_string_equal(d.nic_macs[0], "52:54:00:00:0b:01");
+        assert_string_equal(d.nic_macs[1], "52:54:00:00:0b:02");
+        assert_int_equal(hv_open(DEFAULT_URI, &other), 0);
+        struct hv_domain *all = NULL;
+        size_t n = 0;
+        assert_int_equal(hv_list(other, &all, &n), 0);
+        assert_int_equal(n, 1);
+        assert_true(all[0].nics_known);
+        assert_int_equal(all[0].n_nics, 2);
+        assert_string_equal(all[0].nic_macs[1], "52:54:00:00:0b:02");
+        free(all);
+        const struct domxml_nic more = { .bridge = "tbr4097", .mac = "52:54:00:00:0b:03" };
+        assert_int_equal(hv_nic_attach(other, 11, &more), -EOPNOTSUPP);
+        const struct domxml_nic bad = { .bridge = "tbr4097", .mac = "52:54:00:00:0b" };
+        assert_int_equal(hv_nic_attach(other, 11, &bad), -EINVAL);
+        assert_int_equal(hv_nic_attach(other, 12, &more), -ENOENT);
+        hv_free(other);
+        assert_int_equal(hv_undefine(hv, 11), 0);
+}
+
 /* The domain's snapshots as hv_get and hv_list show them. */
 static void expect_snaps(struct hv *hv, uint64_t vm_id, const uint64_t *want, size_t n)
 {
@@ -445,6 +482,7 @@ int main(void)
                 cmocka_unit_test(test_open_bad_uri),
                 cmocka_unit_test_setup_teardown(test_node_info, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_storage, setup_default, teardown_hv),
+                cmocka_unit_test_setup_teardown(test_nics, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_list_ignores_foreign, setup_default,
                                                 teardown_hv),
                 cmocka_unit_test_setup_teardown(test_lifecycle, setup_default, teardown_hv),

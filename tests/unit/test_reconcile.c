@@ -408,7 +408,8 @@ static void test_op_names(void **state)
         static const char *const names[] = { "define",  "start",       "shutdown",
                                              "destroy", "undefine",    "mark-reboot",
                                              "rebuild", "drop-pending", "redefine",
-                                             "snapshot", "snapshot-delete", "restore" };
+                                             "snapshot", "snapshot-delete", "restore",
+                                             "nic-attach" };
         _Static_assert(sizeof(names) / sizeof(names[0]) == RC__MAX, "every op named");
         (void)state;
         for (int t = 0; t < RC__MAX; t++)
@@ -568,6 +569,56 @@ static void test_thousand_random(void **state)
         free(des);
 }
 
+/* A NIC in the desired state that the domain lacks is attached (MACs
+ * compared without case); nothing when the domain's NICs are not known,
+ * and nothing when they are all there. */
+static void test_nic_attach(void **state)
+{
+        struct dom_desired d = { .vm_id = 7, .power = POWER_RUNNING, .n_nics = 2 };
+        struct hv_domain h = { .vm_id = 7, .state = POWER_RUNNING, .nics_known = 1, .n_nics = 1 };
+        struct rc_op *ops = NULL;
+        size_t n = 0;
+        (void)state;
+        snprintf(d.nics[0].mac, sizeof(d.nics[0].mac), "52:54:00:AA:00:01");
+        snprintf(d.nics[1].mac, sizeof(d.nics[1].mac), "52:54:00:aa:00:02");
+        snprintf(h.nic_macs[0], sizeof(h.nic_macs[0]), "52:54:00:aa:00:01");
+        assert_int_equal(reconcile_diff(&d, 1, &h, 1, NULL, 0, 1000, &ops, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(ops[0].type, RC_NIC_ATTACH);
+        assert_int_equal(ops[0].vm_id, 7);
+        assert_int_equal(ops[0].nic, 1);
+        assert_ptr_equal(ops[0].des, &d);
+        free(ops);
+        /* stopped and meant to be: still attached (to the definition) */
+        d.power = POWER_STOPPED;
+        h.state = POWER_STOPPED;
+        assert_int_equal(reconcile_diff(&d, 1, &h, 1, NULL, 0, 1000, &ops, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(ops[0].type, RC_NIC_ATTACH);
+        free(ops);
+        h.nics_known = 0;
+        assert_int_equal(reconcile_diff(&d, 1, &h, 1, NULL, 0, 1000, &ops, &n), 0);
+        assert_int_equal(n, 0);
+        free(ops);
+        h.nics_known = 1;
+        h.n_nics = 2;
+        snprintf(h.nic_macs[1], sizeof(h.nic_macs[1]), "52:54:00:aa:00:02");
+        assert_int_equal(reconcile_diff(&d, 1, &h, 1, NULL, 0, 1000, &ops, &n), 0);
+        assert_int_equal(n, 0);
+        free(ops);
+        /* both missing, and a start after them */
+        d.power = POWER_RUNNING;
+        h.n_nics = 0;
+        assert_int_equal(reconcile_diff(&d, 1, &h, 1, NULL, 0, 1000, &ops, &n), 0);
+        assert_int_equal(n, 3);
+        assert_int_equal(ops[0].type, RC_NIC_ATTACH);
+        assert_int_equal(ops[0].nic, 0);
+        assert_int_equal(ops[1].type, RC_NIC_ATTACH);
+        assert_int_equal(ops[1].nic, 1);
+        assert_int_equal(ops[2].type, RC_START);
+        free(ops);
+}
+
 static void test_empty_inputs(void **state)
 {
         struct rc_op *ops = NULL;
@@ -590,6 +641,7 @@ int main(void)
                 cmocka_unit_test(test_pending_of_vanished_domain_forgotten),
                 cmocka_unit_test(test_thousand_random),
                 cmocka_unit_test(test_empty_inputs),
+                cmocka_unit_test(test_nic_attach),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
