@@ -57,6 +57,9 @@ static void put_metadata(FILE *f, uint64_t vm_id, const struct domxml_params *p,
                 "%s  <" DOMXML_NS_PREFIX ":rebuild>%" PRIu64 "</" DOMXML_NS_PREFIX ":rebuild>\n",
                 indent, indent, vm_id, indent, p->reboot_done, indent, p->rebuild_done);
         /* Only when set: the documents of guests without them stay as they were. */
+        if (p->host && domxml_host_valid(p->host))
+                fprintf(f, "%s  <" DOMXML_NS_PREFIX ":host>%s</" DOMXML_NS_PREFIX ":host>\n",
+                        indent, p->host);
         if (p->resize_done)
                 fprintf(f, "%s  <" DOMXML_NS_PREFIX ":resize>%" PRIu64 "</" DOMXML_NS_PREFIX
                            ":resize>\n",
@@ -69,6 +72,18 @@ static void put_metadata(FILE *f, uint64_t vm_id, const struct domxml_params *p,
                            ":restore>\n",
                         indent, p->restore_done);
         fprintf(f, "%s</" DOMXML_NS_PREFIX ":vm>\n", indent);
+}
+
+int domxml_host_valid(const char *s)
+{
+        size_t n = 0;
+        for (; s && s[n]; n++) {
+                char c = s[n];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '.' || c == '_' || c == '-'))
+                        return 0;
+        }
+        return n > 0 && n < DOMXML_HOST_MAX;
 }
 
 static int set(const char *s)
@@ -304,9 +319,12 @@ char *domxml_build(const struct domxml_params *p)
 
 char *domxml_metadata_marks(uint64_t vm_id, const struct domxml_marks *m)
 {
-        char *buf = NULL, extra[160] = "";
+        char *buf = NULL, extra[160 + DOMXML_HOST_MAX] = "";
+        if (domxml_host_valid(m->host))
+                snprintf(extra, sizeof(extra), "<host>%s</host>", m->host);
         if (m->resize_done)
-                snprintf(extra, sizeof(extra), "<resize>%" PRIu64 "</resize>", m->resize_done);
+                snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+                         "<resize>%" PRIu64 "</resize>", m->resize_done);
         if (m->rescue)
                 snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), "<rescue>1</rescue>");
         if (m->restore_done)
@@ -328,6 +346,28 @@ char *domxml_metadata(uint64_t vm_id, uint64_t reboot_done, uint64_t rebuild_don
 
 /* Finds <tag>NUMBER</...> or <PREFIX:tag>NUMBER</...>: libvirt hands our
  * element back without the prefix and namespace declaration. */
+/* The <host> element's text into buf (DOMXML_HOST_MAX); "" when there is
+ * none; -EINVAL when it is not a valid host id. */
+static int find_host(const char *xml, char *buf)
+{
+        const char *p = strstr(xml, "<host>"), *end;
+        size_t skip = strlen("<host>");
+        buf[0] = '\0';
+        if (!p) {
+                p = strstr(xml, "<" DOMXML_NS_PREFIX ":host>");
+                skip = strlen("<" DOMXML_NS_PREFIX ":host>");
+        }
+        if (!p)
+                return 0;
+        p += skip;
+        end = strchr(p, '<');
+        if (!end || end == p || (size_t)(end - p) >= DOMXML_HOST_MAX)
+                return -EINVAL;
+        memcpy(buf, p, (size_t)(end - p));
+        buf[end - p] = '\0';
+        return domxml_host_valid(buf) ? 0 : -EINVAL;
+}
+
 static int find_u64(const char *xml, const char *tag, uint64_t *ret)
 {
         char open[64];
@@ -372,6 +412,8 @@ int domxml_parse_marks(const char *xml, uint64_t *ret_vm_id, struct domxml_marks
                 rescue = 0;
         if (find_u64(xml, "restore", &m.restore_done) < 0)
                 m.restore_done = 0;
+        if (find_host(xml, m.host) < 0)
+                return -EINVAL;
         m.rescue = rescue != 0;
         *ret_vm_id = id;
         *ret = m;

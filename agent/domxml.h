@@ -51,10 +51,14 @@ struct domxml_params {
         const struct domxml_nic *nics; /* in order: the guest's first NIC first */
         size_t n_nics;
         const char *uuid; /* keep an existing domain's uuid on redefine; NULL: new */
+        const char *host; /* the agent's host id, [A-Za-z0-9._-] (NULL or "": none) */
 };
 
 /* The domain's name: HV_NAME_PREFIX followed by the vm id. */
 void domxml_name(uint64_t vm_id, char *buf, size_t len);
+
+/* Whether s may be a host id in our metadata: 1-63 of [A-Za-z0-9._-]. */
+int domxml_host_valid(const char *s);
 
 /* Returns 0 and the vm id for a name of ours, -EINVAL otherwise. */
 int domxml_parse_name(const char *name, uint64_t *ret_vm_id);
@@ -68,7 +72,10 @@ char *domxml_interface(const struct domxml_nic *n);
 
 /* What our metadata records of a domain: the one-shot intents carried out
  * (counters) and the mode it was defined in. */
+#define DOMXML_HOST_MAX 64
 struct domxml_marks {
+        char host[DOMXML_HOST_MAX]; /* the host id of the agent that owns it; "" when
+                                       written by an agent that did not say */
         uint64_t reboot_done;
         uint64_t rebuild_done;
         uint64_t resize_done;

@@ -44,6 +44,12 @@ struct hv_node {
 };
 
 int hv_open(const char *uri, struct hv **ret);
+
+/* Several agents may share one libvirt (simulated hosts): each writes its
+ * host id into the metadata of the domains it defines, and owns only those
+ * (and those whose metadata names no host, written before host ids were).
+ * -EINVAL unless host is 1-63 of [A-Za-z0-9._-]. */
+int hv_set_host(struct hv *hv, const char *host);
 void hv_free(struct hv *hv);
 
 int hv_node_info(struct hv *hv, struct hv_node *ret);

@@ -29,6 +29,7 @@ struct meta_entry {
 struct hv {
         virConnectPtr conn;
         char uri[256];
+        char host[DOMXML_HOST_MAX]; /* "": owns every domain of ours */
         struct meta_entry *meta;
         size_t n_meta, cap_meta;
 };
@@ -203,8 +204,10 @@ static enum power power_of(int state)
         }
 }
 
-/* Reads our metadata; -ENOENT when the domain does not carry it. */
-static int read_meta(virDomainPtr dom, struct hv_domain *d)
+/* Reads our metadata; -ENOENT when the domain does not carry it, -EPERM
+ * when it names another host (another agent on the same libvirt). A domain
+ * whose metadata names no host (an older agent's) is ours. */
+static int read_meta(struct hv *hv, virDomainPtr dom, struct hv_domain *d)
 {
         char *xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, DOMXML_NS, 0);
         if (!xml)
@@ -212,9 +215,19 @@ static int read_meta(virDomainPtr dom, struct hv_domain *d)
         struct domxml_marks m;
         int r = domxml_parse_marks(xml, &d->vm_id, &m);
         free(xml);
+        if (r == 0 && hv->host[0] && m.host[0] && strcmp(m.host, hv->host) != 0)
+                return -EPERM;
         if (r == 0)
                 marks_to_dom(&m, d);
         return r;
+}
+
+int hv_set_host(struct hv *hv, const char *host)
+{
+        if (!domxml_host_valid(host))
+                return -EINVAL;
+        snprintf(hv->host, sizeof(hv->host), "%s", host);
+        return 0;
 }
 
 /* The NICs of the domain's definition, from the cache or else from its
@@ -390,7 +403,7 @@ static int list_class(struct hv *hv, unsigned flags, enum power state, struct hv
                 if ((e = meta_find(hv, name_id, NULL))) {
                         d.vm_id = name_id;
                         marks_to_dom(&e->m, &d);
-                } else if (read_meta(doms[i], &d) < 0 || d.vm_id != name_id) {
+                } else if (read_meta(hv, doms[i], &d) < 0 || d.vm_id != name_id) {
                         continue; /* our prefix, but no (matching) metadata */
                 } else {
                         struct domxml_marks m = marks_of(&d);
@@ -471,7 +484,7 @@ static int lookup_owned(struct hv *hv, uint64_t vm_id, virDomainPtr *ret)
         dom = virDomainLookupByName(hv->conn, name);
         if (!dom)
                 return -ENOENT;
-        if (read_meta(dom, &d) < 0 || d.vm_id != vm_id) {
+        if (read_meta(hv, dom, &d) < 0 || d.vm_id != vm_id) {
                 log_warn("domain %s: has our name but not our metadata; leaving it alone", name);
                 virDomainFree(dom);
                 return -EPERM;
@@ -495,7 +508,7 @@ int hv_get(struct hv *hv, uint64_t vm_id, struct hv_domain *ret)
         if ((e = meta_find(hv, vm_id, NULL))) {
                 d.vm_id = vm_id;
                 marks_to_dom(&e->m, &d);
-        } else if (read_meta(dom, &d) < 0 || d.vm_id != vm_id) {
+        } else if (read_meta(hv, dom, &d) < 0 || d.vm_id != vm_id) {
                 r = -ENOENT; /* not ours */
         } else {
                 struct domxml_marks m = marks_of(&d);
@@ -526,7 +539,7 @@ int hv_define(struct hv *hv, const struct domxml_params *p)
         old = virDomainLookupByName(hv->conn, name);
         if (old) {
                 struct hv_domain d = { 0 };
-                int owned = read_meta(old, &d) == 0 && d.vm_id == p->vm_id;
+                int owned = read_meta(hv, old, &d) == 0 && d.vm_id == p->vm_id;
                 /* libvirt redefines a domain only under its own uuid. */
                 if (owned && virDomainGetUUIDString(old, uuid) == 0)
                         q.uuid = uuid;
@@ -536,6 +549,7 @@ int hv_define(struct hv *hv, const struct domxml_params *p)
                         return -EEXIST;
                 }
         }
+        q.host = hv->host;
         xml = domxml_build(&q);
         if (!xml)
                 return -ENOMEM;
@@ -705,10 +719,11 @@ int hv_set_counters(struct hv *hv, uint64_t vm_id, uint64_t reboot_done, uint64_
         struct domxml_marks m = { 0 };
         if (e)
                 m = e->m;
-        else if (read_meta(dom, &d) == 0)
+        else if (read_meta(hv, dom, &d) == 0)
                 m = marks_of(&d);
         m.reboot_done = reboot_done;
         m.rebuild_done = rebuild_done;
+        snprintf(m.host, sizeof(m.host), "%s", hv->host);
         meta = domxml_metadata_marks(vm_id, &m);
         if (!meta) {
                 virDomainFree(dom);

@@ -1524,6 +1524,10 @@ int main(int argc, char **argv)
                 fprintf(stderr, "tasman-agent: host_id, site and underlay_ip must be 1..63 bytes\n");
                 return 2;
         }
+        if (!domxml_host_valid(cfg.host_id)) {
+                fprintf(stderr, "tasman-agent: host_id must be letters, digits, '.', '_' or '-'\n");
+                return 2;
+        }
         if (strcmp(cfg.domain_type, "auto") && strcmp(cfg.domain_type, "kvm") &&
             strcmp(cfg.domain_type, "qemu") && strcmp(cfg.domain_type, "test")) {
                 fprintf(stderr, "tasman-agent: domain_type must be auto, kvm, qemu or test\n");
@@ -1586,6 +1590,7 @@ int main(int argc, char **argv)
                 imgcache_free(a.images);
                 return 1;
         }
+        hv_set_host(a.hv, cfg.host_id); /* checked above */
         /* Our nwfilters, before any guest refers to them (the test driver
          * has none). */
         if (strcmp(a.dom_type, "test") != 0 && strcmp(cfg.nic_filter, DOMXML_FILTER) == 0)

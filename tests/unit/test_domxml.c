@@ -178,6 +178,44 @@ static void test_golden_nics(void **state)
         free(xml);
 }
 
+/* The owner's host id: in the document and in the marks, read back;
+ * malformed ones refused. */
+static void test_host_marks(void **state)
+{
+        struct domxml_marks m = { .reboot_done = 2 }, got;
+        uint64_t id;
+        (void)state;
+        snprintf(m.host, sizeof(m.host), "hv-01.site_a");
+        char *meta = domxml_metadata_marks(5, &m);
+        assert_non_null(meta);
+        assert_non_null(strstr(meta, "<host>hv-01.site_a</host>"));
+        assert_int_equal(domxml_parse_marks(meta, &id, &got), 0);
+        assert_string_equal(got.host, "hv-01.site_a");
+        assert_int_equal(got.reboot_done, 2);
+        free(meta);
+        const struct domxml_params p = { .vm_id = 9, .hostname = "h", .domain_type = "test",
+                                         .vcpus = 1, .ram_mb = 64, .host = "hv-02" };
+        char *xml = domxml_build(&p);
+        assert_non_null(xml);
+        assert_int_equal(domxml_parse_marks(strstr(xml, "<tasman:vm"), &id, &got), 0);
+        assert_string_equal(got.host, "hv-02");
+        free(xml);
+        assert_int_equal(domxml_parse_marks("<vm><id>1</id><reboot>0</reboot><rebuild>0</rebuild></vm>",
+                                            &id, &got), 0);
+        assert_string_equal(got.host, "");
+        assert_int_equal(domxml_parse_marks("<vm><id>1</id><reboot>0</reboot><rebuild>0</rebuild>"
+                                            "<host>a b</host></vm>", &id, &got), -EINVAL);
+        assert_int_equal(domxml_parse_marks("<vm><id>1</id><reboot>0</reboot><rebuild>0</rebuild>"
+                                            "<host></host></vm>", &id, &got), -EINVAL);
+        assert_true(domxml_host_valid("a"));
+        assert_false(domxml_host_valid(""));
+        assert_false(domxml_host_valid("a/b"));
+        char longer[80];
+        memset(longer, 'a', sizeof(longer) - 1);
+        longer[sizeof(longer) - 1] = '\0';
+        assert_false(domxml_host_valid(longer));
+}
+
 /* domxml_interface writes what domxml_build writes for that NIC, and the
  * MACs read back from a whole document are the NICs', in order. */
 static void test_interface_and_macs(void **state)
@@ -468,6 +506,7 @@ int main(void)
                 cmocka_unit_test(test_golden_nics),
                 cmocka_unit_test(test_golden_kvm_kernel_only),
                 cmocka_unit_test(test_interface_and_macs),
+                cmocka_unit_test(test_host_marks),
                 cmocka_unit_test(test_build_metadata_parses),
                 cmocka_unit_test(test_names),
                 cmocka_unit_test(test_name_round_trip),

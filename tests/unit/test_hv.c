@@ -259,6 +259,55 @@ static void test_nics(void **state)
         assert_int_equal(hv_undefine(hv, 11), 0);
 }
 
+/* Two agents on one libvirt: each owns the domains it defined (its host
+ * id in their metadata) and those of an agent that named no host, never
+ * the other's. */
+static void test_two_hosts(void **state)
+{
+        struct hv *none = *state, *ha = NULL, *hb = NULL;
+        struct hv_domain d, *all = NULL;
+        size_t n = 0;
+        const struct domxml_params p = { .vm_id = 21, .hostname = "a", .domain_type = "test",
+                                         .vcpus = 1, .ram_mb = 128 };
+        const struct domxml_params old = { .vm_id = 22, .hostname = "o", .domain_type = "test",
+                                           .vcpus = 1, .ram_mb = 128 };
+        (void)state;
+        assert_int_equal(hv_open(DEFAULT_URI, &ha), 0);
+        assert_int_equal(hv_open(DEFAULT_URI, &hb), 0);
+        assert_int_equal(hv_set_host(ha, "host-a"), 0);
+        assert_int_equal(hv_set_host(hb, "host-b"), 0);
+        assert_int_equal(hv_set_host(hb, "bad host"), -EINVAL);
+        assert_int_equal(hv_set_host(hb, ""), -EINVAL);
+        assert_int_equal(hv_define(ha, &p), 0);
+        assert_int_equal(hv_define(none, &old), 0); /* an agent that names no host */
+        assert_int_equal(hv_list(hb, &all, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(all[0].vm_id, 22);
+        free(all);
+        assert_int_equal(hv_get(hb, 21, &d), -ENOENT);
+        assert_int_equal(hv_undefine(hb, 21), -EPERM);
+        assert_int_equal(hv_start(hb, 21), -EPERM);
+        assert_int_equal(hv_define(hb, &p), -EEXIST);
+        assert_int_equal(hv_list(ha, &all, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(all[0].vm_id, 21);
+        assert_int_equal(all[1].vm_id, 22);
+        free(all);
+        assert_int_equal(hv_get(ha, 21, &d), 0);
+        assert_int_equal(hv_start(ha, 21), 0);
+        /* host-a writes its marks into the old domain: it is host-a's then
+         * (for an agent that reads it afresh: each keeps what it read) */
+        assert_int_equal(hv_set_counters(ha, 22, 1, 0), 0);
+        hv_free(hb);
+        assert_int_equal(hv_open(DEFAULT_URI, &hb), 0);
+        assert_int_equal(hv_set_host(hb, "host-b"), 0);
+        assert_int_equal(hv_get(hb, 22, &d), -ENOENT);
+        assert_int_equal(hv_undefine(ha, 21), 0);
+        assert_int_equal(hv_undefine(ha, 22), 0);
+        hv_free(ha);
+        hv_free(hb);
+}
+
 /* The domain's snapshots as hv_get and hv_list show them. */
 static void expect_snaps(struct hv *hv, uint64_t vm_id, const uint64_t *want, size_t n)
 {
@@ -483,6 +532,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_node_info, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_storage, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_nics, setup_default, teardown_hv),
+                cmocka_unit_test_setup_teardown(test_two_hosts, setup_default, teardown_hv),
                 cmocka_unit_test_setup_teardown(test_list_ignores_foreign, setup_default,
                                                 teardown_hv),
                 cmocka_unit_test_setup_teardown(test_lifecycle, setup_default, teardown_hv),
