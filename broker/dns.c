@@ -73,7 +73,7 @@ int dns_fqdn_canon(const char *in, char out[static DNS_NAME_MAX])
                 }
                 out[i] = c;
         }
-        if (out[n - 1] == '-')
+        if (label == 0 || out[n - 1] == '-') /* an empty or a bad last label */
                 return -EINVAL;
         out[n] = '.';
         out[n + 1] = '\0';
