@@ -232,6 +232,13 @@ static void content_canon(enum dns_type t, const char *in, char out[static DNS_N
 
 /* ---- the plan ---- */
 
+/* qsort, which must not be given NULL even for no elements */
+static void sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+        if (n > 1)
+                qsort(base, n, size, cmp);
+}
+
 static int rr_cmp(const struct dns_rrset *a, const struct dns_rrset *b)
 {
         int c = strcmp(a->name, b->name);
@@ -310,7 +317,7 @@ int dns_plan(const char *zone, uint32_t ttl, const struct vm_dns *vms, size_t n_
                         nm[n_nm++] = (struct named){ fq[i], vms[i].vm_id, i };
         }
         /* A name in the zone is the VM's of the lowest id that has it. */
-        qsort(nm, n_nm, sizeof(*nm), named_cmp);
+        sort(nm, n_nm, sizeof(*nm), named_cmp);
         for (size_t k = 0; k < n_nm; k++) {
                 if (k > 0 && strcmp(nm[k].fqdn, nm[k - 1].fqdn) == 0)
                         st.dup_names++;
@@ -337,7 +344,7 @@ int dns_plan(const char *zone, uint32_t ttl, const struct vm_dns *vms, size_t n_
         }
         /* One rrset per name and type: an address two VMs claim (never
          * handed out so) points at the lower id's name. */
-        qsort(out, n_out, sizeof(*out), rr_cmp_vm);
+        sort(out, n_out, sizeof(*out), rr_cmp_vm);
         size_t w = 0;
         for (size_t k = 0; k < n_out; k++)
                 if (w == 0 || rr_cmp(&out[k], &out[w - 1]) != 0)
@@ -483,7 +490,7 @@ static const struct dns_rrset **sorted(const struct dns_rrset *a, size_t n)
                 return NULL;
         for (size_t i = 0; i < n; i++)
                 p[i] = &a[i];
-        qsort(p, n, sizeof(*p), rr_ptr_cmp);
+        sort(p, n, sizeof(*p), rr_ptr_cmp);
         return p;
 }
 
