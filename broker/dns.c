@@ -895,6 +895,8 @@ static int patch(struct dns_client *c, const struct dns_zone *z, const struct dn
         snprintf(path, sizeof(path), "/zones/%s", z->id);
         rc = request(c, "PATCH", path, body, r, why, sizeof(why));
         free(body);
+        if (rc == -ECANCELED)
+                return rc; /* stopping: nothing to say */
         st->patches++;
         if (rc == 0) {
                 size_t rep = 0, del = 0;
@@ -912,6 +914,8 @@ static int patch(struct dns_client *c, const struct dns_zone *z, const struct dn
                         int r1 = patch(c, z, &ch[i], 1, r, st);
                         if (r1 < 0 && !first)
                                 first = r1;
+                        if (r1 == -ECANCELED)
+                                break;
                 }
                 return first;
         }
@@ -939,6 +943,8 @@ static int zone_sync(struct dns_client *c, const struct dns_zone *z, const struc
 
         snprintf(path, sizeof(path), "/zones/%s", z->id);
         rc = request(c, "GET", path, NULL, r, why, sizeof(why));
+        if (rc == -ECANCELED)
+                return rc; /* stopping: nothing to say */
         if (rc < 0) {
                 note(c, LOG_LEVEL_ERROR, "dns: cannot read zone %s: %s", z->name, why);
                 st->errors++;
@@ -983,7 +989,7 @@ static int zone_sync(struct dns_client *c, const struct dns_zone *z, const struc
                 if (r1 < 0 && !rc)
                         rc = r1;
                 if (r1 < 0 && r1 != -EINVAL)
-                        break; /* the server or the link: the next round tries again */
+                        break; /* the server, the link, or stopping: the next round tries again */
         }
         free(ch);
         return rc;
@@ -1016,6 +1022,7 @@ int dns_reconcile(struct dns_client *c, const struct dns_input *in, struct dns_s
         struct dns_rrset *want = NULL, *sub = NULL;
         struct dns_plan_stats ps;
         long *zone_of = NULL;
+        size_t *start = NULL;
         unsigned char *involved = NULL;
         size_t n_zones = 0, n_want = 0;
         char why[512];
@@ -1025,6 +1032,10 @@ int dns_reconcile(struct dns_client *c, const struct dns_input *in, struct dns_s
         c->n_notes[c->cur] = 0;
 
         rc = request(c, "GET", "/zones", NULL, &r, why, sizeof(why));
+        if (rc == -ECANCELED) {
+                first = rc;
+                goto out;
+        }
         if (rc < 0) {
                 note(c, LOG_LEVEL_ERROR, "dns: cannot list the zones of %s: %s", c->url, why);
                 st.errors++;
@@ -1086,19 +1097,38 @@ int dns_reconcile(struct dns_client *c, const struct dns_input *in, struct dns_s
                 note(c, LOG_LEVEL_WARN,
                      "dns: zone %s is not on the server: %zu A/AAAA records are skipped", c->zone,
                      no_fwd);
+        /* the zone holding the forward zone's own name: dns_zone itself, or
+         * the one above it on the server */
+        long fwd = dns_zone_for(c->zone, zones, n_zones);
+        if (fwd >= 0)
+                involved[fwd] = 1;
         for (size_t k = 0; k < n_zones; k++)
-                if (strcmp(zones[k].name, c->zone) == 0 || overlaps_pool(&zones[k], in) ||
-                    was_involved(c, zones[k].name))
+                if (overlaps_pool(&zones[k], in) || was_involved(c, zones[k].name))
                         involved[k] = 1;
+
+        /* the wanted rrsets grouped by zone (each group in name order):
+         * zone k's are sub[start[k] .. start[k + 1]) */
+        start = calloc(n_zones + 1, sizeof(*start));
+        if (!start) {
+                first = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n_want; i++)
+                if (zone_of[i] >= 0)
+                        start[zone_of[i] + 1]++;
+        for (size_t k = 0; k < n_zones; k++)
+                start[k + 1] += start[k];
+        for (size_t i = 0; i < n_want; i++)
+                if (zone_of[i] >= 0)
+                        sub[start[zone_of[i]]++] = want[i];
+        for (size_t k = n_zones; k > 0; k--) /* each start moved to its group's end */
+                start[k] = start[k - 1];
+        start[0] = 0;
 
         for (size_t k = 0; k < n_zones; k++) {
                 if (!involved[k])
                         continue;
-                size_t n_sub = 0;
-                for (size_t i = 0; i < n_want; i++)
-                        if (zone_of[i] == (long)k)
-                                sub[n_sub++] = want[i];
-                rc = zone_sync(c, &zones[k], sub, n_sub, &r, &st);
+                rc = zone_sync(c, &zones[k], sub + start[k], start[k + 1] - start[k], &r, &st);
                 if (rc < 0 && !first)
                         first = rc;
                 if (rc == -ECANCELED)
@@ -1126,6 +1156,7 @@ out:
         free(zones);
         free(want);
         free(sub);
+        free(start);
         free(zone_of);
         free(involved);
         if (ret)
@@ -1186,6 +1217,8 @@ static void dns_round(struct dns *d)
         struct dns_input in = { vms, n_vms, pre, n_pre };
         int64_t t0 = util_mono_ms();
         int r = dns_reconcile(d->client, &in, &st);
+        if (r == -ECANCELED)
+                goto out; /* stopping */
         d->rounds++;
         /* said at info: the first round, those that changed something, and
          * the first of a run of failing ones */

@@ -185,6 +185,7 @@ int dns_start(const struct dns_config *cfg, int64_t interval_ms, struct store *s
               struct dns **ret);
 /* A round soon (after a VM or its addresses changed). NULL: nothing. */
 void dns_kick(struct dns *d);
-/* Stops the thread (a round in progress finishes its request) and frees
- * it. NULL: nothing. */
+/* Stops the thread and frees it; a round in progress is abandoned (a
+ * request waiting for the server within about a second: libcurl's
+ * progress callback). NULL: nothing. */
 void dns_stop(struct dns *d);

@@ -880,6 +880,66 @@ static void test_reconcile(void **state)
         dns_client_free(c);
 }
 
+static const char *fake_zone_of(const char *name, const char *type)
+{
+        for (size_t i = 0; i < fk.n; i++)
+                if (strcmp(fk.rr[i].name, name) == 0 && strcmp(fk.rr[i].type, type) == 0)
+                        return fk.rr[i].zone;
+        return NULL;
+}
+
+/* Each rrset lands in the deepest zone holding its name. */
+static void test_reconcile_zones(void **state)
+{
+        struct fake_srv *fs = *state;
+        struct vm_dns vms[] = {
+                { 1, "a.tasman.cloud", "198.51.100.1", "2001:db8:5::1" },
+                { 2, "b.eu.tasman.cloud", "203.0.113.2", "2001:db8:6::2" },
+                { 3, "c.tasman.cloud", "203.0.113.3", "" },
+                { 4, "d.eu.tasman.cloud", "198.51.100.4", "" },
+        };
+        struct dns_input in = { vms, N(vms), NULL, 0 };
+        struct dns_stats st;
+        fk.zones[0] = "113.0.203.in-addr.arpa.";
+        fk.zones[1] = "eu.tasman.cloud.";
+        fk.zones[2] = "tasman.cloud.";
+        fk.zones[3] = "8.b.d.0.1.0.0.2.ip6.arpa.";
+        struct dns_client *c = client(fs, "k", 0);
+        assert_int_equal(dns_reconcile(c, &in, &st), 0);
+        assert_int_equal(st.zones, 4);
+        assert_int_equal(st.patches, 4);
+        assert_int_equal(st.replaced, 10);
+        assert_int_equal(st.no_zone, 2); /* 198.51.100.0/24 has no reverse zone */
+        static const char *const where[][3] = {
+                { "a.tasman.cloud.", "A", "tasman.cloud." },
+                { "a.tasman.cloud.", "AAAA", "tasman.cloud." },
+                { "c.tasman.cloud.", "A", "tasman.cloud." },
+                { "b.eu.tasman.cloud.", "A", "eu.tasman.cloud." },
+                { "b.eu.tasman.cloud.", "AAAA", "eu.tasman.cloud." },
+                { "d.eu.tasman.cloud.", "A", "eu.tasman.cloud." },
+                { "2.113.0.203.in-addr.arpa.", "PTR", "113.0.203.in-addr.arpa." },
+                { "3.113.0.203.in-addr.arpa.", "PTR", "113.0.203.in-addr.arpa." },
+                { "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", "PTR",
+                  "8.b.d.0.1.0.0.2.ip6.arpa." },
+                { "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", "PTR",
+                  "8.b.d.0.1.0.0.2.ip6.arpa." },
+        };
+        for (size_t i = 0; i < N(where); i++) {
+                const char *z = fake_zone_of(where[i][0], where[i][1]);
+                assert_non_null(z);
+                assert_string_equal(z, where[i][2]);
+        }
+        assert_int_equal(fk.n, N(where));
+        assert_string_equal(fake_get("3.113.0.203.in-addr.arpa.", "PTR"), "c.tasman.cloud.");
+        /* c and d go: the zones they were in lose their records, the rest stay */
+        in.n_vms = 2;
+        assert_int_equal(dns_reconcile(c, &in, &st), 0);
+        assert_int_equal(st.deleted, 3); /* c's A and PTR, d's A */
+        assert_int_equal(st.patches, 3);
+        assert_int_equal(fk.n, N(where) - 3);
+        dns_client_free(c);
+}
+
 static void test_reconcile_batches_and_refusals(void **state)
 {
         struct fake_srv *fs = *state;
@@ -973,6 +1033,102 @@ static void test_reconcile_bounds(void **state)
         dns_client_free(NULL);
 }
 
+/* fake_get under the fake's lock (the server's threads write it) */
+static int fake_has(const char *name, const char *type, const char *content)
+{
+        pthread_mutex_lock(&fk.lock);
+        const char *got = fake_get(name, type);
+        int r = content ? got && strcmp(got, content) == 0 : got == NULL;
+        pthread_mutex_unlock(&fk.lock);
+        return r;
+}
+
+static int wait_has(const char *name, const char *type, const char *content, int ms)
+{
+        for (int t = 0; t < ms; t += 10) {
+                if (fake_has(name, type, content))
+                        return 1;
+                usleep(10000);
+        }
+        return 0;
+}
+
+static uint64_t new_vm(struct store *s, uint64_t account, const char *name)
+{
+        struct vm v;
+        const struct vm_new req = { .account_id = account, .name = name, .size = "s",
+                                    .image = "debian-12", .vcpus = 1, .ram_mb = 64,
+                                    .disk_gb = 1 };
+        assert_int_equal(store_vm_create(s, &req, util_now_ms(), 0, &v), 0);
+        return v.id;
+}
+
+/* The broker's DNS thread over a real store: a first round at once,
+ * dns_kick() brings a change out long before the interval, and dns_stop()
+ * does not wait for a stalled server. */
+static void test_thread(void **state)
+{
+        struct fake_srv *fs = *state;
+        char dir[] = "/tmp/tasman-dns.XXXXXX", path[64], cmd[96];
+        struct store *s = NULL;
+        struct account acc;
+        struct msg_hello h = { .vcpus = 8, .ram_mb = 8192, .disk_gb = 100 };
+        uint64_t host_id, host;
+        int rebooted;
+        struct dns *d = NULL;
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/tasman.db", dir);
+        assert_int_equal(store_open(path, &s), 0);
+        assert_int_equal(store_account_create(s, "acme", TIER_PRO, &acc), 0);
+        strcpy(h.host_id, "hv1");
+        strcpy(h.site, "tas-1");
+        strcpy(h.underlay_ip, "10.0.0.1");
+        strcpy(h.boot_id, "b1");
+        strcpy(h.agent_version, "0.1.0");
+        strcpy(h.hv_type, "test");
+        assert_int_equal(store_host_hello(s, &h, util_now_ms(), &host_id, &rebooted), 0);
+        struct ip_pool pool = { .site = "tas-1", .ipv4 = "203.0.113.0/28",
+                                .gateway4 = "203.0.113.1" };
+        assert_int_equal(store_pool_add(s, &pool, &pool), 0);
+        uint64_t web1 = new_vm(s, acc.id, "web1");
+
+        pthread_mutex_lock(&fk.lock);
+        fk.zones[0] = "tasman.cloud.";
+        fk.zones[1] = "113.0.203.in-addr.arpa.";
+        pthread_mutex_unlock(&fk.lock);
+        struct dns_config cfg = { .url = fs->url, .key = "k", .zone = "tasman.cloud",
+                                  .timeout_ms = 5000 };
+        assert_int_equal(dns_start(&cfg, 3600 * 1000, s, &d), 0);
+        assert_true(wait_has("web1.tasman.cloud.", "A", "203.0.113.2", 5000));
+        assert_true(wait_has("2.113.0.203.in-addr.arpa.", "PTR", "web1.tasman.cloud.", 1000));
+
+        new_vm(s, acc.id, "web2");
+        dns_kick(d);
+        assert_true(wait_has("web2.tasman.cloud.", "A", "203.0.113.3", 2000));
+        assert_int_equal(store_vm_delete(s, acc.id, web1, &host), 0);
+        dns_kick(d);
+        assert_true(wait_has("web1.tasman.cloud.", "A", NULL, 2000));
+        assert_true(wait_has("2.113.0.203.in-addr.arpa.", "PTR", NULL, 1000));
+        assert_true(fake_has("web2.tasman.cloud.", "A", "203.0.113.3"));
+
+        /* a round stuck on a stalled server is abandoned by dns_stop() */
+        pthread_mutex_lock(&fk.lock);
+        fk.stall_ms = 3000;
+        pthread_mutex_unlock(&fk.lock);
+        dns_kick(d);
+        usleep(400 * 1000); /* the round is waiting for an answer */
+        int64_t t0 = util_mono_ms();
+        dns_stop(d);
+        assert_true(util_mono_ms() - t0 < 1500);
+        dns_kick(NULL);
+        dns_stop(NULL);
+
+        store_free(s);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -989,9 +1145,11 @@ int main(void)
                 cmocka_unit_test(test_plan_against_zone),
                 cmocka_unit_test(test_patch_body),
                 cmocka_unit_test_setup_teardown(test_reconcile, fake_setup, fake_teardown),
+                cmocka_unit_test_setup_teardown(test_reconcile_zones, fake_setup, fake_teardown),
                 cmocka_unit_test_setup_teardown(test_reconcile_batches_and_refusals, fake_setup,
                                                 fake_teardown),
                 cmocka_unit_test_setup_teardown(test_reconcile_bounds, fake_setup, fake_teardown),
+                cmocka_unit_test_setup_teardown(test_thread, fake_setup, fake_teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
