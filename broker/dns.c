@@ -350,6 +350,11 @@ int dns_plan(const char *zone, uint32_t ttl, const struct vm_dns *vms, size_t n_
                 if (w == 0 || rr_cmp(&out[k], &out[w - 1]) != 0)
                         out[w++] = out[k];
         n_out = w;
+        if (n_out > 0 && n_out < 4 * n_vms) { /* give back what the estimate left unused */
+                struct dns_rrset *shrunk = realloc(out, n_out * sizeof(*out));
+                if (shrunk)
+                        out = shrunk;
+        }
         *ret = out;
         *ret_n = n_out;
         out = NULL;
@@ -500,16 +505,34 @@ static int same(const struct dns_rrset *want, const struct dns_rrset *have)
                strcmp(have->content, want->content) == 0;
 }
 
+/* Appends a change (the array grows as needed: a zone in step has none). */
+static int push(struct dns_change **arr, size_t *n, size_t *cap, enum dns_op op,
+                const struct dns_rrset *rr)
+{
+        if (*n == *cap) {
+                size_t ncap = *cap ? *cap * 2 : 16;
+                struct dns_change *na = realloc(*arr, ncap * sizeof(*na));
+                if (!na)
+                        return -ENOMEM;
+                *arr = na;
+                *cap = ncap;
+        }
+        (*arr)[*n].op = op;
+        (*arr)[*n].rr = *rr;
+        (*n)++;
+        return 0;
+}
+
 int dns_diff(const struct dns_rrset *want, size_t n_want, const struct dns_rrset *have,
              size_t n_have, struct dns_change **ret, size_t *ret_n)
 {
         const struct dns_rrset **w = sorted(want, n_want), **h = sorted(have, n_have);
         unsigned char *matched = calloc(n_have ? n_have : 1, 1);
-        struct dns_change *out = calloc(n_want + n_have ? n_want + n_have : 1, sizeof(*out));
-        size_t n = 0;
+        struct dns_change *out = NULL;
+        size_t n = 0, cap = 0;
         int r = -ENOMEM;
 
-        if (!w || !h || !matched || !out)
+        if (!w || !h || !matched)
                 goto out;
         for (size_t i = 0, j = 0; i < n_want; i++) {
                 if (i > 0 && rr_cmp(w[i], w[i - 1]) == 0)
@@ -526,17 +549,18 @@ int dns_diff(const struct dns_rrset *want, size_t n_want, const struct dns_rrset
                         else if (same(w[i], h[k]))
                                 in_step = 1;
                 }
-                if (found && foreign)
-                        out[n++] = (struct dns_change){ DNS_OP_CONFLICT, *w[i] };
-                else if (!in_step)
-                        out[n++] = (struct dns_change){ DNS_OP_REPLACE, *w[i] };
+                if ((found && foreign && push(&out, &n, &cap, DNS_OP_CONFLICT, w[i]) < 0) ||
+                    (!(found && foreign) && !in_step &&
+                     push(&out, &n, &cap, DNS_OP_REPLACE, w[i]) < 0))
+                        goto out;
         }
         for (size_t k = 0; k < n_have; k++) {
                 if (matched[k] || !h[k]->owned)
                         continue;
                 if (k > 0 && rr_cmp(h[k], h[k - 1]) == 0)
                         continue;
-                out[n++] = (struct dns_change){ DNS_OP_DELETE, *h[k] };
+                if (push(&out, &n, &cap, DNS_OP_DELETE, h[k]) < 0)
+                        goto out;
         }
         *ret = out;
         *ret_n = n;
@@ -1066,8 +1090,7 @@ int dns_reconcile(struct dns_client *c, const struct dns_input *in, struct dns_s
 
         zone_of = calloc(n_want ? n_want : 1, sizeof(*zone_of));
         involved = calloc(n_zones ? n_zones : 1, 1);
-        sub = calloc(n_want ? n_want : 1, sizeof(*sub));
-        if (!zone_of || !involved || !sub) {
+        if (!zone_of || !involved) {
                 first = -ENOMEM;
                 goto out;
         }
@@ -1109,7 +1132,8 @@ int dns_reconcile(struct dns_client *c, const struct dns_input *in, struct dns_s
         /* the wanted rrsets grouped by zone (each group in name order):
          * zone k's are sub[start[k] .. start[k + 1]) */
         start = calloc(n_zones + 1, sizeof(*start));
-        if (!start) {
+        sub = calloc(st.wanted ? st.wanted : 1, sizeof(*sub));
+        if (!start || !sub) {
                 first = -ENOMEM;
                 goto out;
         }
@@ -1124,6 +1148,8 @@ int dns_reconcile(struct dns_client *c, const struct dns_input *in, struct dns_s
         for (size_t k = n_zones; k > 0; k--) /* each start moved to its group's end */
                 start[k] = start[k - 1];
         start[0] = 0;
+        free(want); /* all in sub now */
+        want = NULL;
 
         for (size_t k = 0; k < n_zones; k++) {
                 if (!involved[k])
