@@ -18,9 +18,9 @@
 #include "util.h"
 
 static const char *const type_names[] = {
-        [DNS_TYPE_A] = "A",
-        [DNS_TYPE_AAAA] = "AAAA",
-        [DNS_TYPE_PTR] = "PTR",
+    [DNS_TYPE_A] = "A",
+    [DNS_TYPE_AAAA] = "AAAA",
+    [DNS_TYPE_PTR] = "PTR",
 };
 _Static_assert(sizeof(type_names) / sizeof(type_names[0]) == DNS_TYPE__MAX, "type_names");
 
@@ -287,8 +287,8 @@ int dns_plan(const char *zone, uint32_t ttl, const struct vm_dns *vms, size_t n_
              struct dns_rrset **ret, size_t *ret_n, struct dns_plan_stats *ret_stats)
 {
         char z[DNS_NAME_MAX];
-        struct dns_plan_stats st = { 0 };
-        char (*fq)[DNS_NAME_MAX] = NULL;
+        struct dns_plan_stats st = {0};
+        char(*fq)[DNS_NAME_MAX] = NULL;
         struct named *nm = NULL;
         unsigned char *forward = NULL; /* per VM: gets A/AAAA */
         struct dns_rrset *out = NULL;
@@ -314,7 +314,7 @@ int dns_plan(const char *zone, uint32_t ttl, const struct vm_dns *vms, size_t n_
                         continue;
                 }
                 if (dns_name_in_zone(fq[i], z))
-                        nm[n_nm++] = (struct named){ fq[i], vms[i].vm_id, i };
+                        nm[n_nm++] = (struct named){fq[i], vms[i].vm_id, i};
         }
         /* A name in the zone is the VM's of the lowest id that has it. */
         sort(nm, n_nm, sizeof(*nm), named_cmp);
@@ -325,7 +325,7 @@ int dns_plan(const char *zone, uint32_t ttl, const struct vm_dns *vms, size_t n_
                         forward[nm[k].i] = 1;
         }
         for (size_t i = 0; i < n_vms; i++) {
-                const char *addrs[2] = { vms[i].ipv4, vms[i].ipv6 };
+                const char *addrs[2] = {vms[i].ipv4, vms[i].ipv6};
                 if (!fq[i][0])
                         continue;
                 for (int k = 0; k < 2; k++) {
@@ -592,9 +592,9 @@ char *dns_patch_body(const struct dns_change *c, size_t n)
                 else
                         o = json_pack("{s:s, s:s, s:s, s:I, s:[{s:s, s:b}], s:[{s:s, s:s}]}",
                                       "name", r->name, "type", dns_type_to_string(r->type),
-                                      "changetype", "REPLACE", "ttl", (json_int_t)r->ttl,
-                                      "records", "content", r->content, "disabled", 0,
-                                      "comments", "content", DNS_OWNER, "account", DNS_OWNER);
+                                      "changetype", "REPLACE", "ttl", (json_int_t)r->ttl, "records",
+                                      "content", r->content, "disabled", 0, "comments", "content",
+                                      DNS_OWNER, "account", DNS_OWNER);
                 if (!o || json_array_append_new(sets, o) < 0) {
                         json_decref(root);
                         return NULL;
@@ -649,8 +649,8 @@ static uint64_t fnv1a(const char *s)
 
 /* Logs a message unless the round before logged the same one: a failure
  * that lasts is said once, and again only when it changes or comes back. */
-__attribute__((format(printf, 3, 4))) static void note(struct dns_client *c,
-                                                       enum log_level level, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void note(struct dns_client *c, enum log_level level,
+                                                       const char *fmt, ...)
 {
         char msg[1024];
         va_list ap;
@@ -830,7 +830,7 @@ static void server_says(const struct resp *r, long code, char *why, size_t why_l
 #define SETOPT(opt, val)                                                                           \
         do {                                                                                       \
                 if (curl_easy_setopt(h, opt, val) != CURLE_OK) {                                   \
-                        snprintf(why, why_len, "cannot set up the request (%s)", #opt);           \
+                        snprintf(why, why_len, "cannot set up the request (%s)", #opt);            \
                         return -EIO;                                                               \
                 }                                                                                  \
         } while (0)
@@ -853,8 +853,8 @@ static int request(struct dns_client *c, const char *method, const char *path, c
                 snprintf(why, why_len, "stopping");
                 return -ECANCELED;
         }
-        if ((size_t)snprintf(url, sizeof(url), "%s/api/v1/servers/%s%s", c->url, c->server,
-                             path) >= sizeof(url)) {
+        if ((size_t)snprintf(url, sizeof(url), "%s/api/v1/servers/%s%s", c->url, c->server, path) >=
+            sizeof(url)) {
                 snprintf(why, why_len, "URL too long");
                 return -ENAMETOOLONG;
         }
@@ -947,8 +947,8 @@ static int patch(struct dns_client *c, const struct dns_zone *z, const struct dn
                 note(c, LOG_LEVEL_ERROR, "dns: cannot %s %s %s: %s", op_verb(ch[0].op),
                      dns_type_to_string(ch[0].rr.type), ch[0].rr.name, why);
         else
-                note(c, LOG_LEVEL_ERROR, "dns: zone %s: cannot change %zu rrsets: %s", z->name,
-                     n, why);
+                note(c, LOG_LEVEL_ERROR, "dns: zone %s: cannot change %zu rrsets: %s", z->name, n,
+                     why);
         st->errors++;
         return rc;
 }
@@ -1003,7 +1003,8 @@ static int zone_sync(struct dns_client *c, const struct dns_zone *z, const struc
                              ch[i].rr.vm_id);
         }
         if (n_conf > CONFLICTS_LOGGED)
-                note(c, LOG_LEVEL_WARN, "dns: zone %s: %zu rrsets in all are not Tasman's and left as they are",
+                note(c, LOG_LEVEL_WARN,
+                     "dns: zone %s: %zu rrsets in all are not Tasman's and left as they are",
                      z->name, n_conf);
         st->conflicts += n_conf;
         rc = 0;
@@ -1040,8 +1041,8 @@ static int overlaps_pool(const struct dns_zone *z, const struct dns_input *in)
 
 int dns_reconcile(struct dns_client *c, const struct dns_input *in, struct dns_stats *ret)
 {
-        struct dns_stats st = { 0 };
-        struct resp r = { 0 };
+        struct dns_stats st = {0};
+        struct resp r = {0};
         struct dns_zone *zones = NULL;
         struct dns_rrset *want = NULL, *sub = NULL;
         struct dns_plan_stats ps;
@@ -1240,7 +1241,7 @@ static void dns_round(struct dns *d)
                 if (pools[i].ipv6[0] && ipam_prefix_parse(pools[i].ipv6, &pre[n_pre], NULL, 0) == 0)
                         n_pre++;
         }
-        struct dns_input in = { vms, n_vms, pre, n_pre };
+        struct dns_input in = {vms, n_vms, pre, n_pre};
         int64_t t0 = util_mono_ms();
         int r = dns_reconcile(d->client, &in, &st);
         if (r == -ECANCELED)
@@ -1249,8 +1250,8 @@ static void dns_round(struct dns *d)
         /* said at info: the first round, those that changed something, and
          * the first of a run of failing ones */
         enum log_level lvl = d->rounds == 1 || st.patches || (r < 0 && !d->failing)
-                                     ? LOG_LEVEL_INFO
-                                     : LOG_LEVEL_DEBUG;
+                                 ? LOG_LEVEL_INFO
+                                 : LOG_LEVEL_DEBUG;
         d->failing = r < 0;
         if (log_enabled(lvl))
                 log_msg(lvl,
@@ -1296,8 +1297,7 @@ static void *dns_main(void *arg)
         return NULL;
 }
 
-int dns_start(const struct dns_config *cfg, int64_t interval_ms, struct store *s,
-              struct dns **ret)
+int dns_start(const struct dns_config *cfg, int64_t interval_ms, struct store *s, struct dns **ret)
 {
         struct dns *d;
         pthread_condattr_t ca;

@@ -42,12 +42,12 @@
 #include "ipam.h"
 #include "store.h"
 
-#define DNS_NAME_MAX 256 /* a name in canonical form (253 + the dot) with its NUL */
-#define DNS_OWNER "tasman" /* the account of the comment marking Tasman's rrsets */
-#define DNS_TTL_DEFAULT 300
-#define DNS_BATCH_DEFAULT 200            /* rrsets per PATCH */
-#define DNS_RESPONSE_MAX (32u << 20)     /* largest answer read from the server */
-#define DNS_TIMEOUT_MS_DEFAULT 5000      /* per request */
+#define DNS_NAME_MAX           256      /* a name in canonical form (253 + the dot) with its NUL */
+#define DNS_OWNER              "tasman" /* the account of the comment marking Tasman's rrsets */
+#define DNS_TTL_DEFAULT        300
+#define DNS_BATCH_DEFAULT      200         /* rrsets per PATCH */
+#define DNS_RESPONSE_MAX       (32u << 20) /* largest answer read from the server */
+#define DNS_TIMEOUT_MS_DEFAULT 5000        /* per request */
 
 /* The record types Tasman manages; DNS_TYPE__MAX stands for any other. */
 enum dns_type { DNS_TYPE_A, DNS_TYPE_AAAA, DNS_TYPE_PTR, DNS_TYPE__MAX };
@@ -59,11 +59,11 @@ struct dns_rrset {
         char name[DNS_NAME_MAX];
         enum dns_type type;
         uint32_t ttl;
-        uint32_t n_records;           /* wanted: always 1 */
-        char content[DNS_NAME_MAX];   /* the record, canonical, when n_records is 1 and
-                                       * it is enabled; else "" */
-        int owned;                    /* on the server: carries Tasman's comment */
-        uint64_t vm_id;               /* wanted: the VM it is for */
+        uint32_t n_records;         /* wanted: always 1 */
+        char content[DNS_NAME_MAX]; /* the record, canonical, when n_records is 1 and
+                                     * it is enabled; else "" */
+        int owned;                  /* on the server: carries Tasman's comment */
+        uint64_t vm_id;             /* wanted: the VM it is for */
 };
 
 enum dns_op {
@@ -138,13 +138,13 @@ char *dns_patch_body(const struct dns_change *c, size_t n);
 /* ---- the server ---- */
 
 struct dns_config {
-        const char *url;    /* PowerDNS's webserver, e.g. http://127.0.0.1:8081 */
-        const char *key;    /* X-API-Key */
-        const char *server; /* server id, "localhost" */
-        const char *zone;   /* forward zone, e.g. tasman.cloud */
-        uint32_t ttl;       /* of the records made; 0: DNS_TTL_DEFAULT */
-        int64_t timeout_ms; /* per request; 0: DNS_TIMEOUT_MS_DEFAULT */
-        size_t batch;       /* rrsets per PATCH; 0: DNS_BATCH_DEFAULT */
+        const char *url;     /* PowerDNS's webserver, e.g. http://127.0.0.1:8081 */
+        const char *key;     /* X-API-Key */
+        const char *server;  /* server id, "localhost" */
+        const char *zone;    /* forward zone, e.g. tasman.cloud */
+        uint32_t ttl;        /* of the records made; 0: DNS_TTL_DEFAULT */
+        int64_t timeout_ms;  /* per request; 0: DNS_TIMEOUT_MS_DEFAULT */
+        size_t batch;        /* rrsets per PATCH; 0: DNS_BATCH_DEFAULT */
         size_t max_response; /* bytes; 0: DNS_RESPONSE_MAX */
 };
 
@@ -156,11 +156,11 @@ struct dns_input {
 };
 
 struct dns_stats {
-        size_t zones;     /* zones read */
-        size_t wanted;    /* rrsets wanted with a zone to hold them */
+        size_t zones;  /* zones read */
+        size_t wanted; /* rrsets wanted with a zone to hold them */
         size_t replaced, deleted, conflicts;
-        size_t no_zone;   /* wanted rrsets skipped: no zone on the server holds them */
-        size_t patches;   /* PATCH requests sent */
+        size_t no_zone; /* wanted rrsets skipped: no zone on the server holds them */
+        size_t patches; /* PATCH requests sent */
         size_t errors;
 };
 
@@ -181,8 +181,7 @@ int dns_reconcile(struct dns_client *c, const struct dns_input *in, struct dns_s
 struct dns;
 
 /* Starts the thread (a first round at once). -EINVAL, -ENOMEM, -EAGAIN. */
-int dns_start(const struct dns_config *cfg, int64_t interval_ms, struct store *s,
-              struct dns **ret);
+int dns_start(const struct dns_config *cfg, int64_t interval_ms, struct store *s, struct dns **ret);
 /* A round soon (after a VM or its addresses changed). NULL: nothing. */
 void dns_kick(struct dns *d);
 /* Stops the thread and frees it; a round in progress is abandoned (a
