@@ -1204,8 +1204,8 @@ struct dns {
         pthread_mutex_t lock;
         pthread_cond_t cond;
         int kicked, stopping;
-        uint64_t rounds;
-        int failing; /* the last round had errors */
+        int failing;              /* the last round had errors */
+        struct dns_totals totals; /* under lock */
 };
 
 static void deadline_in(struct timespec *ts, int64_t ms)
@@ -1246,10 +1246,20 @@ static void dns_round(struct dns *d)
         int r = dns_reconcile(d->client, &in, &st);
         if (r == -ECANCELED)
                 goto out; /* stopping */
-        d->rounds++;
+        pthread_mutex_lock(&d->lock);
+        struct dns_totals *t = &d->totals;
+        t->rounds++;
+        t->failed_rounds += r < 0;
+        t->patches += st.patches;
+        t->replaced += st.replaced;
+        t->deleted += st.deleted;
+        t->conflicts = st.conflicts;
+        t->no_zone = st.no_zone;
+        uint64_t round = t->rounds;
+        pthread_mutex_unlock(&d->lock);
         /* said at info: the first round, those that changed something, and
          * the first of a run of failing ones */
-        enum log_level lvl = d->rounds == 1 || st.patches || (r < 0 && !d->failing)
+        enum log_level lvl = round == 1 || st.patches || (r < 0 && !d->failing)
                                  ? LOG_LEVEL_INFO
                                  : LOG_LEVEL_DEBUG;
         d->failing = r < 0;
@@ -1258,7 +1268,7 @@ static void dns_round(struct dns *d)
                         "dns: round %" PRIu64 " done in %" PRId64 " ms: %zu zones read, %zu "
                         "rrsets wanted, %zu replaced, %zu deleted, %zu PATCHes, %zu conflicts, "
                         "%zu without a zone%s",
-                        d->rounds, util_mono_ms() - t0, st.zones, st.wanted, st.replaced,
+                        round, util_mono_ms() - t0, st.zones, st.wanted, st.replaced,
                         st.deleted, st.patches, st.conflicts, st.no_zone,
                         r < 0 ? ", with errors" : "");
 out:
@@ -1338,6 +1348,16 @@ int dns_start(const struct dns_config *cfg, int64_t interval_ms, struct store *s
                  cfg->zone, cfg->url, interval_ms);
         *ret = d;
         return 0;
+}
+
+void dns_totals(struct dns *d, struct dns_totals *ret)
+{
+        memset(ret, 0, sizeof(*ret));
+        if (!d)
+                return;
+        pthread_mutex_lock(&d->lock);
+        *ret = d->totals;
+        pthread_mutex_unlock(&d->lock);
 }
 
 void dns_kick(struct dns *d)

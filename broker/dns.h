@@ -182,6 +182,16 @@ struct dns;
 
 /* Starts the thread (a first round at once). -EINVAL, -ENOMEM, -EAGAIN. */
 int dns_start(const struct dns_config *cfg, int64_t interval_ms, struct store *s, struct dns **ret);
+/* What the thread did since it started (for /metrics). */
+struct dns_totals {
+        uint64_t rounds, failed_rounds; /* rounds done; those with errors */
+        uint64_t patches;               /* PATCH requests sent */
+        uint64_t replaced, deleted;     /* rrsets */
+        uint64_t conflicts, no_zone;    /* in the last round */
+};
+/* Any thread; d NULL: all zero. */
+void dns_totals(struct dns *d, struct dns_totals *ret);
+
 /* A round soon (after a VM or its addresses changed). NULL: nothing. */
 void dns_kick(struct dns *d);
 /* Stops the thread and frees it; a round in progress is abandoned (a

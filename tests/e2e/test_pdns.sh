@@ -73,6 +73,8 @@ wait_qx() { wait_for "$1" "-x $2 = '$3'" bash -c "[ \"\$(dig +short +time=2 +tri
 rrset() { pdns GET "/zones/$1." && jq -c --arg n "$2" --arg t "$3" '.rrsets[] | select(.name == $n and .type == $t) | {records: [.records[].content], comments: [.comments[] | {account, content}]}' <<<"$PBODY"; }
 serial() { pdns GET "/zones/$1." && jq -r .serial <<<"$PBODY"; }
 sql() { sqlite3 -cmd ".timeout 5000" "$T/broker.db" "$@"; }
+# metric NAME{LABELS}: its value on the broker's /metrics
+metric() { curl -s "$ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 start_pdns || fatal "pdns_server starts with a gsqlite3 database and serves its API (see $T/pdns.log)"
 ok "pdns_server $(pdns_server --version 2>&1 | grep -o '4\.[0-9.]*' | head -1) runs (pid $PDNS_PID), API on $PDNS_WEB_PORT, DNS on $PDNS_DNS_PORT"
@@ -128,6 +130,11 @@ eq "our rrsets carry Tasman's comment" "$(rrset $ZONE web1.$ZONE. A)" "{\"record
 pdns GET "/zones/$ZONE." && eq "our TTL is dns_ttl's default, 300" "$(jq -r '.rrsets[] | select(.name == "web1.tasman.cloud." and .type == "AAAA") | .ttl' <<<"$PBODY")" 300
 sleep 1 # a few more rounds
 eq "the conflict is logged once, naming the rrset" "$(grep -c "dns: A web2.$ZONE. is not Tasman's" "$T/broker.log")" 1
+eq "/metrics: one rrset skipped for a conflict, none for want of a zone" \
+        "$(metric 'tasman_dns_rrsets_skipped{reason="conflict"}') $(metric 'tasman_dns_rrsets_skipped{reason="no_zone"}')" "1 0"
+match "/metrics: rounds done, none failed" "$(metric 'tasman_dns_rounds_total{result="ok"}') $(metric 'tasman_dns_rounds_total{result="error"}')" '^[1-9][0-9]* 0$'
+eq "/metrics: rrsets made (A, AAAA, AAAA, 4 PTRs) and deleted (the leftover)" \
+        "$(metric 'tasman_dns_rrsets_changed_total{change="replaced"}') $(metric 'tasman_dns_rrsets_changed_total{change="deleted"}')" "7 1"
 
 # --- an rrset of ours changed by hand is put back; nothing else is sent
 pdns PATCH "/zones/$ZONE." '{"rrsets":[{"name":"web1.tasman.cloud.","type":"A","ttl":300,"changetype":"REPLACE","records":[{"content":"198.51.100.66","disabled":false}],"comments":[{"account":"tasman","content":"tasman"}]}]}'
@@ -145,6 +152,7 @@ check "the restarted broker does a first round" wait_for 15 "dns round 1" bash -
 sleep 1
 eq "the first round after the restart sent no PATCH" "$(since | grep 'dns: round 1 done' | grep -o '[0-9]* PATCHes')" "0 PATCHes"
 eq "no PATCH at all since the restart" "$(since | grep -c 'dns: zone .*: PATCH')" 0
+match "/metrics after the restart: rounds done, no PATCH" "$(metric 'tasman_dns_rounds_total{result="ok"}') $(metric tasman_dns_patches_total)" '^[1-9][0-9]* 0$'
 eq "the zones' serials did not move" "$(serial $ZONE) $(serial $REV4) $(serial $REV6)" "$S_FWD $S_R4 $S_R6"
 
 # --- deleting a VM removes its records, and only its
