@@ -171,6 +171,15 @@ eq "the deletion went out as one PATCH per zone" "$(since | grep 'dns: zone .*: 
 pdns PATCH "/zones/$ZONE." '{"rrsets":[{"name":"web2.tasman.cloud.","type":"A","changetype":"DELETE"}]}'
 check "once the admin's A web2 is gone, ours appears" wait_q 15 web2.$ZONE A "$W2_4"
 
+# --- an admin takes one of ours over by dropping Tasman's comment: it is
+# the admin's from then on
+pdns PATCH "/zones/$ZONE." '{"rrsets":[{"name":"web2.tasman.cloud.","type":"AAAA","ttl":300,"changetype":"REPLACE","records":[{"content":"2001:db8:5::99","disabled":false}],"comments":[]}]}'
+eq "web2's AAAA taken over by hand" "$PCODE" 204
+conflicts_are() { [ "$(metric 'tasman_dns_rrsets_skipped{reason="conflict"}')" = "$1" ]; }
+check "a round sees it as an admin's (a conflict)" wait_for 10 "1 conflict" conflicts_are 1
+sleep 0.5
+eq "and leaves it as the admin made it" "$(q web2.$ZONE AAAA)" 2001:db8:5::99
+
 # --- a wrong API key: one error naming the server, not one per round
 stop_pid "$BROKER_PID"
 mark=$(wc -c <"$T/broker.log")
