@@ -407,6 +407,45 @@ static void test_parse_rrsets(void **state)
         free(rr);
 }
 
+/* Every cut and every byte changed of a real answer: a result or
+ * -EPROTO, never a crash (the sanitizer build checks the memory). */
+static void test_parse_mangled(void **state)
+{
+        size_t len = strlen(zone_json);
+        char *buf = malloc(len + 1);
+        static const char flips[] = { '"', '{', '}', '[', ']', ',', ':', '\\', '0', 'x', '\0' };
+        (void)state;
+        assert_non_null(buf);
+        for (size_t cut = 0; cut <= len; cut++) {
+                struct dns_rrset *rr = NULL;
+                size_t n = 0;
+                int r = dns_parse_rrsets(zone_json, cut, &rr, &n);
+                assert_true(r == 0 || r == -EPROTO);
+                assert_true(r == 0 || cut < len);
+                free(rr);
+        }
+        for (size_t i = 0; i < len; i++) {
+                for (size_t f = 0; f < sizeof(flips); f++) {
+                        struct dns_rrset *rr = NULL;
+                        struct dns_zone *z = NULL;
+                        size_t n = 0;
+                        memcpy(buf, zone_json, len + 1);
+                        buf[i] = flips[f];
+                        int r = dns_parse_rrsets(buf, len, &rr, &n);
+                        assert_true(r == 0 || r == -EPROTO);
+                        for (size_t k = 0; r == 0 && k < n; k++) {
+                                assert_true(strlen(rr[k].name) < DNS_NAME_MAX);
+                                assert_int_equal(rr[k].name[strlen(rr[k].name) - 1], '.');
+                        }
+                        free(rr);
+                        r = dns_parse_zones(buf, len, &z, &n);
+                        assert_true(r == 0 || r == -EPROTO);
+                        free(z);
+                }
+        }
+        free(buf);
+}
+
 static void test_parse_zones(void **state)
 {
         static const char list[] =
@@ -1140,6 +1179,7 @@ int main(void)
                 cmocka_unit_test(test_plan),
                 cmocka_unit_test(test_plan_ttl_and_bad_zone),
                 cmocka_unit_test(test_parse_rrsets),
+                cmocka_unit_test(test_parse_mangled),
                 cmocka_unit_test(test_parse_zones),
                 cmocka_unit_test(test_diff),
                 cmocka_unit_test(test_plan_against_zone),
