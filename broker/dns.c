@@ -905,8 +905,10 @@ static const char *op_verb(enum dns_op op)
 /* PATCHes one batch of a zone's changes (no conflicts among them). When
  * the server refuses the batch, each change is sent alone, so the log
  * names the rrsets it refuses. 0, or the first failure's errno. */
+#define REFUSED_MAX 10 /* rrsets the server refused, per zone and round, before giving up */
+
 static int patch(struct dns_client *c, const struct dns_zone *z, const struct dns_change *ch,
-                 size_t n, struct resp *r, struct dns_stats *st)
+                 size_t n, struct resp *r, struct dns_stats *st, size_t *refused)
 {
         char path[2 * DNS_NAME_MAX], why[512];
         char *body = dns_patch_body(ch, n);
@@ -934,8 +936,8 @@ static int patch(struct dns_client *c, const struct dns_zone *z, const struct dn
         }
         if (rc == -EINVAL && n > 1) {
                 int first = 0;
-                for (size_t i = 0; i < n; i++) {
-                        int r1 = patch(c, z, &ch[i], 1, r, st);
+                for (size_t i = 0; i < n && *refused < REFUSED_MAX; i++) {
+                        int r1 = patch(c, z, &ch[i], 1, r, st, refused);
                         if (r1 < 0 && !first)
                                 first = r1;
                         if (r1 == -ECANCELED)
@@ -943,6 +945,8 @@ static int patch(struct dns_client *c, const struct dns_zone *z, const struct dn
                 }
                 return first;
         }
+        if (rc == -EINVAL)
+                (*refused)++;
         if (n == 1)
                 note(c, LOG_LEVEL_ERROR, "dns: cannot %s %s %s: %s", op_verb(ch[0].op),
                      dns_type_to_string(ch[0].rr.type), ch[0].rr.name, why);
@@ -1008,14 +1012,24 @@ static int zone_sync(struct dns_client *c, const struct dns_zone *z, const struc
                      z->name, n_conf);
         st->conflicts += n_conf;
         rc = 0;
+        size_t refused = 0;
         for (size_t i = 0; i < w; i += c->batch) {
                 size_t n = w - i < c->batch ? w - i : c->batch;
-                int r1 = patch(c, z, &ch[i], n, r, st);
+                if (refused >= REFUSED_MAX)
+                        break;
+                int r1 = patch(c, z, &ch[i], n, r, st, &refused);
                 if (r1 < 0 && !rc)
                         rc = r1;
                 if (r1 < 0 && r1 != -EINVAL)
                         break; /* the server, the link, or stopping: the next round tries again */
         }
+        /* a server that refuses everything does not get a request per
+         * rrset every round */
+        if (refused >= REFUSED_MAX)
+                note(c, LOG_LEVEL_ERROR,
+                     "dns: zone %s: the server refused %zu changes: this round tries no more of "
+                     "them",
+                     z->name, refused);
         free(ch);
         return rc;
 }

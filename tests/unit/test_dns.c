@@ -696,7 +696,7 @@ static int fake_patch(const char *zone, const char *body)
         json_array_foreach(sets, i, v)
         {
                 const char *name = json_string_value(json_object_get(v, "name"));
-                if (fk.refuse && strcmp(name, fk.refuse) == 0)
+                if (fk.refuse && (strcmp(name, fk.refuse) == 0 || strcmp(fk.refuse, "*") == 0))
                         code = 422; /* all or nothing, as PowerDNS */
         }
         json_array_foreach(sets, i, v)
@@ -1016,6 +1016,28 @@ static void test_reconcile_batches_and_refusals(void **state)
         assert_int_equal(dns_reconcile(c, &in, &st), 0);
         assert_int_equal(st.replaced, 1);
         assert_string_equal(fake_get("vm3.tasman.cloud.", "A"), "192.0.2.9");
+        dns_client_free(c);
+
+        /* a server that refuses everything: ten rrsets refused one by one,
+         * then the round stops asking */
+        struct vm_dns many[30];
+        for (int i = 0; i < 30; i++) {
+                many[i] = (struct vm_dns){ .vm_id = (uint64_t)i + 1 };
+                snprintf(many[i].fqdn, sizeof(many[i].fqdn), "m%02d.tasman.cloud", i);
+                snprintf(many[i].ipv4, sizeof(many[i].ipv4), "198.51.100.%d", i + 1);
+        }
+        struct dns_input in2 = { many, 30, NULL, 0 };
+        c = client(fs, "k", 4);
+        fk.refuse = "*";
+        fk.patches = 0;
+        assert_int_equal(dns_reconcile(c, &in2, &st), -EINVAL);
+        /* batch, 4 alone; batch, 4 alone; batch, 2 alone: 10 refused */
+        assert_int_equal(fk.patches, 13);
+        assert_int_equal(st.errors, 10);
+        assert_int_equal(st.replaced, 0);
+        fk.refuse = NULL;
+        assert_int_equal(dns_reconcile(c, &in2, &st), 0);
+        assert_int_equal(st.replaced, 30);
         dns_client_free(c);
 }
 
