@@ -57,6 +57,7 @@ static struct {
         .list_cache = 1,
         .rate_limit_keys = 100000,
         .pdns_server = "localhost",
+        .dns_zone = "tasman.cloud",
         .dns_interval_ms = 30000,
         .dns_ttl = DNS_TTL_DEFAULT,
         .pdns_timeout_ms = DNS_TIMEOUT_MS_DEFAULT,
@@ -101,7 +102,7 @@ static const struct cfg_opt opts[] = {
         { "pdns_timeout_ms", CFG_INT, &cfg.pdns_timeout_ms, 100, 600000,
           "longest PowerDNS API request" },
         { "dns_zone", CFG_STR, cfg.dns_zone, 0, 0,
-          "forward zone of the VMs' names (NAME.dns_zone); needed with pdns_url" },
+          "forward zone of the VMs' DNS names (NAME.dns_zone): their A/AAAA records" },
         { "dns_interval_ms", CFG_INT, &cfg.dns_interval_ms, 100, 86400000,
           "how often the DNS records are compared with the VMs (also soon after a change)" },
         { "dns_ttl", CFG_INT, &cfg.dns_ttl, 1, 604800, "TTL of the records made (seconds)" },
@@ -145,8 +146,7 @@ int main(int argc, char **argv)
         }
         char zone_canon[DNS_NAME_MAX];
         if (cfg.pdns_url[0] && dns_fqdn_canon(cfg.dns_zone, zone_canon) < 0) {
-                fprintf(stderr, "tasman-broker: pdns_url needs dns_zone, a domain name (not '%s')\n",
-                        cfg.dns_zone);
+                fprintf(stderr, "tasman-broker: dns_zone '%s' is not a DNS name\n", cfg.dns_zone);
                 return 2;
         }
 

@@ -190,10 +190,10 @@ sleep 2
 eq "a refused key is logged once" "$(since | grep -c "dns: cannot list the zones of $PURL: 401")" 1
 stop_pid "$BROKER_PID"
 
-# pdns_url without a zone is a configuration error
-"$BUILD/tasman-broker" --db="$T/other.db" --pdns_url="$PURL" >"$T/nozone.out" 2>&1
-eq "pdns_url without dns_zone: exit 2" "$?" 2
-check "it says what is missing" grep -q "pdns_url needs dns_zone" "$T/nozone.out"
+# a zone that is no DNS name is a configuration error
+"$BUILD/tasman-broker" --db="$T/other.db" --pdns_url="$PURL" --dns_zone="bad zone" >"$T/badzone.out" 2>&1
+eq "pdns_url with a bad dns_zone: exit 2" "$?" 2
+check "it says what is wrong" grep -q "dns_zone 'bad zone' is not a DNS name" "$T/badzone.out"
 
 stop_pdns
 ok "pdns_server stopped"
