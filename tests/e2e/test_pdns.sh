@@ -182,6 +182,17 @@ check "a round sees it as an admin's (a conflict)" wait_for 10 "1 conflict" conf
 sleep 0.5
 eq "and leaves it as the admin made it" "$(q web2.$ZONE AAAA)" 2001:db8:5::99
 
+# --- no reverse zone for an address: its PTR is skipped, with one warning
+mark=$(wc -c <"$T/broker.log")
+pdns DELETE "/zones/$REV6."
+eq "the ip6.arpa zone deleted by hand" "$PCODE" 204
+no_zone_is() { [ "$(metric 'tasman_dns_rrsets_skipped{reason="no_zone"}')" = "$1" ]; }
+check "web2's IPv6 PTR is skipped" wait_for 10 "1 without a zone" no_zone_is 1
+sleep 1 # more rounds
+eq "with one warning naming it" "$(since | grep -c "dns: no reverse zone on the server holds 1 PTR records (first: 3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.): they are skipped")" 1
+eq "and no error" "$(since | grep -c ' error: ')" 0
+eq "web2's other records stay" "$(q web2.$ZONE A) $(qx "$W2_4")" "$W2_4 web2.$ZONE."
+
 # --- a wrong API key: one error naming the server, not one per round
 stop_pid "$BROKER_PID"
 mark=$(wc -c <"$T/broker.log")
