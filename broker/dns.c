@@ -992,7 +992,7 @@ static int zone_sync(struct dns_client *c, const struct dns_zone *z, const struc
                 st->errors++;
                 return rc;
         }
-        /* the conflicts first (left out), then the rest in batches */
+        /* conflicts are reported and left out; the rest goes in batches */
         size_t w = 0;
         for (size_t i = 0; i < n_ch; i++) {
                 if (ch[i].op != DNS_OP_CONFLICT) {
