@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "dns.h"
 #include "http.h"
 #include "hub.h"
 #include "store.h"
@@ -24,6 +25,8 @@ struct api {
         struct sched_params sched; /* overcommit and strategy for placement */
         struct ratelimit *rl;     /* NULL: no rate limits */
         struct listcache *lc;     /* NULL: lists are always read afresh */
+        struct dns *dns;          /* NULL: no DNS records kept (dns_kick() after a VM's
+                                   * addresses changed) */
 };
 
 void api_native_handle(void *ud, const struct http_req *req, struct http_resp *resp);

@@ -654,7 +654,8 @@ void api_admin_handle(void *ud, const struct http_req *req, struct http_resp *re
 
 static void metrics_get(struct api *api, struct http_resp *resp)
 {
-        char *text = metrics_render(api->store, api->lc, util_now_ms(), api->host_timeout_ms);
+        char *text = metrics_render(api->store, api->lc, api->dns, util_now_ms(),
+                                    api->host_timeout_ms);
         if (!text) {
                 json_error(resp, 500, "internal_error", "internal error", NULL);
                 return;

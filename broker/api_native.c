@@ -599,6 +599,7 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
         }
         if (api->hub)
                 hub_notify(api->hub, vm.host_id);
+        dns_kick(api->dns);
         if (net_id)
                 notify_net_hosts(api, vm.id);
         char id[ID_STR_MAX];
@@ -790,6 +791,7 @@ static void vps_delete(struct api *api, uint64_t account, uint64_t id, struct ht
         for (size_t i = 0; i < n_peers; i++)
                 hub_notify(api->hub, peers[i]);
         free(peers);
+        dns_kick(api->dns);
         json_respond(resp, 204, NULL);
 }
 
@@ -1514,6 +1516,7 @@ static void template_deploy(struct api *api, uint64_t account, const struct idem
         }
         if (api->hub)
                 hub_notify(api->hub, vm.host_id);
+        dns_kick(api->dns);
         struct deployment d;
         char id[ID_STR_MAX];
         if (store_deploy_get(api->store, account, dep_id, &d) < 0) {
@@ -2265,6 +2268,7 @@ static void dispatch(struct api *api, enum route rt, uint64_t account, const str
                                         hub_notify(api->hub, host);
                                 for (size_t i = 0; i < n_peers; i++)
                                         hub_notify(api->hub, peers[i]);
+                                dns_kick(api->dns);
                                 json_respond(resp, 204, NULL);
                         }
                         free(peers);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "dns.h"
 #include "ratelimit.h"
 #include "config.h"
 #include "http.h"
@@ -34,6 +35,9 @@ static struct {
         char placement[CFG_STR_MAX];
         int64_t rate_limits, rate_limit_keys;
         int64_t list_cache;
+        char pdns_url[CFG_STR_MAX], pdns_key[CFG_STR_MAX], pdns_server[CFG_STR_MAX];
+        char dns_zone[CFG_STR_MAX];
+        int64_t dns_interval_ms, dns_ttl, pdns_timeout_ms;
 } cfg = {
         .listen = "127.0.0.1:8080",
         .admin_listen = "127.0.0.1:8081",
@@ -52,6 +56,11 @@ static struct {
         .rate_limits = 1,
         .list_cache = 1,
         .rate_limit_keys = 100000,
+        .pdns_server = "localhost",
+        .dns_zone = "tasman.cloud",
+        .dns_interval_ms = 30000,
+        .dns_ttl = DNS_TTL_DEFAULT,
+        .pdns_timeout_ms = DNS_TIMEOUT_MS_DEFAULT,
 };
 
 static const struct cfg_opt opts[] = {
@@ -85,6 +94,18 @@ static const struct cfg_opt opts[] = {
           "disk placed per host, in percent of its disk" },
         { "placement", CFG_STR, cfg.placement, 0, 0,
           "spread (most free RAM first) or pack (fill hosts up)" },
+        { "pdns_url", CFG_STR, cfg.pdns_url, 0, 0,
+          "PowerDNS API (e.g. http://127.0.0.1:8081) to keep the VMs' A, AAAA and PTR "
+          "records in; empty: no DNS" },
+        { "pdns_key", CFG_STR, cfg.pdns_key, 0, 0, "PowerDNS API key (X-API-Key)" },
+        { "pdns_server", CFG_STR, cfg.pdns_server, 0, 0, "PowerDNS server id" },
+        { "pdns_timeout_ms", CFG_INT, &cfg.pdns_timeout_ms, 100, 600000,
+          "longest PowerDNS API request" },
+        { "dns_zone", CFG_STR, cfg.dns_zone, 0, 0,
+          "forward zone of the VMs' DNS names (NAME.dns_zone): their A/AAAA records" },
+        { "dns_interval_ms", CFG_INT, &cfg.dns_interval_ms, 100, 86400000,
+          "how often the DNS records are compared with the VMs (also soon after a change)" },
+        { "dns_ttl", CFG_INT, &cfg.dns_ttl, 1, 604800, "TTL of the records made (seconds)" },
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -100,6 +121,7 @@ int main(int argc, char **argv)
         struct store *store = NULL;
         struct hub *hub = NULL;
         struct http_server *native = NULL, *admin = NULL;
+        struct dns *dns = NULL;
         sigset_t set;
         int sig, r, ret = 1;
 
@@ -120,6 +142,11 @@ int main(int argc, char **argv)
         if (!cfg.admin_token[0] && !is_loopback(cfg.admin_listen)) {
                 fprintf(stderr, "tasman-broker: admin_listen %s is not loopback: set admin_token\n",
                         cfg.admin_listen);
+                return 2;
+        }
+        char zone_canon[DNS_NAME_MAX];
+        if (cfg.pdns_url[0] && dns_fqdn_canon(cfg.dns_zone, zone_canon) < 0) {
+                fprintf(stderr, "tasman-broker: dns_zone '%s' is not a DNS name\n", cfg.dns_zone);
                 return 2;
         }
 
@@ -148,8 +175,25 @@ int main(int argc, char **argv)
                 log_error("broker: cannot allocate the list cache");
                 goto out;
         }
+        if (cfg.pdns_url[0]) {
+                struct dns_config dc = {
+                        .url = cfg.pdns_url,
+                        .key = cfg.pdns_key,
+                        .server = cfg.pdns_server,
+                        .zone = cfg.dns_zone,
+                        .ttl = (uint32_t)cfg.dns_ttl,
+                        .timeout_ms = cfg.pdns_timeout_ms,
+                };
+                r = dns_start(&dc, cfg.dns_interval_ms, store, &dns);
+                if (r < 0) {
+                        log_error("broker: cannot keep DNS records in %s: %s", cfg.pdns_url,
+                                  strerror(-r));
+                        goto out;
+                }
+        }
         api.store = store;
         api.hub = hub;
+        api.dns = dns;
         api.host_timeout_ms = cfg.host_timeout_ms;
         api.admin_token = cfg.admin_token;
         api.sched.cpu_ratio = (double)cfg.cpu_overcommit_pct / 100.0;
@@ -180,6 +224,7 @@ int main(int argc, char **argv)
 out:
         http_server_free(native);
         http_server_free(admin);
+        dns_stop(dns);
         hub_free(hub);
         store_free(store);
         ratelimit_free(api.rl);

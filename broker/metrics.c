@@ -35,7 +35,8 @@ void metrics_request(enum metrics_api api, int status, int64_t usec)
         atomic_fetch_add(&m.sum_us[api], (uint_fast64_t)(usec > 0 ? usec : 0));
 }
 
-char *metrics_render(struct store *s, struct listcache *lc, int64_t now, int64_t host_timeout_ms)
+char *metrics_render(struct store *s, struct listcache *lc, struct dns *dns, int64_t now,
+                     int64_t host_timeout_ms)
 {
         static const char *const statuses[] = { "provisioning", "running",   "stopped",
                                                 "starting",     "stopping",  "rebooting",
@@ -101,6 +102,30 @@ char *metrics_render(struct store *s, struct listcache *lc, int64_t now, int64_t
                            "tasman_list_cache_total{result=\"hit\"} %llu\n"
                            "tasman_list_cache_total{result=\"miss\"} %llu\n",
                         (unsigned long long)hits, (unsigned long long)misses);
+        }
+        if (dns) {
+                struct dns_totals t;
+                dns_totals(dns, &t);
+                fprintf(f,
+                        "# HELP tasman_dns_rounds_total Comparisons of the VMs' DNS records with "
+                        "the PowerDNS server, by result.\n# TYPE tasman_dns_rounds_total counter\n"
+                        "tasman_dns_rounds_total{result=\"ok\"} %llu\n"
+                        "tasman_dns_rounds_total{result=\"error\"} %llu\n"
+                        "# HELP tasman_dns_patches_total PATCH requests sent to the PowerDNS API.\n"
+                        "# TYPE tasman_dns_patches_total counter\ntasman_dns_patches_total %llu\n"
+                        "# HELP tasman_dns_rrsets_changed_total Tasman's rrsets replaced (made or "
+                        "changed) and deleted.\n# TYPE tasman_dns_rrsets_changed_total counter\n"
+                        "tasman_dns_rrsets_changed_total{change=\"replaced\"} %llu\n"
+                        "tasman_dns_rrsets_changed_total{change=\"deleted\"} %llu\n"
+                        "# HELP tasman_dns_rrsets_skipped Wanted rrsets left out in the last round: "
+                        "an admin's rrset has the name and type, or no zone holds the name.\n"
+                        "# TYPE tasman_dns_rrsets_skipped gauge\n"
+                        "tasman_dns_rrsets_skipped{reason=\"conflict\"} %llu\n"
+                        "tasman_dns_rrsets_skipped{reason=\"no_zone\"} %llu\n",
+                        (unsigned long long)(t.rounds - t.failed_rounds),
+                        (unsigned long long)t.failed_rounds, (unsigned long long)t.patches,
+                        (unsigned long long)t.replaced, (unsigned long long)t.deleted,
+                        (unsigned long long)t.conflicts, (unsigned long long)t.no_zone);
         }
         fprintf(f, "# HELP tasman_api_requests_total API requests by API and status class.\n"
                    "# TYPE tasman_api_requests_total counter\n");

@@ -17,6 +17,8 @@ void metrics_request(enum metrics_api api, int status, int64_t usec);
 
 /* The exposition text (malloc'd), or NULL if the store failed. */
 struct listcache;
-/* lc: the list cache whose hits and misses to show, or NULL. */
-char *metrics_render(struct store *s, struct listcache *lc, int64_t now_ms,
+struct dns;
+/* lc: the list cache whose hits and misses to show, or NULL; dns: the DNS
+ * thread whose rounds to show, or NULL (none shown). */
+char *metrics_render(struct store *s, struct listcache *lc, struct dns *dns, int64_t now_ms,
                      int64_t host_timeout_ms);

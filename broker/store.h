@@ -533,3 +533,18 @@ int store_pool_add(struct store *s, const struct ip_pool *p, struct ip_pool *ret
 int store_pool_list(struct store *s, struct ip_pool **ret, size_t *ret_n);
 /* -ENOENT; -EBUSY while a guest has an address from it. */
 int store_pool_remove(struct store *s, const char *site);
+
+/* ---- DNS ----
+ *
+ * What the DNS records are made from (dns.h): every live VM with a public
+ * NIC, its fqdn and its public addresses ("" when none). The fqdn is, for
+ * now, the VM's name below zone ("web1" in "tasman.cloud" is
+ * "web1.tasman.cloud"); this one query is where a per-VM DNS name would
+ * take its place. By vm id (malloc'd). */
+#define STORE_FQDN_MAX 256
+struct vm_dns {
+        uint64_t vm_id;
+        char fqdn[STORE_FQDN_MAX];
+        char ipv4[TMSG_IP], ipv6[TMSG_IP];
+};
+int store_dns_list(struct store *s, const char *zone, struct vm_dns **ret, size_t *ret_n);

@@ -4293,3 +4293,37 @@ int store_pool_remove(struct store *s, const char *site)
                 return end(s, -EBUSY); /* rolls the delete back */
         return end(s, event(s, util_now_ms(), "pool.removed", 0, 0, site));
 }
+
+/* ---- DNS ---- */
+
+static void row_dns(sqlite3_stmt *st, void *item)
+{
+        struct vm_dns *d = item;
+        memset(d, 0, sizeof(*d));
+        d->vm_id = (uint64_t)sqlite3_column_int64(st, 0);
+        const unsigned char *t = sqlite3_column_text(st, 1);
+        /* A name too long to keep is no name (never a cut one). */
+        if (!t || util_strlcpy(d->fqdn, (const char *)t, sizeof(d->fqdn)) < 0)
+                d->fqdn[0] = '\0';
+        col_text(st, 2, d->ipv4, sizeof(d->ipv4));
+        col_text(st, 3, d->ipv6, sizeof(d->ipv6));
+}
+
+int store_dns_list(struct store *s, const char *zone, struct vm_dns **ret, size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_dns_list(pick_reader(s), zone, ret, ret_n);
+        /* The fqdn: the one place to change for a per-VM DNS name. A zone
+         * given with its trailing dot does not make a double one. */
+        static const char sql[] = "SELECT v.id, v.name || '.' || rtrim(?1, '.'), n.ipv4, n.ipv6"
+                                  " FROM vms v JOIN nics n ON n.vm_id = v.id AND n.network_id = 0"
+                                  " WHERE v.deleted_at IS NULL ORDER BY v.id";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st)
+                sqlite3_bind_text(st, 1, zone, -1, SQLITE_STATIC);
+        r = st ? collect(s, st, sizeof(**ret), row_dns, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}

@@ -63,7 +63,7 @@ eq "state directory owned by tasman" "$(in_c stat -c '%U %a' /var/lib/tasman)" "
 eq "broker.conf readable by the broker only" "$(in_c stat -c '%U:%G %a' /etc/tasman/broker.conf)" "root:tasman 640"
 check "config files are conffiles" bash -c "chroot $C dpkg-query -W -f='\${Conffiles}' tasman-broker tasman-agent | grep -q /etc/tasman/agent.conf"
 check "every broker key is in broker.conf, commented" bash -c \
-        "for k in listen admin_listen agent_listen db admin_token hold_ms host_timeout_ms http_threads max_body max_agents rate_limits rate_limit_keys list_cache cpu_overcommit_pct ram_overcommit_pct disk_overcommit_pct placement log_level; do grep -q \"^#\$k =\" $C/etc/tasman/broker.conf || exit 1; done"
+        "for k in listen admin_listen agent_listen db admin_token hold_ms host_timeout_ms http_threads max_body max_agents rate_limits rate_limit_keys list_cache cpu_overcommit_pct ram_overcommit_pct disk_overcommit_pct placement pdns_url pdns_key pdns_server pdns_timeout_ms dns_zone dns_interval_ms dns_ttl log_level; do grep -q \"^#\$k =\" $C/etc/tasman/broker.conf || exit 1; done"
 check "every agent key is in agent.conf, commented" bash -c \
         "for k in \$(chroot $C /usr/sbin/tasman-agent --help | sed -n 's/^  --\([a-z_]*\)=.*/\1/p'); do grep -q \"^#\$k =\" $C/etc/tasman/agent.conf || { echo \"# missing \$k\"; exit 1; }; done"
 check "systemd-analyze verify passes on the units" in_c systemd-analyze verify --man=no \

@@ -3260,6 +3260,61 @@ static void test_net_migration(void **state)
         free_desired(&rep);
 }
 
+/* What the DNS records are made from: live VMs with a public NIC, their
+ * fqdn (name below the zone, one dot whether the zone has its trailing dot
+ * or not) and public addresses, by id; private NICs and deleted VMs not. */
+static void test_dns_list(void **state)
+{
+        struct fx *f = *state;
+        struct vm early, a, b, c, other;
+        struct network w;
+        struct vm_dns *d = NULL;
+        size_t n = 99;
+        uint64_t host;
+        hello(f, "node-1", "ams1", 64, 65536);
+        assert_int_equal(store_dns_list(f->s, "tasman.cloud", &d, &n), 0);
+        assert_int_equal(n, 0);
+        free(d);
+        assert_int_equal(create_vm(f, f->acc, "early", "ams1", 1, 512, &early), 0); /* no pool yet */
+        struct ip_pool pool = { .site = "ams1", .ipv4 = "203.0.113.0/28",
+                                .gateway4 = "203.0.113.1", .ipv6 = "2001:db8:5::/64",
+                                .gateway6 = "2001:db8:5::1" };
+        assert_int_equal(store_pool_add(f->s, &pool, &pool), 0);
+        assert_int_equal(create_vm(f, f->acc, "web1", "ams1", 1, 512, &a), 0);
+        assert_int_equal(create_vm(f, f->acc, "Web.2", "ams1", 1, 512, &b), 0);
+        assert_int_equal(create_vm(f, f->acc, "gone", "ams1", 1, 512, &c), 0);
+        assert_int_equal(create_vm(f, f->other, "web1", "ams1", 1, 512, &other), 0);
+        assert_int_equal(store_net_create(f->s, f->acc, "n", "10.0.0.0/24", NULL, NOW, &w), 0);
+        assert_int_equal(store_net_attach(f->s, f->acc, w.id, early.id, NULL, &early), 0);
+        assert_int_equal(store_net_attach(f->s, f->acc, w.id, a.id, NULL, &a), 0);
+        assert_int_equal(store_vm_delete(f->s, f->acc, c.id, &host), 0);
+
+        static const char *const zones[] = { "tasman.cloud", "tasman.cloud." };
+        for (size_t z = 0; z < 2; z++) {
+                assert_int_equal(store_dns_list(f->s, zones[z], &d, &n), 0);
+                assert_int_equal(n, 3);
+                assert_int_equal(d[0].vm_id, a.id);
+                assert_string_equal(d[0].fqdn, "web1.tasman.cloud");
+                assert_string_equal(d[0].ipv4, "203.0.113.2");
+                assert_string_equal(d[0].ipv6, "2001:db8:5::2");
+                assert_int_equal(d[1].vm_id, b.id);
+                assert_string_equal(d[1].fqdn, "Web.2.tasman.cloud");
+                assert_string_equal(d[1].ipv4, "203.0.113.3");
+                assert_int_equal(d[2].vm_id, other.id);
+                assert_string_equal(d[2].fqdn, "web1.tasman.cloud"); /* dns.c sorts out who has it */
+                assert_string_equal(d[2].ipv4, "203.0.113.5");
+                free(d);
+        }
+        /* a zone so long that a name would be cut: no name at all */
+        char zone[300];
+        memset(zone, 'z', sizeof(zone) - 1);
+        zone[sizeof(zone) - 1] = '\0';
+        assert_int_equal(store_dns_list(f->s, zone, &d, &n), 0);
+        assert_int_equal(n, 3);
+        assert_string_equal(d[0].fqdn, "");
+        free(d);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -3298,6 +3353,7 @@ int main(void)
                 T(test_host_cache_in_step),
                 T(test_idempotency),
                 T(test_sshkeys),
+                T(test_dns_list),
                 T(test_every_call_one_store),
                 T(test_group_commit),
                 T(test_snap_create_get_list),
