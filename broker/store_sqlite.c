@@ -16,6 +16,7 @@
 
 #include "ipam.h"
 #include "log.h"
+#include "money.h"
 #include "scheduler.h"
 #include "util.h"
 
@@ -46,6 +47,7 @@ struct store {
         struct store *readers[STORE_READERS]; /* reader == readers[0] */
         atomic_uint next_reader;
         int64_t idem_purged_at;
+        atomic_int billing; /* see store_set_billing() */
         /* The scheduler's view of every host, sorted by id, kept in step
          * with the hosts table: a placement then costs no read of 10,000
          * rows. This process is the database's only writer (the SQLite
@@ -224,6 +226,32 @@ static const char *const migrations[] = {
         "CREATE TABLE ip_pools (site TEXT PRIMARY KEY, ipv4 TEXT NOT NULL,"
         "  gateway4 TEXT NOT NULL, ipv6 TEXT, gateway6 TEXT, created_at INTEGER NOT NULL);"
         "INSERT INTO meta (key, value) VALUES ('next_vni', 4096);",
+        /* 15: prepaid billing. Month prices of the sizes (cents); each vm
+         * keeps the price it was ordered at; account credit (cents, may go
+         * below zero by invoicing); credit added by admins; one invoice
+         * line per service per local day (days since 1970-01-01 in the
+         * billing zone), never two; meta 'billing_day' is the last day
+         * invoiced. */
+        "CREATE TABLE prices (size TEXT PRIMARY KEY,"
+        "  month_cents INTEGER NOT NULL CHECK (month_cents >= 0));"
+        "INSERT INTO prices (size, month_cents) VALUES ('standard-1vcpu-1gb', 600),"
+        "  ('standard-1vcpu-2gb', 1200), ('standard-2vcpu-4gb', 2400),"
+        "  ('standard-4vcpu-8gb', 4800), ('standard-8vcpu-16gb', 9600);"
+        "ALTER TABLE accounts ADD COLUMN credit_cents INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE vms ADD COLUMN price_month_cents INTEGER NOT NULL DEFAULT 0;"
+        "UPDATE vms SET price_month_cents ="
+        "  COALESCE((SELECT month_cents FROM prices p WHERE p.size = vms.size), 0);"
+        "CREATE TABLE credit_ops (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id), amount_cents INTEGER NOT NULL,"
+        "  balance_cents INTEGER NOT NULL, created_at INTEGER NOT NULL);"
+        "CREATE INDEX credit_ops_account ON credit_ops(account_id, id);"
+        "CREATE TABLE invoice_lines (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id),"
+        "  vm_id INTEGER NOT NULL REFERENCES vms(id), day INTEGER NOT NULL,"
+        "  size TEXT NOT NULL, amount_cents INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+        "  UNIQUE (vm_id, day));"
+        "CREATE INDEX invoice_lines_account ON invoice_lines(account_id, day);"
+        "CREATE INDEX invoice_lines_day ON invoice_lines(day);",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1943,6 +1971,51 @@ static int mark_group(struct store *s, const char *sql, const struct vm_new *req
         return rc == SQLITE_DONE ? 0 : db_err(s, "cannot read anti-affinity group");
 }
 
+/* Inside a transaction: the month price of the size ordered (0 when the
+ * size has no price) and, when billing is enforced, whether the account's
+ * credit covers a day of all its services with the new one: -EDQUOT (why
+ * says the figures) if not. Decided in the transaction that creates the
+ * vm, so concurrent orders never spend the same credit twice. */
+static int order_check(struct store *s, const struct vm_new *req, int64_t *ret_price)
+{
+        static const char sql[] =
+                "SELECT (SELECT credit_cents FROM accounts WHERE id = ?1),"
+                " (SELECT COALESCE(SUM((v.price_month_cents * 24 + 365) / 730), 0) FROM vms v"
+                "  WHERE v.account_id = ?1 AND v.deleted_at IS NULL),"
+                " (SELECT month_cents FROM prices WHERE size = ?2)";
+        sqlite3_stmt *st = stmt(s, sql);
+        int64_t credit, daily, price;
+        int rc;
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)req->account_id);
+        sqlite3_bind_text(st, 2, req->size ? req->size : "", -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+                sqlite3_reset(st);
+                return db_err(s, "cannot read account credit");
+        }
+        credit = sqlite3_column_int64(st, 0);
+        daily = sqlite3_column_int64(st, 1);
+        price = sqlite3_column_int64(st, 2); /* NULL: 0, no price */
+        sqlite3_reset(st);
+        if (atomic_load(&s->billing) && credit < daily + store_day_charge(price)) {
+                if (req->why) {
+                        char c[MONEY_STR_MAX], d[MONEY_STR_MAX], o[MONEY_STR_MAX];
+                        money_format(credit, c);
+                        money_format(store_day_charge(price), d);
+                        money_format(daily, o);
+                        snprintf(req->why, req->why_len,
+                                 "the account's credit (EUR %s) does not cover one day of this "
+                                 "service (EUR %s) and of its other services (EUR %s a day)",
+                                 c, d, o);
+                }
+                return -EDQUOT;
+        }
+        *ret_price = price;
+        return 0;
+}
+
 int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int64_t live_after,
                     struct vm *ret)
 {
@@ -1955,7 +2028,7 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         static const char ins[] =
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
                 " disk_gb, want, created_at, storage, aa_group, ssh_keys, user_data, source_vm,"
-                " source_snap) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                " source_snap, price_month_cents) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
         /* A snapshot exists on its vm's host only: the new vm goes there. */
         static const char snap_src[] =
                 "SELECT p.vm_id, v.host_id, p.disk_gb, p.image FROM snapshots p"
@@ -1975,6 +2048,9 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
 
         if (r < 0)
                 return r;
+        int64_t price = 0;
+        if ((r = order_check(s, req, &price)) < 0)
+                goto out;
         if (!s->hc_loaded && (r = hc_load(s)) < 0)
                 goto out;
         if (req->site) {
@@ -2088,6 +2164,7 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 sqlite3_bind_text(st, 15, req->user_data, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 16, (sqlite3_int64)src_vm);
         sqlite3_bind_int64(st, 17, (sqlite3_int64)req->from_snap);
+        sqlite3_bind_int64(st, 18, price);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot insert vm");
                 goto out;
@@ -4292,4 +4369,295 @@ int store_pool_remove(struct store *s, const char *site)
         if (rc == SQLITE_ROW)
                 return end(s, -EBUSY); /* rolls the delete back */
         return end(s, event(s, util_now_ms(), "pool.removed", 0, 0, site));
+}
+
+/* ---- prepaid billing ---- */
+
+/* Keep in step with the SQL of order_check() and store_billing_run(). */
+int64_t store_day_charge(int64_t month_cents)
+{
+        return (month_cents * 24 + 365) / 730;
+}
+
+void store_set_billing(struct store *s, int enforce)
+{
+        atomic_store(&s->billing, enforce ? 1 : 0);
+}
+
+int store_billing_enforced(struct store *s)
+{
+        return atomic_load(&s->billing);
+}
+
+static void row_price(sqlite3_stmt *st, void *item)
+{
+        struct price *p = item;
+        memset(p, 0, sizeof(*p));
+        col_text(st, 0, p->size, sizeof(p->size));
+        p->month_cents = sqlite3_column_int64(st, 1);
+        p->day_cents = store_day_charge(p->month_cents);
+}
+
+int store_price_list(struct store *s, struct price **ret, size_t *ret_n)
+{
+        if (s->reader)
+                return store_price_list(pick_reader(s), ret, ret_n);
+        static const char sql[] = "SELECT size, month_cents FROM prices ORDER BY month_cents, size";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, sizeof(struct price), row_price, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+int store_price_set(struct store *s, const char *size, int64_t month_cents)
+{
+        static const char sql[] =
+                "INSERT INTO prices (size, month_cents) VALUES (?1, ?2)"
+                " ON CONFLICT (size) DO UPDATE SET month_cents = ?2";
+        if (month_cents < 0 || month_cents > MONEY_PARSE_MAX_CENTS)
+                return -EINVAL;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, month_cents);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot set price"));
+        return end(s, event(s, util_now_ms(), "price.set", 0, 0, size));
+}
+
+int store_credit_add(struct store *s, uint64_t account_id, int64_t cents, int64_t now,
+                     int64_t *ret_balance)
+{
+        static const char upd[] =
+                "UPDATE accounts SET credit_cents = credit_cents + ?2 WHERE id = ?1"
+                " RETURNING credit_cents";
+        static const char ins[] = "INSERT INTO credit_ops (account_id, amount_cents, balance_cents,"
+                                  " created_at) VALUES (?,?,?,?)";
+        int64_t balance;
+        char data[MONEY_STR_MAX];
+        if (cents <= 0 || cents > MONEY_PARSE_MAX_CENTS)
+                return -EINVAL;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, upd);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_int64(st, 2, cents);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return end(s, -ENOENT);
+        if (rc != SQLITE_ROW)
+                return end(s, db_err(s, "cannot add credit"));
+        balance = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (!(st = stmt(s, ins)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_int64(st, 2, cents);
+        sqlite3_bind_int64(st, 3, balance);
+        sqlite3_bind_int64(st, 4, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot record credit"));
+        money_format(cents, data);
+        r = end(s, event(s, now, "credit.added", account_id, account_id, data));
+        if (r == 0 && ret_balance)
+                *ret_balance = balance;
+        return r;
+}
+
+int store_credit_get(struct store *s, uint64_t account_id, struct credit *ret)
+{
+        if (s->reader)
+                return store_credit_get(pick_reader(s), account_id, ret);
+        static const char sql[] =
+                "SELECT a.credit_cents,"
+                " (SELECT COALESCE(SUM((v.price_month_cents * 24 + 365) / 730), 0) FROM vms v"
+                "  WHERE v.account_id = a.id AND v.deleted_at IS NULL),"
+                " (SELECT COUNT(*) FROM vms v WHERE v.account_id = a.id AND v.deleted_at IS NULL)"
+                " FROM accounts a WHERE a.id = ?";
+        int r = -ENOENT;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                r = -EIO;
+        } else {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+                int rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        memset(ret, 0, sizeof(*ret));
+                        ret->balance_cents = sqlite3_column_int64(st, 0);
+                        ret->daily_cents = sqlite3_column_int64(st, 1);
+                        ret->services = (uint32_t)sqlite3_column_int64(st, 2);
+                        r = 0;
+                } else if (rc != SQLITE_DONE) {
+                        r = db_err(s, "cannot read credit");
+                }
+        }
+        unlock(s);
+        return r;
+}
+
+static void row_invoice(sqlite3_stmt *st, void *item)
+{
+        struct invoice_line *l = item;
+        memset(l, 0, sizeof(*l));
+        l->id = (uint64_t)sqlite3_column_int64(st, 0);
+        l->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        l->vm_id = (uint64_t)sqlite3_column_int64(st, 2);
+        l->day = sqlite3_column_int64(st, 3);
+        col_text(st, 4, l->size, sizeof(l->size));
+        l->amount_cents = sqlite3_column_int64(st, 5);
+        l->created_at = sqlite3_column_int64(st, 6);
+        col_text(st, 7, l->vm_name, sizeof(l->vm_name));
+}
+
+int store_invoice_list(struct store *s, uint64_t account_id, size_t limit,
+                       struct invoice_line **ret, size_t *ret_n)
+{
+        if (s->reader)
+                return store_invoice_list(pick_reader(s), account_id, limit, ret, ret_n);
+        static const char sql[] =
+                "SELECT l.id, l.account_id, l.vm_id, l.day, l.size, l.amount_cents, l.created_at,"
+                " COALESCE(v.name, '') FROM invoice_lines l LEFT JOIN vms v ON v.id = l.vm_id"
+                " WHERE l.account_id = ? ORDER BY l.day DESC, l.id DESC LIMIT ?";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+                sqlite3_bind_int64(st, 2, limit ? (sqlite3_int64)limit : -1);
+                r = collect(s, st, sizeof(struct invoice_line), row_invoice, (void **)ret, ret_n);
+        } else {
+                r = -EIO;
+        }
+        unlock(s);
+        return r;
+}
+
+/* Inside a transaction or under rlock: the last day invoiced, -ENOENT. */
+static int billing_day_locked(struct store *s, int64_t *ret_day)
+{
+        static const char sql[] = "SELECT value FROM meta WHERE key = 'billing_day'";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret_day = sqlite3_column_int64(st, 0);
+                sqlite3_reset(st);
+                return 0;
+        }
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? -ENOENT : db_err(s, "cannot read billing day");
+}
+
+static int billing_day_set(struct store *s, int64_t day)
+{
+        static const char sql[] =
+                "INSERT INTO meta (key, value) VALUES ('billing_day', ?1)"
+                " ON CONFLICT (key) DO UPDATE SET value = ?1";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, day);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot record billing day");
+}
+
+int store_billing_day(struct store *s, int64_t *ret_day)
+{
+        if (s->reader)
+                return store_billing_day(pick_reader(s), ret_day);
+        rlock(s);
+        int r = billing_day_locked(s, ret_day);
+        unlock(s);
+        return r;
+}
+
+int store_billing_mark(struct store *s, int64_t day)
+{
+        int64_t last;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        r = billing_day_locked(s, &last);
+        if (r == 0 && last >= day)
+                return end(s, 0);
+        if (r < 0 && r != -ENOENT)
+                return end(s, r);
+        return end(s, billing_day_set(s, day));
+}
+
+int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t end_ms,
+                      int64_t now, struct billing_run *ret)
+{
+        /* Every service that existed at some time in [start, end): its
+         * day's charge at the price it was ordered at. */
+        static const char lines[] =
+                "INSERT INTO invoice_lines (account_id, vm_id, day, size, amount_cents, created_at)"
+                " SELECT account_id, id, ?1, size, (price_month_cents * 24 + 365) / 730, ?4"
+                " FROM vms WHERE created_at < ?3 AND (deleted_at IS NULL OR deleted_at >= ?2)"
+                " AND price_month_cents > 0";
+        static const char draw[] =
+                "UPDATE accounts SET credit_cents = credit_cents -"
+                " (SELECT SUM(amount_cents) FROM invoice_lines l"
+                "  WHERE l.day = ?1 AND l.account_id = accounts.id)"
+                " WHERE id IN (SELECT account_id FROM invoice_lines WHERE day = ?1)";
+        static const char total[] =
+                "SELECT COUNT(*), COALESCE(SUM(amount_cents), 0), COUNT(DISTINCT account_id)"
+                " FROM invoice_lines WHERE day = ?";
+        struct billing_run run = { 0 };
+        int64_t last;
+        sqlite3_stmt *st;
+        if (end_ms <= start_ms)
+                return -EINVAL;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        r = billing_day_locked(s, &last);
+        if (r == 0 && day <= last)
+                return end(s, -EALREADY); /* invoiced already: nothing charged twice */
+        if (r == 0 && day > last + 1)
+                return end(s, -EINVAL); /* a day would be skipped */
+        if (r < 0 && r != -ENOENT)
+                return end(s, r);
+        if (!(st = stmt(s, lines)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, day);
+        sqlite3_bind_int64(st, 2, start_ms);
+        sqlite3_bind_int64(st, 3, end_ms);
+        sqlite3_bind_int64(st, 4, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot write invoice lines"));
+        if (!(st = stmt(s, draw)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, day);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot draw credit"));
+        if (!(st = stmt(s, total)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, day);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, db_err(s, "cannot sum invoice lines"));
+        run.lines = (size_t)sqlite3_column_int64(st, 0);
+        run.total_cents = sqlite3_column_int64(st, 1);
+        run.accounts = (size_t)sqlite3_column_int64(st, 2);
+        sqlite3_reset(st);
+        r = billing_day_set(s, day);
+        if (r == 0) {
+                char data[64];
+                snprintf(data, sizeof(data), "day %lld: %zu lines", (long long)day, run.lines);
+                r = event(s, now, "billing.run", 0, 0, data);
+        }
+        r = end(s, r);
+        if (r == 0 && ret)
+                *ret = run;
+        return r;
 }
