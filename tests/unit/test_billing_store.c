@@ -1,7 +1,8 @@
-/* Prepaid billing on a real SQLite store: prices, credit, orders refused
- * in the creating transaction (also under concurrent orders), daily
- * invoicing over simulated Europe/Amsterdam midnights across DST changes,
- * catch-up of missed days exactly once, and the jobs list. */
+/* test_billing_store: prepaid billing on a real SQLite store: prices,
+ * credit, orders refused in the creating transaction (also under
+ * concurrent orders), daily invoicing over simulated Europe/Amsterdam
+ * midnights across DST changes, catch-up of missed days exactly once,
+ * and the jobs list. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
