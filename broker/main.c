@@ -158,9 +158,16 @@ int main(int argc, char **argv)
         /* Before any request: orders are checked from the first one. */
         store_set_billing(store, (int)cfg.billing);
         if (jobs_new(cfg.billing_zone, &jobs) < 0) {
-                log_error("broker: billing_zone %s is not a time zone of this system",
-                          cfg.billing_zone);
-                goto out;
+                /* Without billing the zone only times the daily jobs. */
+                if (cfg.billing || jobs_new("UTC", &jobs) < 0) {
+                        log_error("broker: billing_zone %s is not a time zone of this system "
+                                  "(is tzdata installed?)",
+                                  cfg.billing_zone);
+                        goto out;
+                }
+                log_warn("broker: billing_zone %s is not a time zone of this system (is tzdata "
+                         "installed?); daily jobs run at midnight UTC",
+                         cfg.billing_zone);
         }
         billing.store = store;
         billing.zone = jobs_zone(jobs);

@@ -17,7 +17,8 @@ struct tz;
 
 /* The zone named NAME ("Europe/Amsterdam", "UTC"), or NULL if the name is
  * malformed (empty, absolute, "..", characters outside [A-Za-z0-9_+-/]),
- * unknown, not a valid TZif file, or the cache (TZ_CACHE_MAX zones) full. */
+ * unknown, not a valid TZif file, or the cache (TZ_CACHE_MAX zones) full.
+ * "UTC" is known even where no tzdata is installed. */
 #define TZ_CACHE_MAX 64
 #define TZ_NAME_MAX 64
 const struct tz *tz_get(const char *name);
