@@ -862,6 +862,8 @@ static int vps_resize(struct api *api, uint64_t account, struct vm *vm, const st
                 .why = why, .why_len = sizeof(why),
         };
         int r = store_vm_resize(api->store, &rq, vm);
+        if (credit_failed(r, why, resp))
+                return -1;
         if (r == -ENOSPC) {
                 snprintf(msg, sizeof(msg), "the VPS's host has no room for %s (%s)", size, why);
                 json_invalid(resp, "size", msg, NULL);

@@ -356,6 +356,8 @@ struct vm_resize {
         char *why;
         size_t why_len;
 };
+/* Billing: a dearer size is checked as an order (-EDQUOT, why says the
+ * figures); the vm takes the new size's month price. */
 int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret);
 
 int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,

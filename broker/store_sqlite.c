@@ -1971,41 +1971,44 @@ static int mark_group(struct store *s, const char *sql, const struct vm_new *req
         return rc == SQLITE_DONE ? 0 : db_err(s, "cannot read anti-affinity group");
 }
 
-/* Inside a transaction: the month price of the size ordered (0 when the
- * size has no price) and, when billing is enforced, whether the account's
- * credit covers a day of all its services with the new one: -EDQUOT (why
- * says the figures) if not. Decided in the transaction that creates the
- * vm, so concurrent orders never spend the same credit twice. */
-static int order_check(struct store *s, const struct vm_new *req, int64_t *ret_price)
+/* Inside a transaction: the month price of `size` (0 when the size has
+ * no price) and, when billing is enforced and the new price is more than
+ * old_price, whether the account's credit covers a day of all its live
+ * services with this one at the new price (vm_id: the vm resized, not
+ * counted at its old price; 0 for an order): -EDQUOT (why says the
+ * figures) if not. Decided in the transaction that makes the change, so
+ * concurrent orders never spend the same credit twice. */
+static int credit_check(struct store *s, uint64_t account_id, uint64_t vm_id, const char *size,
+                        int64_t old_price, char *why, size_t why_len, int64_t *ret_price)
 {
         static const char sql[] =
                 "SELECT (SELECT credit_cents FROM accounts WHERE id = ?1),"
                 " (SELECT COALESCE(SUM((v.price_month_cents * 24 + 365) / 730), 0) FROM vms v"
-                "  WHERE v.account_id = ?1 AND v.deleted_at IS NULL),"
+                "  WHERE v.account_id = ?1 AND v.deleted_at IS NULL AND v.id != ?3),"
                 " (SELECT month_cents FROM prices WHERE size = ?2)";
         sqlite3_stmt *st = stmt(s, sql);
         int64_t credit, daily, price;
-        int rc;
         if (!st)
                 return -EIO;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)req->account_id);
-        sqlite3_bind_text(st, 2, req->size ? req->size : "", -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, size ? size : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) != SQLITE_ROW) {
                 sqlite3_reset(st);
                 return db_err(s, "cannot read account credit");
         }
-        credit = sqlite3_column_int64(st, 0);
+        credit = sqlite3_column_int64(st, 0); /* NULL (no such account): 0 */
         daily = sqlite3_column_int64(st, 1);
         price = sqlite3_column_int64(st, 2); /* NULL: 0, no price */
         sqlite3_reset(st);
-        if (atomic_load(&s->billing) && credit < daily + store_day_charge(price)) {
-                if (req->why) {
+        if (atomic_load(&s->billing) && price > old_price &&
+            credit < daily + store_day_charge(price)) {
+                if (why) {
                         char c[MONEY_STR_MAX], d[MONEY_STR_MAX], o[MONEY_STR_MAX];
                         money_format(credit, c);
                         money_format(store_day_charge(price), d);
                         money_format(daily, o);
-                        snprintf(req->why, req->why_len,
+                        snprintf(why, why_len,
                                  "the account's credit (EUR %s) does not cover one day of this "
                                  "service (EUR %s) and of its other services (EUR %s a day)",
                                  c, d, o);
@@ -2049,7 +2052,8 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         if (r < 0)
                 return r;
         int64_t price = 0;
-        if ((r = order_check(s, req, &price)) < 0)
+        if ((r = credit_check(s, req->account_id, 0, req->size, -1, req->why, req->why_len,
+                              &price)) < 0)
                 goto out;
         if (!s->hc_loaded && (r = hc_load(s)) < 0)
                 goto out;
@@ -2558,7 +2562,8 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
 {
         static const char upd[] =
                 "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5, cpu_cap = ?6,"
-                " resize_seq = resize_seq + 1 WHERE id = ?1";
+                " resize_seq = resize_seq + 1, price_month_cents = ?7 WHERE id = ?1";
+        static const char old_price_sql[] = "SELECT price_month_cents FROM vms WHERE id = ?";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
@@ -2574,6 +2579,19 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
                 return end(s, r);
         if (req->disk_gb < v.disk_gb)
                 return end(s, -EINVAL); /* disks never shrink */
+        /* Billing: a dearer size must be covered like an order; the vm is
+         * invoiced at its new price from the next run on. */
+        int64_t old_price = 0, price = 0;
+        sqlite3_stmt *ps = stmt(s, old_price_sql);
+        if (!ps)
+                return end(s, -EIO);
+        sqlite3_bind_int64(ps, 1, (sqlite3_int64)v.id);
+        if (sqlite3_step(ps) == SQLITE_ROW)
+                old_price = sqlite3_column_int64(ps, 0);
+        sqlite3_reset(ps);
+        if ((r = credit_check(s, req->account_id, v.id, req->size, old_price, req->why,
+                              req->why_len, &price)) < 0)
+                return end(s, r);
         if (!s->hc_loaded && (r = hc_load(s)) < 0)
                 return end(s, r);
         size_t pos = hc_find(s, v.host_id, &found);
@@ -2607,6 +2625,7 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
         sqlite3_bind_int64(st, 4, req->ram_mb);
         sqlite3_bind_int64(st, 5, req->disk_gb);
         sqlite3_bind_int(st, 6, req->cpu_cap > 0 && req->cpu_cap < 100 ? (int)req->cpu_cap : 0);
+        sqlite3_bind_int64(st, 7, price);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot resize vm"));
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, 0);
@@ -4373,7 +4392,7 @@ int store_pool_remove(struct store *s, const char *site)
 
 /* ---- prepaid billing ---- */
 
-/* Keep in step with the SQL of order_check() and store_billing_run(). */
+/* Keep in step with the SQL of credit_check() and store_billing_run(). */
 int64_t store_day_charge(int64_t month_cents)
 {
         return (month_cents * 24 + 365) / 730;

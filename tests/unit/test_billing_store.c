@@ -475,6 +475,85 @@ static void test_billing_off(void **state)
         assert_int_equal(balance(f, f->acc), -SMALL_DAY);
 }
 
+static int resize(struct fx *f, uint64_t vm_id, const char *size, uint32_t disk_gb, char *why,
+                  size_t why_len)
+{
+        struct vm v;
+        const struct vm_resize rq = {
+                .account_id = f->acc, .vm_id = vm_id, .size = size, .vcpus = 1, .ram_mb = 1024,
+                .disk_gb = disk_gb, .why = why, .why_len = why_len,
+        };
+        return store_vm_resize(f->s, &rq, &v);
+}
+
+/* A resize to a dearer size is checked like an order (the vm at its new
+ * price in place of its old one); a cheaper one never is; invoicing uses
+ * the price in force at the run. */
+static void test_resize(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+        char why[256] = "";
+        credit(f, f->acc, SMALL_DAY);
+        assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 9, 1, 9, 0, 0), &v, NULL, 0), 0);
+        assert_int_equal(resize(f, v.id, MEDIUM, 80, why, sizeof(why)), -EDQUOT);
+        assert_non_null(strstr(why, "EUR 0.79"));
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM vms"), 600);
+        assert_int_equal(int_in_file(f, "SELECT resize_seq FROM vms"), 0);
+        credit(f, f->acc, MEDIUM_DAY - SMALL_DAY); /* exactly a day of the new size */
+        assert_int_equal(resize(f, v.id, MEDIUM, 80, why, sizeof(why)), 0);
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM vms"), 2400);
+        /* broke: a cheaper size (here one without a price) still goes */
+        store_set_billing(f->s, 0);
+        assert_int_equal(order_at(f, f->acc, "w", SMALL, utc(2024, 9, 1, 9, 0, 0), NULL, NULL, 0), 0);
+        store_set_billing(f->s, 1);
+        assert_int_equal(resize(f, v.id, "s-test", 80, NULL, 0), 0);
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM vms WHERE name = 'v'"), 0);
+        assert_int_equal(store_billing_mark(f->s, day_of(2024, 9, 1)), 0);
+        assert_int_equal(catch_up(f, utc(2024, 9, 3, 9, 0, 0)), 1);
+        assert_int_equal(balance(f, f->acc), MEDIUM_DAY - SMALL_DAY); /* only w's day */
+}
+
+/* A run that fails half-way (here: recording the day) leaves nothing
+ * behind: no lines, no credit drawn, the day still to do; the next run
+ * charges it once. */
+static void test_run_fails(void **state)
+{
+        struct fx *f = *state;
+        struct vm v;
+        sqlite3 *db;
+        struct billing_run run = { 0 };
+        size_t days = 9;
+        credit(f, f->acc, 1000);
+        assert_int_equal(store_billing_mark(f->s, day_of(2024, 8, 1)), 0);
+        assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 8, 1, 9, 0, 0), &v, NULL, 0), 0);
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_exec(db,
+                                      "CREATE TRIGGER fail_day BEFORE UPDATE ON meta"
+                                      " WHEN NEW.key = 'billing_day'"
+                                      " BEGIN SELECT RAISE(ABORT, 'injected'); END",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        assert_int_equal(store_billing_run(f->s, day_of(2024, 8, 2), utc(2024, 8, 1, 22, 0, 0),
+                                           utc(2024, 8, 2, 22, 0, 0), 0, &run),
+                         -EIO);
+        assert_int_equal(run.lines, 0);
+        assert_int_equal(jobs_billing_catch_up(f->s, f->ams, utc(2024, 8, 4, 9, 0, 0), &days), -EIO);
+        assert_int_equal(days, 9);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM invoice_lines"), 0);
+        assert_int_equal(balance(f, f->acc), 1000);
+        int64_t last = 0;
+        assert_int_equal(store_billing_day(f->s, &last), 0);
+        assert_int_equal(last, day_of(2024, 8, 1));
+        assert_int_equal(sqlite3_exec(db, "DROP TRIGGER fail_day", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+        assert_int_equal(catch_up(f, utc(2024, 8, 4, 9, 0, 0)), 2);
+        assert_int_equal(catch_up(f, utc(2024, 8, 4, 9, 0, 0)), 0);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM invoice_lines"), 2);
+        assert_int_equal(balance(f, f->acc), 1000 - 2 * SMALL_DAY);
+}
+
 struct counter {
         int runs;
         int64_t last;
@@ -547,6 +626,8 @@ int main(void)
                 T(test_catch_up_once),
                 T(test_negative),
                 T(test_billing_off),
+                T(test_resize),
+                T(test_run_fails),
                 cmocka_unit_test(test_jobs),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
