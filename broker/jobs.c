@@ -225,12 +225,15 @@ static void day_text(int64_t day, char out[16])
 
 int jobs_billing_catch_up(struct store *s, const struct tz *z, int64_t now_ms, size_t *ret_days)
 {
-        int64_t today = tz_local_day(z, now_ms / 1000, NULL, NULL, NULL), last;
+        int y, m, d;
+        int64_t today = tz_local_day(z, now_ms / 1000, &y, &m, &d), last, today_start;
         size_t days = 0;
         int r = store_billing_day(s, &last);
         if (r == -ENOENT || (r == 0 && !store_billing_enforced(s))) {
                 /* Billing starts today, or is off: nothing to charge. */
-                r = store_billing_mark(s, today - 1);
+                if ((r = tz_local_midnight(z, y, m, d, &today_start)) < 0)
+                        return r;
+                r = store_billing_mark(s, today - 1, today_start * 1000);
                 if (r == 0 && ret_days)
                         *ret_days = 0;
                 return r;
@@ -246,18 +249,18 @@ int jobs_billing_catch_up(struct store *s, const struct tz *z, int64_t now_ms, s
                           a, b, JOBS_BILLING_CATCH_UP_MAX);
                 return -ERANGE;
         }
-        for (int64_t d = last + 1; d < today; d++) {
-                int y, m, dd, y2, m2, dd2;
+        for (int64_t day = last + 1; day < today; day++) {
+                int y2, m2, dd2;
                 int64_t start, end;
                 struct billing_run run;
                 char text[16], total[MONEY_STR_MAX];
-                tz_civil_from_days(d, &y, &m, &dd);
-                tz_civil_from_days(d + 1, &y2, &m2, &dd2);
-                if ((r = tz_local_midnight(z, y, m, dd, &start)) < 0 ||
+                tz_civil_from_days(day, &y, &m, &d);
+                tz_civil_from_days(day + 1, &y2, &m2, &dd2);
+                if ((r = tz_local_midnight(z, y, m, d, &start)) < 0 ||
                     (r = tz_local_midnight(z, y2, m2, dd2, &end)) < 0)
                         return r;
-                day_text(d, text);
-                r = store_billing_run(s, d, start * 1000, end * 1000, now_ms, &run);
+                day_text(day, text);
+                r = store_billing_run(s, day, start * 1000, end * 1000, now_ms, &run);
                 if (r == -EALREADY)
                         continue; /* invoiced meanwhile */
                 if (r < 0) {

@@ -544,7 +544,8 @@ int store_pool_remove(struct store *s, const char *site);
  *
  * Money is in whole cents (EUR). Each size has a month price (table
  * prices; a size without a row costs nothing); a vm keeps the price it
- * was ordered at. Its charge for a day is month * 12 / 365 rounded to the
+ * was ordered (or last resized) at, in a record of its own that outlives
+ * the vm's row until its last day is invoiced. Its charge for a day is month * 12 / 365 rounded to the
  * nearest cent, halves up: store_day_charge(). Invoicing is per local day
  * of the billing zone (days since 1970-01-01, as tz_local_day() counts
  * them): one invoice line per service that existed at any time during the
@@ -605,8 +606,9 @@ int store_invoice_list(struct store *s, uint64_t account_id, size_t limit,
 /* The last day invoiced: 0, -ENOENT before the first run or mark. */
 int store_billing_day(struct store *s, int64_t *ret_day);
 /* Records day as invoiced without charging anything, unless a later day is
- * (billing starts after it, or is off). */
-int store_billing_mark(struct store *s, int64_t day);
+ * (billing starts after it, or is off); forgets the vms deleted before
+ * prune_before_ms (the start of the day after it). */
+int store_billing_mark(struct store *s, int64_t day, int64_t prune_before_ms);
 /* Invoices one day, whose instants are [start_ms, end_ms), in one
  * transaction that also records it as the last day invoiced: a crash
  * leaves it wholly done or not at all. -EALREADY (charging nothing) if

@@ -226,28 +226,35 @@ static const char *const migrations[] = {
         "CREATE TABLE ip_pools (site TEXT PRIMARY KEY, ipv4 TEXT NOT NULL,"
         "  gateway4 TEXT NOT NULL, ipv6 TEXT, gateway6 TEXT, created_at INTEGER NOT NULL);"
         "INSERT INTO meta (key, value) VALUES ('next_vni', 4096);",
-        /* 15: prepaid billing. Month prices of the sizes (cents); each vm
-         * keeps the price it was ordered at; account credit (cents, may go
-         * below zero by invoicing); credit added by admins; one invoice
-         * line per service per local day (days since 1970-01-01 in the
-         * billing zone), never two; meta 'billing_day' is the last day
-         * invoiced. */
+        /* 15: prepaid billing. Month prices of the sizes (cents); account
+         * credit (cents, may go below zero by invoicing); credit added by
+         * admins; billable: each vm's name, size, price (the one it was
+         * ordered or last resized at) and life span, kept after the vm row
+         * is purged until its last day is invoiced; one invoice line per
+         * service per local day (days since 1970-01-01 in the billing
+         * zone), never two, kept for good; meta 'billing_day' is the last
+         * day invoiced. */
         "CREATE TABLE prices (size TEXT PRIMARY KEY,"
         "  month_cents INTEGER NOT NULL CHECK (month_cents >= 0));"
         "INSERT INTO prices (size, month_cents) VALUES ('standard-1vcpu-1gb', 600),"
         "  ('standard-1vcpu-2gb', 1200), ('standard-2vcpu-4gb', 2400),"
         "  ('standard-4vcpu-8gb', 4800), ('standard-8vcpu-16gb', 9600);"
         "ALTER TABLE accounts ADD COLUMN credit_cents INTEGER NOT NULL DEFAULT 0;"
-        "ALTER TABLE vms ADD COLUMN price_month_cents INTEGER NOT NULL DEFAULT 0;"
-        "UPDATE vms SET price_month_cents ="
-        "  COALESCE((SELECT month_cents FROM prices p WHERE p.size = vms.size), 0);"
+        "CREATE TABLE billable (vm_id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL,"
+        "  name TEXT NOT NULL, size TEXT NOT NULL, price_month_cents INTEGER NOT NULL,"
+        "  created_at INTEGER NOT NULL, deleted_at INTEGER);"
+        "CREATE INDEX billable_live ON billable(account_id) WHERE deleted_at IS NULL;"
+        "INSERT INTO billable (vm_id, account_id, name, size, price_month_cents, created_at,"
+        "  deleted_at) SELECT id, account_id, name, size,"
+        "  COALESCE((SELECT month_cents FROM prices p WHERE p.size = vms.size), 0),"
+        "  created_at, deleted_at FROM vms;"
         "CREATE TABLE credit_ops (id INTEGER PRIMARY KEY AUTOINCREMENT,"
         "  account_id INTEGER NOT NULL REFERENCES accounts(id), amount_cents INTEGER NOT NULL,"
         "  balance_cents INTEGER NOT NULL, created_at INTEGER NOT NULL);"
         "CREATE INDEX credit_ops_account ON credit_ops(account_id, id);"
         "CREATE TABLE invoice_lines (id INTEGER PRIMARY KEY AUTOINCREMENT,"
         "  account_id INTEGER NOT NULL REFERENCES accounts(id),"
-        "  vm_id INTEGER NOT NULL REFERENCES vms(id), day INTEGER NOT NULL,"
+        "  vm_id INTEGER NOT NULL, name TEXT NOT NULL, day INTEGER NOT NULL,"
         "  size TEXT NOT NULL, amount_cents INTEGER NOT NULL, created_at INTEGER NOT NULL,"
         "  UNIQUE (vm_id, day));"
         "CREATE INDEX invoice_lines_account ON invoice_lines(account_id, day);"
@@ -1983,8 +1990,9 @@ static int credit_check(struct store *s, uint64_t account_id, uint64_t vm_id, co
 {
         static const char sql[] =
                 "SELECT (SELECT credit_cents FROM accounts WHERE id = ?1),"
-                " (SELECT COALESCE(SUM((v.price_month_cents * 24 + 365) / 730), 0) FROM vms v"
-                "  WHERE v.account_id = ?1 AND v.deleted_at IS NULL AND v.id != ?3),"
+                " (SELECT COALESCE(SUM((b.price_month_cents * 24 + 365) / 730), 0)"
+                "  FROM billable b WHERE b.account_id = ?1 AND b.deleted_at IS NULL"
+                "  AND b.vm_id != ?3),"
                 " (SELECT month_cents FROM prices WHERE size = ?2)";
         sqlite3_stmt *st = stmt(s, sql);
         int64_t credit, daily, price;
@@ -2031,7 +2039,10 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         static const char ins[] =
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
                 " disk_gb, want, created_at, storage, aa_group, ssh_keys, user_data, source_vm,"
-                " source_snap, price_month_cents) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                " source_snap) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        static const char bill[] =
+                "INSERT INTO billable (vm_id, account_id, name, size, price_month_cents,"
+                " created_at) VALUES (?,?,?,?,?,?)";
         /* A snapshot exists on its vm's host only: the new vm goes there. */
         static const char snap_src[] =
                 "SELECT p.vm_id, v.host_id, p.disk_gb, p.image FROM snapshots p"
@@ -2168,12 +2179,25 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 sqlite3_bind_text(st, 15, req->user_data, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 16, (sqlite3_int64)src_vm);
         sqlite3_bind_int64(st, 17, (sqlite3_int64)req->from_snap);
-        sqlite3_bind_int64(st, 18, price);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot insert vm");
                 goto out;
         }
         uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        if (!(st = stmt(s, bill))) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)req->account_id);
+        sqlite3_bind_text(st, 3, req->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, req->size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, price);
+        sqlite3_bind_int64(st, 6, now);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+                r = db_err(s, "cannot record vm for billing");
+                goto out;
+        }
         r = reserve(s, h->id, 1, req->vcpus, req->ram_mb, req->disk_gb, req->storage, 1);
         /* its NICs: the public one, then the private network asked for */
         if (r == 0)
@@ -2562,8 +2586,10 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
 {
         static const char upd[] =
                 "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5, cpu_cap = ?6,"
-                " resize_seq = resize_seq + 1, price_month_cents = ?7 WHERE id = ?1";
-        static const char old_price_sql[] = "SELECT price_month_cents FROM vms WHERE id = ?";
+                " resize_seq = resize_seq + 1 WHERE id = ?1";
+        static const char old_price_sql[] = "SELECT price_month_cents FROM billable WHERE vm_id = ?";
+        static const char reprice[] =
+                "UPDATE billable SET size = ?2, price_month_cents = ?3 WHERE vm_id = ?1";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
@@ -2625,9 +2651,15 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
         sqlite3_bind_int64(st, 4, req->ram_mb);
         sqlite3_bind_int64(st, 5, req->disk_gb);
         sqlite3_bind_int(st, 6, req->cpu_cap > 0 && req->cpu_cap < 100 ? (int)req->cpu_cap : 0);
-        sqlite3_bind_int64(st, 7, price);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot resize vm"));
+        if (!(st = stmt(s, reprice)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        sqlite3_bind_text(st, 2, req->size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, price);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot reprice vm"));
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, 0);
         if (r == 0)
                 r = reserve(s, v.host_id, 1, req->vcpus, req->ram_mb, req->disk_gb, v.storage, 0);
@@ -2789,6 +2821,9 @@ static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id
                             uint64_t *ret_host_id)
 {
         static const char sql[] = "UPDATE vms SET deleted_at = ? WHERE id = ?";
+        /* billed up to now; the row outlives the vm's until invoiced */
+        static const char bill[] =
+                "UPDATE billable SET deleted_at = ? WHERE vm_id = ? AND deleted_at IS NULL";
         struct vm v;
         int r = get_vm_locked(s, account_id, vm_id, &v);
         if (r < 0)
@@ -2800,6 +2835,12 @@ static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id
         sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return db_err(s, "cannot delete vm");
+        if (!(st = stmt(s, bill)))
+                return -EIO;
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return db_err(s, "cannot record vm deletion for billing");
         /* Its snapshots go with its disk (the agent removes the domain's
          * storage whole). */
         if ((r = snap_delete_all(s, vm_id)) < 0)
@@ -4498,9 +4539,10 @@ int store_credit_get(struct store *s, uint64_t account_id, struct credit *ret)
                 return store_credit_get(pick_reader(s), account_id, ret);
         static const char sql[] =
                 "SELECT a.credit_cents,"
-                " (SELECT COALESCE(SUM((v.price_month_cents * 24 + 365) / 730), 0) FROM vms v"
-                "  WHERE v.account_id = a.id AND v.deleted_at IS NULL),"
-                " (SELECT COUNT(*) FROM vms v WHERE v.account_id = a.id AND v.deleted_at IS NULL)"
+                " (SELECT COALESCE(SUM((b.price_month_cents * 24 + 365) / 730), 0)"
+                "  FROM billable b WHERE b.account_id = a.id AND b.deleted_at IS NULL),"
+                " (SELECT COUNT(*) FROM billable b WHERE b.account_id = a.id"
+                "  AND b.deleted_at IS NULL)"
                 " FROM accounts a WHERE a.id = ?";
         int r = -ENOENT;
         rlock(s);
@@ -4544,9 +4586,8 @@ int store_invoice_list(struct store *s, uint64_t account_id, size_t limit,
         if (s->reader)
                 return store_invoice_list(pick_reader(s), account_id, limit, ret, ret_n);
         static const char sql[] =
-                "SELECT l.id, l.account_id, l.vm_id, l.day, l.size, l.amount_cents, l.created_at,"
-                " COALESCE(v.name, '') FROM invoice_lines l LEFT JOIN vms v ON v.id = l.vm_id"
-                " WHERE l.account_id = ? ORDER BY l.day DESC, l.id DESC LIMIT ?";
+                "SELECT id, account_id, vm_id, day, size, amount_cents, created_at, name"
+                " FROM invoice_lines WHERE account_id = ? ORDER BY day DESC, id DESC LIMIT ?";
         int r;
         rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
@@ -4600,18 +4641,35 @@ int store_billing_day(struct store *s, int64_t *ret_day)
         return r;
 }
 
-int store_billing_mark(struct store *s, int64_t day)
+/* Forgets the vms deleted before `before`: no day left to invoice needs
+ * them. */
+static int billable_prune(struct store *s, int64_t before)
+{
+        static const char sql[] =
+                "DELETE FROM billable WHERE deleted_at IS NOT NULL AND deleted_at < ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, before);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot prune billable vms");
+}
+
+int store_billing_mark(struct store *s, int64_t day, int64_t prune_before_ms)
 {
         int64_t last;
         int r = begin(s);
         if (r < 0)
                 return r;
         r = billing_day_locked(s, &last);
-        if (r == 0 && last >= day)
-                return end(s, 0);
         if (r < 0 && r != -ENOENT)
                 return end(s, r);
-        return end(s, billing_day_set(s, day));
+        if (r == -ENOENT || last < day)
+                r = billing_day_set(s, day);
+        else
+                r = 0;
+        if (r == 0)
+                r = billable_prune(s, prune_before_ms);
+        return end(s, r);
 }
 
 int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t end_ms,
@@ -4620,10 +4678,11 @@ int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t en
         /* Every service that existed at some time in [start, end): its
          * day's charge at the price it was ordered at. */
         static const char lines[] =
-                "INSERT INTO invoice_lines (account_id, vm_id, day, size, amount_cents, created_at)"
-                " SELECT account_id, id, ?1, size, (price_month_cents * 24 + 365) / 730, ?4"
-                " FROM vms WHERE created_at < ?3 AND (deleted_at IS NULL OR deleted_at >= ?2)"
-                " AND price_month_cents > 0";
+                "INSERT INTO invoice_lines (account_id, vm_id, name, day, size, amount_cents,"
+                " created_at)"
+                " SELECT account_id, vm_id, name, ?1, size, (price_month_cents * 24 + 365) / 730,"
+                " ?4 FROM billable WHERE created_at < ?3"
+                " AND (deleted_at IS NULL OR deleted_at >= ?2) AND price_month_cents > 0";
         static const char draw[] =
                 "UPDATE accounts SET credit_cents = credit_cents -"
                 " (SELECT SUM(amount_cents) FROM invoice_lines l"
@@ -4670,6 +4729,8 @@ int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t en
         run.accounts = (size_t)sqlite3_column_int64(st, 2);
         sqlite3_reset(st);
         r = billing_day_set(s, day);
+        if (r == 0)
+                r = billable_prune(s, end_ms); /* the next day starts at end_ms */
         if (r == 0) {
                 char data[64];
                 snprintf(data, sizeof(data), "day %lld: %zu lines", (long long)day, run.lines);

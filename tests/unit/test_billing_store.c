@@ -132,14 +132,31 @@ static int64_t int_in_file(struct fx *f, const char *sql)
 static void delete_at(struct fx *f, uint64_t account, uint64_t vm_id, int64_t at)
 {
         sqlite3 *db;
-        char sql[128];
+        char sql[256];
         uint64_t host;
         assert_int_equal(store_vm_delete(f->s, account, vm_id, &host), 0);
-        snprintf(sql, sizeof(sql), "UPDATE vms SET deleted_at = %lld WHERE id = %llu", (long long)at,
-                 (unsigned long long)vm_id);
+        snprintf(sql, sizeof(sql),
+                 "UPDATE vms SET deleted_at = %1$lld WHERE id = %2$llu;"
+                 " UPDATE billable SET deleted_at = %1$lld WHERE vm_id = %2$llu",
+                 (long long)at, (unsigned long long)vm_id);
         assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
         sqlite3_busy_timeout(db, 5000);
         assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+}
+
+/* The vm row goes, as when its host no longer reports it. */
+static void purge(struct fx *f, uint64_t vm_id)
+{
+        sqlite3 *db;
+        char sql[96];
+        snprintf(sql, sizeof(sql), "DELETE FROM vms WHERE id = %llu AND deleted_at IS NOT NULL",
+                 (unsigned long long)vm_id);
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_changes(db), 1);
         sqlite3_close(db);
 }
 
@@ -258,7 +275,7 @@ static void test_order_refused(void **state)
 
         credit(f, f->acc, SMALL_DAY * 2 - 1); /* one day of one, not of two */
         assert_int_equal(order_at(f, f->acc, "a", SMALL, now, &v, why, sizeof(why)), 0);
-        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM vms"), 600);
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable"), 600);
         assert_int_equal(order_at(f, f->acc, "b", SMALL, now, &v, why, sizeof(why)), -EDQUOT);
         assert_non_null(strstr(why, "EUR 0.39"));
         assert_int_equal(store_credit_get(f->s, f->acc, &c), 0);
@@ -348,13 +365,18 @@ static void test_invoice_spring(void **state)
         /* 2024-04-01 00:00:00 +02: not of the 31st */
         assert_int_equal(order_at(f, f->acc, "next", SMALL, utc(2024, 3, 31, 22, 0, 0), &next,
                                   NULL, 0), 0);
-        /* deleted 2024-03-30 23:59:59 +01: charged for the 30th only */
+        /* deleted 2024-03-30 23:59:59 +01: charged for the 30th only, even
+         * though its row is purged (its host reported it gone) before */
         delete_at(f, f->acc, gone.id, utc(2024, 3, 30, 22, 59, 59));
+        purge(f, gone.id);
 
         /* midnight of the 31st (+01): invoices the 30th */
         assert_int_equal(catch_up(f, utc(2024, 3, 30, 23, 0, 1)), 1);
         assert_int_equal(lines_of(f, f->acc, day_of(2024, 3, 30), 0), 2);
         assert_int_equal(lines_of(f, f->acc, day_of(2024, 3, 30), gone.id), 1);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM invoice_lines WHERE name = 'gone'"), 1);
+        /* invoiced for its last day: forgotten */
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM billable WHERE name = 'gone'"), 0);
         assert_int_equal(balance(f, f->acc), 100000 - 2 * SMALL_DAY);
         /* a second of the same midnight: nothing more */
         assert_int_equal(catch_up(f, utc(2024, 3, 30, 23, 0, 2)), 0);
@@ -378,7 +400,7 @@ static void test_invoice_fall(void **state)
         struct fx *f = *state;
         struct vm a, b;
         credit(f, f->acc, 100000);
-        assert_int_equal(store_billing_mark(f->s, day_of(2024, 10, 26)), 0);
+        assert_int_equal(store_billing_mark(f->s, day_of(2024, 10, 26), 0), 0);
         /* 2024-10-27 00:30 +02 and 2024-10-28 00:30 +01 */
         assert_int_equal(order_at(f, f->acc, "a", SMALL, utc(2024, 10, 26, 22, 30, 0), &a, NULL, 0), 0);
         assert_int_equal(order_at(f, f->acc, "b", SMALL, utc(2024, 10, 27, 23, 30, 0), &b, NULL, 0), 0);
@@ -401,7 +423,7 @@ static void test_catch_up_once(void **state)
         struct vm v;
         struct billing_run run = { 0 };
         credit(f, f->acc, 1000);
-        assert_int_equal(store_billing_mark(f->s, day_of(2024, 6, 9)), 0);
+        assert_int_equal(store_billing_mark(f->s, day_of(2024, 6, 9), 0), 0);
         assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 6, 1, 0, 0, 0), &v, NULL, 0), 0);
         assert_int_equal(catch_up(f, utc(2024, 6, 13, 8, 0, 0)), 3); /* the 10th, 11th, 12th */
         assert_int_equal(balance(f, f->acc), 1000 - 3 * SMALL_DAY);
@@ -439,7 +461,7 @@ static void test_negative(void **state)
         struct fx *f = *state;
         struct vm v, w;
         credit(f, f->acc, SMALL_DAY + 5);
-        assert_int_equal(store_billing_mark(f->s, day_of(2024, 2, 1)), 0);
+        assert_int_equal(store_billing_mark(f->s, day_of(2024, 2, 1), 0), 0);
         assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 2, 2, 9, 0, 0), &v, NULL, 0), 0);
         assert_int_equal(catch_up(f, utc(2024, 2, 4, 9, 0, 0)), 2);
         assert_int_equal(balance(f, f->acc), 5 - SMALL_DAY);
@@ -498,18 +520,18 @@ static void test_resize(void **state)
         assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 9, 1, 9, 0, 0), &v, NULL, 0), 0);
         assert_int_equal(resize(f, v.id, MEDIUM, 80, why, sizeof(why)), -EDQUOT);
         assert_non_null(strstr(why, "EUR 0.79"));
-        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM vms"), 600);
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable"), 600);
         assert_int_equal(int_in_file(f, "SELECT resize_seq FROM vms"), 0);
         credit(f, f->acc, MEDIUM_DAY - SMALL_DAY); /* exactly a day of the new size */
         assert_int_equal(resize(f, v.id, MEDIUM, 80, why, sizeof(why)), 0);
-        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM vms"), 2400);
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable"), 2400);
         /* broke: a cheaper size (here one without a price) still goes */
         store_set_billing(f->s, 0);
         assert_int_equal(order_at(f, f->acc, "w", SMALL, utc(2024, 9, 1, 9, 0, 0), NULL, NULL, 0), 0);
         store_set_billing(f->s, 1);
         assert_int_equal(resize(f, v.id, "s-test", 80, NULL, 0), 0);
-        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM vms WHERE name = 'v'"), 0);
-        assert_int_equal(store_billing_mark(f->s, day_of(2024, 9, 1)), 0);
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable WHERE name = 'v'"), 0);
+        assert_int_equal(store_billing_mark(f->s, day_of(2024, 9, 1), 0), 0);
         assert_int_equal(catch_up(f, utc(2024, 9, 3, 9, 0, 0)), 1);
         assert_int_equal(balance(f, f->acc), MEDIUM_DAY - SMALL_DAY); /* only w's day */
 }
@@ -525,7 +547,7 @@ static void test_run_fails(void **state)
         struct billing_run run = { 0 };
         size_t days = 9;
         credit(f, f->acc, 1000);
-        assert_int_equal(store_billing_mark(f->s, day_of(2024, 8, 1)), 0);
+        assert_int_equal(store_billing_mark(f->s, day_of(2024, 8, 1), 0), 0);
         assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 8, 1, 9, 0, 0), &v, NULL, 0), 0);
         assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
         sqlite3_busy_timeout(db, 5000);

@@ -2323,7 +2323,7 @@ static void test_snap_rebuild_and_vm_delete(void **state)
 #define SCHEMA_13_UNDO                                                                     \
         "DROP TABLE invoice_lines; DROP TABLE credit_ops; DROP TABLE prices;"              \
         " ALTER TABLE accounts DROP COLUMN credit_cents;"                                  \
-        " ALTER TABLE vms DROP COLUMN price_month_cents;"                                  \
+        " DROP TABLE billable;"                                                            \
         " DELETE FROM meta WHERE key = 'billing_day';"                                     \
         " DROP TABLE nics; DROP TABLE networks; DROP TABLE ip_pools;"                      \
         " DELETE FROM meta WHERE key = 'next_vni'; PRAGMA user_version = 12;"
