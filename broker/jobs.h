@@ -22,7 +22,7 @@
 
 struct jobs;
 
-#define JOBS_MAX 16
+#define JOBS_MAX      16
 #define JOBS_NAME_MAX 32
 
 typedef void (*jobs_fn)(void *ud, int64_t now_ms);

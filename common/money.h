@@ -6,7 +6,7 @@
 
 /* Largest amount money_parse() accepts: 1,000,000.00. */
 #define MONEY_PARSE_MAX_CENTS INT64_C(100000000)
-#define MONEY_STR_MAX 24
+#define MONEY_STR_MAX         24
 
 /* Parses a non-negative decimal amount: digits, optionally '.' and one or
  * two more digits ("12", "12.5", "12.50"); nothing else, no sign, no

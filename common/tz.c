@@ -16,10 +16,10 @@
 
 #include "log.h"
 
-#define TZ_DIR "/usr/share/zoneinfo"
-#define TZ_FILE_MAX (512 * 1024)
+#define TZ_DIR        "/usr/share/zoneinfo"
+#define TZ_FILE_MAX   (512 * 1024)
 #define TZ_FOOTER_MAX 128
-#define TZ_TYPES_MAX 256
+#define TZ_TYPES_MAX  256
 #define TZ_OFFSET_MAX (26 * 3600) /* |UT offset| of any real zone is below */
 /* Instants are clamped to about +-4 million years before calendar math. */
 #define TZ_INSTANT_MAX (INT64_C(1) << 47)
@@ -66,7 +66,7 @@ static bool is_leap(int64_t y)
 
 int tz_days_in_month(int y, int mon)
 {
-        static const int mdays[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+        static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
         if (mon < 1 || mon > 12)
                 return 0;
         return mdays[mon - 1] + (mon == 2 && is_leap(y));
@@ -299,7 +299,8 @@ const char *tz_name(const struct tz *z)
         return z->name;
 }
 
-int64_t tz_local_day(const struct tz *z, int64_t unix_seconds, int *ret_y, int *ret_mon, int *ret_mday)
+int64_t tz_local_day(const struct tz *z, int64_t unix_seconds, int *ret_y, int *ret_mon,
+                     int *ret_mday)
 {
         int64_t t = clamp_instant(unix_seconds);
         int64_t day = floor_div(t + tz_offset(z, t), 86400);

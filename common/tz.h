@@ -20,7 +20,7 @@ struct tz;
  * unknown, not a valid TZif file, or the cache (TZ_CACHE_MAX zones) full.
  * "UTC" is known even where no tzdata is installed. */
 #define TZ_CACHE_MAX 64
-#define TZ_NAME_MAX 64
+#define TZ_NAME_MAX  64
 const struct tz *tz_get(const char *name);
 
 /* The zone's name as given to tz_get(). */
@@ -38,7 +38,8 @@ int tz_local_midnight(const struct tz *z, int y, int mon, int mday, int64_t *ret
 
 /* Local date of an instant in zone z, as days since 1970-01-01 (negative
  * before) and, when the pointers are not NULL, as year, month (1-12), day. */
-int64_t tz_local_day(const struct tz *z, int64_t unix_seconds, int *ret_y, int *ret_mon, int *ret_mday);
+int64_t tz_local_day(const struct tz *z, int64_t unix_seconds, int *ret_y, int *ret_mon,
+                     int *ret_mday);
 
 /* The first local midnight strictly after unix_seconds. 0 or -EINVAL. */
 int tz_next_midnight(const struct tz *z, int64_t unix_seconds, int64_t *ret_unix_seconds);

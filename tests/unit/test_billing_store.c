@@ -22,9 +22,9 @@
 #include "store.h"
 #include "tz.h"
 
-#define SMALL "standard-1vcpu-1gb" /* 6.00 a month: 0.20 a day */
-#define SMALL_DAY 20
-#define MEDIUM "standard-2vcpu-4gb" /* 24.00 a month: 0.79 a day */
+#define SMALL      "standard-1vcpu-1gb" /* 6.00 a month: 0.20 a day */
+#define SMALL_DAY  20
+#define MEDIUM     "standard-2vcpu-4gb" /* 24.00 a month: 0.79 a day */
 #define MEDIUM_DAY 79
 
 struct fx {
@@ -51,7 +51,7 @@ static int setup(void **state)
 {
         struct fx *f = calloc(1, sizeof(*f));
         struct account a;
-        struct msg_hello h = { .vcpus = 512, .ram_mb = 1 << 22, .disk_gb = 1 << 20 };
+        struct msg_hello h = {.vcpus = 512, .ram_mb = 1 << 22, .disk_gb = 1 << 20};
         int rebooted;
         assert_non_null(f);
         snprintf(f->dir, sizeof(f->dir), "/tmp/tasman-billing.XXXXXX");
@@ -88,13 +88,20 @@ static int teardown(void **state)
         return 0;
 }
 
-static int order_at(struct fx *f, uint64_t account, const char *name, const char *size,
-                    int64_t now, struct vm *ret, char *why, size_t why_len)
+static int order_at(struct fx *f, uint64_t account, const char *name, const char *size, int64_t now,
+                    struct vm *ret, char *why, size_t why_len)
 {
         struct vm v;
         const struct vm_new req = {
-                .account_id = account, .name = name, .size = size, .image = "debian-12",
-                .vcpus = 1, .ram_mb = 1024, .disk_gb = 25, .why = why, .why_len = why_len,
+            .account_id = account,
+            .name = name,
+            .size = size,
+            .image = "debian-12",
+            .vcpus = 1,
+            .ram_mb = 1024,
+            .disk_gb = 25,
+            .why = why,
+            .why_len = why_len,
         };
         return store_vm_create(f->s, &req, now, 0, ret ? ret : &v);
 }
@@ -188,12 +195,25 @@ static void test_money(void **state)
                 int r;
                 int64_t cents;
         } cases[] = {
-                { "12.50", 0, 1250 }, { "12.5", 0, 1250 }, { "12", 0, 1200 }, { "0.01", 0, 1 },
-                { "0", 0, 0 }, { "1000000", 0, 100000000 }, { "1000000.01", -ERANGE, 0 },
-                { "99999999999999999999", -ERANGE, 0 }, { "", -EINVAL, 0 }, { ".5", -EINVAL, 0 },
-                { "12.", -EINVAL, 0 }, { "12.505", -EINVAL, 0 }, { "-1", -EINVAL, 0 },
-                { "+1", -EINVAL, 0 }, { " 1", -EINVAL, 0 }, { "1 ", -EINVAL, 0 },
-                { "1,50", -EINVAL, 0 }, { "1e3", -EINVAL, 0 }, { "0x10", -EINVAL, 0 },
+            {"12.50", 0, 1250},
+            {"12.5", 0, 1250},
+            {"12", 0, 1200},
+            {"0.01", 0, 1},
+            {"0", 0, 0},
+            {"1000000", 0, 100000000},
+            {"1000000.01", -ERANGE, 0},
+            {"99999999999999999999", -ERANGE, 0},
+            {"", -EINVAL, 0},
+            {".5", -EINVAL, 0},
+            {"12.", -EINVAL, 0},
+            {"12.505", -EINVAL, 0},
+            {"-1", -EINVAL, 0},
+            {"+1", -EINVAL, 0},
+            {" 1", -EINVAL, 0},
+            {"1 ", -EINVAL, 0},
+            {"1,50", -EINVAL, 0},
+            {"1e3", -EINVAL, 0},
+            {"0x10", -EINVAL, 0},
         };
         char buf[MONEY_STR_MAX];
         (void)state;
@@ -217,8 +237,7 @@ static void test_prices(void **state)
 {
         struct fx *f = *state;
         static const int64_t day[][2] = {
-                { 0, 0 }, { 15, 0 }, { 16, 1 }, { 600, 20 }, { 1200, 39 }, { 2400, 79 },
-                { 4800, 158 }, { 9600, 316 },
+            {0, 0}, {15, 0}, {16, 1}, {600, 20}, {1200, 39}, {2400, 79}, {4800, 158}, {9600, 316},
         };
         struct price *ps = NULL;
         size_t n = 0;
@@ -328,7 +347,7 @@ static void test_concurrent_orders(void **state)
         int ok = 0, refused = 0;
         credit(f, f->acc, SMALL_DAY * 7 + SMALL_DAY - 1); /* covers 7 */
         for (int i = 0; i < 8; i++) {
-                rs[i] = (struct racer){ .f = f, .id = i };
+                rs[i] = (struct racer){.f = f, .id = i};
                 assert_int_equal(pthread_create(&t[i], NULL, race, &rs[i]), 0);
         }
         for (int i = 0; i < 8; i++) {
@@ -355,16 +374,16 @@ static void test_invoice_spring(void **state)
         assert_int_equal(store_billing_day(f->s, &last), 0);
         assert_int_equal(last, day_of(2024, 3, 29));
 
-        assert_int_equal(order_at(f, f->acc, "early", SMALL, utc(2024, 3, 30, 10, 0, 0), &early,
-                                  NULL, 0), 0);
+        assert_int_equal(
+            order_at(f, f->acc, "early", SMALL, utc(2024, 3, 30, 10, 0, 0), &early, NULL, 0), 0);
         /* 2024-03-31 23:59:59 +02 */
-        assert_int_equal(order_at(f, f->acc, "late", MEDIUM, utc(2024, 3, 31, 21, 59, 59), &late,
-                                  NULL, 0), 0);
-        assert_int_equal(order_at(f, f->acc, "gone", SMALL, utc(2024, 3, 30, 11, 0, 0), &gone,
-                                  NULL, 0), 0);
+        assert_int_equal(
+            order_at(f, f->acc, "late", MEDIUM, utc(2024, 3, 31, 21, 59, 59), &late, NULL, 0), 0);
+        assert_int_equal(
+            order_at(f, f->acc, "gone", SMALL, utc(2024, 3, 30, 11, 0, 0), &gone, NULL, 0), 0);
         /* 2024-04-01 00:00:00 +02: not of the 31st */
-        assert_int_equal(order_at(f, f->acc, "next", SMALL, utc(2024, 3, 31, 22, 0, 0), &next,
-                                  NULL, 0), 0);
+        assert_int_equal(
+            order_at(f, f->acc, "next", SMALL, utc(2024, 3, 31, 22, 0, 0), &next, NULL, 0), 0);
         /* deleted 2024-03-30 23:59:59 +01: charged for the 30th only, even
          * though its row is purged (its host reported it gone) before */
         delete_at(f, f->acc, gone.id, utc(2024, 3, 30, 22, 59, 59));
@@ -374,7 +393,8 @@ static void test_invoice_spring(void **state)
         assert_int_equal(catch_up(f, utc(2024, 3, 30, 23, 0, 1)), 1);
         assert_int_equal(lines_of(f, f->acc, day_of(2024, 3, 30), 0), 2);
         assert_int_equal(lines_of(f, f->acc, day_of(2024, 3, 30), gone.id), 1);
-        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM invoice_lines WHERE name = 'gone'"), 1);
+        assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM invoice_lines WHERE name = 'gone'"),
+                         1);
         /* invoiced for its last day: forgotten */
         assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM billable WHERE name = 'gone'"), 0);
         assert_int_equal(balance(f, f->acc), 100000 - 2 * SMALL_DAY);
@@ -402,8 +422,10 @@ static void test_invoice_fall(void **state)
         credit(f, f->acc, 100000);
         assert_int_equal(store_billing_mark(f->s, day_of(2024, 10, 26), 0), 0);
         /* 2024-10-27 00:30 +02 and 2024-10-28 00:30 +01 */
-        assert_int_equal(order_at(f, f->acc, "a", SMALL, utc(2024, 10, 26, 22, 30, 0), &a, NULL, 0), 0);
-        assert_int_equal(order_at(f, f->acc, "b", SMALL, utc(2024, 10, 27, 23, 30, 0), &b, NULL, 0), 0);
+        assert_int_equal(order_at(f, f->acc, "a", SMALL, utc(2024, 10, 26, 22, 30, 0), &a, NULL, 0),
+                         0);
+        assert_int_equal(order_at(f, f->acc, "b", SMALL, utc(2024, 10, 27, 23, 30, 0), &b, NULL, 0),
+                         0);
         /* 2024-10-27 23:59 +01 is 22:59Z: not yet midnight although 22:00Z
          * would be in summer */
         assert_int_equal(catch_up(f, utc(2024, 10, 27, 22, 30, 0)), 0);
@@ -421,7 +443,7 @@ static void test_catch_up_once(void **state)
 {
         struct fx *f = *state;
         struct vm v;
-        struct billing_run run = { 0 };
+        struct billing_run run = {0};
         credit(f, f->acc, 1000);
         assert_int_equal(store_billing_mark(f->s, day_of(2024, 6, 9), 0), 0);
         assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 6, 1, 0, 0, 0), &v, NULL, 0), 0);
@@ -502,8 +524,14 @@ static int resize(struct fx *f, uint64_t vm_id, const char *size, uint32_t disk_
 {
         struct vm v;
         const struct vm_resize rq = {
-                .account_id = f->acc, .vm_id = vm_id, .size = size, .vcpus = 1, .ram_mb = 1024,
-                .disk_gb = disk_gb, .why = why, .why_len = why_len,
+            .account_id = f->acc,
+            .vm_id = vm_id,
+            .size = size,
+            .vcpus = 1,
+            .ram_mb = 1024,
+            .disk_gb = disk_gb,
+            .why = why,
+            .why_len = why_len,
         };
         return store_vm_resize(f->s, &rq, &v);
 }
@@ -527,10 +555,12 @@ static void test_resize(void **state)
         assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable"), 2400);
         /* broke: a cheaper size (here one without a price) still goes */
         store_set_billing(f->s, 0);
-        assert_int_equal(order_at(f, f->acc, "w", SMALL, utc(2024, 9, 1, 9, 0, 0), NULL, NULL, 0), 0);
+        assert_int_equal(order_at(f, f->acc, "w", SMALL, utc(2024, 9, 1, 9, 0, 0), NULL, NULL, 0),
+                         0);
         store_set_billing(f->s, 1);
         assert_int_equal(resize(f, v.id, "s-test", 80, NULL, 0), 0);
-        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable WHERE name = 'v'"), 0);
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable WHERE name = 'v'"),
+                         0);
         assert_int_equal(store_billing_mark(f->s, day_of(2024, 9, 1), 0), 0);
         assert_int_equal(catch_up(f, utc(2024, 9, 3, 9, 0, 0)), 1);
         assert_int_equal(balance(f, f->acc), MEDIUM_DAY - SMALL_DAY); /* only w's day */
@@ -544,7 +574,7 @@ static void test_run_fails(void **state)
         struct fx *f = *state;
         struct vm v;
         sqlite3 *db;
-        struct billing_run run = { 0 };
+        struct billing_run run = {0};
         size_t days = 9;
         credit(f, f->acc, 1000);
         assert_int_equal(store_billing_mark(f->s, day_of(2024, 8, 1), 0), 0);
@@ -561,7 +591,8 @@ static void test_run_fails(void **state)
                                            utc(2024, 8, 2, 22, 0, 0), 0, &run),
                          -EIO);
         assert_int_equal(run.lines, 0);
-        assert_int_equal(jobs_billing_catch_up(f->s, f->ams, utc(2024, 8, 4, 9, 0, 0), &days), -EIO);
+        assert_int_equal(jobs_billing_catch_up(f->s, f->ams, utc(2024, 8, 4, 9, 0, 0), &days),
+                         -EIO);
         assert_int_equal(days, 9);
         assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM invoice_lines"), 0);
         assert_int_equal(balance(f, f->acc), 1000);
@@ -591,7 +622,7 @@ static void count(void *ud, int64_t now)
 static void test_jobs(void **state)
 {
         struct jobs *j = NULL;
-        struct counter daily = { 0 }, hourly = { 0 };
+        struct counter daily = {0}, hourly = {0};
         int64_t t0 = utc(2024, 3, 30, 12, 0, 0);
         (void)state;
         assert_int_equal(jobs_new("Nowhere/Zone", &j), -EINVAL);
@@ -621,7 +652,7 @@ static void test_jobs(void **state)
         jobs_free(j);
 
         /* the thread: runs the jobs at start, stops promptly */
-        struct counter started = { 0 };
+        struct counter started = {0};
         assert_int_equal(jobs_new("UTC", &j), 0);
         assert_int_equal(jobs_add_daily(j, "daily", count, &started), 0);
         assert_int_equal(jobs_start(j), 0);
@@ -638,19 +669,19 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_money),
-                T(test_prices),
-                T(test_credit),
-                T(test_order_refused),
-                T(test_concurrent_orders),
-                T(test_invoice_spring),
-                T(test_invoice_fall),
-                T(test_catch_up_once),
-                T(test_negative),
-                T(test_billing_off),
-                T(test_resize),
-                T(test_run_fails),
-                cmocka_unit_test(test_jobs),
+            cmocka_unit_test(test_money),
+            T(test_prices),
+            T(test_credit),
+            T(test_order_refused),
+            T(test_concurrent_orders),
+            T(test_invoice_spring),
+            T(test_invoice_fall),
+            T(test_catch_up_once),
+            T(test_negative),
+            T(test_billing_off),
+            T(test_resize),
+            T(test_run_fails),
+            cmocka_unit_test(test_jobs),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

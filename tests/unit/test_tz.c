@@ -17,14 +17,14 @@
 #include "tz.h"
 
 static const char *const zones[] = {
-        "Europe/Amsterdam", "America/New_York", "Australia/Sydney", "Asia/Kolkata", "UTC",
-        "Pacific/Apia",       /* skipped 2011-12-30 */
-        "Europe/Dublin",      /* negative DST in its footer */
-        "Australia/Lord_Howe", /* half-hour DST */
-        "America/Sao_Paulo",  /* DST started at midnight, abolished 2019 */
-        "America/Havana",     /* DST starts at 00:00 and ends at 01:00 */
-        "Africa/Casablanca",  /* Ramadan switches listed to 2087 */
-        "Asia/Tehran",
+    "Europe/Amsterdam",    "America/New_York", "Australia/Sydney", "Asia/Kolkata", "UTC",
+    "Pacific/Apia",        /* skipped 2011-12-30 */
+    "Europe/Dublin",       /* negative DST in its footer */
+    "Australia/Lord_Howe", /* half-hour DST */
+    "America/Sao_Paulo",   /* DST started at midnight, abolished 2019 */
+    "America/Havana",      /* DST starts at 00:00 and ends at 01:00 */
+    "Africa/Casablanca",   /* Ramadan switches listed to 2087 */
+    "Asia/Tehran",
 };
 
 #define T_1970 INT64_C(0)
@@ -54,12 +54,12 @@ static void check_instant(const struct tz *z, int64_t t)
         int y, mon, mday;
         assert_non_null(localtime_r(&tt, &tm));
         if (tz_offset(z, t) != tm.tm_gmtoff)
-                fail_msg("%s at %lld: offset %d, libc says %ld", tz_name(z), (long long)t, tz_offset(z, t),
-                         tm.tm_gmtoff);
+                fail_msg("%s at %lld: offset %d, libc says %ld", tz_name(z), (long long)t,
+                         tz_offset(z, t), tm.tm_gmtoff);
         tz_local_day(z, t, &y, &mon, &mday);
         if (y != tm.tm_year + 1900 || mon != tm.tm_mon + 1 || mday != tm.tm_mday)
-                fail_msg("%s at %lld: date %d-%d-%d, libc says %d-%d-%d", tz_name(z), (long long)t, y, mon,
-                         mday, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+                fail_msg("%s at %lld: date %d-%d-%d, libc says %d-%d-%d", tz_name(z), (long long)t,
+                         y, mon, mday, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
 }
 
 static void test_against_libc(void **state)
@@ -103,8 +103,9 @@ static void test_against_libc(void **state)
  * clock reads that date's 00:00 or later. */
 static void test_midnight_property(void **state)
 {
-        static const char *const mz[] = { "Europe/Amsterdam", "America/Sao_Paulo", "America/Havana",
-                                          "Pacific/Apia", "Australia/Lord_Howe", "Asia/Kolkata" };
+        static const char *const mz[] = {"Europe/Amsterdam",    "America/Sao_Paulo",
+                                         "America/Havana",      "Pacific/Apia",
+                                         "Australia/Lord_Howe", "Asia/Kolkata"};
         (void)state;
         for (size_t i = 0; i < sizeof(mz) / sizeof(mz[0]); i++) {
                 const struct tz *z = tz_get(mz[i]);
@@ -116,15 +117,15 @@ static void test_midnight_property(void **state)
                         assert_int_equal(tz_days_from_civil(y, mon, mday), day);
                         assert_int_equal(tz_local_midnight(z, y, mon, mday, &m), 0);
                         if (m + tz_offset(z, m) < local)
-                                fail_msg("%s %d-%d-%d: %lld is before midnight", mz[i], y, mon, mday,
-                                         (long long)m);
+                                fail_msg("%s %d-%d-%d: %lld is before midnight", mz[i], y, mon,
+                                         mday, (long long)m);
                         if (m + tz_offset(z, m) != local && tz_offset(z, m - 1) == tz_offset(z, m))
-                                fail_msg("%s %d-%d-%d: %lld is not midnight nor a gap's end", mz[i], y,
-                                         mon, mday, (long long)m);
+                                fail_msg("%s %d-%d-%d: %lld is not midnight nor a gap's end", mz[i],
+                                         y, mon, mday, (long long)m);
                         for (int64_t back = 1; back <= 27 * 3600; back += back < 3600 ? 599 : 3600)
                                 if (m - back + tz_offset(z, m - back) >= local)
-                                        fail_msg("%s %d-%d-%d: midnight already at %lld", mz[i], y, mon,
-                                                 mday, (long long)(m - back));
+                                        fail_msg("%s %d-%d-%d: midnight already at %lld", mz[i], y,
+                                                 mon, mday, (long long)(m - back));
                 }
         }
 }
@@ -137,26 +138,26 @@ static void test_midnight_cases(void **state)
                 int r;
                 int64_t want;
         } cases[] = {
-                { "Europe/Amsterdam", 2024, 3, 31, 0, 1711839600 },  /* spring forward at 02:00 */
-                { "Europe/Amsterdam", 2024, 10, 27, 0, 1729980000 }, /* fall back at 03:00 */
-                { "Europe/Amsterdam", 2090, 7, 1, 0, 3802543200 },   /* the footer rule, +02 */
-                { "America/Sao_Paulo", 2018, 11, 4, 0, 1541300400 }, /* gap 00:00-01:00: 01:00 -02 */
-                { "America/Havana", 2024, 3, 10, 0, 1710046800 },    /* gap 00:00-01:00 */
-                { "America/Havana", 2023, 11, 5, 0, 1699156800 },    /* 00:00 twice: the first */
-                { "Pacific/Apia", 2011, 12, 29, 0, 1325152800 },
-                { "Pacific/Apia", 2011, 12, 30, 0, 1325239200 }, /* a day that never was */
-                { "Pacific/Apia", 2011, 12, 31, 0, 1325239200 },
-                { "Australia/Sydney", 2024, 4, 7, 0, 1712408400 },
-                { "Asia/Kolkata", 2000, 1, 1, 0, 946665000 },
-                { "UTC", 2000, 2, 29, 0, 951782400 },
-                { "UTC", 2023, 2, 29, -EINVAL, 0 },
-                { "UTC", 2100, 2, 29, -EINVAL, 0 },
-                { "UTC", 2024, 13, 1, -EINVAL, 0 },
-                { "UTC", 2024, 0, 1, -EINVAL, 0 },
-                { "UTC", 2024, 4, 31, -EINVAL, 0 },
-                { "UTC", 2024, 4, 0, -EINVAL, 0 },
-                { "UTC", 0, 1, 1, -EINVAL, 0 },
-                { "UTC", 10000, 1, 1, -EINVAL, 0 },
+            {"Europe/Amsterdam", 2024, 3, 31, 0, 1711839600},  /* spring forward at 02:00 */
+            {"Europe/Amsterdam", 2024, 10, 27, 0, 1729980000}, /* fall back at 03:00 */
+            {"Europe/Amsterdam", 2090, 7, 1, 0, 3802543200},   /* the footer rule, +02 */
+            {"America/Sao_Paulo", 2018, 11, 4, 0, 1541300400}, /* gap 00:00-01:00: 01:00 -02 */
+            {"America/Havana", 2024, 3, 10, 0, 1710046800},    /* gap 00:00-01:00 */
+            {"America/Havana", 2023, 11, 5, 0, 1699156800},    /* 00:00 twice: the first */
+            {"Pacific/Apia", 2011, 12, 29, 0, 1325152800},
+            {"Pacific/Apia", 2011, 12, 30, 0, 1325239200}, /* a day that never was */
+            {"Pacific/Apia", 2011, 12, 31, 0, 1325239200},
+            {"Australia/Sydney", 2024, 4, 7, 0, 1712408400},
+            {"Asia/Kolkata", 2000, 1, 1, 0, 946665000},
+            {"UTC", 2000, 2, 29, 0, 951782400},
+            {"UTC", 2023, 2, 29, -EINVAL, 0},
+            {"UTC", 2100, 2, 29, -EINVAL, 0},
+            {"UTC", 2024, 13, 1, -EINVAL, 0},
+            {"UTC", 2024, 0, 1, -EINVAL, 0},
+            {"UTC", 2024, 4, 31, -EINVAL, 0},
+            {"UTC", 2024, 4, 0, -EINVAL, 0},
+            {"UTC", 0, 1, 1, -EINVAL, 0},
+            {"UTC", 10000, 1, 1, -EINVAL, 0},
         };
         (void)state;
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -166,9 +167,9 @@ static void test_midnight_cases(void **state)
                 assert_non_null(z);
                 r = tz_local_midnight(z, cases[i].y, cases[i].mon, cases[i].mday, &got);
                 if (r != cases[i].r || (r == 0 && got != cases[i].want))
-                        fail_msg("%s %d-%d-%d: r=%d got %lld, want r=%d %lld", cases[i].zone, cases[i].y,
-                                 cases[i].mon, cases[i].mday, r, (long long)got, cases[i].r,
-                                 (long long)cases[i].want);
+                        fail_msg("%s %d-%d-%d: r=%d got %lld, want r=%d %lld", cases[i].zone,
+                                 cases[i].y, cases[i].mon, cases[i].mday, r, (long long)got,
+                                 cases[i].r, (long long)cases[i].want);
                 if (r < 0)
                         assert_int_equal(got, -1); /* untouched */
         }
@@ -197,10 +198,22 @@ static void test_next_midnight(void **state)
 static void test_names(void **state)
 {
         static const char *const bad[] = {
-                "", "/etc/passwd", "../etc/passwd", "Europe/../UTC", "Europe/./Amsterdam", ".",
-                "..", "Europe/Amsterdam/", "Europe//Amsterdam", "Europe/Amster dam", "Europe\\Amsterdam",
-                "Foo/Bar", "Europe", "zone.tab", "Europe/Amsterdam\n",
-                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "",
+            "/etc/passwd",
+            "../etc/passwd",
+            "Europe/../UTC",
+            "Europe/./Amsterdam",
+            ".",
+            "..",
+            "Europe/Amsterdam/",
+            "Europe//Amsterdam",
+            "Europe/Amster dam",
+            "Europe\\Amsterdam",
+            "Foo/Bar",
+            "Europe",
+            "zone.tab",
+            "Europe/Amsterdam\n",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         };
         const struct tz *a, *b;
         (void)state;
@@ -220,7 +233,7 @@ static void test_names(void **state)
 static void *get_zones(void *arg)
 {
         const struct tz **out = arg;
-        static const char *const names[] = { "Europe/Paris", "Asia/Tokyo", "America/Chicago" };
+        static const char *const names[] = {"Europe/Paris", "Asia/Tokyo", "America/Chicago"};
         for (int round = 0; round < 200; round++)
                 for (int i = 0; i < 3; i++) {
                         const struct tz *z = tz_get(names[i]);
@@ -234,7 +247,7 @@ static void *get_zones(void *arg)
 static void test_threads(void **state)
 {
         pthread_t th[4];
-        const struct tz *got[4][3] = { { 0 } };
+        const struct tz *got[4][3] = {{0}};
         (void)state;
         for (int i = 0; i < 4; i++)
                 assert_int_equal(pthread_create(&th[i], NULL, get_zones, got[i]), 0);
@@ -269,13 +282,10 @@ static void test_civil(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_civil),
-                cmocka_unit_test(test_names),
-                cmocka_unit_test(test_midnight_cases),
-                cmocka_unit_test(test_next_midnight),
-                cmocka_unit_test(test_threads),
-                cmocka_unit_test(test_midnight_property),
-                cmocka_unit_test(test_against_libc),
+            cmocka_unit_test(test_civil),          cmocka_unit_test(test_names),
+            cmocka_unit_test(test_midnight_cases), cmocka_unit_test(test_next_midnight),
+            cmocka_unit_test(test_threads),        cmocka_unit_test(test_midnight_property),
+            cmocka_unit_test(test_against_libc),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
