@@ -317,6 +317,49 @@ static void price_list(struct api *api, struct http_resp *resp)
         json_respond(resp, 200, json_pack("{s:o}", "data", arr));
 }
 
+/* POST /v1/prices {"size": SLUG, "month": "6.00"} or {..., "month_cents": 600}:
+ * the month price of a size for orders from now on (VPS keep theirs). */
+static void price_set(struct api *api, const struct http_req *req, struct http_resp *resp)
+{
+        json_t *body = NULL, *v, *vc;
+        const char *size;
+        int64_t cents = -1;
+        size_t len;
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        v = json_object_get(body, "size");
+        size = json_is_string(v) ? json_string_value(v) : "";
+        len = strlen(size);
+        if (len == 0 || len >= sizeof(((struct price *)0)->size) ||
+            strspn(size, "abcdefghijklmnopqrstuvwxyz0123456789-.") != len) {
+                json_invalid(resp, "size", "size must be 1 to 31 of a-z, 0-9, '-' and '.'", NULL);
+                goto out;
+        }
+        v = json_object_get(body, "month");
+        vc = json_object_get(body, "month_cents");
+        if ((v != NULL) == (vc != NULL) ||
+            (v && (!json_is_string(v) || money_parse(json_string_value(v), &cents) < 0)) ||
+            (vc && (!json_is_integer(vc) || (cents = json_integer_value(vc)) < 0 ||
+                    cents > MONEY_PARSE_MAX_CENTS))) {
+                json_invalid(resp, v ? "month" : "month_cents",
+                             "give month (euros as a string, e.g. \"6.00\": at most two "
+                             "decimals, up to 1000000.00) or month_cents (a whole number from 0 "
+                             "to 100000000)",
+                             NULL);
+                goto out;
+        }
+        if (store_price_set(api->store, size, cents) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        char m[MONEY_STR_MAX];
+        money_format(cents, m);
+        log_info("price %s: EUR %s a month for new orders", size, m);
+        price_list(api, resp);
+out:
+        json_decref(body);
+}
+
 static json_t *node_json(struct api *api, const struct host *h, int64_t now)
 {
         char seen[21];
@@ -921,8 +964,10 @@ static void admin_route(void *ud, const struct http_req *req, struct http_resp *
         if (strcmp(p, "/v1/prices") == 0) {
                 if (strcmp(m, "GET") == 0)
                         price_list(api, resp);
+                else if (strcmp(m, "POST") == 0)
+                        price_set(api, req, resp);
                 else
-                        api_route_error(req, resp, 1, "GET");
+                        api_route_error(req, resp, 1, "GET, POST");
                 return;
         }
         const char *pre = "/v1/accounts/";

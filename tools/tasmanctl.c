@@ -780,6 +780,33 @@ static int cmd_credit(const struct ctl *ctl, const struct cmd *cmd, char **args)
         return r;
 }
 
+/* price set SIZE AMOUNT */
+static int cmd_price_set(const struct ctl *ctl, const struct cmd *cmd, char **args)
+{
+        json_t *req, *data = NULL;
+        int64_t cents = 0;
+        size_t n = strlen(args[0]);
+        int r;
+
+        (void)cmd;
+        if (n == 0 || n > 31 || strspn(args[0], "abcdefghijklmnopqrstuvwxyz0123456789-.") != n)
+                return usage_error("invalid size '%.100s': use 1-31 of a-z, 0-9, '-' and '.'",
+                                   args[0]);
+        if (money_parse(args[1], &cents) < 0)
+                return usage_error("invalid amount '%.100s': euros a month from 0 to 1000000.00, "
+                                   "at most two decimals after a '.' (e.g. 6.00)",
+                                   args[1]);
+        req = json_pack("{s:s, s:I}", "size", args[0], "month_cents", (json_int_t)cents);
+        if (!req)
+                abort(); /* out of memory */
+        r = broker_call(ctl, "/v1/prices", req, JSON_ARRAY, &data);
+        if (r == CTL_OK)
+                r = print_data(ctl, data, price_cols);
+        json_decref(data);
+        json_decref(req);
+        return r;
+}
+
 static const struct cmd cmds[] = {
         {"account", "create", " NAME [--tier free|pro|enterprise]",
          "create an account (tier defaults to free)", 1, cmd_account_create, NULL, NULL},
@@ -814,6 +841,9 @@ static const struct cmd cmds[] = {
          cmd_credit, NULL, NULL},
         {"price", "list", "", "list the sizes' prices (EUR a month, and a day: month * 12 / 365)",
          0, cmd_list, "/v1/prices", price_cols},
+        {"price", "set", " SIZE AMOUNT",
+         "set SIZE's price to AMOUNT euros a month for orders from now on (VPS keep theirs)", 2,
+         cmd_price_set, NULL, NULL},
         {"node", "list", "", "list hypervisor nodes, their state and capacity", 0, cmd_list,
          "/v1/nodes", node_cols},
         {"site", "list", "", "list sites (regions): number, slug, name, hosts", 0, cmd_list,

@@ -88,3 +88,17 @@ start_broker --billing=1 || fatal "broker restarts again"
 sleep 0.5
 eq "a second restart invoices nothing more" "$(lines)" 4
 eq "and charges nothing more" "$(ctl --json credit show acme | jq -r .balance_cents)" -40
+
+# --- prices: admins change them for orders from now on
+ctl price set standard-1vcpu-1gb 7.30 >/dev/null || not_ok "price set"
+ctl --json price list >"$T/prices"
+eq "price set: 7.30 a month" \
+        "$(jq -r '.[] | select(.size == "standard-1vcpu-1gb") | .month' "$T/prices")" 7.30
+eq "price set: 0.24 a day" \
+        "$(jq -r '.[] | select(.size == "standard-1vcpu-1gb") | .day' "$T/prices")" 0.24
+eq "the VPS ordered before keep their price" "$(ctl --json credit show acme | jq -r .daily)" 0.40
+for bad in "standard-1vcpu-1gb 7.305" "standard-1vcpu-1gb -1" "Bad_Size 1.00"; do
+        # shellcheck disable=SC2086
+        ctl price set $bad >/dev/null 2>&1
+        eq "price set $bad is a usage error (exit 2)" "$?" 2
+done
