@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -565,12 +566,17 @@ out:
 
 static int tz_load(const char *name, struct tz **ret)
 {
-        char path[sizeof(TZ_DIR) + TZ_NAME_MAX + 1];
+        /* $TZDIR, as the C library reads it, else the system's. */
+        const char *dir = secure_getenv("TZDIR");
+        char path[PATH_MAX];
         unsigned char *buf = NULL;
         size_t len = 0;
         struct tz *z;
         int r;
-        snprintf(path, sizeof(path), "%s/%s", TZ_DIR, name);
+        if (!dir || dir[0] != '/')
+                dir = TZ_DIR;
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
+                return -ENAMETOOLONG;
         r = read_file(path, &buf, &len);
         if (r == -ENOENT && strcmp(name, "UTC") == 0) {
                 /* No tzdata installed: UTC needs none. */
@@ -621,7 +627,7 @@ const struct tz *tz_get(const char *name)
         }
         r = tz_load(name, &z);
         if (r < 0) {
-                log_debug("tz %s: cannot read %s/%s: %s", name, TZ_DIR, name, strerror(-r));
+                log_debug("tz %s: cannot read it: %s", name, strerror(-r));
                 z = NULL;
                 goto out;
         }

@@ -2,6 +2,8 @@
  * RFC 8536 versions 1 to 3), without touching the process's TZ or the C
  * library's localtime state.
  *
+ * Files are read from $TZDIR when it is set (an absolute path, as the C
+ * library takes it), else from /usr/share/zoneinfo.
  * A zone is read once, on its first tz_get(), and kept in a small cache
  * for the life of the process: the returned pointer is never freed and
  * stays valid, and every function here may be called from any thread.

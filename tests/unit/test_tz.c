@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -18,13 +19,14 @@
 
 static const char *const zones[] = {
     "Europe/Amsterdam",    "America/New_York", "Australia/Sydney", "Asia/Kolkata", "UTC",
-    "Pacific/Apia",        /* skipped 2011-12-30 */
-    "Europe/Dublin",       /* negative DST in its footer */
-    "Australia/Lord_Howe", /* half-hour DST */
-    "America/Sao_Paulo",   /* DST started at midnight, abolished 2019 */
-    "America/Havana",      /* DST starts at 00:00 and ends at 01:00 */
-    "Africa/Casablanca",   /* Ramadan switches listed to 2087 */
-    "Asia/Tehran",
+    "Pacific/Apia",                        /* skipped 2011-12-30 */
+    "Europe/Dublin",                       /* negative DST in its footer */
+    "Australia/Lord_Howe",                 /* half-hour DST */
+    "America/Sao_Paulo",                   /* DST started at midnight, abolished 2019 */
+    "America/Havana",                      /* DST starts at 00:00 and ends at 01:00 */
+    "Africa/Casablanca",                   /* Ramadan switches listed to 2087 */
+    "Asia/Tehran",         "America/Nuuk", /* version 3: a negative rule time (M3.5.0/-1) */
+    "Asia/Jerusalem",                      /* version 3: a rule time past 24 h (M3.4.4/26) */
 };
 
 #define T_1970 INT64_C(0)
@@ -279,12 +281,108 @@ static void test_civil(void **state)
         }
 }
 
+/* ---- files made here, read through $TZDIR ---- */
+
+static size_t put32(unsigned char *p, uint32_t v)
+{
+        p[0] = (unsigned char)(v >> 24);
+        p[1] = (unsigned char)(v >> 16);
+        p[2] = (unsigned char)(v >> 8);
+        p[3] = (unsigned char)v;
+        return 4;
+}
+
+/* A version 1 file: types +01 (0) and +02 (1, dst); transitions at t0
+ * to type 1 and at t1 to type idx2. */
+static size_t make_v1(unsigned char *buf, int32_t t0, int32_t t1, unsigned char idx2)
+{
+        size_t n;
+        memcpy(buf, "TZif", 4);
+        memset(buf + 4, 0, 16); /* version 0 (1), reserved */
+        n = 20;
+        n += put32(buf + n, 0); /* isutcnt */
+        n += put32(buf + n, 0); /* isstdcnt */
+        n += put32(buf + n, 0); /* leapcnt */
+        n += put32(buf + n, 2); /* timecnt */
+        n += put32(buf + n, 2); /* typecnt */
+        n += put32(buf + n, 8); /* charcnt */
+        n += put32(buf + n, (uint32_t)t0);
+        n += put32(buf + n, (uint32_t)t1);
+        buf[n++] = 1;
+        buf[n++] = idx2;
+        n += put32(buf + n, 3600);
+        buf[n++] = 0;
+        buf[n++] = 0;
+        n += put32(buf + n, 7200);
+        buf[n++] = 1;
+        buf[n++] = 4;
+        memcpy(buf + n, "AAA\0BBB\0", 8);
+        return n + 8;
+}
+
+static void write_file(const char *dir, const char *name, const void *data, size_t len)
+{
+        char path[256];
+        FILE *f;
+        snprintf(path, sizeof(path), "%s/%s", dir, name);
+        assert_non_null(f = fopen(path, "wb"));
+        assert_int_equal(fwrite(data, 1, len, f), len);
+        assert_int_equal(fclose(f), 0);
+}
+
+/* Version 1 data (32-bit, no footer) and malformed files. */
+static void test_files(void **state)
+{
+        static const char *const bad[] = {"Test/Short", "Test/Magic", "Test/Index", "Test/Order",
+                                          "Test/Empty", "Test",       "Test/None"};
+        char dir[] = "/tmp/tasman-tz.XXXXXX", sub[64], cmd[96];
+        unsigned char buf[256];
+        size_t n;
+        const struct tz *z;
+        (void)state;
+        assert_non_null(mkdtemp(dir));
+        snprintf(sub, sizeof(sub), "%s/Test", dir);
+        assert_int_equal(mkdir(sub, 0755), 0);
+        n = make_v1(buf, -1000, 2000000, 0);
+        write_file(dir, "Test/V1", buf, n);
+        write_file(dir, "Test/Short", buf, n - 1);
+        buf[0] = 'X';
+        write_file(dir, "Test/Magic", buf, n);
+        n = make_v1(buf, -1000, 2000000, 2); /* type 2 of 2 */
+        write_file(dir, "Test/Index", buf, n);
+        n = make_v1(buf, 2000000, -1000, 0); /* not ascending */
+        write_file(dir, "Test/Order", buf, n);
+        write_file(dir, "Test/Empty", buf, 0);
+        setenv("TZDIR", dir, 1);
+
+        assert_non_null(z = tz_get("Test/V1"));
+        assert_int_equal(tz_offset(z, INT64_MIN), 3600); /* before the first: type 0 */
+        assert_int_equal(tz_offset(z, -1001), 3600);
+        assert_int_equal(tz_offset(z, -1000), 7200); /* a negative 32-bit time */
+        assert_int_equal(tz_offset(z, 1999999), 7200);
+        assert_int_equal(tz_offset(z, 2000000), 3600);
+        assert_int_equal(tz_offset(z, INT64_C(1) << 40), 3600); /* no footer: the last type */
+        assert_int_equal(tz_offset(z, INT64_MAX), 3600);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+                if (tz_get(bad[i]))
+                        fail_msg("tz_get(%s) should fail", bad[i]);
+        /* zones read before stay as they were */
+        assert_int_equal(tz_offset(tz_get("Europe/Amsterdam"), 0), 3600);
+        unsetenv("TZDIR");
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-            cmocka_unit_test(test_civil),          cmocka_unit_test(test_names),
-            cmocka_unit_test(test_midnight_cases), cmocka_unit_test(test_next_midnight),
-            cmocka_unit_test(test_threads),        cmocka_unit_test(test_midnight_property),
+            cmocka_unit_test(test_civil),
+            cmocka_unit_test(test_names),
+            cmocka_unit_test(test_midnight_cases),
+            cmocka_unit_test(test_next_midnight),
+            cmocka_unit_test(test_threads),
+            cmocka_unit_test(test_files),
+            cmocka_unit_test(test_midnight_property),
             cmocka_unit_test(test_against_libc),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
