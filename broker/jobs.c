@@ -229,11 +229,18 @@ int jobs_billing_catch_up(struct store *s, const struct tz *z, int64_t now_ms, s
         int64_t today = tz_local_day(z, now_ms / 1000, &y, &m, &d), last, today_start;
         size_t days = 0;
         int r = store_billing_day(s, &last);
+        bool first = r == -ENOENT && store_billing_enforced(s);
         if (r == -ENOENT || (r == 0 && !store_billing_enforced(s))) {
                 /* Billing starts today, or is off: nothing to charge. */
                 if ((r = tz_local_midnight(z, y, m, d, &today_start)) < 0)
                         return r;
                 r = store_billing_mark(s, today - 1, today_start * 1000);
+                if (r == 0 && first) {
+                        char text[16];
+                        day_text(today, text);
+                        log_info("billing: first run; invoicing starts with %s (%s)", text,
+                                 tz_name(z));
+                }
                 if (r == 0 && ret_days)
                         *ret_days = 0;
                 return r;
