@@ -32,6 +32,12 @@ ctl --json credit show acme >"$T/credit" || not_ok "credit show"
 eq "the refused order charged nothing" "$(jq -r .balance_cents "$T/credit")" 0
 eq "credit show: billing is on" "$(jq -r .billing "$T/credit")" true
 
+KEY=$A api POST /v1/templates/deploy '{"template":"redis","name":"cache"}'
+eq "POST /v1/templates/deploy without credit -> 402" "$CODE" 402
+eq "deploy 402: error.code insufficient_credit" "$(jget .error.code)" insufficient_credit
+KEY=$A api GET /v1/templates/deployments
+eq "the refused deploy made no deployment" "$(jget '.data | length')" 0
+
 # --- tasmanctl credit add: strict amounts
 for bad in 12.505 abc -1 0 0.00 1,50 " 5" 5e2 1000000.01 ""; do
         ctl credit add acme "$bad" >/dev/null 2>&1
