@@ -252,40 +252,57 @@ static void credit_show(struct api *api, const char *name, const struct http_req
                                store_billing_enforced(api->store), "invoice_lines", lines));
 }
 
-/* POST {"amount": "12.50"} (decimal euros, as money_parse() reads them) or
- * {"amount_cents": 1250}. */
+/* An amount of money in body: field (decimal euros in a string, as
+ * money_parse() reads them) or field_cents (a whole number), exactly one
+ * of them, from min to MONEY_PARSE_MAX_CENTS cents. 0, or -EINVAL after
+ * answering 422. */
+static int amount_arg(json_t *body, const char *field, const char *field_cents, int64_t min,
+                      int64_t *ret_cents, struct http_resp *resp)
+{
+        json_t *v = json_object_get(body, field), *vc = json_object_get(body, field_cents);
+        int64_t cents = -1;
+        if (v && !vc) {
+                if (!json_is_string(v) || money_parse(json_string_value(v), &cents) < 0)
+                        cents = -1;
+        } else if (vc && !v && json_is_integer(vc)) {
+                cents = json_integer_value(vc);
+        }
+        if (cents < min || cents > MONEY_PARSE_MAX_CENTS) {
+                char msg[256], lo[MONEY_STR_MAX];
+                money_format(min, lo);
+                snprintf(msg, sizeof(msg),
+                         "give %s (euros as a string, e.g. \"12.50\": at most two decimals, "
+                         "from %s to 1000000.00) or %s (a whole number of cents from %lld to "
+                         "100000000), not both",
+                         field, lo, field_cents, (long long)min);
+                json_invalid(resp, v ? field : field_cents, msg, NULL);
+                return -EINVAL;
+        }
+        *ret_cents = cents;
+        return 0;
+}
+
+/* POST {"amount": "12.50"} or {"amount_cents": 1250}. */
 static void credit_add(struct api *api, const char *name, const struct http_req *req,
                        struct http_resp *resp)
 {
-        json_t *body = NULL, *v, *vc;
+        json_t *body = NULL;
         struct account a;
         int64_t cents = 0, bal;
         int r;
         if (api_body_json(req, resp, &body) < 0)
                 return;
-        v = json_object_get(body, "amount");
-        vc = json_object_get(body, "amount_cents");
-        if ((v != NULL) == (vc != NULL) || (v && (!json_is_string(v) ||
-                                                  money_parse(json_string_value(v), &cents) < 0)) ||
-            (vc && (!json_is_integer(vc) || (cents = json_integer_value(vc)) < 0 ||
-                    cents > MONEY_PARSE_MAX_CENTS)) ||
-            cents == 0) {
-                json_invalid(resp, v ? "amount" : "amount_cents",
-                             "give amount (euros as a string, e.g. \"12.50\": at most two "
-                             "decimals, from 0.01 to 1000000.00) or amount_cents (a whole "
-                             "number from 1 to 100000000)",
-                             NULL);
+        if (amount_arg(body, "amount", "amount_cents", 1, &cents, resp) < 0)
                 goto out;
-        }
         r = store_account_by_name(api->store, name, &a);
         if (r == -ENOENT) {
                 json_error(resp, 404, "not_found", "account not found", NULL);
                 goto out;
         }
-        if (r < 0 || (r = store_credit_add(api->store, a.id, cents, util_now_ms(), &bal)) < 0) {
-                json_error(resp, r == -ENOENT ? 404 : 500, r == -ENOENT ? "not_found"
-                                                                        : "internal_error",
-                           r == -ENOENT ? "account not found" : "internal error", NULL);
+        if (r == 0)
+                r = store_credit_add(api->store, a.id, cents, util_now_ms(), &bal);
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
                 goto out;
         }
         char amt[MONEY_STR_MAX], b[MONEY_STR_MAX];
@@ -321,7 +338,7 @@ static void price_list(struct api *api, struct http_resp *resp)
  * the month price of a size for orders from now on (VPS keep theirs). */
 static void price_set(struct api *api, const struct http_req *req, struct http_resp *resp)
 {
-        json_t *body = NULL, *v, *vc;
+        json_t *body = NULL, *v;
         const char *size;
         int64_t cents = -1;
         size_t len;
@@ -335,19 +352,8 @@ static void price_set(struct api *api, const struct http_req *req, struct http_r
                 json_invalid(resp, "size", "size must be 1 to 31 of a-z, 0-9, '-' and '.'", NULL);
                 goto out;
         }
-        v = json_object_get(body, "month");
-        vc = json_object_get(body, "month_cents");
-        if ((v != NULL) == (vc != NULL) ||
-            (v && (!json_is_string(v) || money_parse(json_string_value(v), &cents) < 0)) ||
-            (vc && (!json_is_integer(vc) || (cents = json_integer_value(vc)) < 0 ||
-                    cents > MONEY_PARSE_MAX_CENTS))) {
-                json_invalid(resp, v ? "month" : "month_cents",
-                             "give month (euros as a string, e.g. \"6.00\": at most two "
-                             "decimals, up to 1000000.00) or month_cents (a whole number from 0 "
-                             "to 100000000)",
-                             NULL);
+        if (amount_arg(body, "month", "month_cents", 0, &cents, resp) < 0)
                 goto out;
-        }
         if (store_price_set(api->store, size, cents) < 0) {
                 json_error(resp, 500, "internal_error", "internal error", NULL);
                 goto out;
