@@ -32,14 +32,14 @@ LDFLAGS_ALL := $(OPT) $(LDFLAGS)
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pc_libs = $(shell pkg-config --libs $(1) 2>/dev/null)
 
-COMMON_SRC := common/log.c common/config.c common/ids.c common/util.c common/notify.c
+COMMON_SRC := common/log.c common/config.c common/ids.c common/util.c common/notify.c common/tz.c common/money.c
 PROTO_SRC := proto/codec.c $(BUILD)/gen/tasman.pb-c.c
 AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c agent/imgcache.c agent/seed.c \
 	agent/net.c
 AGENT_SRC := agent/main.c
 BROKER_LIB_SRC := broker/http.c broker/store_sqlite.c broker/api_native.c broker/api_admin.c \
 	broker/hub.c broker/json.c broker/catalog.c broker/auth.c broker/scheduler.c broker/metrics.c \
-	broker/sshkey.c broker/ratelimit.c broker/templates.c broker/listcache.c broker/ipam.c broker/dns.c \
+	broker/sshkey.c broker/ratelimit.c broker/templates.c broker/listcache.c broker/ipam.c broker/dns.c broker/jobs.c \
 	$(BUILD)/gen/openapi.c
 BROKER_SRC := broker/main.c
 CTL_SRC := tools/tasmanctl.c

@@ -13,6 +13,8 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "money.h"
+#include "tz.h"
 #include "util.h"
 
 static int valid_account_name(const char *s)
@@ -182,6 +184,186 @@ static void key_revoke(struct api *api, const char *name, const char *key_str,
         }
         log_info("account %s: API key %s revoked", name, key_str);
         json_respond(resp, 204, NULL);
+}
+
+/* ---- prepaid billing ---- */
+
+#define CREDIT_LINES_DEFAULT 30
+#define CREDIT_LINES_MAX 1000
+
+static json_t *money_json(int64_t cents)
+{
+        char buf[MONEY_STR_MAX];
+        money_format(cents, buf);
+        return json_string(buf);
+}
+
+static void credit_show(struct api *api, const char *name, const struct http_req *req,
+                        struct http_resp *resp)
+{
+        struct account a;
+        struct credit c;
+        struct invoice_line *ls = NULL;
+        size_t n = 0, limit = CREDIT_LINES_DEFAULT;
+        const char *l = http_req_arg(req, "limit");
+        int r;
+        if (l) {
+                char *e;
+                errno = 0;
+                long v = strtol(l, &e, 10);
+                if (errno || *e || e == l || v < 1 || v > CREDIT_LINES_MAX) {
+                        json_invalid(resp, "limit", "limit must be a whole number from 1 to 1000",
+                                     NULL);
+                        return;
+                }
+                limit = (size_t)v;
+        }
+        r = store_account_by_name(api->store, name, &a);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "account not found", NULL);
+                return;
+        }
+        if (r < 0 || store_credit_get(api->store, a.id, &c) < 0 ||
+            store_invoice_list(api->store, a.id, limit, &ls, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *lines = json_array();
+        for (size_t i = 0; lines && i < n; i++) {
+                char id[ID_STR_MAX], date[16];
+                int y, m, d;
+                tz_civil_from_days(ls[i].day, &y, &m, &d);
+                snprintf(date, sizeof(date), "%04d-%02d-%02d", y % 10000, m, d);
+                id_encode(store_id_key(api->store), "vps", ls[i].vm_id, id, sizeof(id));
+                json_array_append_new(lines, json_pack("{s:s, s:s, s:s, s:s, s:I, s:o}", "date",
+                                                       date, "vps", id, "name", ls[i].vm_name,
+                                                       "size", ls[i].size, "amount_cents",
+                                                       (json_int_t)ls[i].amount_cents, "amount",
+                                                       money_json(ls[i].amount_cents)));
+        }
+        free(ls);
+        json_respond(resp, 200,
+                     json_pack("{s:{s:s, s:s, s:I, s:o, s:I, s:o, s:I, s:b, s:o}}", "data",
+                               "account", a.name, "currency", "EUR", "balance_cents",
+                               (json_int_t)c.balance_cents, "balance",
+                               money_json(c.balance_cents), "daily_cents",
+                               (json_int_t)c.daily_cents, "daily", money_json(c.daily_cents),
+                               "services", (json_int_t)c.services, "billing",
+                               store_billing_enforced(api->store), "invoice_lines", lines));
+}
+
+/* An amount of money in body: field (decimal euros in a string, as
+ * money_parse() reads them) or field_cents (a whole number), exactly one
+ * of them, from min to MONEY_PARSE_MAX_CENTS cents. 0, or -EINVAL after
+ * answering 422. */
+static int amount_arg(json_t *body, const char *field, const char *field_cents, int64_t min,
+                      int64_t *ret_cents, struct http_resp *resp)
+{
+        json_t *v = json_object_get(body, field), *vc = json_object_get(body, field_cents);
+        int64_t cents = -1;
+        if (v && !vc) {
+                if (!json_is_string(v) || money_parse(json_string_value(v), &cents) < 0)
+                        cents = -1;
+        } else if (vc && !v && json_is_integer(vc)) {
+                cents = json_integer_value(vc);
+        }
+        if (cents < min || cents > MONEY_PARSE_MAX_CENTS) {
+                char msg[256], lo[MONEY_STR_MAX];
+                money_format(min, lo);
+                snprintf(msg, sizeof(msg),
+                         "give %s (euros as a string, e.g. \"12.50\": at most two decimals, "
+                         "from %s to 1000000.00) or %s (a whole number of cents from %lld to "
+                         "100000000), not both",
+                         field, lo, field_cents, (long long)min);
+                json_invalid(resp, v ? field : field_cents, msg, NULL);
+                return -EINVAL;
+        }
+        *ret_cents = cents;
+        return 0;
+}
+
+/* POST {"amount": "12.50"} or {"amount_cents": 1250}. */
+static void credit_add(struct api *api, const char *name, const struct http_req *req,
+                       struct http_resp *resp)
+{
+        json_t *body = NULL;
+        struct account a;
+        int64_t cents = 0, bal;
+        int r;
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        if (amount_arg(body, "amount", "amount_cents", 1, &cents, resp) < 0)
+                goto out;
+        r = store_account_by_name(api->store, name, &a);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "account not found", NULL);
+                goto out;
+        }
+        if (r == 0)
+                r = store_credit_add(api->store, a.id, cents, util_now_ms(), &bal);
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        char amt[MONEY_STR_MAX], b[MONEY_STR_MAX];
+        money_format(cents, amt);
+        money_format(bal, b);
+        log_info("account %s: credit EUR %s added, balance EUR %s", a.name, amt, b);
+        credit_show(api, name, req, resp);
+out:
+        json_decref(body);
+}
+
+static void price_list(struct api *api, struct http_resp *resp)
+{
+        struct price *ps = NULL;
+        size_t n = 0;
+        if (store_price_list(api->store, &ps, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:o, s:I, s:o}", "size",
+                                                     ps[i].size, "currency", "EUR", "month_cents",
+                                                     (json_int_t)ps[i].month_cents, "month",
+                                                     money_json(ps[i].month_cents), "day_cents",
+                                                     (json_int_t)ps[i].day_cents, "day",
+                                                     money_json(ps[i].day_cents)));
+        free(ps);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+/* POST /v1/prices {"size": SLUG, "month": "6.00"} or {..., "month_cents": 600}:
+ * the month price of a size for orders from now on (VPS keep theirs). */
+static void price_set(struct api *api, const struct http_req *req, struct http_resp *resp)
+{
+        json_t *body = NULL, *v;
+        const char *size;
+        int64_t cents = -1;
+        size_t len;
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        v = json_object_get(body, "size");
+        size = json_is_string(v) ? json_string_value(v) : "";
+        len = strlen(size);
+        if (len == 0 || len >= sizeof(((struct price *)0)->size) ||
+            strspn(size, "abcdefghijklmnopqrstuvwxyz0123456789-.") != len) {
+                json_invalid(resp, "size", "size must be 1 to 31 of a-z, 0-9, '-' and '.'", NULL);
+                goto out;
+        }
+        if (amount_arg(body, "month", "month_cents", 0, &cents, resp) < 0)
+                goto out;
+        if (store_price_set(api->store, size, cents) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        char m[MONEY_STR_MAX];
+        money_format(cents, m);
+        log_info("price %s: EUR %s a month for new orders", size, m);
+        price_list(api, resp);
+out:
+        json_decref(body);
 }
 
 static json_t *node_json(struct api *api, const struct host *h, int64_t now)
@@ -786,8 +968,34 @@ static void admin_route(void *ud, const struct http_req *req, struct http_resp *
                 }
                 return;
         }
+        if (strcmp(p, "/v1/prices") == 0) {
+                if (strcmp(m, "GET") == 0)
+                        price_list(api, resp);
+                else if (strcmp(m, "POST") == 0)
+                        price_set(api, req, resp);
+                else
+                        api_route_error(req, resp, 1, "GET, POST");
+                return;
+        }
         const char *pre = "/v1/accounts/";
         size_t pl = strlen(pre);
+        if (strncmp(p, pre, pl) == 0) {
+                /* /v1/accounts/NAME/credit */
+                const char *rest = p + pl, *slash = strchr(rest, '/');
+                size_t len = slash ? (size_t)(slash - rest) : 0;
+                char name[65];
+                if (slash && len > 0 && len < sizeof(name) && strcmp(slash + 1, "credit") == 0) {
+                        memcpy(name, rest, len);
+                        name[len] = '\0';
+                        if (strcmp(m, "GET") == 0)
+                                credit_show(api, name, req, resp);
+                        else if (strcmp(m, "POST") == 0)
+                                credit_add(api, name, req, resp);
+                        else
+                                api_route_error(req, resp, 1, "GET, POST");
+                        return;
+                }
+        }
         if (strncmp(p, pre, pl) == 0) {
                 /* /v1/accounts/NAME/keys[/KEY_ID] */
                 const char *rest = p + pl, *slash = strchr(rest, '/');

@@ -406,6 +406,19 @@ static int addresses_failed(struct api *api, int r, uint64_t net_id, const char 
         return 1;
 }
 
+/* An order the account's credit does not cover (billing enforced, see
+ * store.h): 402 insufficient_credit and 1, else 0. */
+static int credit_failed(int r, const char *why, struct http_resp *resp)
+{
+        char msg[400];
+        if (r != -EDQUOT)
+                return 0;
+        snprintf(msg, sizeof(msg), "insufficient credit: %s; add credit to order this service",
+                 why);
+        json_error(resp, 402, "insufficient_credit", msg, NULL);
+        return 1;
+}
+
 static void vps_create(struct api *api, uint64_t account, const struct idem *idem,
                        const struct http_req *req, struct http_resp *resp)
 {
@@ -583,7 +596,7 @@ static void vps_create(struct api *api, uint64_t account, const struct idem *ide
                 json_invalid(resp, "snapshot", "the snapshot is no longer ready", NULL);
                 goto out;
         }
-        if (addresses_failed(api, r, net_id, region, why, resp))
+        if (addresses_failed(api, r, net_id, region, why, resp) || credit_failed(r, why, resp))
                 goto out;
         if (r == -ENOSPC) {
                 char msg[400];
@@ -851,6 +864,8 @@ static int vps_resize(struct api *api, uint64_t account, struct vm *vm, const st
                 .why = why, .why_len = sizeof(why),
         };
         int r = store_vm_resize(api->store, &rq, vm);
+        if (credit_failed(r, why, resp))
+                return -1;
         if (r == -ENOSPC) {
                 snprintf(msg, sizeof(msg), "the VPS's host has no room for %s (%s)", size, why);
                 json_invalid(resp, "size", msg, NULL);
@@ -1500,7 +1515,8 @@ static void template_deploy(struct api *api, uint64_t account, const struct idem
         };
         int64_t now = util_now_ms();
         int r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
-        if (addresses_failed(api, r, 0, region, capacity, resp))
+        if (addresses_failed(api, r, 0, region, capacity, resp) ||
+            credit_failed(r, capacity, resp))
                 goto out;
         if (r == -ENOSPC) {
                 char msg[400];

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "http.h"
 #include "hub.h"
+#include "jobs.h"
 #include "listcache.h"
 #include "log.h"
 #include "notify.h"
@@ -38,6 +39,8 @@ static struct {
         char pdns_url[CFG_STR_MAX], pdns_key[CFG_STR_MAX], pdns_server[CFG_STR_MAX];
         char dns_zone[CFG_STR_MAX];
         int64_t dns_interval_ms, dns_ttl, pdns_timeout_ms;
+        int64_t billing;
+        char billing_zone[CFG_STR_MAX];
 } cfg = {
         .listen = "127.0.0.1:8080",
         .admin_listen = "127.0.0.1:8081",
@@ -61,6 +64,8 @@ static struct {
         .dns_interval_ms = 30000,
         .dns_ttl = DNS_TTL_DEFAULT,
         .pdns_timeout_ms = DNS_TIMEOUT_MS_DEFAULT,
+        .billing = 0,
+        .billing_zone = "Europe/Amsterdam",
 };
 
 static const struct cfg_opt opts[] = {
@@ -106,9 +111,26 @@ static const struct cfg_opt opts[] = {
         { "dns_interval_ms", CFG_INT, &cfg.dns_interval_ms, 100, 86400000,
           "how often the DNS records are compared with the VMs (also soon after a change)" },
         { "dns_ttl", CFG_INT, &cfg.dns_ttl, 1, 604800, "TTL of the records made (seconds)" },
+        { "billing", CFG_INT, &cfg.billing, 0, 1,
+          "1: prepaid billing: orders the account's credit does not cover are refused, and "
+          "every service is invoiced daily from the credit; 0: everything is free" },
+        { "billing_zone", CFG_STR, cfg.billing_zone, 0, 0,
+          "time zone whose midnights start the invoicing days (a tz database name)" },
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+/* The daily job: invoices the days not yet invoiced (see jobs.h). */
+struct billing_ctx {
+        struct store *store;
+        const struct tz *zone;
+};
+
+static void billing_job(void *ud, int64_t now_ms)
+{
+        const struct billing_ctx *b = ud;
+        jobs_billing_catch_up(b->store, b->zone, now_ms, NULL); /* logs its errors */
+}
 
 static int is_loopback(const char *hostport)
 {
@@ -122,6 +144,8 @@ int main(int argc, char **argv)
         struct hub *hub = NULL;
         struct http_server *native = NULL, *admin = NULL;
         struct dns *dns = NULL;
+        struct jobs *jobs = NULL;
+        static struct billing_ctx billing;
         sigset_t set;
         int sig, r, ret = 1;
 
@@ -157,6 +181,24 @@ int main(int argc, char **argv)
         signal(SIGPIPE, SIG_IGN);
 
         if (store_open(cfg.db, &store) < 0)
+                goto out;
+        /* Before any request: orders are checked from the first one. */
+        store_set_billing(store, (int)cfg.billing);
+        if (jobs_new(cfg.billing_zone, &jobs) < 0) {
+                /* Without billing the zone only times the daily jobs. */
+                if (cfg.billing || jobs_new("UTC", &jobs) < 0) {
+                        log_error("broker: billing_zone %s is not a time zone of this system "
+                                  "(is tzdata installed?)",
+                                  cfg.billing_zone);
+                        goto out;
+                }
+                log_warn("broker: billing_zone %s is not a time zone of this system (is tzdata "
+                         "installed?); daily jobs run at midnight UTC",
+                         cfg.billing_zone);
+        }
+        billing.store = store;
+        billing.zone = jobs_zone(jobs);
+        if (jobs_add_daily(jobs, "billing", billing_job, &billing) < 0 || jobs_start(jobs) < 0)
                 goto out;
         struct hub_config hc = {
                 .url = cfg.agent_listen,
@@ -214,8 +256,10 @@ int main(int argc, char **argv)
                           strerror(-r));
                 goto out;
         }
-        log_info("broker %s: native API http://%s, admin API http://%s, agents %s, db %s",
-                 TASMAN_VERSION, cfg.listen, cfg.admin_listen, cfg.agent_listen, cfg.db);
+        log_info("broker %s: native API http://%s, admin API http://%s, agents %s, db %s, "
+                 "billing %s (days of %s)",
+                 TASMAN_VERSION, cfg.listen, cfg.admin_listen, cfg.agent_listen, cfg.db,
+                 cfg.billing ? "on" : "off", cfg.billing_zone);
         notify_send("READY=1\nSTATUS=serving");
         if (sigwait(&set, &sig) == 0)
                 log_info("broker: signal %d, stopping", sig);
@@ -225,6 +269,7 @@ out:
         http_server_free(native);
         http_server_free(admin);
         dns_stop(dns);
+        jobs_free(jobs);
         hub_free(hub);
         store_free(store);
         ratelimit_free(api.rl);

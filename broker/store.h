@@ -14,8 +14,9 @@
  * account), -EEXIST (unique name taken), -ENOSPC (no host has room),
  * -EBUSY (another operation on the guest is in flight), -EDQUOT (a limit
  * reached), -EADDRNOTAVAIL (the site's public address pool is used up),
- * -ERANGE (a private network has no address left), -EIO (the database
- * failed; logged here, once).
+ * -ERANGE (a private network has no address left), -EDQUOT also when
+ * billing is enforced and the account's credit does not cover an order,
+ * -EIO (the database failed; logged here, once).
  */
 #pragma once
 
@@ -319,7 +320,10 @@ int store_site_list(struct store *s, char (**ret)[TMSG_STR], size_t *ret_n);
  * room), -ENOENT (from_snap: no such ready snapshot), -EINVAL (from_snap:
  * of another image or a larger disk), -ENONET (network_id: not one of the
  * account's networks), -EADDRNOTAVAIL (the site's pool is used up; why
- * says which), -ERANGE (the network has no free address). A delete
+ * says which), -ERANGE (the network has no free address), -EDQUOT
+ * (billing is enforced and the credit does not cover it; why says the
+ * figures; see "prepaid billing" below). The vm keeps the month price of
+ * req->size at that moment. A delete
  * releases its NICs (addresses and MACs) at once. */
 int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int64_t live_after,
                     struct vm *ret);
@@ -352,6 +356,8 @@ struct vm_resize {
         char *why;
         size_t why_len;
 };
+/* Billing: a dearer size is checked as an order (-EDQUOT, why says the
+ * figures); the vm takes the new size's month price. */
 int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret);
 
 int store_vm_action(struct store *s, uint64_t account_id, uint64_t vm_id, enum vm_action act,
@@ -548,3 +554,79 @@ struct vm_dns {
         char ipv4[TMSG_IP], ipv6[TMSG_IP];
 };
 int store_dns_list(struct store *s, const char *zone, struct vm_dns **ret, size_t *ret_n);
+/* ---- prepaid billing ----
+ *
+ * Money is in whole cents (EUR). Each size has a month price (table
+ * prices; a size without a row costs nothing); a vm keeps the price it
+ * was ordered (or last resized) at, in a record of its own that outlives
+ * the vm's row until its last day is invoiced. Its charge for a day is month * 12 / 365 rounded to the
+ * nearest cent, halves up: store_day_charge(). Invoicing is per local day
+ * of the billing zone (days since 1970-01-01, as tz_local_day() counts
+ * them): one invoice line per service that existed at any time during the
+ * day, drawn from the account's credit, which may go below zero.
+ *
+ * When billing is enforced (store_set_billing(s, 1), set once at start),
+ * store_vm_create() refuses an order with -EDQUOT unless the account's
+ * credit covers one day of all its live services with the new one
+ * (credit >= their day charges + the new one's); req->why then says the
+ * figures. The check is in the creating transaction. */
+struct price {
+        char size[32];
+        int64_t month_cents;
+        int64_t day_cents; /* store_day_charge(month_cents) */
+};
+
+struct credit {
+        int64_t balance_cents;
+        int64_t daily_cents; /* the day charges of its live services */
+        uint32_t services;   /* its live services */
+};
+
+struct invoice_line {
+        uint64_t id;
+        uint64_t account_id;
+        uint64_t vm_id;
+        char vm_name[STORE_NAME_MAX];
+        int64_t day; /* local day, days since 1970-01-01 */
+        char size[32];
+        int64_t amount_cents;
+        int64_t created_at; /* ms */
+};
+
+struct billing_run {
+        size_t lines;    /* invoice lines written */
+        size_t accounts; /* accounts charged */
+        int64_t total_cents;
+};
+
+int64_t store_day_charge(int64_t month_cents);
+void store_set_billing(struct store *s, int enforce);
+int store_billing_enforced(struct store *s);
+
+/* Prices by month price (malloc'd); set: applies to orders from now on,
+ * -EINVAL for a negative or absurd price. */
+int store_price_list(struct store *s, struct price **ret, size_t *ret_n);
+int store_price_set(struct store *s, const char *size, int64_t month_cents);
+
+/* Adds credit (1 cent .. MONEY_PARSE_MAX_CENTS, else -EINVAL) and records
+ * it: 0 and the new balance, -ENOENT for an unknown account. */
+int store_credit_add(struct store *s, uint64_t account_id, int64_t cents, int64_t now,
+                     int64_t *ret_balance);
+int store_credit_get(struct store *s, uint64_t account_id, struct credit *ret);
+/* The account's newest invoice lines first, at most limit (0: all); malloc'd. */
+int store_invoice_list(struct store *s, uint64_t account_id, size_t limit,
+                       struct invoice_line **ret, size_t *ret_n);
+
+/* The last day invoiced: 0, -ENOENT before the first run or mark. */
+int store_billing_day(struct store *s, int64_t *ret_day);
+/* Records day as invoiced without charging anything, unless a later day is
+ * (billing starts after it, or is off); forgets the vms deleted before
+ * prune_before_ms (the start of the day after it). */
+int store_billing_mark(struct store *s, int64_t day, int64_t prune_before_ms);
+/* Invoices one day, whose instants are [start_ms, end_ms), in one
+ * transaction that also records it as the last day invoiced: a crash
+ * leaves it wholly done or not at all. -EALREADY (charging nothing) if
+ * the day is invoiced already; -EINVAL if it is not the day after the last
+ * one invoiced (none may be skipped) or end_ms <= start_ms. */
+int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t end_ms,
+                      int64_t now, struct billing_run *ret);

@@ -16,6 +16,7 @@
 
 #include "ipam.h"
 #include "log.h"
+#include "money.h"
 #include "scheduler.h"
 #include "util.h"
 
@@ -46,6 +47,7 @@ struct store {
         struct store *readers[STORE_READERS]; /* reader == readers[0] */
         atomic_uint next_reader;
         int64_t idem_purged_at;
+        atomic_int billing; /* see store_set_billing() */
         /* The scheduler's view of every host, sorted by id, kept in step
          * with the hosts table: a placement then costs no read of 10,000
          * rows. This process is the database's only writer (the SQLite
@@ -224,6 +226,39 @@ static const char *const migrations[] = {
         "CREATE TABLE ip_pools (site TEXT PRIMARY KEY, ipv4 TEXT NOT NULL,"
         "  gateway4 TEXT NOT NULL, ipv6 TEXT, gateway6 TEXT, created_at INTEGER NOT NULL);"
         "INSERT INTO meta (key, value) VALUES ('next_vni', 4096);",
+        /* 14: prepaid billing. Month prices of the sizes (cents); account
+         * credit (cents, may go below zero by invoicing); credit added by
+         * admins; billable: each vm's name, size, price (the one it was
+         * ordered or last resized at) and life span, kept after the vm row
+         * is purged until its last day is invoiced; one invoice line per
+         * service per local day (days since 1970-01-01 in the billing
+         * zone), never two, kept for good; meta 'billing_day' is the last
+         * day invoiced. */
+        "CREATE TABLE prices (size TEXT PRIMARY KEY,"
+        "  month_cents INTEGER NOT NULL CHECK (month_cents >= 0));"
+        "INSERT INTO prices (size, month_cents) VALUES ('standard-1vcpu-1gb', 600),"
+        "  ('standard-1vcpu-2gb', 1200), ('standard-2vcpu-4gb', 2400),"
+        "  ('standard-4vcpu-8gb', 4800), ('standard-8vcpu-16gb', 9600);"
+        "ALTER TABLE accounts ADD COLUMN credit_cents INTEGER NOT NULL DEFAULT 0;"
+        "CREATE TABLE billable (vm_id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL,"
+        "  name TEXT NOT NULL, size TEXT NOT NULL, price_month_cents INTEGER NOT NULL,"
+        "  created_at INTEGER NOT NULL, deleted_at INTEGER);"
+        "CREATE INDEX billable_live ON billable(account_id) WHERE deleted_at IS NULL;"
+        "INSERT INTO billable (vm_id, account_id, name, size, price_month_cents, created_at,"
+        "  deleted_at) SELECT id, account_id, name, size,"
+        "  COALESCE((SELECT month_cents FROM prices p WHERE p.size = vms.size), 0),"
+        "  created_at, deleted_at FROM vms;"
+        "CREATE TABLE credit_ops (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id), amount_cents INTEGER NOT NULL,"
+        "  balance_cents INTEGER NOT NULL, created_at INTEGER NOT NULL);"
+        "CREATE INDEX credit_ops_account ON credit_ops(account_id, id);"
+        "CREATE TABLE invoice_lines (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id),"
+        "  vm_id INTEGER NOT NULL, name TEXT NOT NULL, day INTEGER NOT NULL,"
+        "  size TEXT NOT NULL, amount_cents INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+        "  UNIQUE (vm_id, day));"
+        "CREATE INDEX invoice_lines_account ON invoice_lines(account_id, day);"
+        "CREATE INDEX invoice_lines_day ON invoice_lines(day);",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -1943,6 +1978,55 @@ static int mark_group(struct store *s, const char *sql, const struct vm_new *req
         return rc == SQLITE_DONE ? 0 : db_err(s, "cannot read anti-affinity group");
 }
 
+/* Inside a transaction: the month price of `size` (0 when the size has
+ * no price) and, when billing is enforced and the new price is more than
+ * old_price, whether the account's credit covers a day of all its live
+ * services with this one at the new price (vm_id: the vm resized, not
+ * counted at its old price; 0 for an order): -EDQUOT (why says the
+ * figures) if not. Decided in the transaction that makes the change, so
+ * concurrent orders never spend the same credit twice. */
+static int credit_check(struct store *s, uint64_t account_id, uint64_t vm_id, const char *size,
+                        int64_t old_price, char *why, size_t why_len, int64_t *ret_price)
+{
+        static const char sql[] =
+                "SELECT (SELECT credit_cents FROM accounts WHERE id = ?1),"
+                " (SELECT COALESCE(SUM((b.price_month_cents * 24 + 365) / 730), 0)"
+                "  FROM billable b WHERE b.account_id = ?1 AND b.deleted_at IS NULL"
+                "  AND b.vm_id != ?3),"
+                " (SELECT month_cents FROM prices WHERE size = ?2)";
+        sqlite3_stmt *st = stmt(s, sql);
+        int64_t credit, daily, price;
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, size ? size : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) != SQLITE_ROW) {
+                sqlite3_reset(st);
+                return db_err(s, "cannot read account credit");
+        }
+        credit = sqlite3_column_int64(st, 0); /* NULL (no such account): 0 */
+        daily = sqlite3_column_int64(st, 1);
+        price = sqlite3_column_int64(st, 2); /* NULL: 0, no price */
+        sqlite3_reset(st);
+        if (atomic_load(&s->billing) && price > old_price &&
+            credit < daily + store_day_charge(price)) {
+                if (why) {
+                        char c[MONEY_STR_MAX], d[MONEY_STR_MAX], o[MONEY_STR_MAX];
+                        money_format(credit, c);
+                        money_format(store_day_charge(price), d);
+                        money_format(daily, o);
+                        snprintf(why, why_len,
+                                 "the account's credit (EUR %s) does not cover one day of this "
+                                 "service (EUR %s) and of its other services (EUR %s a day)",
+                                 c, d, o);
+                }
+                return -EDQUOT;
+        }
+        *ret_price = price;
+        return 0;
+}
+
 int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int64_t live_after,
                     struct vm *ret)
 {
@@ -1956,6 +2040,9 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
                 " disk_gb, want, created_at, storage, aa_group, ssh_keys, user_data, source_vm,"
                 " source_snap) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        static const char bill[] =
+                "INSERT INTO billable (vm_id, account_id, name, size, price_month_cents,"
+                " created_at) VALUES (?,?,?,?,?,?)";
         /* A snapshot exists on its vm's host only: the new vm goes there. */
         static const char snap_src[] =
                 "SELECT p.vm_id, v.host_id, p.disk_gb, p.image FROM snapshots p"
@@ -1975,6 +2062,10 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
 
         if (r < 0)
                 return r;
+        int64_t price = 0;
+        if ((r = credit_check(s, req->account_id, 0, req->size, -1, req->why, req->why_len,
+                              &price)) < 0)
+                goto out;
         if (!s->hc_loaded && (r = hc_load(s)) < 0)
                 goto out;
         if (req->site) {
@@ -2093,6 +2184,20 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 goto out;
         }
         uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        if (!(st = stmt(s, bill))) {
+                r = -EIO;
+                goto out;
+        }
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)req->account_id);
+        sqlite3_bind_text(st, 3, req->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, req->size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, price);
+        sqlite3_bind_int64(st, 6, now);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+                r = db_err(s, "cannot record vm for billing");
+                goto out;
+        }
         r = reserve(s, h->id, 1, req->vcpus, req->ram_mb, req->disk_gb, req->storage, 1);
         /* its NICs: the public one, then the private network asked for */
         if (r == 0)
@@ -2482,6 +2587,9 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
         static const char upd[] =
                 "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5, cpu_cap = ?6,"
                 " resize_seq = resize_seq + 1 WHERE id = ?1";
+        static const char old_price_sql[] = "SELECT price_month_cents FROM billable WHERE vm_id = ?";
+        static const char reprice[] =
+                "UPDATE billable SET size = ?2, price_month_cents = ?3 WHERE vm_id = ?1";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
@@ -2497,6 +2605,19 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
                 return end(s, r);
         if (req->disk_gb < v.disk_gb)
                 return end(s, -EINVAL); /* disks never shrink */
+        /* Billing: a dearer size must be covered like an order; the vm is
+         * invoiced at its new price from the next run on. */
+        int64_t old_price = 0, price = 0;
+        sqlite3_stmt *ps = stmt(s, old_price_sql);
+        if (!ps)
+                return end(s, -EIO);
+        sqlite3_bind_int64(ps, 1, (sqlite3_int64)v.id);
+        if (sqlite3_step(ps) == SQLITE_ROW)
+                old_price = sqlite3_column_int64(ps, 0);
+        sqlite3_reset(ps);
+        if ((r = credit_check(s, req->account_id, v.id, req->size, old_price, req->why,
+                              req->why_len, &price)) < 0)
+                return end(s, r);
         if (!s->hc_loaded && (r = hc_load(s)) < 0)
                 return end(s, r);
         size_t pos = hc_find(s, v.host_id, &found);
@@ -2532,6 +2653,13 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
         sqlite3_bind_int(st, 6, req->cpu_cap > 0 && req->cpu_cap < 100 ? (int)req->cpu_cap : 0);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot resize vm"));
+        if (!(st = stmt(s, reprice)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        sqlite3_bind_text(st, 2, req->size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, price);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot reprice vm"));
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, 0);
         if (r == 0)
                 r = reserve(s, v.host_id, 1, req->vcpus, req->ram_mb, req->disk_gb, v.storage, 0);
@@ -2693,6 +2821,9 @@ static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id
                             uint64_t *ret_host_id)
 {
         static const char sql[] = "UPDATE vms SET deleted_at = ? WHERE id = ?";
+        /* billed up to now; the row outlives the vm's until invoiced */
+        static const char bill[] =
+                "UPDATE billable SET deleted_at = ? WHERE vm_id = ? AND deleted_at IS NULL";
         struct vm v;
         int r = get_vm_locked(s, account_id, vm_id, &v);
         if (r < 0)
@@ -2704,6 +2835,12 @@ static int vm_delete_locked(struct store *s, uint64_t account_id, uint64_t vm_id
         sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return db_err(s, "cannot delete vm");
+        if (!(st = stmt(s, bill)))
+                return -EIO;
+        sqlite3_bind_int64(st, 1, now);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return db_err(s, "cannot record vm deletion for billing");
         /* Its snapshots go with its disk (the agent removes the domain's
          * storage whole). */
         if ((r = snap_delete_all(s, vm_id)) < 0)
@@ -4325,5 +4462,315 @@ int store_dns_list(struct store *s, const char *zone, struct vm_dns **ret, size_
                 sqlite3_bind_text(st, 1, zone, -1, SQLITE_STATIC);
         r = st ? collect(s, st, sizeof(**ret), row_dns, (void **)ret, ret_n) : -EIO;
         unlock(s);
+        return r;
+}
+/* ---- prepaid billing ---- */
+
+/* Keep in step with the SQL of credit_check() and store_billing_run(). */
+int64_t store_day_charge(int64_t month_cents)
+{
+        return (month_cents * 24 + 365) / 730;
+}
+
+void store_set_billing(struct store *s, int enforce)
+{
+        atomic_store(&s->billing, enforce ? 1 : 0);
+}
+
+int store_billing_enforced(struct store *s)
+{
+        return atomic_load(&s->billing);
+}
+
+static void row_price(sqlite3_stmt *st, void *item)
+{
+        struct price *p = item;
+        memset(p, 0, sizeof(*p));
+        col_text(st, 0, p->size, sizeof(p->size));
+        p->month_cents = sqlite3_column_int64(st, 1);
+        p->day_cents = store_day_charge(p->month_cents);
+}
+
+int store_price_list(struct store *s, struct price **ret, size_t *ret_n)
+{
+        if (s->reader)
+                return store_price_list(pick_reader(s), ret, ret_n);
+        static const char sql[] = "SELECT size, month_cents FROM prices ORDER BY month_cents, size";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        r = st ? collect(s, st, sizeof(struct price), row_price, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+int store_price_set(struct store *s, const char *size, int64_t month_cents)
+{
+        static const char sql[] =
+                "INSERT INTO prices (size, month_cents) VALUES (?1, ?2)"
+                " ON CONFLICT (size) DO UPDATE SET month_cents = ?2";
+        if (month_cents < 0 || month_cents > MONEY_PARSE_MAX_CENTS)
+                return -EINVAL;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, month_cents);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot set price"));
+        return end(s, event(s, util_now_ms(), "price.set", 0, 0, size));
+}
+
+int store_credit_add(struct store *s, uint64_t account_id, int64_t cents, int64_t now,
+                     int64_t *ret_balance)
+{
+        static const char upd[] =
+                "UPDATE accounts SET credit_cents = credit_cents + ?2 WHERE id = ?1"
+                " RETURNING credit_cents";
+        static const char ins[] = "INSERT INTO credit_ops (account_id, amount_cents, balance_cents,"
+                                  " created_at) VALUES (?,?,?,?)";
+        int64_t balance;
+        char data[MONEY_STR_MAX];
+        if (cents <= 0 || cents > MONEY_PARSE_MAX_CENTS)
+                return -EINVAL;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, upd);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_int64(st, 2, cents);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return end(s, -ENOENT);
+        if (rc != SQLITE_ROW)
+                return end(s, db_err(s, "cannot add credit"));
+        balance = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        if (!(st = stmt(s, ins)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_int64(st, 2, cents);
+        sqlite3_bind_int64(st, 3, balance);
+        sqlite3_bind_int64(st, 4, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot record credit"));
+        money_format(cents, data);
+        r = end(s, event(s, now, "credit.added", account_id, account_id, data));
+        if (r == 0 && ret_balance)
+                *ret_balance = balance;
+        return r;
+}
+
+int store_credit_get(struct store *s, uint64_t account_id, struct credit *ret)
+{
+        if (s->reader)
+                return store_credit_get(pick_reader(s), account_id, ret);
+        static const char sql[] =
+                "SELECT a.credit_cents,"
+                " (SELECT COALESCE(SUM((b.price_month_cents * 24 + 365) / 730), 0)"
+                "  FROM billable b WHERE b.account_id = a.id AND b.deleted_at IS NULL),"
+                " (SELECT COUNT(*) FROM billable b WHERE b.account_id = a.id"
+                "  AND b.deleted_at IS NULL)"
+                " FROM accounts a WHERE a.id = ?";
+        int r = -ENOENT;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                r = -EIO;
+        } else {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+                int rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        memset(ret, 0, sizeof(*ret));
+                        ret->balance_cents = sqlite3_column_int64(st, 0);
+                        ret->daily_cents = sqlite3_column_int64(st, 1);
+                        ret->services = (uint32_t)sqlite3_column_int64(st, 2);
+                        r = 0;
+                } else if (rc != SQLITE_DONE) {
+                        r = db_err(s, "cannot read credit");
+                }
+        }
+        unlock(s);
+        return r;
+}
+
+static void row_invoice(sqlite3_stmt *st, void *item)
+{
+        struct invoice_line *l = item;
+        memset(l, 0, sizeof(*l));
+        l->id = (uint64_t)sqlite3_column_int64(st, 0);
+        l->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        l->vm_id = (uint64_t)sqlite3_column_int64(st, 2);
+        l->day = sqlite3_column_int64(st, 3);
+        col_text(st, 4, l->size, sizeof(l->size));
+        l->amount_cents = sqlite3_column_int64(st, 5);
+        l->created_at = sqlite3_column_int64(st, 6);
+        col_text(st, 7, l->vm_name, sizeof(l->vm_name));
+}
+
+int store_invoice_list(struct store *s, uint64_t account_id, size_t limit,
+                       struct invoice_line **ret, size_t *ret_n)
+{
+        if (s->reader)
+                return store_invoice_list(pick_reader(s), account_id, limit, ret, ret_n);
+        static const char sql[] =
+                "SELECT id, account_id, vm_id, day, size, amount_cents, created_at, name"
+                " FROM invoice_lines WHERE account_id = ? ORDER BY day DESC, id DESC LIMIT ?";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+                sqlite3_bind_int64(st, 2, limit ? (sqlite3_int64)limit : -1);
+                r = collect(s, st, sizeof(struct invoice_line), row_invoice, (void **)ret, ret_n);
+        } else {
+                r = -EIO;
+        }
+        unlock(s);
+        return r;
+}
+
+/* Inside a transaction or under rlock: the last day invoiced, -ENOENT. */
+static int billing_day_locked(struct store *s, int64_t *ret_day)
+{
+        static const char sql[] = "SELECT value FROM meta WHERE key = 'billing_day'";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret_day = sqlite3_column_int64(st, 0);
+                sqlite3_reset(st);
+                return 0;
+        }
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? -ENOENT : db_err(s, "cannot read billing day");
+}
+
+static int billing_day_set(struct store *s, int64_t day)
+{
+        static const char sql[] =
+                "INSERT INTO meta (key, value) VALUES ('billing_day', ?1)"
+                " ON CONFLICT (key) DO UPDATE SET value = ?1";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, day);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot record billing day");
+}
+
+int store_billing_day(struct store *s, int64_t *ret_day)
+{
+        if (s->reader)
+                return store_billing_day(pick_reader(s), ret_day);
+        rlock(s);
+        int r = billing_day_locked(s, ret_day);
+        unlock(s);
+        return r;
+}
+
+/* Forgets the vms deleted before `before`: no day left to invoice needs
+ * them. */
+static int billable_prune(struct store *s, int64_t before)
+{
+        static const char sql[] =
+                "DELETE FROM billable WHERE deleted_at IS NOT NULL AND deleted_at < ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, before);
+        return sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(s, "cannot prune billable vms");
+}
+
+int store_billing_mark(struct store *s, int64_t day, int64_t prune_before_ms)
+{
+        int64_t last;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        r = billing_day_locked(s, &last);
+        if (r < 0 && r != -ENOENT)
+                return end(s, r);
+        if (r == -ENOENT || last < day)
+                r = billing_day_set(s, day);
+        else
+                r = 0;
+        if (r == 0)
+                r = billable_prune(s, prune_before_ms);
+        return end(s, r);
+}
+
+int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t end_ms,
+                      int64_t now, struct billing_run *ret)
+{
+        /* Every service that existed at some time in [start, end): its
+         * day's charge at the price it was ordered at. */
+        static const char lines[] =
+                "INSERT INTO invoice_lines (account_id, vm_id, name, day, size, amount_cents,"
+                " created_at)"
+                " SELECT account_id, vm_id, name, ?1, size, (price_month_cents * 24 + 365) / 730,"
+                " ?4 FROM billable WHERE created_at < ?3"
+                " AND (deleted_at IS NULL OR deleted_at >= ?2) AND price_month_cents > 0";
+        static const char draw[] =
+                "UPDATE accounts SET credit_cents = credit_cents -"
+                " (SELECT SUM(amount_cents) FROM invoice_lines l"
+                "  WHERE l.day = ?1 AND l.account_id = accounts.id)"
+                " WHERE id IN (SELECT account_id FROM invoice_lines WHERE day = ?1)";
+        static const char total[] =
+                "SELECT COUNT(*), COALESCE(SUM(amount_cents), 0), COUNT(DISTINCT account_id)"
+                " FROM invoice_lines WHERE day = ?";
+        struct billing_run run = { 0 };
+        int64_t last;
+        sqlite3_stmt *st;
+        if (end_ms <= start_ms)
+                return -EINVAL;
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        r = billing_day_locked(s, &last);
+        if (r == 0 && day <= last)
+                return end(s, -EALREADY); /* invoiced already: nothing charged twice */
+        if (r == 0 && day > last + 1)
+                return end(s, -EINVAL); /* a day would be skipped */
+        if (r < 0 && r != -ENOENT)
+                return end(s, r);
+        if (!(st = stmt(s, lines)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, day);
+        sqlite3_bind_int64(st, 2, start_ms);
+        sqlite3_bind_int64(st, 3, end_ms);
+        sqlite3_bind_int64(st, 4, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot write invoice lines"));
+        if (!(st = stmt(s, draw)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, day);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot draw credit"));
+        if (!(st = stmt(s, total)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, day);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, db_err(s, "cannot sum invoice lines"));
+        run.lines = (size_t)sqlite3_column_int64(st, 0);
+        run.total_cents = sqlite3_column_int64(st, 1);
+        run.accounts = (size_t)sqlite3_column_int64(st, 2);
+        sqlite3_reset(st);
+        r = billing_day_set(s, day);
+        if (r == 0)
+                r = billable_prune(s, end_ms); /* the next day starts at end_ms */
+        if (r == 0) {
+                char data[64];
+                snprintf(data, sizeof(data), "day %lld: %zu lines", (long long)day, run.lines);
+                r = event(s, now, "billing.run", 0, 0, data);
+        }
+        r = end(s, r);
+        if (r == 0 && ret)
+                *ret = run;
         return r;
 }

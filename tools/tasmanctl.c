@@ -6,6 +6,7 @@
  * meets it, which returns the exit code for it (enum ctl_exit).
  * Single-threaded.
  */
+#include "money.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -724,6 +725,88 @@ static int cmd_pool(const struct ctl *ctl, const struct cmd *cmd, char **args)
         return r;
 }
 
+/* ---- billing ---- */
+
+static const struct col price_cols[] = {
+        {"SIZE", "size", COL_STR}, {"EUR/MONTH", "month", COL_STR}, {"EUR/DAY", "day", COL_STR},
+        {NULL, NULL, COL_STR},
+};
+static const struct col invoice_cols[] = {
+        {"DATE", "date", COL_STR}, {"VPS", "vps", COL_STR}, {"NAME", "name", COL_STR},
+        {"SIZE", "size", COL_STR}, {"EUR", "amount", COL_STR}, {NULL, NULL, COL_STR},
+};
+
+/* credit add ACCOUNT AMOUNT | credit show ACCOUNT */
+static int cmd_credit(const struct ctl *ctl, const struct cmd *cmd, char **args)
+{
+        char path[128], cell[CELL_MAX];
+        json_t *req = NULL, *data = NULL;
+        int64_t cents = 0;
+        int r;
+
+        if (!name_valid(args[0]))
+                return usage_error("invalid account name '%.100s'", args[0]);
+        snprintf(path, sizeof(path), "/v1/accounts/%s/credit", args[0]); /* valid: no escaping */
+        if (strcmp(cmd->verb, "add") == 0) {
+                r = money_parse(args[1], &cents);
+                if (r < 0 || cents == 0)
+                        return usage_error("invalid amount '%.100s': euros from 0.01 to 1000000.00, "
+                                           "at most two decimals after a '.' (e.g. 12.50)",
+                                           args[1]);
+                req = json_pack("{s:I}", "amount_cents", (json_int_t)cents);
+                if (!req)
+                        abort(); /* out of memory */
+        }
+        r = broker_call(ctl, path, req, JSON_OBJECT, &data);
+        if (r == CTL_OK && ctl->json) {
+                r = print_data(ctl, data, NULL);
+        } else if (r == CTL_OK) {
+                const json_t *lines = json_object_get(data, "invoice_lines");
+                cell_fill(cell, &(struct col){"", "account", COL_STR}, data);
+                printf("account %s: balance EUR ", cell);
+                cell_fill(cell, &(struct col){"", "balance", COL_STR}, data);
+                printf("%s; %lld live services, EUR ", cell,
+                       (long long)json_integer_value(json_object_get(data, "services")));
+                cell_fill(cell, &(struct col){"", "daily", COL_STR}, data);
+                printf("%s a day; billing %s\n", cell,
+                       json_is_true(json_object_get(data, "billing")) ? "on" : "off");
+                if (json_array_size(lines)) {
+                        printf("\nRecent invoice lines (newest first):\n");
+                        table_print(invoice_cols, lines);
+                }
+        }
+        json_decref(req);
+        json_decref(data);
+        return r;
+}
+
+/* price set SIZE AMOUNT */
+static int cmd_price_set(const struct ctl *ctl, const struct cmd *cmd, char **args)
+{
+        json_t *req, *data = NULL;
+        int64_t cents = 0;
+        size_t n = strlen(args[0]);
+        int r;
+
+        (void)cmd;
+        if (n == 0 || n > 31 || strspn(args[0], "abcdefghijklmnopqrstuvwxyz0123456789-.") != n)
+                return usage_error("invalid size '%.100s': use 1-31 of a-z, 0-9, '-' and '.'",
+                                   args[0]);
+        if (money_parse(args[1], &cents) < 0)
+                return usage_error("invalid amount '%.100s': euros a month from 0 to 1000000.00, "
+                                   "at most two decimals after a '.' (e.g. 6.00)",
+                                   args[1]);
+        req = json_pack("{s:s, s:I}", "size", args[0], "month_cents", (json_int_t)cents);
+        if (!req)
+                abort(); /* out of memory */
+        r = broker_call(ctl, "/v1/prices", req, JSON_ARRAY, &data);
+        if (r == CTL_OK)
+                r = print_data(ctl, data, price_cols);
+        json_decref(data);
+        json_decref(req);
+        return r;
+}
+
 static const struct cmd cmds[] = {
         {"account", "create", " NAME [--tier free|pro|enterprise]",
          "create an account (tier defaults to free)", 1, cmd_account_create, NULL, NULL},
@@ -750,6 +833,17 @@ static const struct cmd cmds[] = {
          0, cmd_list, "/v1/ip_pools", pool_cols},
         {"pool", "remove", " SITE", "take SITE's address pool away (only when no guest uses it)",
          1, cmd_pool, NULL, NULL},
+        {"credit", "add", " ACCOUNT AMOUNT",
+         "add AMOUNT euros (e.g. 12.50) to ACCOUNT's prepaid credit, then show it", 2, cmd_credit,
+         NULL, NULL},
+        {"credit", "show", " ACCOUNT",
+         "ACCOUNT's credit, its services' daily charge and its recent invoice lines", 1,
+         cmd_credit, NULL, NULL},
+        {"price", "list", "", "list the sizes' prices (EUR a month, and a day: month * 12 / 365)",
+         0, cmd_list, "/v1/prices", price_cols},
+        {"price", "set", " SIZE AMOUNT",
+         "set SIZE's price to AMOUNT euros a month for orders from now on (VPS keep theirs)", 2,
+         cmd_price_set, NULL, NULL},
         {"node", "list", "", "list hypervisor nodes, their state and capacity", 0, cmd_list,
          "/v1/nodes", node_cols},
         {"site", "list", "", "list sites (regions): number, slug, name, hosts", 0, cmd_list,

@@ -97,6 +97,8 @@ run_agent
 ctlc() { chroot "$C" /usr/bin/tasmanctl --broker "$ADMIN" "$@"; }
 check "agent from the package joins" wait_for 15 "node up" bash -c "chroot $C /usr/bin/tasmanctl --broker $ADMIN --json node list | grep -q '\"up\"'"
 ctlc account create debtest >/dev/null || not_ok "tasmanctl from the package makes an account"
+# the packaged config has prepaid billing on: an order needs credit
+ctlc credit add debtest 10.00 >/dev/null || not_ok "tasmanctl from the package adds credit"
 KEY=$(ctlc key create debtest 2>/dev/null | head -1)
 # the guest's image, served from inside the chroot (tests fetch nothing from outside)
 printf 'TASMAN-TEST-IMAGE debian-12\n' >"$C/srv/debian-12.raw"

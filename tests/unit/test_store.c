@@ -2315,9 +2315,17 @@ static void test_snap_rebuild_and_vm_delete(void **state)
         assert_int_equal(rows_in_file(f, v.id), 0);
 }
 
-/* What migration 13 (networks) made, undone: a database of schema 12. */
+/* The schema version a fresh database gets: one per migration. */
+#define SCHEMA_LATEST 14
+
+/* What the migrations after 12 made, undone: a database of schema 12
+ * (billing, labelled 15, then networks, 13). */
 #define SCHEMA_13_UNDO                                                                     \
-        "DROP TABLE nics; DROP TABLE networks; DROP TABLE ip_pools;"                       \
+        "DROP TABLE invoice_lines; DROP TABLE credit_ops; DROP TABLE prices;"              \
+        " ALTER TABLE accounts DROP COLUMN credit_cents;"                                  \
+        " DROP TABLE billable;"                                                            \
+        " DELETE FROM meta WHERE key = 'billing_day';"                                     \
+        " DROP TABLE nics; DROP TABLE networks; DROP TABLE ip_pools;"                      \
         " DELETE FROM meta WHERE key = 'next_vni'; PRAGMA user_version = 12;"
 
 /* A database made before snapshots (schema 10) gains them (11), guests
@@ -2348,7 +2356,7 @@ static void test_snap_migration(void **state)
         assert_int_equal(store_open(f->path, &f->s), 0);
         assert_int_equal(int_in_file(f, "SELECT ?1 * 0 + user_version FROM pragma_user_version",
                                      1),
-                         13);
+                         SCHEMA_LATEST);
         struct vm w = get_vm(f, f->acc, v.id);
         assert_string_equal(w.name, "old");
         assert_int_equal(w.restore_seq, 0);
@@ -3244,7 +3252,7 @@ static void test_net_migration(void **state)
         assert_int_equal(store_open(f->path, &f->s), 0);
         assert_int_equal(int_in_file(f, "SELECT ?1 * 0 + user_version FROM pragma_user_version",
                                      1),
-                         13);
+                         SCHEMA_LATEST);
         struct vm w = get_vm(f, f->acc, v.id);
         assert_string_equal(w.name, "old");
         assert_int_equal(w.n_networks, 0);
