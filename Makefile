@@ -23,7 +23,7 @@ endif
 Q := $(if $(V),,@)
 say = $(if $(V),,@printf '  %-7s %s\n' $(1) $(2);)
 
-PKGS := libvirt libisofs-1 libnl-3.0 libnl-route-3.0 libprotobuf-c libcurl libmicrohttpd jansson sqlite3 openssl
+PKGS := libvirt libisofs-1 libnl-3.0 libnl-route-3.0 libprotobuf-c libcurl libmicrohttpd jansson sqlite3 openssl libpq
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-format-nonliteral -Wno-format-truncation
 CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) -MMD -MP -D_GNU_SOURCE -DTASMAN_VERSION='"$(VERSION)"' \
 	-Icommon -Iproto -Iagent -Ibroker -I$(BUILD)/gen $(CPPFLAGS) $(CFLAGS)
@@ -37,7 +37,7 @@ PROTO_SRC := proto/codec.c $(BUILD)/gen/tasman.pb-c.c
 AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c agent/imgcache.c agent/seed.c \
 	agent/net.c
 AGENT_SRC := agent/main.c
-BROKER_LIB_SRC := broker/http.c broker/store_sqlite.c broker/api_native.c broker/api_admin.c \
+BROKER_LIB_SRC := broker/http.c broker/store.c broker/store_sqlite.c broker/store_pg.c broker/api_native.c broker/api_admin.c \
 	broker/hub.c broker/json.c broker/catalog.c broker/auth.c broker/scheduler.c broker/metrics.c \
 	broker/sshkey.c broker/ratelimit.c broker/templates.c broker/listcache.c broker/ipam.c broker/dns.c broker/jobs.c \
 	$(BUILD)/gen/openapi.c
@@ -52,7 +52,7 @@ AGENT_LIB_OBJ := $(call obj,$(AGENT_LIB_SRC))
 BROKER_LIB_OBJ := $(call obj,$(BROKER_LIB_SRC))
 
 LIBS_AGENT := $(call pc_libs,libvirt libisofs-1 libprotobuf-c libcurl libcrypto libnl-3.0) -lnng -lpthread
-LIBS_BROKER := $(call pc_libs,libmicrohttpd jansson sqlite3 openssl libprotobuf-c libcurl) -lnng -lpthread
+LIBS_BROKER := $(call pc_libs,libmicrohttpd jansson sqlite3 libpq openssl libprotobuf-c libcurl) -lnng -lpthread
 LIBS_CTL := $(call pc_libs,libcurl jansson)
 
 BINS := $(BUILD)/tasman-broker $(BUILD)/tasman-agent $(BUILD)/tasmanctl

@@ -74,7 +74,7 @@ static const struct cfg_opt opts[] = {
           "admin API address (HOST:PORT); needs admin_token unless on loopback" },
         { "agent_listen", CFG_STR, cfg.agent_listen, 0, 0,
           "agent link URL (nng, e.g. tcp://0.0.0.0:7400)" },
-        { "db", CFG_STR, cfg.db, 0, 0, "SQLite database file" },
+        { "db", CFG_STR, cfg.db, 0, 0, "SQLite database file, or postgresql://... URL" },
         { "admin_token", CFG_STR, cfg.admin_token, 0, 0,
           "bearer token the admin API requires (empty: none, loopback only)" },
         { "log_level", CFG_STR, cfg.log_level, 0, 0, "error, warn, info or debug" },
@@ -180,8 +180,12 @@ int main(int argc, char **argv)
         pthread_sigmask(SIG_BLOCK, &set, NULL);
         signal(SIGPIPE, SIG_IGN);
 
-        if (store_open(cfg.db, &store) < 0)
+        char db_shown[CFG_STR_MAX];
+        store_db_redact(cfg.db, db_shown, sizeof(db_shown)); /* no password in logs */
+        if (store_open(cfg.db, &store) < 0) {
+                log_error("broker: cannot open the database %s", db_shown);
                 goto out;
+        }
         /* Before any request: orders are checked from the first one. */
         store_set_billing(store, (int)cfg.billing);
         if (jobs_new(cfg.billing_zone, &jobs) < 0) {
@@ -258,7 +262,7 @@ int main(int argc, char **argv)
         }
         log_info("broker %s: native API http://%s, admin API http://%s, agents %s, db %s, "
                  "billing %s (days of %s)",
-                 TASMAN_VERSION, cfg.listen, cfg.admin_listen, cfg.agent_listen, cfg.db,
+                 TASMAN_VERSION, cfg.listen, cfg.admin_listen, cfg.agent_listen, db_shown,
                  cfg.billing ? "on" : "off", cfg.billing_zone);
         notify_send("READY=1\nSTATUS=serving");
         if (sigwait(&set, &sig) == 0)

@@ -1,7 +1,9 @@
 /* store: the platform's state, behind one interface.
  *
  * store_sqlite.c is the SQLite back-end (WAL, synchronous=FULL: a call that
- * returned 0 is on disk). Every mutating call is one transaction, so a
+ * returned 0 is on disk); store_pg.c the PostgreSQL one, which several
+ * brokers can share (synchronous_commit on). store.c forwards each call to
+ * the back-end chosen at store_open(). Every mutating call is one transaction, so a
  * placement and the capacity it takes, or a change and the host's new
  * generation, are committed together or not at all. The schema is built by
  * numbered migrations at open.
@@ -198,8 +200,15 @@ enum vm_action {
         VM_ACT__MAX,
 };
 
+/* path: a SQLite file, or a PostgreSQL server's URL (postgresql://... or
+ * postgres://..., see store_pg.c): several brokers may share one such
+ * database. */
 int store_open(const char *path, struct store **ret);
 void store_free(struct store *s);
+/* Whether a `db` setting names a PostgreSQL server. */
+int store_is_pg_url(const char *db);
+/* The `db` setting for logs: a URL's password replaced by "***". */
+void store_db_redact(const char *db, char *out, size_t len);
 
 /* Changes whenever this process commits (or rolls back) a write: an answer
  * rendered from reads that began after reading the version is current

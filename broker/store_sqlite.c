@@ -1,4 +1,6 @@
 /* The SQLite back-end of store.h. See store.h for the contract. */
+#define STORE_BACKEND sqlite_
+#include "store_backend.h"
 #include "store.h"
 
 #include <errno.h>
