@@ -1,9 +1,16 @@
-/* store_sqlite on a real database file in a temp directory, and the pure
- * api_vps_status() over the rows it returns.
+/* The store on a real database, and the pure api_vps_status() over the
+ * rows it returns.
  *
- * Whether a deleted row is really gone is read from the file with SQLite
- * directly (read-only, a second connection): the store's own API never
- * shows deleted rows, purged or not. */
+ * By default on a SQLite file in a temp directory. With
+ * TASMAN_TEST_PG=postgresql://user@host:port/db (a server that lets the
+ * user create databases; tests/e2e/test_store_pg.sh starts one), every
+ * test runs on a database of its own made on that server (and dropped
+ * after), through store_pg.c; the few tests of SQLite's files say why they
+ * are skipped.
+ *
+ * Whether a deleted row is really gone is read from the database directly
+ * (a second connection: SQLite, or psql): the store's own API never shows
+ * deleted rows, purged or not. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -13,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -30,10 +38,83 @@
 
 struct fx {
         char dir[64];
-        char path[128];
+        char path[512]; /* the SQLite file, or the PostgreSQL database's URL */
+        char db[64];    /* PostgreSQL: the test's database */
         struct store *s;
         uint64_t acc, other; /* two accounts */
 };
+
+/* The PostgreSQL server of this run (TASMAN_TEST_PG), or NULL: SQLite. */
+static const char *pg_url(void)
+{
+        const char *u = getenv("TASMAN_TEST_PG");
+        return u && *u ? u : NULL;
+}
+
+/* Runs SQL with psql on the server's maintenance database (db NULL) or on
+ * db; its output (first line) into out. Returns psql's exit status, or 3
+ * when the server answered a constraint violation. */
+static int psql(const char *db, const char *sql, char *out, size_t out_len)
+{
+        char url[512], cmd[4096], line[256] = "";
+        const char *base = pg_url();
+        const char *slash = strrchr(base, '/');
+        assert_non_null(slash);
+        if (db)
+                snprintf(url, sizeof(url), "%.*s/%s", (int)(slash - base), base, db);
+        else
+                snprintf(url, sizeof(url), "%s", base);
+        assert_null(strchr(sql, '"'));
+        snprintf(cmd, sizeof(cmd), "psql -X -q -t -A -v ON_ERROR_STOP=1 '%s' -c \"%s\" 2>&1", url,
+                 sql);
+        FILE *p = popen(cmd, "r");
+        int constraint = 0;
+        assert_non_null(p);
+        char buf[512];
+        while (fgets(buf, sizeof(buf), p)) {
+                if (strstr(buf, "violates"))
+                        constraint = 1;
+                if (!line[0])
+                        snprintf(line, sizeof(line), "%s", buf);
+        }
+        int st = pclose(p);
+        if (out)
+                snprintf(out, out_len, "%s", line);
+        if (constraint)
+                return 3;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 255;
+}
+
+/* A fresh database of this test's own on the server; its URL into url. */
+static void pg_db_new(char *db, size_t db_len, char *url, size_t url_len)
+{
+        static int seq;
+        char sql[128];
+        const char *base = pg_url();
+        const char *slash = strrchr(base, '/');
+        snprintf(db, db_len, "tasman_test_%d_%d", (int)getpid(), ++seq);
+        snprintf(sql, sizeof(sql), "CREATE DATABASE %s", db);
+        assert_int_equal(psql(NULL, sql, NULL, 0), 0);
+        snprintf(url, url_len, "%.*s/%s", (int)(slash - base), base, db);
+}
+
+static void pg_db_drop(const char *db)
+{
+        char sql[128];
+        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
+        assert_int_equal(psql(NULL, sql, NULL, 0), 0);
+}
+
+/* A test of SQLite's files only: skipped in a PostgreSQL run, saying why
+ * on a TAP "# skip" line (it then counts as passed: cmocka's own skip()
+ * prints "not ok ... # SKIP", which tests/run counts as a failure). */
+#define SQLITE_ONLY(why)                                                          \
+        do {                                                                     \
+                if (pg_url()) {                                                  \
+                        printf("# skip %s on PostgreSQL: %s\n", __func__, why); \
+                        return;                                                  \
+                }                                                                \
+        } while (0)
 
 static int setup(void **state)
 {
@@ -42,7 +123,10 @@ static int setup(void **state)
         assert_non_null(f);
         snprintf(f->dir, sizeof(f->dir), "/tmp/tasman-store.XXXXXX");
         assert_non_null(mkdtemp(f->dir));
-        snprintf(f->path, sizeof(f->path), "%s/tasman.db", f->dir);
+        if (pg_url())
+                pg_db_new(f->db, sizeof(f->db), f->path, sizeof(f->path));
+        else
+                snprintf(f->path, sizeof(f->path), "%s/tasman.db", f->dir);
         assert_int_equal(store_open(f->path, &f->s), 0);
         assert_int_equal(store_account_create(f->s, "alice", TIER_PRO, &a), 0);
         f->acc = a.id;
@@ -59,6 +143,8 @@ static int teardown(void **state)
         /* whatever the test did, the placement cache is in step */
         assert_true(store_check_host_cache(f->s) <= 0);
         store_free(f->s);
+        if (f->db[0])
+                pg_db_drop(f->db);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
         assert_int_equal(system(cmd), 0);
         free(f);
@@ -134,8 +220,12 @@ static void observe(struct fx *f, uint64_t host_id, const struct dom_observed *d
 }
 
 /* Rows of vms with this id in the file, deleted or not. */
+static int64_t int_in_file(struct fx *f, const char *sql, uint64_t id);
+
 static int rows_in_file(struct fx *f, uint64_t vm_id)
 {
+        if (f->db[0])
+                return (int)int_in_file(f, "SELECT COUNT(*) FROM vms WHERE id = ?1", vm_id);
         sqlite3 *db;
         sqlite3_stmt *st;
         int n = -1;
@@ -154,6 +244,27 @@ static int rows_in_file(struct fx *f, uint64_t vm_id)
 /* One integer read from the file with SQL (id bound to ?1). */
 static int64_t int_in_file(struct fx *f, const char *sql, uint64_t id)
 {
+        if (f->db[0]) { /* psql: ?1 is the id, "AND ?1" a truth */
+                char q[1024], out[64];
+                size_t o = 0;
+                for (const char *p = sql; *p && o + 64 < sizeof(q); p++) {
+                        if (strncmp(p, " AND ?1", 7) == 0 && p[7] == '\0') {
+                                o += (size_t)snprintf(q + o, sizeof(q) - o, " AND %llu > 0",
+                                                      (unsigned long long)id);
+                                p += 6;
+                        } else if (p[0] == '?' && p[1] == '1') {
+                                o += (size_t)snprintf(q + o, sizeof(q) - o, "%llu",
+                                                      (unsigned long long)id);
+                                p++;
+                        } else {
+                                q[o++] = *p;
+                        }
+                }
+                q[o] = '\0';
+                if (psql(f->db, q, out, sizeof(out)) != 0)
+                        fail_msg("psql: %s: %s", q, out);
+                return out[0] ? strtoll(out, NULL, 10) : -1;
+        }
         sqlite3 *db;
         sqlite3_stmt *st;
         int64_t v = -1;
@@ -902,14 +1013,20 @@ static void test_id_key_per_installation(void **state)
 {
         struct fx *f = *state;
         struct store *s2;
-        char path[160], a[ID_STR_MAX], b[ID_STR_MAX];
-        snprintf(path, sizeof(path), "%s/second.db", f->dir);
+        char path[512], a[ID_STR_MAX], b[ID_STR_MAX];
+        char db2[64] = "";
+        if (pg_url())
+                pg_db_new(db2, sizeof(db2), path, sizeof(path));
+        else
+                snprintf(path, sizeof(path), "%s/second.db", f->dir);
         assert_int_equal(store_open(path, &s2), 0);
         id_encode(store_id_key(f->s), "vps", 1, a, sizeof(a));
         id_encode(store_id_key(s2), "vps", 1, b, sizeof(b));
         assert_string_not_equal(a, b);
         store_free(s2);
         store_free(NULL);
+        if (db2[0])
+                pg_db_drop(db2);
 }
 
 static void test_open_fails(void **state)
@@ -917,6 +1034,10 @@ static void test_open_fails(void **state)
         struct store *s = (struct store *)0x1;
         (void)state;
         assert_int_equal(store_open("/nonexistent-dir/tasman.db", &s), -EIO);
+        assert_ptr_equal(s, (struct store *)0x1);
+        /* no server there (port 1): the PostgreSQL back-end says so too */
+        assert_int_equal(store_open("postgresql://tasman@127.0.0.1:1/none?connect_timeout=2", &s),
+                         -EIO);
         assert_ptr_equal(s, (struct store *)0x1);
 }
 
@@ -1466,6 +1587,8 @@ static void test_group_commit(void **state)
  * would grow without bound on a busy broker). */
 static void assert_wal_truncates(struct fx *f, const char *after)
 {
+        if (f->db[0])
+                return; /* SQLite's WAL only */
         sqlite3 *db;
         sqlite3_stmt *st;
         assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
@@ -1480,6 +1603,7 @@ static void assert_wal_truncates(struct fx *f, const char *after)
 
 static void test_no_read_left_open(void **state)
 {
+        SQLITE_ONLY("the WAL checkpoint is SQLite's (PostgreSQL readers use MVCC snapshots)");
         struct fx *f = *state;
         struct account a;
         struct host h;
@@ -1721,6 +1845,12 @@ static int64_t snap_rows(struct fx *f, uint64_t vm_id)
 /* Writes to the file behind the store's back (for the fast-path test). */
 static void exec_in_file(struct fx *f, const char *sql)
 {
+        if (f->db[0]) {
+                char out[256];
+                if (psql(f->db, sql, out, sizeof(out)) != 0)
+                        fail_msg("psql: %s: %s", sql, out);
+                return;
+        }
         sqlite3 *db;
         assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
         sqlite3_busy_timeout(db, 5000);
@@ -2332,6 +2462,7 @@ static void test_snap_rebuild_and_vm_delete(void **state)
  * made from snapshots (12) and networks (13) at open, its rows intact. */
 static void test_snap_migration(void **state)
 {
+        SQLITE_ONLY("it undoes migrations with SQLite schema surgery (sqlite_master, user_version)");
         struct fx *f = *state;
         struct snapshot p;
         struct vm v;
@@ -2575,6 +2706,10 @@ static size_t nic_count(struct fx *f, uint64_t vm_id)
 /* An SQL statement run on the file behind the store's back: its result. */
 static int sql_rc(struct fx *f, const char *sql)
 {
+        if (f->db[0]) {
+                int st = psql(f->db, sql, NULL, 0);
+                return st == 0 ? SQLITE_OK : st == 3 ? SQLITE_CONSTRAINT : SQLITE_ERROR;
+        }
         sqlite3 *db;
         assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
         sqlite3_busy_timeout(db, 5000);
@@ -3238,6 +3373,7 @@ static void test_net_generations(void **state)
  * intact, without NICs, and able to join a network. */
 static void test_net_migration(void **state)
 {
+        SQLITE_ONLY("it undoes migrations with SQLite schema surgery (sqlite_master, user_version)");
         struct fx *f = *state;
         struct vm v, got;
         uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
@@ -3323,6 +3459,158 @@ static void test_dns_list(void **state)
         free(d);
 }
 
+/* ---- two brokers on one PostgreSQL database ---- */
+
+struct broker_arg {
+        struct fx *f;
+        struct store *s; /* this "broker"'s own store handle */
+        int id, made, refused, other;
+        const struct idem *idem; /* all claim this key, or NULL */
+        uint64_t vm_id;
+};
+
+/* Places VMs of 512 MB (ram_ratio 1: four per 2 GB host) as fast as it can. */
+static void *broker_placer(void *p)
+{
+        struct broker_arg *b = p;
+        static const struct sched_params sp = { .cpu_ratio = 4.0, .ram_ratio = 1.0,
+                                                .disk_ratio = 1.0, .strategy = SCHED_SPREAD };
+        for (int i = 0; i < 10; i++) {
+                char name[32];
+                struct vm v;
+                snprintf(name, sizeof(name), "b%d-%d", b->id, i);
+                const struct vm_new req = { .account_id = b->f->acc, .name = name, .size = "s",
+                                            .image = "debian-12", .vcpus = 1, .ram_mb = 512,
+                                            .disk_gb = 1, .sched = &sp };
+                int r = store_vm_create(b->s, &req, NOW, LIVE_AFTER, &v);
+                if (r == 0)
+                        b->made++;
+                else if (r == -ENOSPC)
+                        b->refused++;
+                else
+                        b->other++;
+        }
+        return NULL;
+}
+
+static void *broker_claimer(void *p)
+{
+        struct broker_arg *b = p;
+        const struct vm_new req = { .account_id = b->f->acc, .name = "once", .size = "s",
+                                    .image = "debian-12", .vcpus = 1, .ram_mb = 64,
+                                    .disk_gb = 1, .idem = b->idem };
+        struct vm v;
+        int r = store_vm_create(b->s, &req, NOW, LIVE_AFTER, &v);
+        if (r == 0) {
+                b->made++;
+                b->vm_id = v.id;
+        } else if (r == -EEXIST) {
+                b->refused++; /* the key was claimed by the other */
+        } else {
+                b->other++;
+        }
+        return NULL;
+}
+
+/* The PostgreSQL back-end only: the SQLite one serves one broker (its
+ * file is the broker's own). */
+#define PG_ONLY()                                                                        \
+        do {                                                                             \
+                if (!pg_url()) {                                                         \
+                        printf("# skip %s on SQLite: a SQLite store serves one broker\n", \
+                               __func__);                                                \
+                        return;                                                          \
+                }                                                                        \
+        } while (0)
+
+/* Two brokers (two store handles, four threads each) place 80 VMs at once
+ * on three hosts with room for 12: exactly 12 are placed, no host holds
+ * more than it has, and each host's reserved capacity is what its guests
+ * take. */
+static void test_pg_two_brokers_place(void **state)
+{
+        PG_ONLY();
+        struct fx *f = *state;
+        struct store *s2;
+        enum { N = 8 };
+        pthread_t t[N];
+        struct broker_arg a[N];
+        const char *names[] = { "node-1", "node-2", "node-3" };
+        for (int i = 0; i < 3; i++)
+                hello(f, names[i], "ams1", 64, 2048);
+        assert_int_equal(store_open(f->path, &s2), 0);
+        for (int i = 0; i < N; i++) {
+                a[i] = (struct broker_arg){ .f = f, .s = i % 2 ? s2 : f->s, .id = i };
+                assert_int_equal(pthread_create(&t[i], NULL, broker_placer, &a[i]), 0);
+        }
+        int made = 0, refused = 0;
+        for (int i = 0; i < N; i++) {
+                pthread_join(t[i], NULL);
+                assert_int_equal(a[i].other, 0);
+                made += a[i].made;
+                refused += a[i].refused;
+        }
+        assert_int_equal(made, 12);
+        assert_int_equal(refused, N * 10 - 12);
+        struct vm *vs = NULL;
+        size_t n = 0;
+        assert_int_equal(store_vm_list(s2, f->acc, &vs, &n), 0);
+        assert_int_equal(n, 12);
+        for (int i = 0; i < 3; i++) {
+                struct host h;
+                uint32_t on = 0;
+                assert_int_equal(store_host_by_name(i % 2 ? s2 : f->s, names[i], &h), 0);
+                for (size_t k = 0; k < n; k++)
+                        on += vs[k].host_id == h.id;
+                assert_true(h.ram_mb_used <= h.ram_mb);
+                assert_int_equal(h.guests, on);
+                assert_int_equal(h.ram_mb_used, (uint64_t)on * 512);
+                assert_int_equal(h.vcpus_used, on);
+                assert_int_equal(on, 4);
+        }
+        free(vs);
+        store_free(s2);
+}
+
+/* Two brokers create with one idempotency key at once, many times: each
+ * time exactly one makes the VPS, the other is told the key is taken. */
+static void test_pg_two_brokers_idempotency(void **state)
+{
+        PG_ONLY();
+        struct fx *f = *state;
+        struct store *s2;
+        hello(f, "node-1", "ams1", 64, 1u << 20);
+        assert_int_equal(store_open(f->path, &s2), 0);
+        for (int round = 0; round < 20; round++) {
+                char key[32];
+                snprintf(key, sizeof(key), "key-%d", round);
+                struct idem i = { .account_id = f->acc, .key = key };
+                memset(i.hash, round, sizeof(i.hash));
+                pthread_t t[2];
+                struct broker_arg a[2];
+                for (int k = 0; k < 2; k++) {
+                        a[k] = (struct broker_arg){ .f = f, .s = k ? s2 : f->s, .id = k,
+                                                    .idem = &i };
+                        assert_int_equal(pthread_create(&t[k], NULL, broker_claimer, &a[k]), 0);
+                }
+                for (int k = 0; k < 2; k++)
+                        pthread_join(t[k], NULL);
+                assert_int_equal(a[0].other + a[1].other, 0);
+                assert_int_equal(a[0].made + a[1].made, 1);
+                assert_int_equal(a[0].refused + a[1].refused, 1);
+                struct idem_rec rec;
+                assert_int_equal(store_idem_get(s2, f->acc, key, NOW, &rec), 0);
+                assert_int_equal(rec.resource_id, a[0].made ? a[0].vm_id : a[1].vm_id);
+                free(rec.body);
+        }
+        struct vm *vs = NULL;
+        size_t n = 0;
+        assert_int_equal(store_vm_list(f->s, f->acc, &vs, &n), 0);
+        free(vs);
+        assert_int_equal(n, 20);
+        store_free(s2);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -3387,6 +3675,8 @@ int main(void)
                 T(test_net_desired_three_hosts),
                 T(test_net_generations),
                 T(test_net_migration),
+                T(test_pg_two_brokers_place),
+                T(test_pg_two_brokers_idempotency),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
