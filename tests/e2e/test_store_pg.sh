@@ -1,4 +1,4 @@
-# The store's whole unit test suite (test_store) on PostgreSQL: a server of
+# The store's unit test suites (test_store, test_billing_store) on PostgreSQL: a server of
 # this test's own (scripts/start-postgres in the test's directory, on a
 # unix socket there and a free loopback port), each test on a database of
 # its own (TASMAN_TEST_PG). Its TAP lines pass through; the tests of
@@ -46,6 +46,7 @@ run_suite() {
         fi
 }
 run_suite "$BUILD/tests/test_store"
+run_suite "$BUILD/tests/test_billing_store"
 
 # Each test dropped its database.
 left=$(psql -X -tA "$URL" -c "SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'tasman_test_%'")

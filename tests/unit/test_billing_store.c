@@ -1,4 +1,5 @@
-/* test_billing_store: prepaid billing on a real SQLite store: prices,
+/* test_billing_store: prepaid billing on a real store (SQLite, or
+ * PostgreSQL with TASMAN_TEST_PG: see pg_test.h): prices,
  * credit, orders refused in the creating transaction (also under
  * concurrent orders), daily invoicing over simulated Europe/Amsterdam
  * midnights across DST changes, catch-up of missed days exactly once,
@@ -22,6 +23,8 @@
 #include "store.h"
 #include "tz.h"
 
+#include "pg_test.h"
+
 #define SMALL      "standard-1vcpu-1gb" /* 6.00 a month: 0.20 a day */
 #define SMALL_DAY  20
 #define MEDIUM     "standard-2vcpu-4gb" /* 24.00 a month: 0.79 a day */
@@ -29,7 +32,8 @@
 
 struct fx {
         char dir[64];
-        char path[128];
+        char path[512]; /* the SQLite file, or the PostgreSQL database's URL */
+        char db[64];    /* PostgreSQL: the test's database */
         struct store *s;
         const struct tz *ams;
         uint64_t acc, other;
@@ -56,7 +60,10 @@ static int setup(void **state)
         assert_non_null(f);
         snprintf(f->dir, sizeof(f->dir), "/tmp/tasman-billing.XXXXXX");
         assert_non_null(mkdtemp(f->dir));
-        snprintf(f->path, sizeof(f->path), "%s/tasman.db", f->dir);
+        if (pg_url())
+                pg_db_new(f->db, sizeof(f->db), f->path, sizeof(f->path));
+        else
+                snprintf(f->path, sizeof(f->path), "%s/tasman.db", f->dir);
         assert_int_equal(store_open(f->path, &f->s), 0);
         assert_int_equal(store_account_create(f->s, "alice", TIER_PRO, &a), 0);
         f->acc = a.id;
@@ -82,6 +89,8 @@ static int teardown(void **state)
         struct fx *f = *state;
         char cmd[160];
         store_free(f->s);
+        if (f->db[0])
+                pg_db_drop(f->db);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
         assert_int_equal(system(cmd), 0);
         free(f);
@@ -120,8 +129,22 @@ static void credit(struct fx *f, uint64_t account, int64_t cents)
         assert_int_equal(b, before + cents);
 }
 
+/* Runs SQL on the PostgreSQL database behind the store's back: its first
+ * line of output. */
+static void pg_sql(struct fx *f, const char *sql, char *out, size_t len)
+{
+        char buf[256];
+        if (psql(f->db, sql, out ? out : buf, out ? len : sizeof(buf)) != 0)
+                fail_msg("psql: %s: %s", sql, out ? out : buf);
+}
+
 static int64_t int_in_file(struct fx *f, const char *sql)
 {
+        if (f->db[0]) {
+                char out[64];
+                pg_sql(f, sql, out, sizeof(out));
+                return out[0] ? strtoll(out, NULL, 10) : -1;
+        }
         sqlite3 *db;
         sqlite3_stmt *st;
         int64_t v = -1;
@@ -146,6 +169,10 @@ static void delete_at(struct fx *f, uint64_t account, uint64_t vm_id, int64_t at
                  "UPDATE vms SET deleted_at = %1$lld WHERE id = %2$llu;"
                  " UPDATE billable SET deleted_at = %1$lld WHERE vm_id = %2$llu",
                  (long long)at, (unsigned long long)vm_id);
+        if (f->db[0]) {
+                pg_sql(f, sql, NULL, 0);
+                return;
+        }
         assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
         sqlite3_busy_timeout(db, 5000);
         assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
@@ -156,9 +183,15 @@ static void delete_at(struct fx *f, uint64_t account, uint64_t vm_id, int64_t at
 static void purge(struct fx *f, uint64_t vm_id)
 {
         sqlite3 *db;
-        char sql[96];
+        char sql[128];
         snprintf(sql, sizeof(sql), "DELETE FROM vms WHERE id = %llu AND deleted_at IS NOT NULL",
                  (unsigned long long)vm_id);
+        if (f->db[0]) {
+                char q[160];
+                snprintf(q, sizeof(q), "WITH d AS (%s RETURNING 1) SELECT COUNT(*) FROM d", sql);
+                assert_int_equal(int_in_file(f, q), 1);
+                return;
+        }
         assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
         sqlite3_busy_timeout(db, 5000);
         assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL), SQLITE_OK);
@@ -579,14 +612,25 @@ static void test_run_fails(void **state)
         credit(f, f->acc, 1000);
         assert_int_equal(store_billing_mark(f->s, day_of(2024, 8, 1), 0), 0);
         assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 8, 1, 9, 0, 0), &v, NULL, 0), 0);
-        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-        sqlite3_busy_timeout(db, 5000);
-        assert_int_equal(sqlite3_exec(db,
-                                      "CREATE TRIGGER fail_day BEFORE UPDATE ON meta"
-                                      " WHEN NEW.key = 'billing_day'"
-                                      " BEGIN SELECT RAISE(ABORT, 'injected'); END",
-                                      NULL, NULL, NULL),
-                         SQLITE_OK);
+        if (f->db[0]) {
+                pg_sql(f,
+                       "CREATE FUNCTION fail_day() RETURNS trigger LANGUAGE plpgsql AS"
+                       " 'BEGIN IF NEW.key = ''billing_day'' THEN RAISE EXCEPTION ''injected'';"
+                       " END IF; RETURN NEW; END'; CREATE TRIGGER fail_day BEFORE UPDATE ON meta"
+                       " FOR EACH ROW EXECUTE FUNCTION fail_day()",
+                       NULL, 0);
+                db = NULL;
+        } else {
+                assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL),
+                                 SQLITE_OK);
+                sqlite3_busy_timeout(db, 5000);
+                assert_int_equal(sqlite3_exec(db,
+                                              "CREATE TRIGGER fail_day BEFORE UPDATE ON meta"
+                                              " WHEN NEW.key = 'billing_day'"
+                                              " BEGIN SELECT RAISE(ABORT, 'injected'); END",
+                                              NULL, NULL, NULL),
+                                 SQLITE_OK);
+        }
         assert_int_equal(store_billing_run(f->s, day_of(2024, 8, 2), utc(2024, 8, 1, 22, 0, 0),
                                            utc(2024, 8, 2, 22, 0, 0), 0, &run),
                          -EIO);
@@ -599,8 +643,13 @@ static void test_run_fails(void **state)
         int64_t last = 0;
         assert_int_equal(store_billing_day(f->s, &last), 0);
         assert_int_equal(last, day_of(2024, 8, 1));
-        assert_int_equal(sqlite3_exec(db, "DROP TRIGGER fail_day", NULL, NULL, NULL), SQLITE_OK);
-        sqlite3_close(db);
+        if (f->db[0]) {
+                pg_sql(f, "DROP TRIGGER fail_day ON meta; DROP FUNCTION fail_day()", NULL, 0);
+        } else {
+                assert_int_equal(sqlite3_exec(db, "DROP TRIGGER fail_day", NULL, NULL, NULL),
+                                 SQLITE_OK);
+                sqlite3_close(db);
+        }
         assert_int_equal(catch_up(f, utc(2024, 8, 4, 9, 0, 0)), 2);
         assert_int_equal(catch_up(f, utc(2024, 8, 4, 9, 0, 0)), 0);
         assert_int_equal(int_in_file(f, "SELECT COUNT(*) FROM invoice_lines"), 2);
