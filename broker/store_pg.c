@@ -9,8 +9,9 @@
  *   its whole length (the thread's current connection, `cur`) and given
  *   back at its end; each keeps its own prepared statements, prepared at
  *   their first use (placeholders ? and ?N are rewritten to $N).
- * - Writes: every mutating call is one transaction that first takes a
- *   transaction-scoped advisory lock (PG_LOCK_WRITE), so writers of every
+ * - Writes: every mutating call is one transaction that first takes the
+ *   process's write_lock, then a transaction-scoped advisory lock
+ *   (PG_LOCK_WRITE), so writers of every
  *   broker on the database run one at a time, as SQLite's single writer
  *   does: each one reads the rows as the last committed writer left them,
  *   so a placement never double-books a host (it reads the hosts' capacity
@@ -85,6 +86,7 @@ struct pgconn {
         size_t n_stmts, cap_stmts;
         int64_t changes, total_changes;
         int in_txn; /* 1: read transaction, 2: write transaction */
+        int writing; /* holds the store's write_lock (from begin() to unlock()) */
         int broken; /* lost: closed when given back */
 };
 
@@ -92,6 +94,9 @@ struct store {
         char *url;
         _Atomic uint64_t version; /* see store_version() */
         struct id_key key;
+        /* This process's writers, one at a time (the advisory lock then
+         * orders them with other brokers'): guards the scheduler's view. */
+        pthread_mutex_t write_lock;
         pthread_mutex_t pool_lock;
         pthread_cond_t pool_cond;
         struct pgconn *idle[PG_POOL];
@@ -587,15 +592,23 @@ static void unlock(struct store *s)
                 PQclear(res);
                 cur->in_txn = 0;
         }
+        int writing = cur->writing;
+        cur->writing = 0;
         conn_give(s);
+        if (writing)
+                pthread_mutex_unlock(&s->write_lock);
 }
 
 /* A write: the database's writer lock for the rest of the transaction. */
 static int begin(struct store *s)
 {
+        pthread_mutex_lock(&s->write_lock);
         int r = conn_take(s);
-        if (r < 0)
+        if (r < 0) {
+                pthread_mutex_unlock(&s->write_lock);
                 return -EIO;
+        }
+        cur->writing = 1;
         char sql[96];
         snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%lld)",
                  (long long)PG_LOCK_WRITE);
@@ -603,7 +616,9 @@ static int begin(struct store *s)
                 cur->broken = 1;
                 PGresult *res = PQexec(cur->conn, "ROLLBACK");
                 PQclear(res);
+                cur->writing = 0;
                 conn_give(s);
+                pthread_mutex_unlock(&s->write_lock);
                 return -EIO;
         }
         cur->in_txn = 2;
@@ -1039,6 +1054,7 @@ int store_open(const char *url, struct store **ret)
                 return -ENOMEM;
         static _Atomic uint64_t epochs;
         atomic_store(&s->version, (atomic_fetch_add(&epochs, 1) + 1) << 40);
+        pthread_mutex_init(&s->write_lock, NULL);
         pthread_mutex_init(&s->pool_lock, NULL);
         pthread_cond_init(&s->pool_cond, NULL);
         if (!(s->url = strdup(url))) {
@@ -1066,6 +1082,7 @@ void store_free(struct store *s)
                 return;
         for (size_t i = 0; i < s->n_idle; i++)
                 conn_close(s->idle[i]);
+        pthread_mutex_destroy(&s->write_lock);
         pthread_mutex_destroy(&s->pool_lock);
         pthread_cond_destroy(&s->pool_cond);
         free(s->url);
