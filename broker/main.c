@@ -217,7 +217,9 @@ int main(int argc, char **argv)
                 log_error("broker: cannot allocate the rate limiter");
                 goto out;
         }
-        if (cfg.list_cache && listcache_new(&api.lc) < 0) {
+        /* Several brokers may share a PostgreSQL database: the cache would
+         * not see their writes (listcache.h). */
+        if (cfg.list_cache && !store_is_pg_url(cfg.db) && listcache_new(&api.lc) < 0) {
                 log_error("broker: cannot allocate the list cache");
                 goto out;
         }

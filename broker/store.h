@@ -213,7 +213,8 @@ void store_db_redact(const char *db, char *out, size_t len);
 /* Changes whenever this process commits (or rolls back) a write: an answer
  * rendered from reads that began after reading the version is current
  * while it stays the same. Writes of other processes sharing the database
- * are not seen. */
+ * are not seen: on PostgreSQL (which several brokers may share) it
+ * therefore changes at every call, and caches keyed by it never hit. */
 uint64_t store_version(struct store *s);
 
 /* The installation's id key (made at the first start, never changed). */

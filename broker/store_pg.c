@@ -655,9 +655,12 @@ static int end(struct store *s, int r)
         return r;
 }
 
+/* Other brokers' commits are not seen here: the version changes at every
+ * call, so no cache keyed by it (auth's keys, the list cache) ever serves
+ * an answer another broker's write may have made stale. */
 uint64_t store_version(struct store *s)
 {
-        return atomic_load(&s->version);
+        return atomic_fetch_add(&s->version, 1) + 1;
 }
 
 /* ---- the scheduler's hosts ---- */
@@ -2974,7 +2977,8 @@ int store_vm_page(struct store *s, const struct vm_query *q, struct vm **ret, si
         static const char sql[] =
                 "SELECT " VM_COLS " FROM vms v JOIN hosts h ON h.id = v.host_id"
                 " WHERE v.account_id = ?1 AND v.deleted_at IS NULL AND v.id > ?2"
-                " AND (?3 IS NULL OR v.site = ?3) AND (?4 IS NULL OR v.name = ?4)"
+                " AND (CAST(?3 AS TEXT) IS NULL OR v.site = ?3)"
+                " AND (CAST(?4 AS TEXT) IS NULL OR v.name = ?4)"
                 " ORDER BY v.id LIMIT ?5";
         int r;
         rlock(s);

@@ -113,6 +113,32 @@ start_broker() {
         return 1
 }
 
+# start_postgres: a PostgreSQL server of this test's own in $T/pg
+# (scripts/start-postgres: a unix socket there and a free loopback port);
+# sets PG_URL and PG_PID, stopped by pid at exit. Fails (returns 1, saying
+# why) if the server cannot start: callers make that fatal, never a skip.
+PG_PID=
+start_postgres() {
+        # As root the server runs as user postgres: it must reach its
+        # directory inside the test's (mktemp -d makes it 0700).
+        chmod 0711 "$T"
+        PG_URL=$("$ROOT/scripts/start-postgres" "$T/pg" 2>"$T/start-postgres.err") ||
+                { sed 's/^/# /' "$T/start-postgres.err"; return 1; }
+        PG_PID=$(head -1 "$T/pg/data/postmaster.pid")
+        CLEANUPS+=(stop_postgres)
+}
+stop_postgres() {
+        [ -n "$PG_PID" ] || return 0
+        kill -INT "$PG_PID" 2>/dev/null || return 0
+        local i
+        for i in $(seq 1 100); do
+                kill -0 "$PG_PID" 2>/dev/null || return 0
+                sleep 0.1
+        done
+        echo "# PostgreSQL $PG_PID did not stop in 10 s: killed"
+        kill -KILL "$PG_PID" 2>/dev/null || true
+}
+
 # start_agent NAME [--key=value ...]: an agent on libvirt's test driver
 declare -A AGENT_PIDS=()
 # No test may fetch anything from outside this machine: the default

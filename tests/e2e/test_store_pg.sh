@@ -6,27 +6,8 @@
 # fails: it never skips.
 source "$(dirname "$0")/lib.sh"
 
-PGDIR=$T/pg
-PG_PID=
-stop_postgres() {
-        [ -n "$PG_PID" ] || return 0
-        kill -INT "$PG_PID" 2>/dev/null || return 0
-        local i
-        for i in $(seq 1 100); do
-                kill -0 "$PG_PID" 2>/dev/null || return 0
-                sleep 0.1
-        done
-        echo "# PostgreSQL $PG_PID did not stop in 10 s: killed"
-        kill -KILL "$PG_PID" 2>/dev/null || true
-}
-CLEANUPS+=(stop_postgres)
-
-# The server runs as user postgres when this runs as root: it must reach
-# its directory inside the test's (mktemp -d makes it 0700).
-chmod 0711 "$T"
-URL=$("$ROOT/scripts/start-postgres" "$PGDIR" 2>"$T/start-postgres.err") ||
-        { sed 's/^/# /' "$T/start-postgres.err"; fatal "PostgreSQL starts (scripts/start-postgres)"; }
-PG_PID=$(head -1 "$PGDIR/data/postmaster.pid")
+start_postgres || fatal "PostgreSQL starts (scripts/start-postgres)"
+URL=$PG_URL
 ok "PostgreSQL starts (pid $PG_PID, $URL)"
 
 run_suite() {

@@ -3400,6 +3400,51 @@ static void test_dns_list(void **state)
         free(d);
 }
 
+/* A page of the account's vms: every filter left out (NULL: any, limit 0:
+ * all) and each one set, in either order of first use. */
+static void test_vm_page_filters(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, *vs = NULL;
+        size_t n = 99;
+        hello(f, "node-1", "ams1", 8, 16384);
+        hello(f, "node-2", "fra1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "a", "ams1", 1, 512, &v), 0);
+        assert_int_equal(create_vm(f, f->acc, "b", "fra1", 1, 512, &v), 0);
+        assert_int_equal(create_vm(f, f->acc, "c", "fra1", 1, 512, &v), 0);
+        assert_int_equal(create_vm(f, f->other, "a", "ams1", 1, 512, &v), 0);
+        struct vm_query q = { .account_id = f->acc };
+        assert_int_equal(store_vm_page(f->s, &q, &vs, &n), 0);
+        assert_int_equal(n, 3);
+        free(vs);
+        q.region = "fra1";
+        assert_int_equal(store_vm_page(f->s, &q, &vs, &n), 0);
+        assert_int_equal(n, 2);
+        assert_string_equal(vs[0].name, "b");
+        free(vs);
+        q.name = "c";
+        assert_int_equal(store_vm_page(f->s, &q, &vs, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(vs[0].name, "c");
+        free(vs);
+        q.region = NULL;
+        q.name = "a";
+        q.limit = 1;
+        assert_int_equal(store_vm_page(f->s, &q, &vs, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(vs[0].site, "ams1");
+        free(vs);
+        q = (struct vm_query){ .account_id = f->acc, .limit = 2 };
+        assert_int_equal(store_vm_page(f->s, &q, &vs, &n), 0);
+        assert_int_equal(n, 2);
+        q.after_id = vs[1].id;
+        free(vs);
+        assert_int_equal(store_vm_page(f->s, &q, &vs, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(vs[0].name, "c");
+        free(vs);
+}
+
 /* ---- two brokers on one PostgreSQL database ---- */
 
 struct broker_arg {
@@ -3572,6 +3617,7 @@ int main(void)
                 T(test_site_filter_and_spread),
                 T(test_capacity_catalog_sizes),
                 T(test_vm_get_list_by_account),
+                T(test_vm_page_filters),
                 T(test_actions),
                 T(test_host_desired),
                 T(test_host_observe),
