@@ -44,6 +44,7 @@ struct hub {
         int stopping;
         int64_t touch_every_ms;
         pthread_t thread;
+        int watching; /* store_watch() tells of other brokers' changes */
 };
 
 static void ctx_cb(void *arg);
@@ -349,6 +350,19 @@ void hub_notify(struct hub *h, uint64_t host_id)
         pthread_mutex_unlock(&h->lock);
 }
 
+/* Another broker sharing the database changed a host's desired state
+ * (store_watch(); host_id 0: any host's): its parked agent answers now. */
+static void hub_store_changed(void *ud, uint64_t host_id)
+{
+        struct hub *h = ud;
+        pthread_mutex_lock(&h->lock);
+        for (size_t i = 0; i < h->n_ctxs; i++)
+                if (h->ctxs[i]->state == H_PARKED && (!host_id || h->ctxs[i]->host_id == host_id))
+                        h->ctxs[i]->deadline = 0;
+        pthread_cond_signal(&h->cond);
+        pthread_mutex_unlock(&h->lock);
+}
+
 /* Sends the replies that are due and keeps parked hosts' last_seen fresh. */
 static void *hub_thread(void *arg)
 {
@@ -466,6 +480,13 @@ int hub_start(const struct hub_config *cfg, struct store *s, struct hub **ret)
                 nng_ctx_recv(first[i]->ctx, first[i]->aio);
         if (pthread_create(&h->thread, NULL, hub_thread, h) != 0)
                 goto fail;
+        /* Several brokers may share the database: their changes wake the
+         * agents parked here too. Without it they wait out hold_ms. */
+        if (store_watch(s, hub_store_changed, h) == 0)
+                h->watching = 1;
+        else
+                log_warn("agent link: other brokers' changes reach parked agents after"
+                         " hold_ms only");
         *ret = h;
         return 0;
 fail:
@@ -484,6 +505,8 @@ void hub_free(struct hub *h)
 {
         if (!h)
                 return;
+        if (h->watching)
+                store_watch(h->store, NULL, NULL);
         pthread_mutex_lock(&h->lock);
         h->stopping = 1;
         pthread_cond_signal(&h->cond);

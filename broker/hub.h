@@ -7,6 +7,9 @@
  * host or hold_ms pass. Undecodable or oversized messages get an Error
  * reply (or are dropped by nng) and never disturb the other agents.
  *
+ * With several brokers on one database, a change another broker commits
+ * wakes the host's parked agent too (store_watch()).
+ *
  * Threads: nng's callbacks, plus one hub thread that sends parked replies,
  * keeps parked hosts' last_seen fresh and records liveness transitions. hub_notify() may be called from
  * any thread, after the store commit that changed the host.

@@ -217,6 +217,16 @@ void store_db_redact(const char *db, char *out, size_t len);
  * therefore changes at every call, and caches keyed by it never hit. */
 uint64_t store_version(struct store *s);
 
+/* Other brokers' changes: fn(ud, host_id) is called, from a thread of the
+ * store, after another process sharing the database committed a change of
+ * host_id's desired state (its generation moved); host_id 0: any host may
+ * have changed (the watch was interrupted and is back). On PostgreSQL by
+ * LISTEN/NOTIFY. The SQLite back-end serves one broker and never calls fn
+ * (this process's writers notify the hub themselves). One watch per store
+ * (-EBUSY); fn NULL stops it, returning once no call of fn is running. */
+typedef void (*store_watch_fn)(void *ud, uint64_t host_id);
+int store_watch(struct store *s, store_watch_fn fn, void *ud);
+
 /* The installation's id key (made at the first start, never changed). */
 const struct id_key *store_id_key(struct store *s);
 

@@ -14,6 +14,7 @@
 #define store_open STORE_BE(open)
 #define store_free STORE_BE(free)
 #define store_version STORE_BE(version)
+#define store_watch STORE_BE(watch)
 #define store_id_key STORE_BE(id_key)
 #define store_account_create STORE_BE(account_create)
 #define store_account_by_name STORE_BE(account_by_name)

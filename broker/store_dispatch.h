@@ -9,6 +9,7 @@ int pg_open(const char *path, struct pg_store **ret);
 void pg_free(struct pg_store *s);
 
 uint64_t sqlite_version(struct sqlite_store *s);
+int sqlite_watch(struct sqlite_store *s, store_watch_fn fn, void *ud);
 const struct id_key *sqlite_id_key(struct sqlite_store *s);
 int sqlite_account_create(struct sqlite_store *s, const char *name, enum tier tier, struct account *ret);
 int sqlite_account_by_name(struct sqlite_store *s, const char *name, struct account *ret);
@@ -88,6 +89,7 @@ int sqlite_billing_mark(struct sqlite_store *s, int64_t day, int64_t prune_befor
 int sqlite_billing_run(struct sqlite_store *s, int64_t day, int64_t start_ms, int64_t end_ms, int64_t now, struct billing_run *ret);
 
 uint64_t pg_version(struct pg_store *s);
+int pg_watch(struct pg_store *s, store_watch_fn fn, void *ud);
 const struct id_key *pg_id_key(struct pg_store *s);
 int pg_account_create(struct pg_store *s, const char *name, enum tier tier, struct account *ret);
 int pg_account_by_name(struct pg_store *s, const char *name, struct account *ret);
@@ -171,6 +173,13 @@ uint64_t store_version(struct store *s)
         if (s->pg)
                 return pg_version(s->pg);
         return sqlite_version(s->sqlite);
+}
+
+int store_watch(struct store *s, store_watch_fn fn, void *ud)
+{
+        if (s->pg)
+                return pg_watch(s->pg, fn, ud);
+        return sqlite_watch(s->sqlite, fn, ud);
 }
 
 const struct id_key *store_id_key(struct store *s)

@@ -30,17 +30,23 @@
  * - Schema: the same numbered migrations as store_sqlite.c, in PostgreSQL's
  *   dialect, applied at open in one transaction under an advisory lock
  *   (PG_LOCK_MIGRATE), their number kept in schema_migrations.
+ * - Other brokers' changes: a trigger (made at open) NOTIFYs tasman_hosts
+ *   with a host's id when its generation moves; store_watch() LISTENs on a
+ *   connection of its own and tells the hub, skipping NOTIFYs of this
+ *   store's own connections (their writers tell the hub themselves).
  */
 #define STORE_BACKEND pg_
 #include "store_backend.h"
 #include "store.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -87,6 +93,7 @@ struct pgconn {
         int64_t changes, total_changes;
         int in_txn; /* 1: read transaction, 2: write transaction */
         int writing; /* holds the store's write_lock (from begin() to unlock()) */
+        int pid;     /* the server process serving it */
         int broken; /* lost: closed when given back */
 };
 
@@ -101,6 +108,14 @@ struct store {
         pthread_cond_t pool_cond;
         struct pgconn *idle[PG_POOL];
         size_t n_idle, n_open;
+        int pids[PG_POOL]; /* of the open connections (0: free slot): our own NOTIFYs */
+        /* store_watch(): a thread LISTENing on a connection of its own. */
+        pthread_mutex_t watch_lock;
+        store_watch_fn watch_fn;
+        void *watch_ud;
+        pthread_t watch_thread;
+        int watching;
+        int watch_pipe[2]; /* a byte on [1]: stop */
         int64_t seen_slack_ms; /* see store_set_seen_slack() */
         _Atomic uint64_t n_commits, n_writes;
         int64_t idem_purged_at;
@@ -184,18 +199,31 @@ static int conn_take(struct store *s)
                 s->n_open++;
                 pthread_mutex_unlock(&s->pool_lock);
                 int r = conn_open(s, &c);
+                pthread_mutex_lock(&s->pool_lock);
                 if (r < 0) {
-                        pthread_mutex_lock(&s->pool_lock);
                         s->n_open--;
                         pthread_cond_signal(&s->pool_cond);
                         pthread_mutex_unlock(&s->pool_lock);
                         return r;
                 }
+                c->pid = PQbackendPID(c->conn);
+                for (size_t i = 0; i < PG_POOL; i++)
+                        if (!s->pids[i]) {
+                                s->pids[i] = c->pid;
+                                break;
+                        }
+                pthread_mutex_unlock(&s->pool_lock);
         }
         if (PQstatus(c->conn) != CONNECTION_OK) {
                 PQreset(c->conn); /* the server restarted: its statements are gone */
                 for (size_t i = 0; i < c->n_stmts; i++)
                         c->stmts[i]->prepared = 0;
+                pthread_mutex_lock(&s->pool_lock);
+                for (size_t i = 0; i < PG_POOL; i++)
+                        if (s->pids[i] == c->pid)
+                                s->pids[i] = PQbackendPID(c->conn);
+                c->pid = PQbackendPID(c->conn);
+                pthread_mutex_unlock(&s->pool_lock);
         }
         c->in_txn = 0;
         cur = c;
@@ -212,6 +240,9 @@ static void conn_give(struct store *s)
         if (c->broken || PQstatus(c->conn) != CONNECTION_OK ||
             PQtransactionStatus(c->conn) != PQTRANS_IDLE) {
                 s->n_open--;
+                for (size_t i = 0; i < PG_POOL; i++)
+                        if (s->pids[i] == c->pid)
+                                s->pids[i] = 0;
                 pthread_mutex_unlock(&s->pool_lock);
                 conn_close(c);
                 pthread_mutex_lock(&s->pool_lock);
@@ -1018,6 +1049,16 @@ static int migrate(struct store *s)
                 if (r == 0)
                         log_info("store: schema migrated to version %zu", i + 1);
         }
+        /* Not a migration (SQLite has no such thing): every open makes sure
+         * a change of a host's generation is announced to the other brokers
+         * when it commits (store_watch()). */
+        if (r == 0)
+                r = exec(s, "CREATE OR REPLACE FUNCTION tasman_host_changed() RETURNS trigger"
+                            " LANGUAGE plpgsql AS 'BEGIN PERFORM pg_notify(''tasman_hosts'',"
+                            " CAST(NEW.id AS TEXT)); RETURN NULL; END';"
+                            " CREATE OR REPLACE TRIGGER hosts_generation AFTER UPDATE OF"
+                            " generation ON hosts FOR EACH ROW WHEN (NEW.generation IS DISTINCT"
+                            " FROM OLD.generation) EXECUTE FUNCTION tasman_host_changed()");
         if (r == 0)
                 r = exec(s, "COMMIT");
         else
@@ -1048,6 +1089,111 @@ static int load_key(struct store *s)
         return r;
 }
 
+/* ---- other brokers' changes: LISTEN tasman_hosts ---- */
+
+static int own_pid(struct store *s, int pid)
+{
+        int own = 0;
+        pthread_mutex_lock(&s->pool_lock);
+        for (size_t i = 0; i < PG_POOL && !own; i++)
+                own = s->pids[i] == pid;
+        pthread_mutex_unlock(&s->pool_lock);
+        return own;
+}
+
+/* Waits for ms (or a stop): 1 if asked to stop. */
+static int watch_sleep(struct store *s, int ms)
+{
+        struct pollfd p = { .fd = s->watch_pipe[0], .events = POLLIN };
+        return poll(&p, 1, ms) > 0;
+}
+
+static void *watch_main(void *arg)
+{
+        struct store *s = arg;
+        PGconn *c = NULL;
+        int backoff = 100;
+        for (;;) {
+                if (!c) {
+                        c = PQconnectdb(s->url);
+                        PGresult *res = NULL;
+                        if (PQstatus(c) == CONNECTION_OK)
+                                res = PQexec(c, "LISTEN tasman_hosts");
+                        if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+                                log_warn("store: cannot listen for other brokers' changes: %s",
+                                         PQerrorMessage(c));
+                                PQclear(res);
+                                PQfinish(c);
+                                c = NULL;
+                                if (watch_sleep(s, backoff))
+                                        break;
+                                backoff = backoff < 5000 ? backoff * 2 : 5000;
+                                continue;
+                        }
+                        PQclear(res);
+                        backoff = 100;
+                        /* what changed before LISTEN took effect is unknown */
+                        s->watch_fn(s->watch_ud, 0);
+                }
+                struct pollfd p[2] = { { .fd = PQsocket(c), .events = POLLIN },
+                                       { .fd = s->watch_pipe[0], .events = POLLIN } };
+                if (poll(p, 2, -1) < 0)
+                        continue;
+                if (p[1].revents)
+                        break;
+                if (!PQconsumeInput(c)) {
+                        log_warn("store: lost the connection that listens for other brokers'"
+                                 " changes: %s",
+                                 PQerrorMessage(c));
+                        PQfinish(c);
+                        c = NULL;
+                        continue;
+                }
+                PGnotify *n;
+                while ((n = PQnotifies(c))) {
+                        uint64_t host_id = strtoull(n->extra, NULL, 10);
+                        if (host_id && !own_pid(s, n->be_pid))
+                                s->watch_fn(s->watch_ud, host_id);
+                        PQfreemem(n);
+                }
+        }
+        PQfinish(c);
+        return NULL;
+}
+
+int store_watch(struct store *s, store_watch_fn fn, void *ud)
+{
+        int r = 0;
+        pthread_mutex_lock(&s->watch_lock);
+        if (!fn) {
+                if (s->watching) {
+                        char b = 1;
+                        if (write(s->watch_pipe[1], &b, 1) != 1)
+                                abort(); /* a pipe of our own: cannot fail */
+                        pthread_join(s->watch_thread, NULL);
+                        close(s->watch_pipe[0]);
+                        close(s->watch_pipe[1]);
+                        s->watching = 0;
+                }
+        } else if (s->watching) {
+                r = -EBUSY;
+        } else if (pipe(s->watch_pipe) < 0) {
+                r = -errno;
+        } else {
+                s->watch_fn = fn;
+                s->watch_ud = ud;
+                if (pthread_create(&s->watch_thread, NULL, watch_main, s) != 0) {
+                        close(s->watch_pipe[0]);
+                        close(s->watch_pipe[1]);
+                        r = -EAGAIN;
+                } else {
+                        s->watching = 1;
+                }
+        }
+        pthread_mutex_unlock(&s->watch_lock);
+        return r;
+}
+
 int store_open(const char *url, struct store **ret)
 {
         struct store *s = calloc(1, sizeof(*s));
@@ -1058,6 +1204,7 @@ int store_open(const char *url, struct store **ret)
         static _Atomic uint64_t epochs;
         atomic_store(&s->version, (atomic_fetch_add(&epochs, 1) + 1) << 40);
         pthread_mutex_init(&s->write_lock, NULL);
+        pthread_mutex_init(&s->watch_lock, NULL);
         pthread_mutex_init(&s->pool_lock, NULL);
         pthread_cond_init(&s->pool_cond, NULL);
         if (!(s->url = strdup(url))) {
@@ -1083,9 +1230,11 @@ void store_free(struct store *s)
 {
         if (!s)
                 return;
+        store_watch(s, NULL, NULL);
         for (size_t i = 0; i < s->n_idle; i++)
                 conn_close(s->idle[i]);
         pthread_mutex_destroy(&s->write_lock);
+        pthread_mutex_destroy(&s->watch_lock);
         pthread_mutex_destroy(&s->pool_lock);
         pthread_cond_destroy(&s->pool_cond);
         free(s->url);

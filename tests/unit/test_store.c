@@ -3597,6 +3597,84 @@ static void test_pg_two_brokers_idempotency(void **state)
         store_free(s2);
 }
 
+struct watch_rec {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        uint64_t hosts[64];
+        size_t n;
+        int any; /* calls with host 0 */
+};
+
+static void watch_cb(void *ud, uint64_t host_id)
+{
+        struct watch_rec *w = ud;
+        pthread_mutex_lock(&w->lock);
+        if (!host_id)
+                w->any++;
+        else if (w->n < 64)
+                w->hosts[w->n++] = host_id;
+        pthread_cond_broadcast(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+}
+
+/* How many calls for host (0: with host 0) after waiting up to ms for at
+ * least want of them. */
+static int watch_count(struct watch_rec *w, uint64_t host, int want, int ms)
+{
+        int64_t end = util_mono_ms() + ms;
+        int n = 0;
+        pthread_mutex_lock(&w->lock);
+        for (;;) {
+                n = 0;
+                if (!host)
+                        n = w->any;
+                for (size_t i = 0; host && i < w->n; i++)
+                        n += w->hosts[i] == host;
+                if (n >= want || util_mono_ms() >= end)
+                        break;
+                pthread_mutex_unlock(&w->lock);
+                usleep(10000);
+                pthread_mutex_lock(&w->lock);
+        }
+        pthread_mutex_unlock(&w->lock);
+        return n;
+}
+
+/* store_watch() on PostgreSQL: a change of a host's desired state that
+ * another broker commits is told (once per commit); this store's own are
+ * not; after the watch stops, nothing is. */
+static void test_pg_watch(void **state)
+{
+        PG_ONLY();
+        struct fx *f = *state;
+        struct store *s2;
+        struct vm v, tmp;
+        struct watch_rec w = { .lock = PTHREAD_MUTEX_INITIALIZER,
+                               .cond = PTHREAD_COND_INITIALIZER };
+        hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(store_open(f->path, &s2), 0);
+        assert_int_equal(store_watch(s2, watch_cb, &w), 0);
+        assert_int_equal(store_watch(s2, watch_cb, &w), -EBUSY);
+        assert_int_equal(watch_count(&w, 0, 1, 5000), 1); /* listening: "any" once */
+
+        assert_int_equal(create_vm(f, f->acc, "a", NULL, 1, 512, &v), 0);
+        assert_int_equal(watch_count(&w, v.host_id, 1, 5000), 1);
+        /* its own change first, then the other's: only the other's is told */
+        assert_int_equal(store_vm_action(s2, f->acc, v.id, VM_ACT_REBOOT, NULL, &tmp), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, NULL, &tmp), 0);
+        assert_int_equal(watch_count(&w, v.host_id, 2, 5000), 2);
+        usleep(200000);
+        assert_int_equal(watch_count(&w, v.host_id, 3, 0), 2);
+
+        assert_int_equal(store_watch(s2, NULL, NULL), 0);
+        assert_int_equal(store_vm_action(f->s, f->acc, v.id, VM_ACT_REBOOT, NULL, &tmp), 0);
+        usleep(200000);
+        assert_int_equal(watch_count(&w, v.host_id, 3, 0), 2);
+        /* watching again works; freeing the store stops it */
+        assert_int_equal(store_watch(s2, watch_cb, &w), 0);
+        store_free(s2);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -3664,6 +3742,7 @@ int main(void)
                 T(test_net_migration),
                 T(test_pg_two_brokers_place),
                 T(test_pg_two_brokers_idempotency),
+                T(test_pg_watch),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
