@@ -71,7 +71,7 @@ static struct {
         .underlay_ip = "127.0.0.1",
         .public_bridge = "tbrpub",
         .nic_filter = DOMXML_FILTER,
-        .manage_network = 0,
+        .manage_network = 1,
         .domain_type = "auto",
         .log_level = "info",
         .shutdown_timeout_ms = 60000,
@@ -116,7 +116,7 @@ static const struct cfg_opt opts[] = {
           "interface joined to the public bridge (default: none)" },
         { "manage_network", CFG_INT, &cfg.manage_network, 0, 1,
           "1: make the private networks' bridges and VXLANs and the public bridge (netlink); "
-          "0 (default): leave the host's network alone" },
+          "0: leave the host's network alone (default 1)" },
         { "nic_filter", CFG_STR, cfg.nic_filter, 0, 0,
           "libvirt nwfilter on every guest NIC, given its addresses (\"\": none); the agent "
           "defines " DOMXML_FILTER " (no MAC, IP or ARP spoofing, IPv4 and IPv6)" },
