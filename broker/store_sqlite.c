@@ -1994,13 +1994,19 @@ static int credit_check(struct store *s, uint64_t account_id, uint64_t vm_id, co
                 "  FROM billable b WHERE b.account_id = ?1 AND b.deleted_at IS NULL"
                 "  AND b.vm_id != ?3),"
                 " (SELECT month_cents FROM prices WHERE size = ?2)";
-        sqlite3_stmt *st = stmt(s, sql);
+        /* Without billing only the price is wanted: no sum over the
+         * account's services on every order. */
+        static const char price_sql[] = "SELECT 0, 0, (SELECT month_cents FROM prices WHERE size = ?2)";
+        int enforced = atomic_load(&s->billing);
+        sqlite3_stmt *st = stmt(s, enforced ? sql : price_sql);
         int64_t credit, daily, price;
         if (!st)
                 return -EIO;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        if (enforced) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+                sqlite3_bind_int64(st, 3, (sqlite3_int64)vm_id);
+        }
         sqlite3_bind_text(st, 2, size ? size : "", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)vm_id);
         if (sqlite3_step(st) != SQLITE_ROW) {
                 sqlite3_reset(st);
                 return db_err(s, "cannot read account credit");
@@ -2009,7 +2015,7 @@ static int credit_check(struct store *s, uint64_t account_id, uint64_t vm_id, co
         daily = sqlite3_column_int64(st, 1);
         price = sqlite3_column_int64(st, 2); /* NULL: 0, no price */
         sqlite3_reset(st);
-        if (atomic_load(&s->billing) && price > old_price &&
+        if (enforced && price > old_price &&
             credit < daily + store_day_charge(price)) {
                 if (why) {
                         char c[MONEY_STR_MAX], d[MONEY_STR_MAX], o[MONEY_STR_MAX];
