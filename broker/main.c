@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "apiuser.h"
 #include "ratelimit.h"
 #include "config.h"
 #include "http.h"
@@ -17,9 +18,13 @@
 #include "log.h"
 #include "notify.h"
 #include "store.h"
+#include "tilaa.h"
+#include "util.h"
 
 static struct {
         char listen[CFG_STR_MAX];
+        char tilaa_listen[CFG_STR_MAX];
+        char dns_zone[CFG_STR_MAX];
         char admin_listen[CFG_STR_MAX];
         char agent_listen[CFG_STR_MAX];
         char db[CFG_STR_MAX];
@@ -36,6 +41,7 @@ static struct {
         int64_t list_cache;
 } cfg = {
         .listen = "127.0.0.1:8080",
+        .dns_zone = "tasman.cloud",
         .admin_listen = "127.0.0.1:8081",
         .agent_listen = "tcp://127.0.0.1:7400",
         .db = "/var/lib/tasman/broker.db",
@@ -56,6 +62,10 @@ static struct {
 
 static const struct cfg_opt opts[] = {
         { "listen", CFG_STR, cfg.listen, 0, 0, "native API address (HOST:PORT)" },
+        { "tilaa_listen", CFG_STR, cfg.tilaa_listen, 0, 0,
+          "Tilaa-compatible API address (HOST:PORT); empty: not served" },
+        { "dns_zone", CFG_STR, cfg.dns_zone, 0, 0,
+          "zone of a Tilaa VM's default DNS name (NAME.dns_zone)" },
         { "admin_listen", CFG_STR, cfg.admin_listen, 0, 0,
           "admin API address (HOST:PORT); needs admin_token unless on loopback" },
         { "agent_listen", CFG_STR, cfg.agent_listen, 0, 0,
@@ -99,7 +109,7 @@ int main(int argc, char **argv)
 {
         struct store *store = NULL;
         struct hub *hub = NULL;
-        struct http_server *native = NULL, *admin = NULL;
+        struct http_server *native = NULL, *admin = NULL, *tilaa = NULL;
         sigset_t set;
         int sig, r, ret = 1;
 
@@ -148,6 +158,17 @@ int main(int argc, char **argv)
                 log_error("broker: cannot allocate the list cache");
                 goto out;
         }
+        char zone[255];
+        if (tilaa_dns_name(cfg.dns_zone, zone) < 0) {
+                log_error("broker: dns_zone %s is not a DNS name", cfg.dns_zone);
+                goto out;
+        }
+        util_strlcpy(cfg.dns_zone, zone, sizeof(cfg.dns_zone));
+        api.dns_zone = cfg.dns_zone;
+        if (cfg.tilaa_listen[0] && apiuser_auth_new(65536, &api.users) < 0) {
+                log_error("broker: cannot set up the Tilaa API's logins");
+                goto out;
+        }
         api.store = store;
         api.hub = hub;
         api.host_timeout_ms = cfg.host_timeout_ms;
@@ -170,6 +191,16 @@ int main(int argc, char **argv)
                           strerror(-r));
                 goto out;
         }
+        if (cfg.tilaa_listen[0]) {
+                r = http_server_start(cfg.tilaa_listen, (size_t)cfg.max_body,
+                                      (unsigned)cfg.http_threads, api_tilaa_handle, &api, &tilaa);
+                if (r < 0) {
+                        log_error("broker: cannot serve the Tilaa API on %s: %s",
+                                  cfg.tilaa_listen, strerror(-r));
+                        goto out;
+                }
+                log_info("broker: Tilaa API http://%s", cfg.tilaa_listen);
+        }
         log_info("broker %s: native API http://%s, admin API http://%s, agents %s, db %s",
                  TASMAN_VERSION, cfg.listen, cfg.admin_listen, cfg.agent_listen, cfg.db);
         notify_send("READY=1\nSTATUS=serving");
@@ -180,6 +211,8 @@ int main(int argc, char **argv)
 out:
         http_server_free(native);
         http_server_free(admin);
+        http_server_free(tilaa);
+        apiuser_auth_free(api.users);
         hub_free(hub);
         store_free(store);
         ratelimit_free(api.rl);

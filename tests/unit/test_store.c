@@ -2315,9 +2315,18 @@ static void test_snap_rebuild_and_vm_delete(void **state)
         assert_int_equal(rows_in_file(f, v.id), 0);
 }
 
+/* What migration 14 (the Tilaa API) made, undone: a database of schema 13. */
+#define SCHEMA_14_UNDO                                                                     \
+        "DROP TABLE api_users; DROP TABLE metadata; DROP INDEX vms_cancel;"                \
+        " ALTER TABLE vms DROP COLUMN dns_name; ALTER TABLE vms DROP COLUMN admin_password;" \
+        " ALTER TABLE vms DROP COLUMN cancel_at; ALTER TABLE sites DROP COLUMN tz;"         \
+        " DROP INDEX images_num; ALTER TABLE images DROP COLUMN num;"                      \
+        " ALTER TABLE ssh_keys DROP COLUMN user_id; ALTER TABLE ssh_keys DROP COLUMN"       \
+        " modified_at; PRAGMA user_version = 13;"
+
 /* What migration 13 (networks) made, undone: a database of schema 12. */
 #define SCHEMA_13_UNDO                                                                     \
-        "DROP TABLE nics; DROP TABLE networks; DROP TABLE ip_pools;"                       \
+        SCHEMA_14_UNDO " DROP TABLE nics; DROP TABLE networks; DROP TABLE ip_pools;"       \
         " DELETE FROM meta WHERE key = 'next_vni'; PRAGMA user_version = 12;"
 
 /* A database made before snapshots (schema 10) gains them (11), guests
@@ -2348,7 +2357,7 @@ static void test_snap_migration(void **state)
         assert_int_equal(store_open(f->path, &f->s), 0);
         assert_int_equal(int_in_file(f, "SELECT ?1 * 0 + user_version FROM pragma_user_version",
                                      1),
-                         13);
+                         14);
         struct vm w = get_vm(f, f->acc, v.id);
         assert_string_equal(w.name, "old");
         assert_int_equal(w.restore_seq, 0);
@@ -3244,7 +3253,7 @@ static void test_net_migration(void **state)
         assert_int_equal(store_open(f->path, &f->s), 0);
         assert_int_equal(int_in_file(f, "SELECT ?1 * 0 + user_version FROM pragma_user_version",
                                      1),
-                         13);
+                         14);
         struct vm w = get_vm(f, f->acc, v.id);
         assert_string_equal(w.name, "old");
         assert_int_equal(w.n_networks, 0);
