@@ -657,7 +657,7 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
                 .disk_gb = disk ? disk : v.disk_gb,
                 .cpu_cap = kg == 1 ? (uint32_t)cap : ram_changed ? 0 : v.cpu_cap,
                 .image = new_image ? img.slug : NULL,
-                .reinstall = reinstall,
+                .reinstall = reinstall || shrink, /* a smaller disk is a new one */
                 .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL,
                 .why = why,
                 .why_len = sizeof(why),
