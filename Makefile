@@ -32,7 +32,7 @@ LDFLAGS_ALL := $(OPT) $(LDFLAGS)
 pc_cflags = $(shell pkg-config --cflags $(1) 2>/dev/null)
 pc_libs = $(shell pkg-config --libs $(1) 2>/dev/null)
 
-COMMON_SRC := common/log.c common/config.c common/ids.c common/util.c common/notify.c
+COMMON_SRC := common/log.c common/config.c common/ids.c common/util.c common/notify.c common/tz.c
 PROTO_SRC := proto/codec.c $(BUILD)/gen/tasman.pb-c.c
 AGENT_LIB_SRC := agent/hv_libvirt.c agent/reconcile.c agent/domxml.c agent/imgcache.c agent/seed.c \
 	agent/net.c
