@@ -6,15 +6,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "tz.h"
 #include "util.h"
 
 int32_t tilaa_tz_offset(const char *tz, int64_t unix_s)
 {
-        /* UTC until common/tz.c (branch billing) is merged: then
-         * tz_offset(tz_get(tz), unix_s). */
-        (void)tz;
-        (void)unix_s;
-        return 0;
+        const struct tz *z = tz && *tz ? tz_get(tz) : NULL;
+        return z ? tz_offset(z, unix_s) : 0;
 }
 
 void tilaa_time(int64_t ms, const char *tz, char out[TILAA_TIME_LEN])
@@ -93,6 +91,11 @@ static int64_t days_from_civil(int y, int m, int d)
 
 int64_t tilaa_local_midnight(int y, int m, int d, const char *tz)
 {
+        const struct tz *z = tz && *tz ? tz_get(tz) : NULL;
+        int64_t s;
+        if (z && tz_local_midnight(z, y, m, d, &s) == 0)
+                return s * 1000;
+        /* an unknown zone: UTC */
         int64_t local = days_from_civil(y, m, d) * 86400;
         /* the offset in force at that local time: guess, then correct once
          * (across a change of offset, the later one) */

@@ -1,7 +1,8 @@
 /* tilaa: the Tilaa API's pure parts: parameter checks, times, dates,
- * status words, Basic credentials. No I/O, no allocation; any thread.
- * api_tilaa.c validates every request with these before it touches the
- * store, and tests/unit/test_tilaa.c checks them table by table.
+ * status words, Basic credentials. No I/O but common/tz.c reading a zone
+ * once (it caches it); no allocation; any thread. api_tilaa.c validates
+ * every request with these before it touches the store, and
+ * tests/unit/test_tilaa_valid.c checks them table by table.
  */
 #pragma once
 
@@ -13,8 +14,8 @@
 
 /* Every time the Tilaa API writes goes through this one function: ms
  * since the epoch as RFC 3339 in the zone's offset at that instant (tz: a
- * zoneinfo name such as "Europe/Amsterdam"; unknown or NULL: UTC,
- * "+00:00"). */
+ * zoneinfo name such as "Europe/Amsterdam", read by common/tz.c; unknown
+ * or NULL: UTC, "+00:00"). */
 void tilaa_time(int64_t ms, const char *tz, char out[TILAA_TIME_LEN]);
 
 /* The zone's offset from UTC at that instant, in seconds east (0 for an
@@ -32,7 +33,8 @@ int tilaa_flag(const char *s);
 /* "YYYY-MM-DD", a real date: 0, -EINVAL. */
 int tilaa_date(const char *s, int *y, int *m, int *d);
 
-/* The ms of the local midnight starting that date in tz. */
+/* The ms of the local midnight starting that date in tz (in a gap: the
+ * gap's end; tz unknown: UTC). */
 int64_t tilaa_local_midnight(int y, int m, int d, const char *tz);
 
 /* The possible cancel dates ("YYYY-MM-DD"): the first day of each of the

@@ -377,6 +377,19 @@ eq "cancelled is null again" "$(jget .virtual_machine.cancelled)" null
 ta GET "/v1/virtual_machines/$ID2/stop"
 tok "an uncancelled VM takes tasks again"
 
+# --- times in the site's zone
+ta GET "/v1/virtual_machines/$ID"
+match "times are in the site's zone (Europe/Amsterdam by default)" "$(jget .virtual_machine.created)" '[+](01|02):00$'
+ctl site set tas-1 --tz Asia/Kolkata >/dev/null
+eq "tasmanctl site set --tz" "$?" 0
+ta GET "/v1/virtual_machines/$ID"
+match "a new zone shows at once" "$(jget .virtual_machine.created)" '[+]05:30$'
+ctl site set tas-1 --tz Mars/Olympus >/dev/null 2>&1
+eq "an unknown zone is refused" "$?" 1
+ctl site set tas-1 --tz ../../etc/passwd >/dev/null 2>&1
+eq "a path is no zone" "$?" 1
+eq "the site keeps its zone" "$(ctl --json site list | jq -r '.[] | select(.slug == "tas-1") | .tz')" Asia/Kolkata
+
 # --- the login cache follows password changes; the failed-login limit
 ctl api-user delete acme a@acme.test >/dev/null
 ta GET /v1/users

@@ -159,8 +159,18 @@ static void test_time(void **state)
 {
         char t[TILAA_TIME_LEN];
         (void)state;
-        /* +00:00 until common/tz.c is merged: then the site's offset */
+        /* the document's own example: summer time in Amsterdam */
         tilaa_time(1401703198000LL, "Europe/Amsterdam", t);
+        assert_string_equal(t, "2014-06-02T11:59:58+02:00");
+        tilaa_time(1389787200000LL, "Europe/Amsterdam", t); /* 2014-01-15T12:00:00Z */
+        assert_string_equal(t, "2014-01-15T13:00:00+01:00");
+        tilaa_time(1389787200000LL, "America/New_York", t);
+        assert_string_equal(t, "2014-01-15T07:00:00-05:00");
+        tilaa_time(1389787200000LL, "Asia/Kolkata", t);
+        assert_string_equal(t, "2014-01-15T17:30:00+05:30");
+        tilaa_time(1389787200000LL, "No/Such_Zone", t); /* unknown: UTC */
+        assert_string_equal(t, "2014-01-15T12:00:00+00:00");
+        tilaa_time(1401703198000LL, "UTC", t);
         assert_string_equal(t, "2014-06-02T09:59:58+00:00");
         tilaa_time(0, NULL, t);
         assert_string_equal(t, "1970-01-01T00:00:00+00:00");
@@ -185,9 +195,17 @@ static void test_dates(void **state)
                 if (tilaa_date(bad[i], &y, &m, &d) != -EINVAL)
                         fail_msg("date '%s' accepted", bad[i]);
         assert_int_equal(tilaa_date(NULL, &y, &m, &d), -EINVAL);
-        /* UTC midnight while zones are UTC */
-        assert_true(tilaa_local_midnight(2014, 4, 1, "Europe/Amsterdam") == 1396310400000LL);
+        /* local midnight: 2014-04-01T00:00+02:00 */
+        assert_true(tilaa_local_midnight(2014, 4, 1, "Europe/Amsterdam") == 1396303200000LL);
+        assert_true(tilaa_local_midnight(2014, 4, 1, "UTC") == 1396310400000LL);
+        assert_true(tilaa_local_midnight(2014, 4, 1, NULL) == 1396310400000LL);
         assert_true(tilaa_local_midnight(1970, 1, 1, NULL) == 0);
+        /* the month is the zone's: 2014-06-30T23:30Z is July in Amsterdam */
+        char d2[TILAA_CANCEL_DATES][11];
+        tilaa_cancel_dates(1404171000000LL, "Europe/Amsterdam", d2);
+        assert_string_equal(d2[0], "2014-08-01");
+        tilaa_cancel_dates(1404171000000LL, "UTC", d2);
+        assert_string_equal(d2[0], "2014-07-01");
 
         char dates[TILAA_CANCEL_DATES][11];
         tilaa_cancel_dates(1401703198000LL, NULL, dates); /* 2014-06-02 */
