@@ -21,6 +21,7 @@
 #include "form.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "sshkey.h"
 #include "tilaa.h"
 #include "util.h"
@@ -1549,9 +1550,17 @@ static void unauthorized(struct http_resp *resp)
         http_resp_header(resp, "WWW-Authenticate", "Basic realm=\"Tilaa API\", charset=\"UTF-8\"");
 }
 
+static void tilaa_route(struct api *api, const struct http_req *req, struct http_resp *resp);
+
 void api_tilaa_handle(void *ud, const struct http_req *req, struct http_resp *resp)
 {
-        struct api *api = ud;
+        int64_t t0 = util_mono_us();
+        tilaa_route(ud, req, resp);
+        metrics_request(METRICS_TILAA, resp->status, util_mono_us() - t0);
+}
+
+static void tilaa_route(struct api *api, const struct http_req *req, struct http_resp *resp)
+{
         char seg[4][64];
         const char *allow = NULL;
         size_t task = 0;

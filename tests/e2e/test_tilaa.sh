@@ -415,3 +415,4 @@ terr "an unknown e-mail is limited the same way" 429
 
 # the broker logged no password
 check "no password in the broker's log" bash -c "! grep -q -e '$PA' -e acme-pass-2 -e c-password '$T/broker.log'"
+check "the Tilaa API's requests are in the metrics" grep -qE '^tasman_api_requests_total\{api="tilaa",code="2xx"\} [1-9]' <(curl -s "$ADMIN/metrics")
