@@ -26,9 +26,9 @@
 #include "tilaa.h"
 #include "util.h"
 
-#define TZ_DEFAULT "Europe/Amsterdam" /* times of what belongs to no site */
-#define ID_MAX ((uint64_t)INT64_MAX)
-#define LABEL_MAX 63
+#define TZ_DEFAULT   "Europe/Amsterdam" /* times of what belongs to no site */
+#define ID_MAX       ((uint64_t)INT64_MAX)
+#define LABEL_MAX    63
 #define PASSWORD_LEN 16
 
 /* ---- the envelope ---- */
@@ -82,7 +82,7 @@ static void t_invalid(struct http_resp *resp, json_t *errors)
 }
 
 static void bad(json_t *errors, const char *param, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void bad(json_t *errors, const char *param, const char *fmt, ...)
 {
         char msg[256];
@@ -122,8 +122,9 @@ static int read_form(const struct http_req *req, struct http_resp *resp, struct 
                 while (n > 0 && c[n - 1] == ' ')
                         n--;
                 if (!c || n != strlen(ct) || strncasecmp(c, ct, n) != 0) {
-                        t_error(resp, 415, "The request body must be "
-                                           "application/x-www-form-urlencoded");
+                        t_error(resp, 415,
+                                "The request body must be "
+                                "application/x-www-form-urlencoded");
                         return -1;
                 }
         }
@@ -204,34 +205,34 @@ static json_t *vm_json(const struct api *api, const struct vm *v, const struct v
                         continue; /* private networks are not in Tilaa's model */
                 /* one entry per address: ids 2n-1 (IPv4) and 2n (IPv6) of NIC n */
                 if (nics[i].ipv4[0])
-                        json_array_append_new(
-                                net, json_pack("{s:I, s:i, s:s, s:s}", "id",
-                                               (json_int_t)(nics[i].id * 2 - 1), "family", 4,
-                                               "address", nics[i].ipv4, "dns_name", t->dns_name));
+                        json_array_append_new(net, json_pack("{s:I, s:i, s:s, s:s}", "id",
+                                                             (json_int_t)(nics[i].id * 2 - 1),
+                                                             "family", 4, "address", nics[i].ipv4,
+                                                             "dns_name", t->dns_name));
                 if (nics[i].ipv6[0])
-                        json_array_append_new(
-                                net, json_pack("{s:I, s:i, s:s, s:s}", "id",
-                                               (json_int_t)(nics[i].id * 2), "family", 6,
-                                               "address", nics[i].ipv6, "dns_name", t->dns_name));
+                        json_array_append_new(net, json_pack("{s:I, s:i, s:s, s:s}", "id",
+                                                             (json_int_t)(nics[i].id * 2), "family",
+                                                             6, "address", nics[i].ipv6, "dns_name",
+                                                             t->dns_name));
         }
         return json_pack(
-                "{s:I, s:s, s:{s:I, s:I}, s:I, s:{s:I, s:s}, s:{s:I, s:s}, s:{s:I, s:s}, s:o,"
-                " s:{s:s, s:s}, s:i, s:i, s:s, s:o, s:o}",
-                "id", (json_int_t)v->id, "name", v->name, "cpu", "count", (json_int_t)v->vcpus,
-                "cap", (json_int_t)(v->cpu_cap ? v->cpu_cap : 100), "ram", (json_int_t)v->ram_mb,
-                "storage", "size", (json_int_t)v->disk_gb, "type", storage_to_string(v->storage),
-                "site", "id", (json_int_t)t->site_id, "name", t->site_name, "template", "id",
-                (json_int_t)t->template_id, "name", t->template_name, "network",
-                net ? net : json_array(), "admin", "account",
-                t->admin_password[0] ? "root" : "admin", "initial_password", t->admin_password,
-                "is_managed", 0, "locked", tilaa_locked(native), "status",
-                tilaa_status(native, v->rescue), "created", time_json(v->created_at, t->site_tz),
-                "cancelled", t->cancel_at ? time_json(t->cancel_at, t->site_tz) : json_null());
+            "{s:I, s:s, s:{s:I, s:I}, s:I, s:{s:I, s:s}, s:{s:I, s:s}, s:{s:I, s:s}, s:o,"
+            " s:{s:s, s:s}, s:i, s:i, s:s, s:o, s:o}",
+            "id", (json_int_t)v->id, "name", v->name, "cpu", "count", (json_int_t)v->vcpus, "cap",
+            (json_int_t)(v->cpu_cap ? v->cpu_cap : 100), "ram", (json_int_t)v->ram_mb, "storage",
+            "size", (json_int_t)v->disk_gb, "type", storage_to_string(v->storage), "site", "id",
+            (json_int_t)t->site_id, "name", t->site_name, "template", "id",
+            (json_int_t)t->template_id, "name", t->template_name, "network",
+            net ? net : json_array(), "admin", "account", t->admin_password[0] ? "root" : "admin",
+            "initial_password", t->admin_password, "is_managed", 0, "locked", tilaa_locked(native),
+            "status", tilaa_status(native, v->rescue), "created",
+            time_json(v->created_at, t->site_tz), "cancelled",
+            t->cancel_at ? time_json(t->cancel_at, t->site_tz) : json_null());
 }
 
 /* One VM of the account with its Tilaa part: 0, or -1 after answering. */
-static int vm_load(struct api *api, uint64_t account, uint64_t id, struct vm *v,
-                   struct vm_tilaa *t, struct http_resp *resp)
+static int vm_load(struct api *api, uint64_t account, uint64_t id, struct vm *v, struct vm_tilaa *t,
+                   struct http_resp *resp)
 {
         struct vm_tilaa *ts = NULL;
         size_t n = 0;
@@ -342,9 +343,9 @@ static const struct size_def *ram_param(const struct form *f, json_t *errors, in
                 return NULL;
         }
         *given = 1;
-        const struct size_def *sz =
-                tilaa_uint(form_get(f, "ram"), UINT32_MAX, &v) == 0 ? catalog_size_by_ram((uint32_t)v)
-                                                                     : NULL;
+        const struct size_def *sz = tilaa_uint(form_get(f, "ram"), UINT32_MAX, &v) == 0
+                                        ? catalog_size_by_ram((uint32_t)v)
+                                        : NULL;
         if (!sz) {
                 ram_sizes_text(sizes, sizeof(sizes));
                 bad(errors, "ram", "Invalid RAM size; valid sizes (MB): %s", sizes);
@@ -374,8 +375,7 @@ static uint32_t storage_param(const struct form *f, json_t *errors, int required
 }
 
 /* template: 1 with *img, 0 when absent, -1 when invalid (named), -EIO. */
-static int template_param(struct api *api, const struct form *f, json_t *errors,
-                          struct image *img)
+static int template_param(struct api *api, const struct form *f, json_t *errors, struct image *img)
 {
         uint64_t num;
         int r = num_param(f, "template", 1, ID_MAX, errors, &num);
@@ -389,14 +389,13 @@ static int template_param(struct api *api, const struct form *f, json_t *errors,
         return r < 0 ? -EIO : 1;
 }
 
-static void vm_add(struct api *api, uint64_t account, const struct form *f,
-                   struct http_resp *resp)
+static void vm_add(struct api *api, uint64_t account, const struct form *f, struct http_resp *resp)
 {
         json_t *errors = json_object();
         char name[64], dns[255], password[PASSWORD_LEN + 1], site_slug[TMSG_STR] = "";
         struct image img;
         struct snapshot snap;
-        struct metadata md = { 0 };
+        struct metadata md = {0};
         uint64_t v;
         int given, r, have_img = 0, io = 0;
         enum storage storage = STORAGE_SSD;
@@ -407,8 +406,9 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
         }
         const char *nm = form_get(f, "name");
         if (nm && !tilaa_name_ok(nm))
-                bad(errors, "name", "name must be 1 to 63 letters, digits, '-' or '.', not "
-                                    "starting or ending with '-' or '.'");
+                bad(errors, "name",
+                    "name must be 1 to 63 letters, digits, '-' or '.', not "
+                    "starting or ending with '-' or '.'");
         if (nm)
                 util_strlcpy(name, nm, sizeof(name));
         else {
@@ -421,8 +421,9 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
         }
         const char *dn = form_get(f, "dns_name");
         if (dn && tilaa_dns_name(dn, dns) < 0)
-                bad(errors, "dns_name", "dns_name must be a DNS name (labels of 1 to 63 of "
-                                        "a-z, 0-9 and '-', at most 253 bytes)");
+                bad(errors, "dns_name",
+                    "dns_name must be a DNS name (labels of 1 to 63 of "
+                    "a-z, 0-9 and '-', at most 253 bytes)");
         const struct size_def *sz = ram_param(f, errors, 1, &given);
         uint32_t disk = storage_param(f, errors, 1);
         const char *st = form_get(f, "storage_type");
@@ -448,7 +449,8 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
                 else {
                         if (disk && disk < snap.disk_gb)
                                 bad(errors, "storage",
-                                    "The snapshot is of a %u GB disk: storage must be at least that",
+                                    "The snapshot is of a %u GB disk: storage must be at least "
+                                    "that",
                                     snap.disk_gb);
                         util_strlcpy(site_slug, src.site, sizeof(site_slug));
                         memset(&img, 0, sizeof(img));
@@ -461,8 +463,9 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
         if (r == -EIO)
                 io = 1;
         else if (r == 1 && have_img == 2 && strcmp(tpl.slug, img.slug) != 0)
-                bad(errors, "template", "The snapshot is of another template: leave template "
-                                        "out when giving snapshot");
+                bad(errors, "template",
+                    "The snapshot is of another template: leave template "
+                    "out when giving snapshot");
         else if (r == 1 && !have_img) {
                 img = tpl;
                 have_img = 1;
@@ -484,8 +487,9 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
                         if (i == n)
                                 bad(errors, "site", "Invalid site; GET /v1/sites lists them");
                         else if (have_img == 2 && strcmp(site_slug, xs[i].slug) != 0)
-                                bad(errors, "site", "The snapshot is in another site: leave "
-                                                    "site out when giving snapshot");
+                                bad(errors, "site",
+                                    "The snapshot is in another site: leave "
+                                    "site out when giving snapshot");
                         else
                                 util_strlcpy(site_slug, xs[i].slug, sizeof(site_slug));
                         free(xs);
@@ -501,8 +505,9 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
         if (num_param(f, "metadata", 1, ID_MAX, errors, &md_id) == 1) {
                 int g = store_metadata_get(api->store, account, md_id, &md);
                 if (g == -ENOENT)
-                        bad(errors, "metadata", "Invalid metadata profile; GET /v1/metadata "
-                                                "lists them");
+                        bad(errors, "metadata",
+                            "Invalid metadata profile; GET /v1/metadata "
+                            "lists them");
                 else if (g < 0)
                         io = 1;
         }
@@ -510,8 +515,9 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
                 char tmp[320];
                 snprintf(tmp, sizeof(tmp), "%s.%s", name, api->dns_zone);
                 if (tilaa_dns_name(tmp, dns) < 0)
-                        bad(errors, "dns_name", "No DNS name can be made from this name: give "
-                                                "dns_name");
+                        bad(errors, "dns_name",
+                            "No DNS name can be made from this name: give "
+                            "dns_name");
         }
         if (io) {
                 t_unavailable(resp);
@@ -528,22 +534,22 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
         }
         char why[256] = "";
         struct vm_new nv = {
-                .account_id = account,
-                .name = name,
-                .size = sz->slug,
-                .image = img.slug,
-                .site = site_slug[0] ? site_slug : NULL,
-                .vcpus = (uint32_t)cpus,
-                .ram_mb = sz->ram_mb,
-                .disk_gb = disk,
-                .storage = storage,
-                .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL,
-                .user_data = md.user_data && md.user_data[0] ? md.user_data : NULL,
-                .dns_name = dns,
-                .admin_password = password,
-                .from_snap = have_img == 2 ? snap_id : 0,
-                .why = why,
-                .why_len = sizeof(why),
+            .account_id = account,
+            .name = name,
+            .size = sz->slug,
+            .image = img.slug,
+            .site = site_slug[0] ? site_slug : NULL,
+            .vcpus = (uint32_t)cpus,
+            .ram_mb = sz->ram_mb,
+            .disk_gb = disk,
+            .storage = storage,
+            .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL,
+            .user_data = md.user_data && md.user_data[0] ? md.user_data : NULL,
+            .dns_name = dns,
+            .admin_password = password,
+            .from_snap = have_img == 2 ? snap_id : 0,
+            .why = why,
+            .why_len = sizeof(why),
         };
         struct vm vm;
         int64_t now = util_now_ms();
@@ -569,9 +575,14 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f,
         }
         if (cap < 100) {
                 /* the cap is the resize's to set: a no-op resize with it */
-                struct vm_edit e = { .account_id = account, .vm_id = vm.id, .resize = 1,
-                                     .size = vm.size, .vcpus = vm.vcpus, .ram_mb = vm.ram_mb,
-                                     .disk_gb = vm.disk_gb, .cpu_cap = (uint32_t)cap };
+                struct vm_edit e = {.account_id = account,
+                                    .vm_id = vm.id,
+                                    .resize = 1,
+                                    .size = vm.size,
+                                    .vcpus = vm.vcpus,
+                                    .ram_mb = vm.ram_mb,
+                                    .disk_gb = vm.disk_gb,
+                                    .cpu_cap = (uint32_t)cap};
                 if (store_vm_edit(api->store, &e, &vm) < 0)
                         log_warn("vm %llu: cpu cap %llu not set", (unsigned long long)vm.id,
                                  (unsigned long long)cap);
@@ -589,8 +600,8 @@ out:
 }
 
 static const char cancelled_msg[] =
-        "The virtual machine has been cancelled and cannot be modified: undo the "
-        "cancellation first (POST .../cancel with date=0)";
+    "The virtual machine has been cancelled and cannot be modified: undo the "
+    "cancellation first (POST .../cancel with date=0)";
 
 static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct form *f,
                     struct http_resp *resp)
@@ -612,8 +623,9 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
         }
         const char *nm = form_get(f, "name");
         if (nm && !tilaa_name_ok(nm))
-                bad(errors, "name", "name must be 1 to 63 letters, digits, '-' or '.', not "
-                                    "starting or ending with '-' or '.'");
+                bad(errors, "name",
+                    "name must be 1 to 63 letters, digits, '-' or '.', not "
+                    "starting or ending with '-' or '.'");
         const struct size_def *sz = ram_param(f, errors, 0, &given);
         uint32_t disk = storage_param(f, errors, 0);
         int tr = template_param(api, f, errors, &img);
@@ -636,7 +648,9 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
                 bad(errors, "confirm_reinstall",
                     "This change re-installs the virtual machine (%s), which wipes its disk: "
                     "give confirm_reinstall=1 to go ahead; nothing was changed",
-                    reinstall ? "reinstall" : new_image ? "a new template" : "smaller storage");
+                    reinstall   ? "reinstall"
+                    : new_image ? "a new template"
+                                : "smaller storage");
         if (json_object_size(errors) > 0) {
                 t_invalid(resp, errors);
                 return;
@@ -648,20 +662,24 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
         const struct size_def *nsz = sz ? sz : cur;
         char why[256] = "";
         struct vm_edit e = {
-                .account_id = account,
-                .vm_id = id,
-                .name = nm,
-                .resize = given || disk || cg == 1 || kg == 1,
-                .size = nsz ? nsz->slug : v.size,
-                .vcpus = cg == 1 ? (uint32_t)cpus : ram_changed ? sz->vcpus : v.vcpus,
-                .ram_mb = sz ? sz->ram_mb : v.ram_mb,
-                .disk_gb = disk ? disk : v.disk_gb,
-                .cpu_cap = kg == 1 ? (uint32_t)cap : ram_changed ? 0 : v.cpu_cap,
-                .image = new_image ? img.slug : NULL,
-                .reinstall = reinstall || shrink, /* a smaller disk is a new one */
-                .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL,
-                .why = why,
-                .why_len = sizeof(why),
+            .account_id = account,
+            .vm_id = id,
+            .name = nm,
+            .resize = given || disk || cg == 1 || kg == 1,
+            .size = nsz ? nsz->slug : v.size,
+            .vcpus = cg == 1       ? (uint32_t)cpus
+                     : ram_changed ? sz->vcpus
+                                   : v.vcpus,
+            .ram_mb = sz ? sz->ram_mb : v.ram_mb,
+            .disk_gb = disk ? disk : v.disk_gb,
+            .cpu_cap = kg == 1       ? (uint32_t)cap
+                       : ram_changed ? 0
+                                     : v.cpu_cap,
+            .image = new_image ? img.slug : NULL,
+            .reinstall = reinstall || shrink, /* a smaller disk is a new one */
+            .sched = api->sched.cpu_ratio > 0 ? &api->sched : NULL,
+            .why = why,
+            .why_len = sizeof(why),
         };
         int r = store_vm_edit(api->store, &e, &v);
         if (r == -ECANCELED) {
@@ -670,8 +688,10 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
         }
         if (r == -ENOSPC) {
                 char msg[400];
-                snprintf(msg, sizeof(msg), "The virtual machine's host has no room for this "
-                                           "size (%s)", why);
+                snprintf(msg, sizeof(msg),
+                         "The virtual machine's host has no room for this "
+                         "size (%s)",
+                         why);
                 t_error(resp, 503, msg);
                 return;
         }
@@ -688,9 +708,8 @@ static const struct {
         const char *name;
         enum vm_action act;
 } tasks[] = {
-        { "start", VM_ACT_START },       { "stop", VM_ACT_SHUTDOWN },
-        { "restart", VM_ACT_REBOOT },    { "poweroff", VM_ACT_POWEROFF },
-        { "rescue", VM_ACT_RESCUE },
+    {"start", VM_ACT_START},       {"stop", VM_ACT_SHUTDOWN}, {"restart", VM_ACT_REBOOT},
+    {"poweroff", VM_ACT_POWEROFF}, {"rescue", VM_ACT_RESCUE},
 };
 #define N_TASKS (sizeof(tasks) / sizeof(tasks[0]))
 
@@ -719,8 +738,7 @@ static void vm_task(struct api *api, uint64_t account, uint64_t id, size_t task,
         t_ok(resp, NULL);
 }
 
-static void vm_cancel_dates(struct api *api, uint64_t account, uint64_t id,
-                            struct http_resp *resp)
+static void vm_cancel_dates(struct api *api, uint64_t account, uint64_t id, struct http_resp *resp)
 {
         struct vm v;
         struct vm_tilaa t;
@@ -757,8 +775,9 @@ static void vm_cancel(struct api *api, uint64_t account, uint64_t id, const stru
                 for (i = 0; i < TILAA_CANCEL_DATES && strcmp(dates[i], date) != 0; i++)
                         ;
                 if (i == TILAA_CANCEL_DATES || tilaa_date(date, &y, &m, &d) < 0)
-                        bad(errors, "date", "Invalid date: GET .../cancel lists the possible "
-                                            "dates (or 0 to undo)");
+                        bad(errors, "date",
+                            "Invalid date: GET .../cancel lists the possible "
+                            "dates (or 0 to undo)");
                 else
                         at = tilaa_local_midnight(y, m, d, t.site_tz);
         }
@@ -768,8 +787,9 @@ static void vm_cancel(struct api *api, uint64_t account, uint64_t id, const stru
         }
         json_decref(errors);
         if (at && t.cancel_at) {
-                t_error(resp, 409, "The virtual machine is cancelled already: undo the "
-                                   "cancellation first (date=0) to change its date");
+                t_error(resp, 409,
+                        "The virtual machine is cancelled already: undo the "
+                        "cancellation first (date=0) to change its date");
                 return;
         }
         int r = store_vm_cancel(api->store, account, id, at);
@@ -785,9 +805,12 @@ static void vm_cancel(struct api *api, uint64_t account, uint64_t id, const stru
 static const char *snap_status(enum snap_state s)
 {
         switch (s) {
-        case SNAP_READY: return "success";
-        case SNAP_CREATING: return "pending";
-        default: return "deleting";
+        case SNAP_READY:
+                return "success";
+        case SNAP_CREATING:
+                return "pending";
+        default:
+                return "deleting";
         }
 }
 
@@ -811,10 +834,9 @@ static json_t *snap_json(const struct snapshot *p, const struct image *imgs, siz
         const char *tname;
         template_of(imgs, n_imgs, p->image, &tid, &tname);
         return json_pack("{s:o, s:s, s:{s:s, s:I}, s:I, s:I, s:s, s:I}", "created",
-                         time_json(p->created_at, tz), "status", snap_status(p->state),
-                         "template", "name", tname, "id", (json_int_t)tid, "storage",
-                         (json_int_t)p->disk_gb, "ram", (json_int_t)p->ram_mb, "name", p->name,
-                         "id", (json_int_t)p->id);
+                         time_json(p->created_at, tz), "status", snap_status(p->state), "template",
+                         "name", tname, "id", (json_int_t)tid, "storage", (json_int_t)p->disk_gb,
+                         "ram", (json_int_t)p->ram_mb, "name", p->name, "id", (json_int_t)p->id);
 }
 
 static const char *tz_of_vm(const struct vm_tilaa *ts, size_t n, uint64_t vm_id)
@@ -853,7 +875,8 @@ static void snap_show(struct api *api, uint64_t account, uint64_t snap_id, int o
                 arr = NULL;
         }
         for (size_t i = 0; arr && i < n; i++)
-                json_array_append_new(arr, snap_json(&ps[i], imgs, ni, tz_of_vm(ts, nt, ps[i].vm_id)));
+                json_array_append_new(arr,
+                                      snap_json(&ps[i], imgs, ni, tz_of_vm(ts, nt, ps[i].vm_id)));
         free(imgs);
         free(ts);
         if (!one)
@@ -900,26 +923,29 @@ static void snap_create(struct api *api, uint64_t account, uint64_t id, const st
                 snprintf(name, sizeof(name), "%.40s-%.4s%.2s%.2s-%.2s%.2s%.2s", v.name, now,
                          now + 5, now + 8, now + 11, now + 14, now + 17);
         }
-        int r = store_snap_create(api->store, account, id, name,
-                                  tilaa_flag(form_get(f, "online")),
+        int r = store_snap_create(api->store, account, id, name, tilaa_flag(form_get(f, "online")),
                                   tilaa_flag(form_get(f, "overwrite")), NULL, util_now_ms(), &p);
         if (r == -EEXIST) {
                 json_t *e = json_object();
-                bad(e, "name", "The virtual machine has a snapshot of this name already "
-                               "(overwrite=1 replaces it)");
+                bad(e, "name",
+                    "The virtual machine has a snapshot of this name already "
+                    "(overwrite=1 replaces it)");
                 t_invalid(resp, e);
                 return;
         }
         if (r == -EDQUOT) {
                 json_t *e = json_object();
-                bad(e, "name", "At most %d snapshots per virtual machine: delete one, or "
-                               "overwrite one by name", STORE_SNAPS_PER_VM);
+                bad(e, "name",
+                    "At most %d snapshots per virtual machine: delete one, or "
+                    "overwrite one by name",
+                    STORE_SNAPS_PER_VM);
                 t_invalid(resp, e);
                 return;
         }
         if (r == -EBUSY) {
-                t_error(resp, 409, "The virtual machine is busy (a snapshot, restore or "
-                                   "re-install is in progress): try again when it is done");
+                t_error(resp, 409,
+                        "The virtual machine is busy (a snapshot, restore or "
+                        "re-install is in progress): try again when it is done");
                 return;
         }
         if (r < 0) {
@@ -960,8 +986,9 @@ static void snap_restore(struct api *api, uint64_t account, uint64_t id, const s
                         return;
                 }
                 if (g < 0 || p.vm_id != id)
-                        bad(e, "snapshot", "Invalid snapshot: not one of this virtual "
-                                           "machine's (GET /v1/snapshots lists them)");
+                        bad(e, "snapshot",
+                            "Invalid snapshot: not one of this virtual "
+                            "machine's (GET /v1/snapshots lists them)");
         }
         if (json_object_size(e) > 0) {
                 t_invalid(resp, e);
@@ -970,8 +997,9 @@ static void snap_restore(struct api *api, uint64_t account, uint64_t id, const s
         json_decref(e);
         r = store_snap_restore(api->store, account, sid, NULL, &v);
         if (r == -EBUSY) {
-                t_error(resp, 409, "The snapshot is not ready, or the virtual machine is busy: "
-                                   "try again when it is done");
+                t_error(resp, 409,
+                        "The snapshot is not ready, or the virtual machine is busy: "
+                        "try again when it is done");
                 return;
         }
         if (r < 0) {
@@ -995,8 +1023,9 @@ static void snap_edit(struct api *api, uint64_t account, uint64_t sid, const str
         const char *nm = form_get(f, "name");
         if (!nm || !text_ok(nm, STORE_NAME_MAX - 1)) {
                 json_t *e = json_object();
-                bad(e, "name", nm ? "name must be 1 to %d printable characters"
-                                  : "name is required (at most %d characters)",
+                bad(e, "name",
+                    nm ? "name must be 1 to %d printable characters"
+                       : "name is required (at most %d characters)",
                     STORE_NAME_MAX - 1);
                 t_invalid(resp, e);
                 return;
@@ -1021,8 +1050,9 @@ static void snap_delete(struct api *api, uint64_t account, uint64_t sid, struct 
         struct vm v;
         int r = sid ? store_snap_delete(api->store, account, sid, &p) : -ENOENT;
         if (r == -EBUSY) {
-                t_error(resp, 409, "The snapshot is being restored: delete it once the restore "
-                                   "is done");
+                t_error(resp, 409,
+                        "The snapshot is being restored: delete it once the restore "
+                        "is done");
                 return;
         }
         if (r < 0) {
@@ -1048,9 +1078,9 @@ static void presets(struct http_resp *resp)
                 json_array_append_new(hdd, json_integer(ss[i]));
                 json_array_append_new(ssd, json_integer(ss[i]));
         }
-        t_ok(resp, json_pack("{s:{s:{s:o}, s:[{s:s, s:o}, {s:s, s:o}]}}", "presets", "ram",
-                             "sizes", ram, "storage", "type", "hdd", "sizes", hdd, "type", "ssd",
-                             "sizes", ssd));
+        t_ok(resp,
+             json_pack("{s:{s:{s:o}, s:[{s:s, s:o}, {s:s, s:o}]}}", "presets", "ram", "sizes", ram,
+                       "storage", "type", "hdd", "sizes", hdd, "type", "ssd", "sizes", ssd));
 }
 
 static void sites(struct api *api, struct http_resp *resp)
@@ -1064,9 +1094,9 @@ static void sites(struct api *api, struct http_resp *resp)
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
                 if (xs[i].hosts > 0) /* where a VM can be made */
-                        json_array_append_new(arr, json_pack("{s:I, s:s}", "id",
-                                                             (json_int_t)xs[i].id, "name",
-                                                             xs[i].name));
+                        json_array_append_new(arr,
+                                              json_pack("{s:I, s:s}", "id", (json_int_t)xs[i].id,
+                                                        "name", xs[i].name));
         free(xs);
         t_ok(resp, arr ? json_pack("{s:o}", "sites", arr) : NULL);
 }
@@ -1097,10 +1127,10 @@ static void users(struct api *api, uint64_t account, struct http_resp *resp)
         }
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
-                json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:s}", "id",
-                                                     (json_int_t)us[i].id, "email", us[i].email,
-                                                     "first_name", us[i].first_name,
-                                                     "last_name", us[i].last_name));
+                json_array_append_new(arr,
+                                      json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)us[i].id,
+                                                "email", us[i].email, "first_name",
+                                                us[i].first_name, "last_name", us[i].last_name));
         free(us);
         t_ok(resp, arr ? json_pack("{s:o}", "users", arr) : NULL);
 }
@@ -1210,14 +1240,14 @@ static void md_delete(struct api *api, uint64_t account, uint64_t id, struct htt
 static json_t *key_json(const struct ssh_key *k)
 {
         return json_pack("{s:I, s:I, s:s, s:s, s:o, s:o}", "id", (json_int_t)k->id, "user_id",
-                         (json_int_t)k->user_id, "label", k->name, "key", k->public_key,
-                         "created", time_json(k->created_at, TZ_DEFAULT), "modified",
+                         (json_int_t)k->user_id, "label", k->name, "key", k->public_key, "created",
+                         time_json(k->created_at, TZ_DEFAULT), "modified",
                          time_json(k->modified_at ? k->modified_at : k->created_at, TZ_DEFAULT));
 }
 
 static void key_list(struct api *api, uint64_t account, struct http_resp *resp)
 {
-        struct vm_query q = { .account_id = account };
+        struct vm_query q = {.account_id = account};
         struct ssh_key *ks = NULL;
         size_t n = 0;
         if (store_sshkey_page(api->store, &q, &ks, &n) < 0) {
@@ -1278,8 +1308,9 @@ static void key_put(struct api *api, const struct api_user *user, uint64_t id, i
                         ;
                 free(us);
                 if (i == n)
-                        bad(e, "user_id", "Invalid user_id: not one of your users (GET "
-                                          "/v1/users lists them)");
+                        bad(e, "user_id",
+                            "Invalid user_id: not one of your users (GET "
+                            "/v1/users lists them)");
                 else
                         k->user_id = uid;
         }
@@ -1405,14 +1436,14 @@ static enum route route_of(char seg[][64], int n, const char **allow, size_t *ta
                 enum route list, one;
                 const char *list_allow, *one_allow;
         } coll[] = {
-                { "users", RT_USERS, RT_NONE, "GET", NULL },
-                { "virtual_machines", RT_VMS, RT_VM, "GET, POST", "GET, POST" },
-                { "snapshots", RT_SNAPS, RT_SNAP, "GET", "GET, POST, DELETE" },
-                { "presets", RT_PRESETS, RT_NONE, "GET", NULL },
-                { "sites", RT_SITES, RT_NONE, "GET", NULL },
-                { "templates", RT_TEMPLATES, RT_NONE, "GET", NULL },
-                { "metadata", RT_MDS, RT_MD, "GET, POST", "GET, POST, DELETE" },
-                { "ssh_keys", RT_KEYS, RT_KEY, "GET, POST", "GET, POST, DELETE" },
+            {"users", RT_USERS, RT_NONE, "GET", NULL},
+            {"virtual_machines", RT_VMS, RT_VM, "GET, POST", "GET, POST"},
+            {"snapshots", RT_SNAPS, RT_SNAP, "GET", "GET, POST, DELETE"},
+            {"presets", RT_PRESETS, RT_NONE, "GET", NULL},
+            {"sites", RT_SITES, RT_NONE, "GET", NULL},
+            {"templates", RT_TEMPLATES, RT_NONE, "GET", NULL},
+            {"metadata", RT_MDS, RT_MD, "GET, POST", "GET, POST, DELETE"},
+            {"ssh_keys", RT_KEYS, RT_KEY, "GET, POST", "GET, POST, DELETE"},
         };
         for (size_t i = 0; i < sizeof(coll) / sizeof(coll[0]); i++) {
                 if (strcmp(coll[i].name, c) != 0)
@@ -1464,8 +1495,7 @@ static int method_allowed(const char *method, const char *allow)
 }
 
 static void dispatch(struct api *api, const struct api_user *user, enum route rt, size_t task,
-                     char seg[][64], const char *m, const struct form *f,
-                     struct http_resp *resp)
+                     char seg[][64], const char *m, const struct form *f, struct http_resp *resp)
 {
         const uint64_t account = user->account_id;
         uint64_t id = 0;
@@ -1477,7 +1507,9 @@ static void dispatch(struct api *api, const struct api_user *user, enum route rt
         }
         int get = strcmp(m, "GET") == 0, post = strcmp(m, "POST") == 0;
         switch (rt) {
-        case RT_USERS: users(api, account, resp); break;
+        case RT_USERS:
+                users(api, account, resp);
+                break;
         case RT_VMS:
                 if (get)
                         vm_list(api, account, resp);
@@ -1490,16 +1522,24 @@ static void dispatch(struct api *api, const struct api_user *user, enum route rt
                 else
                         vm_edit(api, account, id, f, resp);
                 break;
-        case RT_VM_TASK: vm_task(api, account, id, task, resp); break;
+        case RT_VM_TASK:
+                vm_task(api, account, id, task, resp);
+                break;
         case RT_VM_CANCEL:
                 if (get)
                         vm_cancel_dates(api, account, id, resp);
                 else
                         vm_cancel(api, account, id, f, resp);
                 break;
-        case RT_VM_SNAP_CREATE: snap_create(api, account, id, f, resp); break;
-        case RT_VM_SNAP_RESTORE: snap_restore(api, account, id, f, resp); break;
-        case RT_SNAPS: snap_show(api, account, 0, 0, resp); break;
+        case RT_VM_SNAP_CREATE:
+                snap_create(api, account, id, f, resp);
+                break;
+        case RT_VM_SNAP_RESTORE:
+                snap_restore(api, account, id, f, resp);
+                break;
+        case RT_SNAPS:
+                snap_show(api, account, 0, 0, resp);
+                break;
         case RT_SNAP:
                 if (get)
                         snap_show(api, account, id, 1, resp);
@@ -1508,9 +1548,15 @@ static void dispatch(struct api *api, const struct api_user *user, enum route rt
                 else
                         snap_delete(api, account, id, resp);
                 break;
-        case RT_PRESETS: presets(resp); break;
-        case RT_SITES: sites(api, resp); break;
-        case RT_TEMPLATES: templates(api, resp); break;
+        case RT_PRESETS:
+                presets(resp);
+                break;
+        case RT_SITES:
+                sites(api, resp);
+                break;
+        case RT_TEMPLATES:
+                templates(api, resp);
+                break;
         case RT_MDS:
                 if (get)
                         md_list(api, account, resp);
@@ -1539,14 +1585,17 @@ static void dispatch(struct api *api, const struct api_user *user, enum route rt
                 else
                         key_delete(api, account, id, resp);
                 break;
-        default: not_found(resp, "Endpoint"); break;
+        default:
+                not_found(resp, "Endpoint");
+                break;
         }
 }
 
 static void unauthorized(struct http_resp *resp)
 {
-        t_error(resp, 401, "Invalid or missing credentials (HTTP Basic auth with an API user's "
-                           "e-mail and password)");
+        t_error(resp, 401,
+                "Invalid or missing credentials (HTTP Basic auth with an API user's "
+                "e-mail and password)");
         http_resp_header(resp, "WWW-Authenticate", "Basic realm=\"Tilaa API\", charset=\"UTF-8\"");
 }
 

@@ -16,9 +16,9 @@
 #include "util.h"
 
 /* OWASP's argon2id minimum: 19 MiB, 2 passes, 1 lane. */
-#define T_COST 2
-#define M_COST (19 * 1024)
-#define LANES 1
+#define T_COST   2
+#define M_COST   (19 * 1024)
+#define LANES    1
 #define SALT_LEN 16
 #define HASH_LEN 32
 
@@ -102,8 +102,8 @@ static void lower(const char *s, char *out, size_t len)
         out[i] = '\0';
 }
 
-int apiuser_login(struct apiuser_auth *a, struct store *s, const char *email,
-                  const char *password, struct api_user *ret, uint32_t *ret_retry_after_s)
+int apiuser_login(struct apiuser_auth *a, struct store *s, const char *email, const char *password,
+                  struct api_user *ret, uint32_t *ret_retry_after_s)
 {
         char mail[STORE_EMAIL_MAX + 1];
         uint8_t key[32], hh[32], rk[32];

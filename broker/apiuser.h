@@ -23,10 +23,10 @@
 
 #include "store.h"
 
-#define APIUSER_PASSWORD_MAX 1024
-#define APIUSER_CACHE 1024
-#define APIUSER_CACHE_MS (5 * 60 * 1000)
-#define APIUSER_TRIES_BURST 10
+#define APIUSER_PASSWORD_MAX  1024
+#define APIUSER_CACHE         1024
+#define APIUSER_CACHE_MS      (5 * 60 * 1000)
+#define APIUSER_TRIES_BURST   10
 #define APIUSER_TRIES_PER_MIN 10
 
 struct apiuser_auth;
@@ -42,8 +42,8 @@ int apiuser_hash(const char *password, char out[STORE_PWHASH_MAX]);
 /* 0 and the user; -EACCES (unknown e-mail or wrong password); -EAGAIN
  * (too many tries: *ret_retry_after_s seconds); -EIO (the store). email
  * as given (matched case-insensitively). */
-int apiuser_login(struct apiuser_auth *a, struct store *s, const char *email,
-                  const char *password, struct api_user *ret, uint32_t *ret_retry_after_s);
+int apiuser_login(struct apiuser_auth *a, struct store *s, const char *email, const char *password,
+                  struct api_user *ret, uint32_t *ret_retry_after_s);
 
 /* For tests: how many argon2 checks have run. */
 uint64_t apiuser_argon2_count(struct apiuser_auth *a);

@@ -14,8 +14,8 @@
 #include <stddef.h>
 
 #define FORM_MAX_PARAMS 32
-#define FORM_NAME_MAX 32
-#define FORM_VALUE_MAX (96 * 1024) /* user_data (64 KiB) with room for escapes */
+#define FORM_NAME_MAX   32
+#define FORM_VALUE_MAX  (96 * 1024) /* user_data (64 KiB) with room for escapes */
 
 struct form_param {
         char *name;

@@ -55,7 +55,7 @@ int tilaa_flag(const char *s)
 
 static int days_in(int y, int m)
 {
-        static const int dm[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+        static const int dm[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
         int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
         return m == 2 && leap ? 29 : dm[m - 1];
 }
@@ -190,13 +190,13 @@ static const struct {
         const char *native, *tilaa;
         int locked;
 } status_map[] = {
-        { "provisioning", "installing", 1 }, { "rebuilding", "installing", 1 },
-        { "running", "running", 0 },         { "stopped", "stopped", 0 },
-        { "starting", "starting", 1 },       { "stopping", "stopping", 1 },
-        { "rebooting", "restarting", 1 },    { "resizing", "resizing", 1 },
-        { "restoring", "restoring", 1 },     { "snapshotting", "snapshotting", 1 },
-        { "paused", "paused", 0 },           { "error", "error", 0 },
-        { "unknown", "unknown", 0 },
+    {"provisioning", "installing", 1}, {"rebuilding", "installing", 1},
+    {"running", "running", 0},         {"stopped", "stopped", 0},
+    {"starting", "starting", 1},       {"stopping", "stopping", 1},
+    {"rebooting", "restarting", 1},    {"resizing", "resizing", 1},
+    {"restoring", "restoring", 1},     {"snapshotting", "snapshotting", 1},
+    {"paused", "paused", 0},           {"error", "error", 0},
+    {"unknown", "unknown", 0},
 };
 
 const char *tilaa_status(const char *native, int rescue)

@@ -104,6 +104,7 @@ run_example() {
         line=${line//date=2014-04-01/date=$DATE}
         local keypat='"ssh-rsa AAAAB…"' key
         key=$(cat "$T/k1.pub")
+        key=${key//+/%2B} # curl -d sends it as it is, and a form's '+' is a space
         line=${line//"$keypat"/"\"$key\""}
         if [[ $line == *"| jq "* ]]; then
                 # the introduction's pipe into jq: every address of every VM

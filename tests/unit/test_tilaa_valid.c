@@ -34,9 +34,10 @@ static void test_form_good(void **state)
         form_free(f);
 
         /* what curl -d sends for user_data="#cloud-config..." and a key */
-        decode_ok("user_data=%23cloud-config%0Aruncmd%3A+%5Becho%5D&key=ssh-rsa+AAAAB%2B%2F%3D+x%40y"
-                  "&empty=&utf8=%C3%A9t%C3%A9",
-                  &f);
+        decode_ok(
+            "user_data=%23cloud-config%0Aruncmd%3A+%5Becho%5D&key=ssh-rsa+AAAAB%2B%2F%3D+x%40y"
+            "&empty=&utf8=%C3%A9t%C3%A9",
+            &f);
         assert_string_equal(form_get(f, "user_data"), "#cloud-config\nruncmd: [echo]");
         assert_string_equal(form_get(f, "key"), "ssh-rsa AAAAB+/= x@y");
         assert_string_equal(form_get(f, "empty"), "");
@@ -52,7 +53,8 @@ static void test_form_good(void **state)
         /* exactly the limits */
         char body[FORM_MAX_PARAMS * 8 + 1] = "";
         for (int i = 0; i < FORM_MAX_PARAMS; i++)
-                snprintf(body + strlen(body), sizeof(body) - strlen(body), "%sp%d=1", i ? "&" : "", i);
+                snprintf(body + strlen(body), sizeof(body) - strlen(body), "%sp%d=1", i ? "&" : "",
+                         i);
         decode_ok(body, &f);
         assert_int_equal(f->n, FORM_MAX_PARAMS);
         form_free(f);
@@ -76,24 +78,24 @@ static void test_form_bad(void **state)
                 const char *body;
                 int err;
         } cases[] = {
-                { "a=1&&b=2", -EINVAL },   /* empty pair */
-                { "a=1&", -EINVAL },       /* trailing & */
-                { "&a=1", -EINVAL },       /* leading & */
-                { "a", -EINVAL },          /* no '=' */
-                { "=1", -EINVAL },         /* no name */
-                { "a=1&a=2", -EINVAL },    /* twice */
-                { "a=%2", -EINVAL },       /* short escape */
-                { "a=%zz", -EINVAL },      /* not hex */
-                { "a=%", -EINVAL },
-                { "a=%00", -EINVAL },      /* NUL */
-                { "a=%ff", -EINVAL },      /* not UTF-8 */
-                { "a=%C3", -EINVAL },      /* cut UTF-8 */
-                { "a=%ED%A0%80", -EINVAL }, /* a surrogate */
-                { "a=%C0%80", -EINVAL },   /* overlong */
-                { "a b=1", -EINVAL },      /* name with a blank */
-                { "a%20b=1", -EINVAL },
-                { "a[]=1", -EINVAL },
-                { "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=1", -EINVAL }, /* 33-byte name */
+            {"a=1&&b=2", -EINVAL}, /* empty pair */
+            {"a=1&", -EINVAL},     /* trailing & */
+            {"&a=1", -EINVAL},     /* leading & */
+            {"a", -EINVAL},        /* no '=' */
+            {"=1", -EINVAL},       /* no name */
+            {"a=1&a=2", -EINVAL},  /* twice */
+            {"a=%2", -EINVAL},     /* short escape */
+            {"a=%zz", -EINVAL},    /* not hex */
+            {"a=%", -EINVAL},
+            {"a=%00", -EINVAL},       /* NUL */
+            {"a=%ff", -EINVAL},       /* not UTF-8 */
+            {"a=%C3", -EINVAL},       /* cut UTF-8 */
+            {"a=%ED%A0%80", -EINVAL}, /* a surrogate */
+            {"a=%C0%80", -EINVAL},    /* overlong */
+            {"a b=1", -EINVAL},       /* name with a blank */
+            {"a%20b=1", -EINVAL},
+            {"a[]=1", -EINVAL},
+            {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa=1", -EINVAL}, /* 33-byte name */
         };
         (void)state;
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -108,7 +110,8 @@ static void test_form_bad(void **state)
         /* one too many parameters */
         char body[(FORM_MAX_PARAMS + 1) * 8 + 1] = "";
         for (int i = 0; i <= FORM_MAX_PARAMS; i++)
-                snprintf(body + strlen(body), sizeof(body) - strlen(body), "%sp%d=1", i ? "&" : "", i);
+                snprintf(body + strlen(body), sizeof(body) - strlen(body), "%sp%d=1", i ? "&" : "",
+                         i);
         struct form *f = NULL;
         assert_int_equal(form_decode(body, strlen(body), &f, NULL, 0), -E2BIG);
         /* the length is the caller's: nothing past it is read */
@@ -126,13 +129,20 @@ static void test_uint_flag(void **state)
                 int r;
                 uint64_t v;
         } cases[] = {
-                { "0", 10, 0, 0 },        { "10", 10, 0, 10 },  { "11", 10, -ERANGE, 0 },
-                { "", 10, -EINVAL, 0 },   { "01", 10, -EINVAL, 0 }, { "-1", 10, -EINVAL, 0 },
-                { "+1", 10, -EINVAL, 0 }, { " 1", 10, -EINVAL, 0 }, { "1 ", 10, -EINVAL, 0 },
-                { "1e3", 10000, -EINVAL, 0 }, { "0x10", 100, -EINVAL, 0 },
-                { "18446744073709551615", UINT64_MAX, 0, UINT64_MAX },
-                { "18446744073709551616", UINT64_MAX, -ERANGE, 0 },
-                { "9223372036854775808", INT64_MAX, -ERANGE, 0 },
+            {"0", 10, 0, 0},
+            {"10", 10, 0, 10},
+            {"11", 10, -ERANGE, 0},
+            {"", 10, -EINVAL, 0},
+            {"01", 10, -EINVAL, 0},
+            {"-1", 10, -EINVAL, 0},
+            {"+1", 10, -EINVAL, 0},
+            {" 1", 10, -EINVAL, 0},
+            {"1 ", 10, -EINVAL, 0},
+            {"1e3", 10000, -EINVAL, 0},
+            {"0x10", 100, -EINVAL, 0},
+            {"18446744073709551615", UINT64_MAX, 0, UINT64_MAX},
+            {"18446744073709551616", UINT64_MAX, -ERANGE, 0},
+            {"9223372036854775808", INT64_MAX, -ERANGE, 0},
         };
         (void)state;
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -145,7 +155,7 @@ static void test_uint_flag(void **state)
                 else
                         assert_true(v == 12345);
         }
-        assert_int_equal(tilaa_uint(NULL, 1, &(uint64_t){ 0 }), -EINVAL);
+        assert_int_equal(tilaa_uint(NULL, 1, &(uint64_t){0}), -EINVAL);
         assert_false(tilaa_flag(NULL));
         assert_false(tilaa_flag(""));
         assert_false(tilaa_flag("0"));
@@ -188,9 +198,9 @@ static void test_dates(void **state)
         assert_int_equal(m, 4);
         assert_int_equal(d, 1);
         assert_int_equal(tilaa_date("2024-02-29", &y, &m, &d), 0);
-        static const char *const bad[] = { "2023-02-29", "2014-13-01", "2014-00-01", "2014-04-31",
-                                           "2014-4-1",   "14-04-01",   "2014/04/01", "2014-04-01x",
-                                           "",           "0",          "1969-12-31", "abcd-ef-gh" };
+        static const char *const bad[] = {"2023-02-29", "2014-13-01", "2014-00-01", "2014-04-31",
+                                          "2014-4-1",   "14-04-01",   "2014/04/01", "2014-04-01x",
+                                          "",           "0",          "1969-12-31", "abcd-ef-gh"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
                 if (tilaa_date(bad[i], &y, &m, &d) != -EINVAL)
                         fail_msg("date '%s' accepted", bad[i]);
@@ -224,9 +234,16 @@ static void test_names(void **state)
         (void)state;
         assert_true(tilaa_name_ok("myserver"));
         assert_true(tilaa_name_ok("web-1.example"));
-        static const char *const bad_names[] = { "", "-a", "a-", ".a", "a.", "a b", "a_b", "a/b",
-                                                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                                                 "aaaaaaaaaaaaaa" };
+        static const char *const bad_names[] = {"",
+                                                "-a",
+                                                "a-",
+                                                ".a",
+                                                "a.",
+                                                "a b",
+                                                "a_b",
+                                                "a/b",
+                                                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                                "aaaaaaaaaaaaaa"};
         for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
                 if (tilaa_name_ok(bad_names[i]))
                         fail_msg("name '%s' accepted", bad_names[i]);
@@ -235,8 +252,8 @@ static void test_names(void **state)
         assert_int_equal(tilaa_dns_name("MyServer.Tilaa.Cloud.", out), 0);
         assert_string_equal(out, "myserver.tilaa.cloud");
         assert_int_equal(tilaa_dns_name("a", out), 0);
-        static const char *const bad_dns[] = { "", ".", "a..b", "-a.b", "a-.b", "a.-b", "a_b.c",
-                                               "a b", "a.b-", ".a" };
+        static const char *const bad_dns[] = {"",     ".",     "a..b", "-a.b", "a-.b",
+                                              "a.-b", "a_b.c", "a b",  "a.b-", ".a"};
         for (size_t i = 0; i < sizeof(bad_dns) / sizeof(bad_dns[0]); i++)
                 if (tilaa_dns_name(bad_dns[i], out) == 0)
                         fail_msg("dns name '%s' accepted", bad_dns[i]);
@@ -258,9 +275,9 @@ static void test_names(void **state)
 
         assert_int_equal(tilaa_email("John.Doe+api@Example.COM", out), 0);
         assert_string_equal(out, "john.doe+api@example.com");
-        static const char *const bad_mail[] = { "", "a", "@b.c", "a@", "a@b", "a@b.c@d.e",
-                                                "a b@c.d", "a\"@b.c", "a@b_c.d", "a@.b.c",
-                                                "a@b.c." };
+        static const char *const bad_mail[] = {"",        "a",         "@b.c",    "a@",
+                                               "a@b",     "a@b.c@d.e", "a b@c.d", "a\"@b.c",
+                                               "a@b_c.d", "a@.b.c",    "a@b.c."};
         for (size_t i = 0; i < sizeof(bad_mail) / sizeof(bad_mail[0]); i++)
                 if (tilaa_email(bad_mail[i], out) == 0)
                         fail_msg("e-mail '%s' accepted", bad_mail[i]);
@@ -275,14 +292,21 @@ static void test_status(void **state)
                 const char *tilaa;
                 int locked;
         } cases[] = {
-                { "provisioning", 0, "installing", 1 }, { "rebuilding", 0, "installing", 1 },
-                { "running", 0, "running", 0 },        { "running", 1, "rescue", 0 },
-                { "stopped", 0, "stopped", 0 },        { "starting", 0, "starting", 1 },
-                { "stopping", 0, "stopping", 1 },      { "rebooting", 0, "restarting", 1 },
-                { "resizing", 0, "resizing", 1 },      { "restoring", 0, "restoring", 1 },
-                { "snapshotting", 0, "snapshotting", 1 }, { "paused", 0, "paused", 0 },
-                { "error", 0, "error", 0 },            { "unknown", 0, "unknown", 0 },
-                { "nonsense", 0, "unknown", 0 },
+            {"provisioning", 0, "installing", 1},
+            {"rebuilding", 0, "installing", 1},
+            {"running", 0, "running", 0},
+            {"running", 1, "rescue", 0},
+            {"stopped", 0, "stopped", 0},
+            {"starting", 0, "starting", 1},
+            {"stopping", 0, "stopping", 1},
+            {"rebooting", 0, "restarting", 1},
+            {"resizing", 0, "resizing", 1},
+            {"restoring", 0, "restoring", 1},
+            {"snapshotting", 0, "snapshotting", 1},
+            {"paused", 0, "paused", 0},
+            {"error", 0, "error", 0},
+            {"unknown", 0, "unknown", 0},
+            {"nonsense", 0, "unknown", 0},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 assert_string_equal(tilaa_status(cases[i].native, cases[i].rescue), cases[i].tilaa);
@@ -304,9 +328,17 @@ static void test_basic(void **state)
         assert_int_equal(tilaa_basic("Basic eDo=", e, sizeof(e), p, sizeof(p)), 0);
         assert_string_equal(p, "");
         static const char *const bad[] = {
-                NULL, "", "Bearer tas_x", "Basic", "Basic ", "Basic ZW1haWw",   /* no ':' */
-                "Basic ZW1haWw6cGFzc3dvcmQ", /* unpadded */ "Basic ZW1h*Ww6",
-                "Basic =W1h", "Basic ZW=haWw6", "Basic YQBiOmM=", /* "a\0b:c" */
+            NULL,
+            "",
+            "Bearer tas_x",
+            "Basic",
+            "Basic ",
+            "Basic ZW1haWw", /* no ':' */
+            "Basic ZW1haWw6cGFzc3dvcmQ",
+            /* unpadded */ "Basic ZW1h*Ww6",
+            "Basic =W1h",
+            "Basic ZW=haWw6",
+            "Basic YQBiOmM=", /* "a\0b:c" */
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
                 if (tilaa_basic(bad[i], e, sizeof(e), p, sizeof(p)) == 0)
@@ -319,10 +351,10 @@ static void test_basic(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_form_good), cmocka_unit_test(test_form_bad),
-                cmocka_unit_test(test_uint_flag), cmocka_unit_test(test_time),
-                cmocka_unit_test(test_dates),     cmocka_unit_test(test_names),
-                cmocka_unit_test(test_status),    cmocka_unit_test(test_basic),
+            cmocka_unit_test(test_form_good), cmocka_unit_test(test_form_bad),
+            cmocka_unit_test(test_uint_flag), cmocka_unit_test(test_time),
+            cmocka_unit_test(test_dates),     cmocka_unit_test(test_names),
+            cmocka_unit_test(test_status),    cmocka_unit_test(test_basic),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
