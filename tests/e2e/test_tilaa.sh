@@ -390,6 +390,19 @@ ctl site set tas-1 --tz ../../etc/passwd >/dev/null 2>&1
 eq "a path is no zone" "$?" 1
 eq "the site keeps its zone" "$(ctl --json site list | jq -r '.[] | select(.slug == "tas-1") | .tz')" Asia/Kolkata
 
+# --- a store that fails: 503, without internals (another process holds the
+# database's write lock past the broker's 5 s busy timeout)
+sqlite3 "$T/broker.db" "BEGIN EXCLUSIVE;" ".system sleep 7" "COMMIT;" >/dev/null 2>&1 &
+LOCK=$!
+PIDS+=("$LOCK")
+sleep 0.5
+ta POST /v1/metadata -d name=x -d user_data=y
+terr "a store that cannot write" 503
+eq "503 says nothing of the database" "$(jget .message)" "The service is temporarily unavailable, please try again later"
+wait "$LOCK" 2>/dev/null
+ta GET /v1/metadata
+tok "the store back, the API answers again"
+
 # --- the login cache follows password changes; the failed-login limit
 ctl api-user delete acme a@acme.test >/dev/null
 ta GET /v1/users
