@@ -235,6 +235,11 @@ tok "a new template, confirmed"
 ta GET "/v1/virtual_machines/$ID"
 eq "the VM has the new template" "$(jget .virtual_machine.template.id)" "$TPL2"
 check "re-installed, it runs" wait_vm "$ID" running
+rb=$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT rebuild_seq FROM vms WHERE id = $ID")
+ta POST "/v1/virtual_machines/$ID" -d reinstall=1 -d confirm_reinstall=yes
+tok "a reinstall, confirmed (any non-zero value)"
+eq "it is a rebuild" "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT rebuild_seq FROM vms WHERE id = $ID")" "$((rb + 1))"
+check "re-installed again, it runs" wait_vm "$ID" running
 ta POST "/v1/virtual_machines/$ID" -d storage=20 -d confirm_reinstall=1
 tok "smaller storage, confirmed"
 ta GET "/v1/virtual_machines/$ID"
