@@ -532,9 +532,24 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
                 t_unavailable(resp);
                 goto out;
         }
+        /* the account's SSH keys (the oldest STORE_VM_SSH_KEYS_MAX) let root
+         * in too */
+        uint64_t key_ids[STORE_VM_SSH_KEYS_MAX];
+        size_t n_keys = 0, nk = 0;
+        struct vm_query kq = {.account_id = account, .limit = STORE_VM_SSH_KEYS_MAX};
+        struct ssh_key *ks = NULL;
+        if (store_sshkey_page(api->store, &kq, &ks, &nk) < 0) {
+                t_unavailable(resp);
+                goto out;
+        }
+        for (size_t i = 0; i < nk && n_keys < STORE_VM_SSH_KEYS_MAX; i++)
+                key_ids[n_keys++] = ks[i].id;
+        free(ks);
         char why[256] = "";
         struct vm_new nv = {
             .account_id = account,
+            .ssh_keys = key_ids,
+            .n_ssh_keys = n_keys,
             .name = name,
             .size = sz->slug,
             .image = img.slug,

@@ -345,6 +345,9 @@ ta POST "/v1/ssh_keys/$KID" -d user_id=2
 bad_params "a user of another account" user_id
 KEY=$A api GET /v1/ssh_keys
 eq "the native API sees the key" "$(jget '.data[0].name')" relabelled
+ta POST /v1/virtual_machines -d name=keyed -d ram=1024 -d storage=25 -d storage_type=ssd -d "template=$TPL"
+eq "a new VM gets the account's SSH keys (root's)" \
+        "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT ssh_keys FROM vms WHERE id = $(jget .id)")" "$KID"
 U=$G ta GET "/v1/ssh_keys/$KID"
 terr "another account's key" 404
 ta DELETE "/v1/ssh_keys/$KID"
@@ -397,10 +400,11 @@ eq "the site keeps its zone" "$(ctl --json site list | jq -r '.[] | select(.slug
 
 # --- a store that fails: 503, without internals (another process holds the
 # database's write lock past the broker's 5 s busy timeout)
-sqlite3 "$T/broker.db" "BEGIN EXCLUSIVE;" ".system sleep 7" "COMMIT;" >/dev/null 2>&1 &
+sqlite3 "$T/broker.db" "BEGIN EXCLUSIVE;" ".system sleep 9" "COMMIT;" >/dev/null 2>&1 &
 LOCK=$!
 PIDS+=("$LOCK")
-sleep 0.5
+locked() { ! sqlite3 "$T/broker.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1; }
+wait_for 5 "the write lock held" locked || not_ok "another process holds the write lock"
 ta POST /v1/metadata -d name=x -d user_data=y
 terr "a store that cannot write" 503
 eq "503 says nothing of the database" "$(jget .message)" "The service is temporarily unavailable, please try again later"
