@@ -562,6 +562,7 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
             .user_data = md.user_data && md.user_data[0] ? md.user_data : NULL,
             .dns_name = dns,
             .admin_password = password,
+            .cpu_cap = (uint32_t)cap,
             .from_snap = have_img == 2 ? snap_id : 0,
             .why = why,
             .why_len = sizeof(why),
@@ -587,20 +588,6 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
         if (r < 0) {
                 t_unavailable(resp);
                 goto out;
-        }
-        if (cap < 100) {
-                /* the cap is the resize's to set: a no-op resize with it */
-                struct vm_edit e = {.account_id = account,
-                                    .vm_id = vm.id,
-                                    .resize = 1,
-                                    .size = vm.size,
-                                    .vcpus = vm.vcpus,
-                                    .ram_mb = vm.ram_mb,
-                                    .disk_gb = vm.disk_gb,
-                                    .cpu_cap = (uint32_t)cap};
-                if (store_vm_edit(api->store, &e, &vm) < 0)
-                        log_warn("vm %llu: cpu cap %llu not set", (unsigned long long)vm.id,
-                                 (unsigned long long)cap);
         }
         if (api->hub)
                 hub_notify(api->hub, vm.host_id);
@@ -659,7 +646,7 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
         if (tr == 1 && img.min_disk_gb > (disk ? disk : v.disk_gb))
                 bad(errors, "template", "This template needs at least %u GB of storage",
                     img.min_disk_gb);
-        if ((reinstall || new_image || shrink) && !confirm && json_object_size(errors) == 0)
+        if ((reinstall || new_image || shrink) && !confirm)
                 bad(errors, "confirm_reinstall",
                     "This change re-installs the virtual machine (%s), which wipes its disk: "
                     "give confirm_reinstall=1 to go ahead; nothing was changed",

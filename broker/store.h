@@ -180,6 +180,7 @@ struct vm_new {
         const char *dns_name;             /* Tilaa: its DNS name, or NULL */
         const char *admin_password;       /* Tilaa: root's initial password (the seed
                                            * makes root log in with it), or NULL */
+        uint32_t cpu_cap;                 /* percent of each vCPU, 1..99; 0 or 100: none */
         const struct deploy_new *deploy;  /* made by a template deployment, or NULL */
         uint64_t from_snap;               /* its disk a copy of this ready snapshot of the
                                            * account (placed on the snapshot's host; image

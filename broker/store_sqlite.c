@@ -1982,8 +1982,8 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         static const char ins[] =
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
                 " disk_gb, want, created_at, storage, aa_group, ssh_keys, user_data, source_vm,"
-                " source_snap, dns_name, admin_password)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                " source_snap, dns_name, admin_password, cpu_cap)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
         /* A snapshot exists on its vm's host only: the new vm goes there. */
         static const char snap_src[] =
                 "SELECT p.vm_id, v.host_id, p.disk_gb, p.image FROM snapshots p"
@@ -2120,6 +2120,7 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 sqlite3_bind_text(st, 18, req->dns_name, -1, SQLITE_STATIC);
         if (req->admin_password)
                 sqlite3_bind_text(st, 19, req->admin_password, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 20, req->cpu_cap > 0 && req->cpu_cap < 100 ? (int)req->cpu_cap : 0);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot insert vm");
                 goto out;

@@ -230,6 +230,8 @@ bad_params "confirm_reinstall=0 is no confirmation" confirm_reinstall
 eq "none of them changed anything" "$(ta GET "/v1/virtual_machines/$ID"; jc '.virtual_machine | del(.status, .locked)')" "$before"
 ta POST "/v1/virtual_machines/$ID" -d name=bad! -d ram=3 -d storage=7 -d template=0 -d cpu_count=99 -d cpu_cap=101
 bad_params "edit with every parameter wrong" name ram storage template cpu_count cpu_cap
+ta POST "/v1/virtual_machines/$ID" -d name=bad! -d reinstall=1
+bad_params "a bad name and an unconfirmed reinstall: both named" name confirm_reinstall
 ta POST "/v1/virtual_machines/$ID" -d "template=$TPL2" -d confirm_reinstall=1
 tok "a new template, confirmed"
 ta GET "/v1/virtual_machines/$ID"

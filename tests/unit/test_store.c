@@ -3368,9 +3368,10 @@ static void test_tilaa_vm(void **state)
         const struct vm_new req = {
                 .account_id = f->acc, .name = "web", .size = "s-test", .image = "debian-12",
                 .vcpus = 1, .ram_mb = 1024, .disk_gb = 20, .dns_name = "web.tasman.cloud",
-                .admin_password = "s3cret",
+                .admin_password = "s3cret", .cpu_cap = 80,
         };
         assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &v), 0);
+        assert_int_equal(v.cpu_cap, 80);
         assert_int_equal(store_vm_tilaa_list(f->s, f->acc, v.id, &ts, &n), 0);
         assert_int_equal(n, 1);
         assert_string_equal(ts[0].dns_name, "web.tasman.cloud");
