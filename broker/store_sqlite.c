@@ -4643,6 +4643,9 @@ int store_vm_edit(struct store *s, const struct vm_edit *e, struct vm *ret)
                 sqlite3_bind_text(st, 2, e->name, -1, SQLITE_STATIC);
                 if (sqlite3_step(st) != SQLITE_DONE)
                         return end(s, db_err(s, "cannot rename vm"));
+                if (strcmp(e->name, v.name) != 0 &&
+                    (r = event(s, now, "vps.renamed", e->account_id, v.id, e->name)) < 0)
+                        return end(s, r);
         }
         if (e->image) {
                 if (!(st = stmt(s, image_upd)))

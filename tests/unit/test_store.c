@@ -3402,6 +3402,9 @@ static void test_tilaa_vm(void **state)
                              .cpu_cap = 50 };
         assert_int_equal(store_vm_edit(f->s, &e, &w), 0);
         assert_string_equal(w.name, "web2");
+        uint64_t renamed = 0;
+        assert_int_equal(store_event_count(f->s, "vps.renamed", &renamed), 0);
+        assert_true(renamed == 1);
         assert_int_equal(w.vcpus, 2);
         assert_int_equal(w.ram_mb, 2048);
         assert_int_equal(w.disk_gb, 30);
