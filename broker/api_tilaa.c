@@ -494,6 +494,18 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
                                 util_strlcpy(site_slug, xs[i].slug, sizeof(site_slug));
                         free(xs);
                 }
+                /* the document: "can only be used when at least one VPS
+                 * already exists on your account" */
+                struct vm_query q = {.account_id = account, .limit = 1};
+                struct vm *one = NULL;
+                size_t n_one = 0;
+                if (store_vm_page(api->store, &q, &one, &n_one) < 0)
+                        io = 1;
+                else if (n_one == 0)
+                        bad(errors, "site",
+                            "site can only be given once the account has a virtual machine: "
+                            "leave it out for the first (it is chosen for you)");
+                free(one);
         } else if (have_img != 2) {
                 site_slug[0] = '\0'; /* auto-selected */
         }

@@ -110,6 +110,8 @@ ta POST /v1/virtual_machines -d name=-bad -d dns_name=a..b -d ram=1000 -d storag
 bad_params "add with every parameter wrong" name dns_name ram storage storage_type template site cpu_count cpu_cap metadata
 ta POST /v1/virtual_machines -d ram=1024 -d storage=25 -d storage_type=ssd -d template=01
 bad_params "a number with a leading zero" template
+ta POST /v1/virtual_machines -d name=web1 -d ram=1024 -d storage=25 -d storage_type=ssd -d "template=$TPL" -d site=1
+bad_params "site on the account's first VM (the document allows it only once one exists)" site
 ta POST /v1/virtual_machines -d name=web1 -d ram=1024 -d storage=25 -d storage_type=ssd -d "template=$TPL"
 tok "add a VM"
 eq "add: its message" "$(jget .message)" "The virtual machine has been created"
@@ -402,7 +404,7 @@ eq "the site keeps its zone" "$(ctl --json site list | jq -r '.[] | select(.slug
 
 # --- a store that fails: 503, without internals (another process holds the
 # database's write lock past the broker's 5 s busy timeout)
-sqlite3 "$T/broker.db" "BEGIN EXCLUSIVE;" ".system sleep 9" "COMMIT;" >/dev/null 2>&1 &
+sqlite3 -cmd ".timeout 5000" "$T/broker.db" "BEGIN EXCLUSIVE;" ".system sleep 9" "COMMIT;" >/dev/null 2>&1 &
 LOCK=$!
 PIDS+=("$LOCK")
 locked() { ! sqlite3 "$T/broker.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1; }
