@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "dns.h"
+#include "apiuser.h"
 #include "ratelimit.h"
 #include "config.h"
 #include "http.h"
@@ -19,9 +20,12 @@
 #include "log.h"
 #include "notify.h"
 #include "store.h"
+#include "tilaa.h"
+#include "util.h"
 
 static struct {
         char listen[CFG_STR_MAX];
+        char tilaa_listen[CFG_STR_MAX];
         char admin_listen[CFG_STR_MAX];
         char agent_listen[CFG_STR_MAX];
         char db[CFG_STR_MAX];
@@ -70,6 +74,8 @@ static struct {
 
 static const struct cfg_opt opts[] = {
         { "listen", CFG_STR, cfg.listen, 0, 0, "native API address (HOST:PORT)" },
+        { "tilaa_listen", CFG_STR, cfg.tilaa_listen, 0, 0,
+          "Tilaa-compatible API address (HOST:PORT); empty: not served" },
         { "admin_listen", CFG_STR, cfg.admin_listen, 0, 0,
           "admin API address (HOST:PORT); needs admin_token unless on loopback" },
         { "agent_listen", CFG_STR, cfg.agent_listen, 0, 0,
@@ -107,7 +113,8 @@ static const struct cfg_opt opts[] = {
         { "pdns_timeout_ms", CFG_INT, &cfg.pdns_timeout_ms, 100, 600000,
           "longest PowerDNS API request" },
         { "dns_zone", CFG_STR, cfg.dns_zone, 0, 0,
-          "forward zone of the VMs' DNS names (NAME.dns_zone): their A/AAAA records" },
+          "forward zone of the VMs' DNS names: a Tilaa VM's default DNS name is NAME.dns_zone; "
+          "names in it get A/AAAA records" },
         { "dns_interval_ms", CFG_INT, &cfg.dns_interval_ms, 100, 86400000,
           "how often the DNS records are compared with the VMs (also soon after a change)" },
         { "dns_ttl", CFG_INT, &cfg.dns_ttl, 1, 604800, "TTL of the records made (seconds)" },
@@ -142,7 +149,7 @@ int main(int argc, char **argv)
 {
         struct store *store = NULL;
         struct hub *hub = NULL;
-        struct http_server *native = NULL, *admin = NULL;
+        struct http_server *native = NULL, *admin = NULL, *tilaa = NULL;
         struct dns *dns = NULL;
         struct jobs *jobs = NULL;
         static struct billing_ctx billing;
@@ -233,6 +240,17 @@ int main(int argc, char **argv)
                         goto out;
                 }
         }
+        char zone[255];
+        if (tilaa_dns_name(cfg.dns_zone, zone) < 0) {
+                log_error("broker: dns_zone %s is not a DNS name", cfg.dns_zone);
+                goto out;
+        }
+        util_strlcpy(cfg.dns_zone, zone, sizeof(cfg.dns_zone));
+        api.dns_zone = cfg.dns_zone;
+        if (cfg.tilaa_listen[0] && apiuser_auth_new(65536, &api.users) < 0) {
+                log_error("broker: cannot set up the Tilaa API's logins");
+                goto out;
+        }
         api.store = store;
         api.hub = hub;
         api.dns = dns;
@@ -256,6 +274,16 @@ int main(int argc, char **argv)
                           strerror(-r));
                 goto out;
         }
+        if (cfg.tilaa_listen[0]) {
+                r = http_server_start(cfg.tilaa_listen, (size_t)cfg.max_body,
+                                      (unsigned)cfg.http_threads, api_tilaa_handle, &api, &tilaa);
+                if (r < 0) {
+                        log_error("broker: cannot serve the Tilaa API on %s: %s",
+                                  cfg.tilaa_listen, strerror(-r));
+                        goto out;
+                }
+                log_info("broker: Tilaa API http://%s", cfg.tilaa_listen);
+        }
         log_info("broker %s: native API http://%s, admin API http://%s, agents %s, db %s, "
                  "billing %s (days of %s)",
                  TASMAN_VERSION, cfg.listen, cfg.admin_listen, cfg.agent_listen, cfg.db,
@@ -268,6 +296,8 @@ int main(int argc, char **argv)
 out:
         http_server_free(native);
         http_server_free(admin);
+        http_server_free(tilaa);
+        apiuser_auth_free(api.users);
         dns_stop(dns);
         jobs_free(jobs);
         hub_free(hub);
