@@ -582,6 +582,12 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
         struct vm vm;
         int64_t now = util_now_ms();
         r = store_vm_create(api->store, &nv, now, now - api->host_timeout_ms, &vm);
+        if (r == -EDQUOT) { /* prepaid: the credit does not cover it */
+                char msg[400];
+                snprintf(msg, sizeof(msg), "Insufficient funds: %s", why);
+                t_error(resp, 402, msg);
+                goto out;
+        }
         if (r == -ENOSPC || r == -EADDRNOTAVAIL) {
                 char msg[400];
                 snprintf(msg, sizeof(msg), "%s (%s)",
@@ -603,6 +609,7 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
         }
         if (api->hub)
                 hub_notify(api->hub, vm.host_id);
+        dns_kick(api->dns); /* its A/AAAA/PTR records */
         log_info("vm %llu: created through the Tilaa API for account %llu on host %llu",
                  (unsigned long long)vm.id, (unsigned long long)account,
                  (unsigned long long)vm.host_id);
@@ -696,6 +703,12 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
             .why_len = sizeof(why),
         };
         int r = store_vm_edit(api->store, &e, &v);
+        if (r == -EDQUOT) {
+                char msg[400];
+                snprintf(msg, sizeof(msg), "Insufficient funds: %s", why);
+                t_error(resp, 402, msg);
+                return;
+        }
         if (r == -ECANCELED) {
                 t_error(resp, 409, cancelled_msg);
                 return;
@@ -715,6 +728,7 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
         }
         if (api->hub)
                 hub_notify(api->hub, v.host_id);
+        dns_kick(api->dns);
         t_ok_msg(resp, "The virtual machine has been updated");
 }
 

@@ -139,6 +139,28 @@ static void billing_job(void *ud, int64_t now_ms)
         jobs_billing_catch_up(b->store, b->zone, now_ms, NULL); /* logs its errors */
 }
 
+/* The periodic job: VMs whose cancellation date has come are deleted; their
+ * hosts are woken and their DNS records go. */
+struct cancel_ctx {
+        struct store *store;
+        struct hub *hub;
+        struct dns *dns;
+};
+
+static void cancel_job(void *ud, int64_t now_ms)
+{
+        const struct cancel_ctx *c = ud;
+        uint64_t *hosts = NULL;
+        size_t n = 0;
+        if (store_vm_cancel_due(c->store, now_ms, &hosts, &n) < 0)
+                return; /* logged by the store; tried again next period */
+        for (size_t i = 0; i < n && c->hub; i++)
+                hub_notify(c->hub, hosts[i]);
+        if (n)
+                dns_kick(c->dns);
+        free(hosts);
+}
+
 static int is_loopback(const char *hostport)
 {
         return strncmp(hostport, "127.", 4) == 0 || strncmp(hostport, "[::1]:", 6) == 0 ||
@@ -205,7 +227,10 @@ int main(int argc, char **argv)
         }
         billing.store = store;
         billing.zone = jobs_zone(jobs);
-        if (jobs_add_daily(jobs, "billing", billing_job, &billing) < 0 || jobs_start(jobs) < 0)
+        static struct cancel_ctx cancels;
+        cancels.store = store;
+        if (jobs_add_daily(jobs, "billing", billing_job, &billing) < 0 ||
+            jobs_add_periodic(jobs, "cancellations", 60000, cancel_job, &cancels) < 0)
                 goto out;
         struct hub_config hc = {
                 .url = cfg.agent_listen,
@@ -254,6 +279,11 @@ int main(int argc, char **argv)
         api.store = store;
         api.hub = hub;
         api.dns = dns;
+        /* The jobs run once the hub and DNS they wake exist. */
+        cancels.hub = hub;
+        cancels.dns = dns;
+        if (jobs_start(jobs) < 0)
+                goto out;
         api.host_timeout_ms = cfg.host_timeout_ms;
         api.admin_token = cfg.admin_token;
         api.sched.cpu_ratio = (double)cfg.cpu_overcommit_pct / 100.0;
@@ -298,8 +328,8 @@ out:
         http_server_free(admin);
         http_server_free(tilaa);
         apiuser_auth_free(api.users);
+        jobs_free(jobs); /* first: its jobs wake the hub and DNS */
         dns_stop(dns);
-        jobs_free(jobs);
         hub_free(hub);
         store_free(store);
         ratelimit_free(api.rl);

@@ -552,10 +552,9 @@ int store_pool_remove(struct store *s, const char *site);
 /* ---- DNS ----
  *
  * What the DNS records are made from (dns.h): every live VM with a public
- * NIC, its fqdn and its public addresses ("" when none). The fqdn is, for
- * now, the VM's name below zone ("web1" in "tasman.cloud" is
- * "web1.tasman.cloud"); this one query is where a per-VM DNS name would
- * take its place. By vm id (malloc'd). */
+ * NIC, its fqdn and its public addresses ("" when none). The fqdn is the
+ * VM's DNS name (the Tilaa API's dns_name) or else its name below zone
+ * ("web1" in "tasman.cloud" is "web1.tasman.cloud"). By vm id (malloc'd). */
 #define STORE_FQDN_MAX 256
 struct vm_dns {
         uint64_t vm_id;
@@ -690,7 +689,9 @@ int store_vm_tilaa_list(struct store *s, uint64_t account_id, uint64_t vm_id,
                         struct vm_tilaa **ret, size_t *ret_n);
 
 /* An edit of a VM (the Tilaa API's), in one transaction: -ENOENT;
- * -ECANCELED when the VM is cancelled; -EINVAL when the disk would shrink
+ * -ECANCELED when the VM is cancelled; -EDQUOT when billing is enforced and
+ * the credit does not cover a dearer size (why says the figures; as
+ * store_vm_resize); -EINVAL when the disk would shrink
  * without a reinstall; -ENOSPC when its host has no room (why says which);
  * 0 with the vm as it is now. A new size is a resize (the agent stops,
  * redefines and starts it); a new image or reinstall is a rebuild (the

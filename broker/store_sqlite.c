@@ -2624,14 +2624,44 @@ int store_deploy_page(struct store *s, const struct vm_query *q, struct deployme
         return r;
 }
 
+/* Billing of a vm's new size, in the caller's transaction: a dearer size
+ * must be covered like an order (-EDQUOT, why says the figures); the vm
+ * is invoiced at the new price from the next run on (bill_reprice). */
+static int bill_check_size(struct store *s, uint64_t account_id, uint64_t vm_id,
+                           const char *size, char *why, size_t why_len, int64_t *ret_price)
+{
+        static const char old_price_sql[] = "SELECT price_month_cents FROM billable WHERE vm_id = ?";
+        int64_t old_price = 0;
+        sqlite3_stmt *ps = stmt(s, old_price_sql);
+        if (!ps)
+                return -EIO;
+        sqlite3_bind_int64(ps, 1, (sqlite3_int64)vm_id);
+        if (sqlite3_step(ps) == SQLITE_ROW)
+                old_price = sqlite3_column_int64(ps, 0);
+        sqlite3_reset(ps);
+        return credit_check(s, account_id, vm_id, size, old_price, why, why_len, ret_price);
+}
+
+static int bill_reprice(struct store *s, uint64_t vm_id, const char *size, int64_t price)
+{
+        static const char reprice[] =
+                "UPDATE billable SET size = ?2, price_month_cents = ?3 WHERE vm_id = ?1";
+        sqlite3_stmt *st = stmt(s, reprice);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        sqlite3_bind_text(st, 2, size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, price);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return db_err(s, "cannot reprice vm");
+        return 0;
+}
+
 int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret)
 {
         static const char upd[] =
                 "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5, cpu_cap = ?6,"
                 " resize_seq = resize_seq + 1 WHERE id = ?1";
-        static const char old_price_sql[] = "SELECT price_month_cents FROM billable WHERE vm_id = ?";
-        static const char reprice[] =
-                "UPDATE billable SET size = ?2, price_month_cents = ?3 WHERE vm_id = ?1";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
@@ -2647,18 +2677,9 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
                 return end(s, r);
         if (req->disk_gb < v.disk_gb)
                 return end(s, -EINVAL); /* disks never shrink */
-        /* Billing: a dearer size must be covered like an order; the vm is
-         * invoiced at its new price from the next run on. */
-        int64_t old_price = 0, price = 0;
-        sqlite3_stmt *ps = stmt(s, old_price_sql);
-        if (!ps)
-                return end(s, -EIO);
-        sqlite3_bind_int64(ps, 1, (sqlite3_int64)v.id);
-        if (sqlite3_step(ps) == SQLITE_ROW)
-                old_price = sqlite3_column_int64(ps, 0);
-        sqlite3_reset(ps);
-        if ((r = credit_check(s, req->account_id, v.id, req->size, old_price, req->why,
-                              req->why_len, &price)) < 0)
+        int64_t price = 0;
+        if ((r = bill_check_size(s, req->account_id, v.id, req->size, req->why, req->why_len,
+                                 &price)) < 0)
                 return end(s, r);
         if (!s->hc_loaded && (r = hc_load(s)) < 0)
                 return end(s, r);
@@ -2695,13 +2716,8 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
         sqlite3_bind_int(st, 6, req->cpu_cap > 0 && req->cpu_cap < 100 ? (int)req->cpu_cap : 0);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot resize vm"));
-        if (!(st = stmt(s, reprice)))
-                return end(s, -EIO);
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
-        sqlite3_bind_text(st, 2, req->size, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, price);
-        if (sqlite3_step(st) != SQLITE_DONE)
-                return end(s, db_err(s, "cannot reprice vm"));
+        if ((r = bill_reprice(s, v.id, req->size, price)) < 0)
+                return end(s, r);
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, 0);
         if (r == 0)
                 r = reserve(s, v.host_id, 1, req->vcpus, req->ram_mb, req->disk_gb, v.storage, 0);
@@ -4503,7 +4519,8 @@ int store_dns_list(struct store *s, const char *zone, struct vm_dns **ret, size_
                 return store_dns_list(pick_reader(s), zone, ret, ret_n);
         /* The fqdn: the one place to change for a per-VM DNS name. A zone
          * given with its trailing dot does not make a double one. */
-        static const char sql[] = "SELECT v.id, v.name || '.' || rtrim(?1, '.'), n.ipv4, n.ipv6"
+        static const char sql[] = "SELECT v.id, COALESCE(NULLIF(v.dns_name, ''),"
+                                  " v.name || '.' || rtrim(?1, '.')), n.ipv4, n.ipv6"
                                   " FROM vms v JOIN nics n ON n.vm_id = v.id AND n.network_id = 0"
                                   " WHERE v.deleted_at IS NULL ORDER BY v.id";
         int r;
@@ -5074,6 +5091,11 @@ int store_vm_edit(struct store *s, const struct vm_edit *e, struct vm *ret)
                 return end(s, -EINVAL);
         if (e->resize) {
                 int found;
+                int64_t price = 0;
+                if ((r = bill_check_size(s, e->account_id, v.id, e->size, e->why, e->why_len,
+                                         &price)) < 0 ||
+                    (r = bill_reprice(s, v.id, e->size, price)) < 0)
+                        return end(s, r);
                 if (!s->hc_loaded && (r = hc_load(s)) < 0)
                         return end(s, r);
                 size_t pos = hc_find(s, v.host_id, &found);
