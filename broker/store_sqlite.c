@@ -3690,7 +3690,7 @@ int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_
         if (s->reader) /* reads: a read connection, committed data only */
                 return store_vm_seed(pick_reader(s), host_id, vm_id, ret);
         static const char vm_sql[] =
-                "SELECT name, account_id, ssh_keys, user_data, admin_password FROM vms"
+                "SELECT name, account_id, ssh_keys, user_data, admin_password, dns_name FROM vms"
                 " WHERE id = ? AND host_id = ? AND deleted_at IS NULL";
         static const char key_sql[] =
                 "SELECT public_key FROM ssh_keys WHERE id = ? AND account_id = ?";
@@ -3712,6 +3712,13 @@ int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_
                 goto out;
         }
         col_text(st, 0, m.hostname, sizeof(m.hostname));
+        /* A VM with a DNS name (the Tilaa API's dns_name) is that host: the
+         * agent takes a name with dots as the FQDN, its first label as the
+         * host name. One too long for the message keeps the plain name. */
+        if (sqlite3_column_type(st, 5) == SQLITE_TEXT && sqlite3_column_bytes(st, 5) > 0 &&
+            (size_t)sqlite3_column_bytes(st, 5) < sizeof(m.hostname) &&
+            strchr((const char *)sqlite3_column_text(st, 5), '.'))
+                col_text(st, 5, m.hostname, sizeof(m.hostname));
         account = sqlite3_column_int64(st, 1);
         col_text(st, 2, ids, sizeof(ids));
         /* a Tilaa VM: root with its initial password (admin.account) */

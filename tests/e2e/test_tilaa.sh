@@ -313,6 +313,15 @@ tok "add a VM with a metadata profile"
 MDVM=$(jget .id)
 eq "its user-data is the profile's" "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT user_data FROM vms WHERE id = $MDVM")" \
         $'#cloud-config\nruncmd: [touch, /tmp/x]'
+# What the guest gets: the agent's cloud-init seed for it (the NoCloud ISO).
+SEED=$T/hv1/seeds/tasman-$MDVM.iso
+check "the agent made the VM's seed" wait_for 20 "seed" test -s "$SEED"
+UD=$(isoinfo -R -x /user-data -i "$SEED" 2>/dev/null)
+ta GET "/v1/virtual_machines/$MDVM"
+MDPW=$(jget .virtual_machine.admin.initial_password)
+check "the seed's user-data carries the metadata profile" grep -q 'runcmd: \[touch, /tmp/x\]' <<<"$UD"
+check "and root's initial password as the API shows it" grep -qF "$MDPW" <<<"$UD"
+check "and the VM's DNS name as its FQDN" bash -c "isoinfo -R -x /user-data -i '$SEED' | grep -q 'fqdn: \"withmd.example.test\"'"
 U=$G ta GET "/v1/metadata/$MD"
 terr "another account's metadata" 404
 U=$G ta POST /v1/virtual_machines -d ram=1024 -d storage=25 -d storage_type=ssd -d "template=$TPL" -d "metadata=$MD"
