@@ -1013,17 +1013,32 @@ static void snap_restore(struct api *api, uint64_t account, uint64_t id, const s
                         t_unavailable(resp);
                         return;
                 }
-                if (g < 0 || p.vm_id != id)
+                if (g < 0)
                         bad(e, "snapshot",
-                            "Invalid snapshot: not one of this virtual "
-                            "machine's (GET /v1/snapshots lists them)");
+                            "Invalid snapshot: not one of this account's "
+                            "(GET /v1/snapshots lists them)");
         }
         if (json_object_size(e) > 0) {
                 t_invalid(resp, e);
                 return;
         }
         json_decref(e);
-        r = store_snap_restore(api->store, account, sid, NULL, &v);
+        /* Another VM's snapshot: this VM is rebuilt from a copy of it. */
+        r = p.vm_id == id ? store_snap_restore(api->store, account, sid, NULL, &v)
+                          : store_snap_restore_into(api->store, account, sid, id, &v);
+        if (r == -EXDEV || r == -EFBIG) {
+                if (!(e = json_object())) {
+                        t_unavailable(resp);
+                        return;
+                }
+                bad(e, "snapshot",
+                    r == -EXDEV ? "Invalid snapshot: it is kept on another host than this "
+                                  "virtual machine's; make a new virtual machine from it instead"
+                                : "Invalid snapshot: its disk is larger than this virtual "
+                                  "machine's storage");
+                t_invalid(resp, e);
+                return;
+        }
         if (r == -EBUSY) {
                 t_error(resp, 409,
                         "The snapshot is not ready, or the virtual machine is busy: "

@@ -458,6 +458,16 @@ int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
  * guest is in flight; -EALREADY when idem's key was claimed meanwhile. */
 int store_snap_restore(struct store *s, uint64_t account_id, uint64_t snap_id,
                        const struct idem *idem, struct vm *ret_vm);
+/* Restores a snapshot of another of the account's vms onto vm_id (the
+ * Tilaa API's restore_snapshot takes any of the account's snapshots): the
+ * vm is rebuilt from a copy of the snapshot's disk, as a vm made from a
+ * snapshot is; its own disk and snapshots go, and its image becomes the
+ * snapshot's. A snapshot lives in its vm's disk, so both vms must be on
+ * one host: -EXDEV otherwise; -EFBIG when the snapshot's disk is larger
+ * than the vm's; -ENOENT; -EBUSY as store_snap_restore (also while the
+ * source vm makes a snapshot). */
+int store_snap_restore_into(struct store *s, uint64_t account_id, uint64_t snap_id,
+                            uint64_t vm_id, struct vm *ret_vm);
 
 /* ---- private networks and public address pools ----
  *

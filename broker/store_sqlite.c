@@ -3283,7 +3283,8 @@ int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
         static const char upd[] = "UPDATE snapshots SET state = 'deleting' WHERE id = ?";
         static const char copying[] =
                 "SELECT 1 FROM vms WHERE source_snap = ? AND deleted_at IS NULL"
-                " AND (obs_state IS NULL OR obs_state < 0) LIMIT 1";
+                " AND (obs_state IS NULL OR obs_state < 0 OR rebuild_seq > obs_rebuild_done)"
+                " LIMIT 1";
         struct snapshot p;
         struct vm v;
         sqlite3_stmt *st;
@@ -3368,6 +3369,68 @@ int store_snap_restore(struct store *s, uint64_t account_id, uint64_t snap_id,
         sqlite3_bind_int64(st, 2, (sqlite3_int64)v.id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot record restore"));
+        r = bump_generation(s, v.host_id);
+        if (r == 0)
+                r = event(s, now, "vps.restore", account_id, v.id, p.name);
+        if (r == 0)
+                r = get_vm_locked(s, account_id, v.id, ret_vm);
+        return end(s, r);
+}
+
+int store_snap_restore_into(struct store *s, uint64_t account_id, uint64_t snap_id,
+                            uint64_t vm_id, struct vm *ret_vm)
+{
+        static const char making[] =
+                "SELECT 1 FROM snapshots WHERE vm_id IN (?1, ?2) AND state = 'creating'";
+        static const char upd[] =
+                "UPDATE vms SET rebuild_seq = rebuild_seq + 1, want = 0, source_vm = ?2,"
+                " source_snap = ?3, image = ?4 WHERE id = ?1";
+        static const char snaps_go[] =
+                "UPDATE snapshots SET state = 'deleting' WHERE vm_id = ? AND state != 'deleting'";
+        int64_t now = util_now_ms();
+        struct snapshot p;
+        struct vm v, src;
+        sqlite3_stmt *st;
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        if ((r = snap_get_locked(s, account_id, snap_id, &p)) < 0 ||
+            (r = get_vm_locked(s, account_id, p.vm_id, &src)) < 0 ||
+            (r = get_vm_locked(s, account_id, vm_id, &v)) < 0)
+                return end(s, r);
+        if (p.vm_id == vm_id)
+                return end(s, -EINVAL); /* its own: store_snap_restore */
+        if (p.state != SNAP_READY || v.rebuild_seq > v.obs_rebuild_done ||
+            v.restore_seq > v.obs_restore_done)
+                return end(s, -EBUSY);
+        if (src.host_id != v.host_id)
+                return end(s, -EXDEV);
+        if (p.disk_gb > v.disk_gb)
+                return end(s, -EFBIG);
+        if (!(st = stmt(s, making)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)src.id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                return end(s, -EBUSY);
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot read snapshots"));
+        if (!(st = stmt(s, upd)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)src.id);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)p.id);
+        sqlite3_bind_text(st, 4, p.image, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot record restore"));
+        /* its own disk goes, and its snapshots with it */
+        if (!(st = stmt(s, snaps_go)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot drop the vm's snapshots"));
         r = bump_generation(s, v.host_id);
         if (r == 0)
                 r = event(s, now, "vps.restore", account_id, v.id, p.name);

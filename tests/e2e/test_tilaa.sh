@@ -271,8 +271,14 @@ ta POST "/v1/virtual_machines/$ID/restore_snapshot"
 bad_params "restore without a snapshot" snapshot
 ta POST "/v1/virtual_machines/$ID/restore_snapshot" -d snapshot=999999
 bad_params "restore an unknown snapshot" snapshot
+# another VM's snapshot (any of the account's, the document says): that VM
+# is rebuilt from a copy of it (both are on this one host)
 ta POST "/v1/virtual_machines/$ID2/restore_snapshot" -d "snapshot=$SID"
-bad_params "restore another VM's snapshot" snapshot
+tok "restore another VM's snapshot into a VM"
+eq "the rebuild is recorded" "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT source_snap || ' ' || rebuild_seq FROM vms WHERE id = $ID2")" "$SID 1"
+check "that VM runs again" wait_vm "$ID2" running
+ta GET "/v1/virtual_machines/$ID2"
+eq "and its template is the snapshot's" "$(jget .virtual_machine.template.id)" "$TPL2"
 ta POST "/v1/virtual_machines/$ID/restore_snapshot" -d "snapshot=$SID"
 tok "restore_snapshot"
 eq "restore: its message" "$(jget .message)" "The virtual machine snapshot is being restored"

@@ -2015,6 +2015,48 @@ static void test_snap_delete(void **state)
         assert_pending_exact(f, v.id);
 }
 
+/* Restore into another vm (the Tilaa API's restore_snapshot with any of
+ * the account's snapshots): a rebuild from a copy of the snapshot's disk,
+ * on the same host only, into a disk at least as large; the vm's own
+ * snapshots go; the source snapshot cannot be deleted while it is copied. */
+static void test_snap_restore_into(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot a, b, q;
+        struct vm v1, v2, v3, small, r;
+        uint64_t h1 = hello(f, "node-1", "ams1", 8, 16384);
+        hello(f, "node-2", "ams2", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "one", "ams1", 1, 512, &v1), 0);
+        assert_int_equal(create_vm(f, f->acc, "two", "ams1", 1, 512, &v2), 0);
+        assert_int_equal(create_vm(f, f->acc, "three", "ams2", 1, 512, &v3), 0);
+        const struct vm_new sreq = { .account_id = f->acc, .name = "small", .size = "s-test",
+                                     .image = "debian-12", .site = "ams1", .vcpus = 1,
+                                     .ram_mb = 512, .disk_gb = 5 };
+        assert_int_equal(store_vm_create(f->s, &sreq, NOW, LIVE_AFTER, &small), 0);
+        a = make_snap(f, v1.id, "a", 1, 0);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v2.id, &r), -EBUSY);
+        report_snaps(f, h1, v1.id, &a.id, 1, 0);
+        b = make_snap(f, v2.id, "b", 1, 0);
+        report_snaps(f, h1, v2.id, &b.id, 1, 0);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v3.id, &r), -EXDEV);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, small.id, &r), -EFBIG);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v1.id, &r), -EINVAL);
+        assert_int_equal(store_snap_restore_into(f->s, f->other, a.id, v2.id, &r), -ENOENT);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, 999999, &r), -ENOENT);
+        uint64_t gen = generation(f, h1);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v2.id, &r), 0);
+        assert_int_equal(r.id, v2.id);
+        assert_int_equal(r.rebuild_seq, v2.rebuild_seq + 1);
+        assert_int_equal(int_in_file(f, "SELECT source_vm FROM vms WHERE id = ?1", v2.id), v1.id);
+        assert_int_equal(int_in_file(f, "SELECT source_snap FROM vms WHERE id = ?1", v2.id), a.id);
+        assert_int_equal(generation(f, h1), gen + 1);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_DELETING); /* its own disk goes */
+        assert_int_equal(get_snap(f, a.id).state, SNAP_READY);
+        /* one at a time, and the source stays while it is copied */
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v2.id, &r), -EBUSY);
+        assert_int_equal(store_snap_delete(f->s, f->acc, a.id, &q), -EBUSY);
+}
+
 /* Restore: a ready snapshot, one restore at a time, never with a rebuild
  * or a snapshot in flight; a snapshot being restored cannot be deleted. */
 static void test_snap_restore(void **state)
@@ -3616,6 +3658,7 @@ int main(void)
                 T(test_snap_rename),
                 T(test_snap_delete),
                 T(test_snap_restore),
+                T(test_snap_restore_into),
                 T(test_snap_idempotency),
                 T(test_snap_desired),
                 T(test_snap_observe),
