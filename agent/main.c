@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <time.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1634,7 +1635,16 @@ int main(int argc, char **argv)
         notify_send("STOPPING=1");
 
         pthread_kill(sig_thread, SIGTERM);
-        pthread_join(sig_thread, NULL);
+        /* The signal thread closes the broker link to wake this one; nng
+         * 1.5's close has been seen to hang for good while its dialer
+         * reconnects to a broker that went away at the same moment. The
+         * link is of no use any more: past a few seconds, exit without it. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 3;
+        if (pthread_timedjoin_np(sig_thread, NULL, &until) != 0)
+                log_warn("host %s: the broker link did not close within 3 s; exiting without it",
+                         cfg.host_id);
         struct tmsg old = { .type = TMSG_SYNC_REPLY, .sync_reply = a.desired };
         tmsg_clear(&old);
         free(a.obs);
