@@ -40,7 +40,7 @@ AGENT_SRC := agent/main.c
 BROKER_LIB_SRC := broker/http.c broker/store.c broker/store_sqlite.c broker/store_pg.c broker/api_native.c broker/api_admin.c \
 	broker/hub.c broker/json.c broker/catalog.c broker/auth.c broker/scheduler.c broker/metrics.c \
 	broker/sshkey.c broker/ratelimit.c broker/templates.c broker/listcache.c broker/ipam.c broker/dns.c broker/jobs.c \
-	$(BUILD)/gen/openapi.c
+	broker/api_tilaa.c broker/apiuser.c broker/form.c broker/tilaa.c $(BUILD)/gen/openapi.c
 BROKER_SRC := broker/main.c
 CTL_SRC := tools/tasmanctl.c
 
@@ -52,7 +52,7 @@ AGENT_LIB_OBJ := $(call obj,$(AGENT_LIB_SRC))
 BROKER_LIB_OBJ := $(call obj,$(BROKER_LIB_SRC))
 
 LIBS_AGENT := $(call pc_libs,libvirt libisofs-1 libprotobuf-c libcurl libcrypto libnl-3.0) -lnng -lpthread
-LIBS_BROKER := $(call pc_libs,libmicrohttpd jansson sqlite3 libpq openssl libprotobuf-c libcurl) -lnng -lpthread
+LIBS_BROKER := $(call pc_libs,libmicrohttpd jansson sqlite3 libpq openssl libprotobuf-c libcurl libargon2) -lnng -lpthread
 LIBS_CTL := $(call pc_libs,libcurl jansson)
 
 BINS := $(BUILD)/tasman-broker $(BUILD)/tasman-agent $(BUILD)/tasmanctl

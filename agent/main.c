@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <time.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -71,7 +72,7 @@ static struct {
         .underlay_ip = "127.0.0.1",
         .public_bridge = "tbrpub",
         .nic_filter = DOMXML_FILTER,
-        .manage_network = 0,
+        .manage_network = 1,
         .domain_type = "auto",
         .log_level = "info",
         .shutdown_timeout_ms = 60000,
@@ -116,7 +117,7 @@ static const struct cfg_opt opts[] = {
           "interface joined to the public bridge (default: none)" },
         { "manage_network", CFG_INT, &cfg.manage_network, 0, 1,
           "1: make the private networks' bridges and VXLANs and the public bridge (netlink); "
-          "0 (default): leave the host's network alone" },
+          "0: leave the host's network alone (default 1)" },
         { "nic_filter", CFG_STR, cfg.nic_filter, 0, 0,
           "libvirt nwfilter on every guest NIC, given its addresses (\"\": none); the agent "
           "defines " DOMXML_FILTER " (no MAC, IP or ARP spoofing, IPv4 and IPv6)" },
@@ -1634,7 +1635,16 @@ int main(int argc, char **argv)
         notify_send("STOPPING=1");
 
         pthread_kill(sig_thread, SIGTERM);
-        pthread_join(sig_thread, NULL);
+        /* The signal thread closes the broker link to wake this one; nng
+         * 1.5's close has been seen to hang for good while its dialer
+         * reconnects to a broker that went away at the same moment. The
+         * link is of no use any more: past a few seconds, exit without it. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 3;
+        if (pthread_timedjoin_np(sig_thread, NULL, &until) != 0)
+                log_warn("host %s: the broker link did not close within 3 s; exiting without it",
+                         cfg.host_id);
         struct tmsg old = { .type = TMSG_SYNC_REPLY, .sync_reply = a.desired };
         tmsg_clear(&old);
         free(a.obs);

@@ -220,6 +220,10 @@ static char *cloud_config(const struct seed_params *p)
 {
         const char *user = admin_user(p);
         bool password = given(p->admin_password);
+        /* root (the Tilaa API's admin account): the user exists already
+         * and needs no sudo; its login is not disabled, and with a
+         * password sshd lets it log in with that password. */
+        bool root = strcmp(user, "root") == 0;
         char *buf = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&buf, &len);
@@ -231,12 +235,15 @@ static char *cloud_config(const struct seed_params *p)
         if (given(p->fqdn))
                 put_yaml_kv(f, "fqdn", p->fqdn);
         fputs("preserve_hostname: false\n", f);
+        if (root)
+                fputs("disable_root: false\n", f);
         fputs("users:\n", f);
         put_yaml_kv(f, "  - name", user);
-        fputs("    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n"
-              "    shell: \"/bin/bash\"\n"
-              "    groups: \"sudo\"\n",
-              f);
+        if (!root)
+                fputs("    sudo: \"ALL=(ALL) NOPASSWD:ALL\"\n"
+                      "    shell: \"/bin/bash\"\n"
+                      "    groups: \"sudo\"\n",
+                      f);
         if (password)
                 fputs("    lock_passwd: false\n", f);
         if (p->ssh_keys && p->n_ssh_keys > 0) {
@@ -255,6 +262,11 @@ static char *cloud_config(const struct seed_params *p)
                 put_yaml_kv(f, "      password", p->admin_password);
                 fputs("      type: \"text\"\n", f);
                 fputs("ssh_pwauth: true\n", f);
+                if (root)
+                        fputs("write_files:\n"
+                              "  - path: \"/etc/ssh/sshd_config.d/60-tasman-root.conf\"\n"
+                              "    content: \"PermitRootLogin yes\\n\"\n",
+                              f);
         } else {
                 fputs("ssh_pwauth: false\n", f);
         }
@@ -945,11 +957,6 @@ int seed_check(const struct seed_params *p, char *err, size_t err_len)
                                 "admin user \"%s\" is not a user name ([a-z_][a-z0-9_-]*, at most "
                                 "32)",
                                 shown(p->admin_user, b));
-                        return -EINVAL;
-                }
-                if (strcmp(p->admin_user, "root") == 0) {
-                        set_err(err, err_len,
-                                "admin user root is not allowed: the admin is a sudoer of its own");
                         return -EINVAL;
                 }
         }

@@ -71,7 +71,10 @@ struct seed_params {
         const char *const *ssh_keys; /* OpenSSH public key lines for the admin
                                         user (not root) */
         size_t n_ssh_keys;
-        const char *admin_user;     /* NULL: "admin" (Tilaa: admin.account) */
+        const char *admin_user;     /* NULL: "admin" (a sudoer); "root" (Tilaa's
+                                       admin.account): root itself, its login
+                                       not disabled, by password over SSH too
+                                       when one is given */
         const char *admin_password; /* NULL: none, key-only login; else the
                                        admin's password (plain text, not
                                        expired) and SSH password login on */

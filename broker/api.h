@@ -2,7 +2,8 @@
  *
  * api_native.c serves the native JSON API (../shared/spec/native-api.txt)
  * under /v1 on `listen`; api_admin.c serves the admins' API (accounts,
- * keys, nodes) on `admin_listen`. Both validate input where it enters and
+ * keys, nodes, API users) on `admin_listen`; api_tilaa.c serves the
+ * Tilaa-compatible API on `tilaa_listen`. Both validate input where it enters and
  * answer every failure in the spec's error shape. Handlers run on the HTTP
  * server's threads, concurrently; struct api holds nothing mutable.
  */
@@ -27,10 +28,15 @@ struct api {
         struct listcache *lc;     /* NULL: lists are always read afresh */
         struct dns *dns;          /* NULL: no DNS records kept (dns_kick() after a VM's
                                    * addresses changed) */
+        struct apiuser_auth *users; /* the Tilaa API's logins (NULL: not served) */
+        const char *dns_zone;       /* a Tilaa VM's default DNS name: NAME.dns_zone */
 };
 
 void api_native_handle(void *ud, const struct http_req *req, struct http_resp *resp);
 void api_admin_handle(void *ud, const struct http_req *req, struct http_resp *resp);
+/* The Tilaa-compatible API (api_tilaa.c), on `tilaa_listen`; needs
+ * api->users. */
+void api_tilaa_handle(void *ud, const struct http_req *req, struct http_resp *resp);
 
 /* Pure: a VPS's status from its desired and last observed state and its
  * host's liveness. */

@@ -1,5 +1,7 @@
-/* The admins' API: accounts, keys, nodes, sites, images, address pools. See api.h. */
+/* The admins' API: accounts, keys, API users, nodes, sites, images,
+ * address pools. See api.h. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -7,6 +9,7 @@
 #include <openssl/crypto.h>
 
 #include "api.h"
+#include "apiuser.h"
 #include "auth.h"
 #include "ids.h"
 #include "ipam.h"
@@ -15,6 +18,7 @@
 #include "metrics.h"
 #include "money.h"
 #include "tz.h"
+#include "tilaa.h"
 #include "util.h"
 
 static int valid_account_name(const char *s)
@@ -491,8 +495,8 @@ static int valid_slug(const char *s)
 
 static json_t *site_json(const struct site *x)
 {
-        return json_pack("{s:I, s:s, s:s, s:I}", "id", (json_int_t)x->id, "slug", x->slug, "name",
-                         x->name, "hosts", (json_int_t)x->hosts);
+        return json_pack("{s:I, s:s, s:s, s:I, s:s}", "id", (json_int_t)x->id, "slug", x->slug,
+                         "name", x->name, "hosts", (json_int_t)x->hosts, "tz", x->tz);
 }
 
 static void site_list(struct api *api, struct http_resp *resp)
@@ -510,25 +514,220 @@ static void site_list(struct api *api, struct http_resp *resp)
         json_respond(resp, 200, json_pack("{s:o}", "data", arr));
 }
 
+/* A time zone this machine has: a zoneinfo name (letters, digits, '_',
+ * '-', '+' and '/' between parts, no "..") whose file under
+ * /usr/share/zoneinfo is a TZif file. */
+static int valid_tz(const char *tz)
+{
+        size_t n = strlen(tz);
+        char path[128], magic[4];
+        if (n == 0 || n > 63 || tz[0] == '/' || tz[n - 1] == '/' || strstr(tz, "..") ||
+            strstr(tz, "//"))
+                return 0;
+        for (const char *p = tz; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '+' ||
+                      *p == '/'))
+                        return 0;
+        snprintf(path, sizeof(path), "/usr/share/zoneinfo/%s", tz);
+        FILE *f = fopen(path, "rb");
+        if (!f)
+                return 0;
+        size_t got = fread(magic, 1, sizeof(magic), f);
+        fclose(f);
+        return got == 4 && memcmp(magic, "TZif", 4) == 0;
+}
+
+/* {"slug", "name"} makes or renames a site; "tz" (optional, alone for a
+ * site that exists) sets its time zone. */
 static void site_put(struct api *api, const struct http_req *req, struct http_resp *resp)
 {
-        json_t *body, *slug, *name;
+        json_t *body, *slug, *name, *tz;
         struct site x;
+        int r = 0;
         if (api_body_json(req, resp, &body) < 0)
                 return;
         slug = json_object_get(body, "slug");
         name = json_object_get(body, "name");
-        if (!json_is_string(slug) || !valid_slug(json_string_value(slug)))
+        tz = json_object_get(body, "tz");
+        if (!json_is_string(slug) || !valid_slug(json_string_value(slug))) {
                 json_invalid(resp, "slug", "slug must be 1 to 63 of a-z, 0-9 and '-'", NULL);
-        else if (!json_is_string(name) || json_string_length(name) == 0 ||
-                 json_string_length(name) > 127)
+                goto out;
+        }
+        if ((name || !tz) && (!json_is_string(name) || json_string_length(name) == 0 ||
+                              json_string_length(name) > 127)) {
                 json_invalid(resp, "name", "name must be a string of 1 to 127 bytes", NULL);
-        else if (store_site_put(api->store, json_string_value(slug), json_string_value(name),
-                                &x) < 0)
+                goto out;
+        }
+        if (tz && (!json_is_string(tz) || !valid_tz(json_string_value(tz)))) {
+                json_invalid(resp, "tz",
+                             "tz must be a time zone under /usr/share/zoneinfo (as "
+                             "Europe/Amsterdam)",
+                             NULL);
+                goto out;
+        }
+        if (name)
+                r = store_site_put(api->store, json_string_value(slug), json_string_value(name),
+                                   &x);
+        if (r == 0 && tz)
+                r = store_site_set_tz(api->store, json_string_value(slug), json_string_value(tz));
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "no such site (give --name to make it)", NULL);
+                goto out;
+        }
+        if (r < 0) {
                 json_error(resp, 500, "internal_error", "internal error", NULL);
-        else
-                json_respond(resp, 200, json_pack("{s:o}", "data", site_json(&x)));
+                goto out;
+        }
+        struct site *xs = NULL;
+        size_t n = 0;
+        if (store_sites(api->store, &xs, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(xs[i].slug, json_string_value(slug)) == 0)
+                        x = xs[i];
+        free(xs);
+        json_respond(resp, 200, json_pack("{s:o}", "data", site_json(&x)));
+out:
         json_decref(body);
+}
+
+/* ---- the Tilaa API's users ---- */
+
+static json_t *api_user_json(const struct api_user *u, const char *account)
+{
+        char created[21];
+        util_iso8601_utc(u->created_at, created);
+        return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "id", (json_int_t)u->id, "account",
+                         account, "email", u->email, "first_name", u->first_name, "last_name",
+                         u->last_name, "created_at", created);
+}
+
+static int person_ok(const char *s)
+{
+        if (strlen(s) >= STORE_PERSON_MAX)
+                return 0;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                        return 0;
+        return 1;
+}
+
+static void api_user_create(struct api *api, const char *name, const struct http_req *req,
+                            struct http_resp *resp)
+{
+        struct account a;
+        struct api_user u = { 0 }, got;
+        json_t *body, *v;
+        char email[255];
+        if (api_body_json(req, resp, &body) < 0)
+                return;
+        int r = store_account_by_name(api->store, name, &a);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "account not found", NULL);
+                goto out;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        v = json_object_get(body, "email");
+        if (!json_is_string(v) || tilaa_email(json_string_value(v), email) < 0) {
+                json_invalid(resp, "email", "email must be an e-mail address", NULL);
+                goto out;
+        }
+        v = json_object_get(body, "password");
+        if (!json_is_string(v) || json_string_length(v) < 8 ||
+            json_string_length(v) > APIUSER_PASSWORD_MAX ||
+            strlen(json_string_value(v)) != json_string_length(v)) {
+                json_invalid(resp, "password", "password must be 8 to 1024 bytes", NULL);
+                goto out;
+        }
+        const char *pw = json_string_value(v);
+        static const char *const names[] = { "first_name", "last_name" };
+        char *dst[] = { u.first_name, u.last_name };
+        for (int i = 0; i < 2; i++) {
+                v = json_object_get(body, names[i]);
+                if (!v || json_is_null(v))
+                        continue;
+                if (!json_is_string(v) || !person_ok(json_string_value(v))) {
+                        char msg[96];
+                        snprintf(msg, sizeof(msg), "%s must be at most %d printable bytes",
+                                 names[i], STORE_PERSON_MAX - 1);
+                        json_invalid(resp, names[i], msg, NULL);
+                        goto out;
+                }
+                util_strlcpy(dst[i], json_string_value(v), STORE_PERSON_MAX);
+        }
+        u.account_id = a.id;
+        util_strlcpy(u.email, email, sizeof(u.email));
+        if (apiuser_hash(pw, u.hash) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        r = store_api_user_create(api->store, &u, &got);
+        if (r == -EEXIST) {
+                json_error(resp, 409, "conflict", "an API user with this e-mail exists",
+                           json_pack("{s:s}", "field", "email"));
+                goto out;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                goto out;
+        }
+        log_info("account %s: API user %s created", a.name, got.email);
+        json_respond(resp, 201, json_pack("{s:o}", "data", api_user_json(&got, a.name)));
+out:
+        OPENSSL_cleanse(u.hash, sizeof(u.hash));
+        json_decref(body);
+}
+
+static void api_user_list(struct api *api, const char *name, struct http_resp *resp)
+{
+        struct account a;
+        struct api_user *us = NULL;
+        size_t n = 0;
+        int r = store_account_by_name(api->store, name, &a);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "account not found", NULL);
+                return;
+        }
+        if (r < 0 || store_api_user_list(api->store, a.id, &us, &n) < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        json_t *arr = json_array();
+        for (size_t i = 0; arr && i < n; i++)
+                json_array_append_new(arr, api_user_json(&us[i], a.name));
+        free(us);
+        json_respond(resp, 200, json_pack("{s:o}", "data", arr));
+}
+
+static void api_user_delete(struct api *api, const char *name, const char *email_in,
+                            struct http_resp *resp)
+{
+        struct account a;
+        char email[255];
+        int r = store_account_by_name(api->store, name, &a);
+        if (r == -ENOENT || tilaa_email(email_in, email) < 0) {
+                json_error(resp, 404, "not_found", r == -ENOENT ? "account not found"
+                                                                 : "API user not found", NULL);
+                return;
+        }
+        if (r == 0)
+                r = store_api_user_delete(api->store, a.id, email);
+        if (r == -ENOENT) {
+                json_error(resp, 404, "not_found", "API user not found", NULL);
+                return;
+        }
+        if (r < 0) {
+                json_error(resp, 500, "internal_error", "internal error", NULL);
+                return;
+        }
+        log_info("account %s: API user %s deleted", a.name, email);
+        json_respond(resp, 204, NULL);
 }
 
 /* ---- the OS image catalog ---- */
@@ -979,6 +1178,34 @@ static void admin_route(void *ud, const struct http_req *req, struct http_resp *
         }
         const char *pre = "/v1/accounts/";
         size_t pl = strlen(pre);
+        if (strncmp(p, pre, pl) == 0 && strstr(p + pl, "/api_users")) {
+                /* /v1/accounts/NAME/api_users[/EMAIL] */
+                const char *rest = p + pl, *slash = strchr(rest, '/');
+                size_t len = (size_t)(slash - rest);
+                const char *tail = slash + 1;
+                char name[65];
+                if (len == 0 || len >= sizeof(name) || strncmp(tail, "api_users", 9) != 0 ||
+                    (tail[9] != '\0' && (tail[9] != '/' || !tail[10] || strchr(tail + 10, '/') ||
+                                         strlen(tail + 10) > STORE_EMAIL_MAX))) {
+                        api_route_error(req, resp, 0, NULL);
+                        return;
+                }
+                memcpy(name, rest, len);
+                name[len] = '\0';
+                if (tail[9] == '/') {
+                        if (strcmp(m, "DELETE") == 0)
+                                api_user_delete(api, name, tail + 10, resp);
+                        else
+                                api_route_error(req, resp, 1, "DELETE");
+                } else if (strcmp(m, "POST") == 0) {
+                        api_user_create(api, name, req, resp);
+                } else if (strcmp(m, "GET") == 0) {
+                        api_user_list(api, name, resp);
+                } else {
+                        api_route_error(req, resp, 1, "GET, POST");
+                }
+                return;
+        }
         if (strncmp(p, pre, pl) == 0) {
                 /* /v1/accounts/NAME/credit */
                 const char *rest = p + pl, *slash = strchr(rest, '/');

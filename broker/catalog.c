@@ -30,3 +30,25 @@ const char *const *catalog_size_slugs(void)
 {
         return size_slugs;
 }
+
+size_t catalog_sizes(const struct size_def **ret)
+{
+        *ret = sizes;
+        return sizeof(sizes) / sizeof(sizes[0]);
+}
+
+const struct size_def *catalog_size_by_ram(uint32_t ram_mb)
+{
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+                if (sizes[i].ram_mb == ram_mb)
+                        return &sizes[i];
+        return NULL;
+}
+
+static const uint32_t storage_sizes[] = { 20, 25, 30, 40, 50, 80, 100, 160, 200, 320 };
+
+const uint32_t *catalog_storage_sizes(size_t *ret_n)
+{
+        *ret_n = sizeof(storage_sizes) / sizeof(storage_sizes[0]);
+        return storage_sizes;
+}

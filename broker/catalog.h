@@ -6,6 +6,7 @@
  */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct size_def {
@@ -17,3 +18,13 @@ struct size_def {
 
 const struct size_def *catalog_size(const char *slug);
 const char *const *catalog_size_slugs(void);
+
+/* The Tilaa API's presets are a view of the same table: its RAM sizes
+ * are the sizes' (ascending), and a RAM size's defaults are that size's
+ * vCPUs and no CPU cap (100%); its storage sizes (GB, ascending, the same
+ * for hdd and ssd) are the sizes' disks and a few smaller steps. */
+size_t catalog_sizes(const struct size_def **ret);
+const struct size_def *catalog_size_by_ram(uint32_t ram_mb);
+const uint32_t *catalog_storage_sizes(size_t *ret_n);
+#define CATALOG_CPU_MAX 8    /* the most vCPUs a Tilaa cpu_count may ask for */
+#define CATALOG_CAP_MIN 10   /* cpu_cap: percent of each vCPU, 10..100 (100: no cap) */

@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "dns.h"
+#include "apiuser.h"
 #include "ratelimit.h"
 #include "config.h"
 #include "http.h"
@@ -19,9 +20,12 @@
 #include "log.h"
 #include "notify.h"
 #include "store.h"
+#include "tilaa.h"
+#include "util.h"
 
 static struct {
         char listen[CFG_STR_MAX];
+        char tilaa_listen[CFG_STR_MAX];
         char admin_listen[CFG_STR_MAX];
         char agent_listen[CFG_STR_MAX];
         char db[CFG_STR_MAX];
@@ -70,6 +74,8 @@ static struct {
 
 static const struct cfg_opt opts[] = {
         { "listen", CFG_STR, cfg.listen, 0, 0, "native API address (HOST:PORT)" },
+        { "tilaa_listen", CFG_STR, cfg.tilaa_listen, 0, 0,
+          "Tilaa-compatible API address (HOST:PORT); empty: not served" },
         { "admin_listen", CFG_STR, cfg.admin_listen, 0, 0,
           "admin API address (HOST:PORT); needs admin_token unless on loopback" },
         { "agent_listen", CFG_STR, cfg.agent_listen, 0, 0,
@@ -107,7 +113,8 @@ static const struct cfg_opt opts[] = {
         { "pdns_timeout_ms", CFG_INT, &cfg.pdns_timeout_ms, 100, 600000,
           "longest PowerDNS API request" },
         { "dns_zone", CFG_STR, cfg.dns_zone, 0, 0,
-          "forward zone of the VMs' DNS names (NAME.dns_zone): their A/AAAA records" },
+          "forward zone of the VMs' DNS names: a Tilaa VM's default DNS name is NAME.dns_zone; "
+          "names in it get A/AAAA records" },
         { "dns_interval_ms", CFG_INT, &cfg.dns_interval_ms, 100, 86400000,
           "how often the DNS records are compared with the VMs (also soon after a change)" },
         { "dns_ttl", CFG_INT, &cfg.dns_ttl, 1, 604800, "TTL of the records made (seconds)" },
@@ -132,6 +139,28 @@ static void billing_job(void *ud, int64_t now_ms)
         jobs_billing_catch_up(b->store, b->zone, now_ms, NULL); /* logs its errors */
 }
 
+/* The periodic job: VMs whose cancellation date has come are deleted; their
+ * hosts are woken and their DNS records go. */
+struct cancel_ctx {
+        struct store *store;
+        struct hub *hub;
+        struct dns *dns;
+};
+
+static void cancel_job(void *ud, int64_t now_ms)
+{
+        const struct cancel_ctx *c = ud;
+        uint64_t *hosts = NULL;
+        size_t n = 0;
+        if (store_vm_cancel_due(c->store, now_ms, &hosts, &n) < 0)
+                return; /* logged by the store; tried again next period */
+        for (size_t i = 0; i < n && c->hub; i++)
+                hub_notify(c->hub, hosts[i]);
+        if (n)
+                dns_kick(c->dns);
+        free(hosts);
+}
+
 static int is_loopback(const char *hostport)
 {
         return strncmp(hostport, "127.", 4) == 0 || strncmp(hostport, "[::1]:", 6) == 0 ||
@@ -142,7 +171,7 @@ int main(int argc, char **argv)
 {
         struct store *store = NULL;
         struct hub *hub = NULL;
-        struct http_server *native = NULL, *admin = NULL;
+        struct http_server *native = NULL, *admin = NULL, *tilaa = NULL;
         struct dns *dns = NULL;
         struct jobs *jobs = NULL;
         static struct billing_ctx billing;
@@ -202,7 +231,10 @@ int main(int argc, char **argv)
         }
         billing.store = store;
         billing.zone = jobs_zone(jobs);
-        if (jobs_add_daily(jobs, "billing", billing_job, &billing) < 0 || jobs_start(jobs) < 0)
+        static struct cancel_ctx cancels;
+        cancels.store = store;
+        if (jobs_add_daily(jobs, "billing", billing_job, &billing) < 0 ||
+            jobs_add_periodic(jobs, "cancellations", 60000, cancel_job, &cancels) < 0)
                 goto out;
         struct hub_config hc = {
                 .url = cfg.agent_listen,
@@ -239,9 +271,25 @@ int main(int argc, char **argv)
                         goto out;
                 }
         }
+        char zone[255];
+        if (tilaa_dns_name(cfg.dns_zone, zone) < 0) {
+                log_error("broker: dns_zone %s is not a DNS name", cfg.dns_zone);
+                goto out;
+        }
+        util_strlcpy(cfg.dns_zone, zone, sizeof(cfg.dns_zone));
+        api.dns_zone = cfg.dns_zone;
+        if (cfg.tilaa_listen[0] && apiuser_auth_new(65536, &api.users) < 0) {
+                log_error("broker: cannot set up the Tilaa API's logins");
+                goto out;
+        }
         api.store = store;
         api.hub = hub;
         api.dns = dns;
+        /* The jobs run once the hub and DNS they wake exist. */
+        cancels.hub = hub;
+        cancels.dns = dns;
+        if (jobs_start(jobs) < 0)
+                goto out;
         api.host_timeout_ms = cfg.host_timeout_ms;
         api.admin_token = cfg.admin_token;
         api.sched.cpu_ratio = (double)cfg.cpu_overcommit_pct / 100.0;
@@ -262,6 +310,16 @@ int main(int argc, char **argv)
                           strerror(-r));
                 goto out;
         }
+        if (cfg.tilaa_listen[0]) {
+                r = http_server_start(cfg.tilaa_listen, (size_t)cfg.max_body,
+                                      (unsigned)cfg.http_threads, api_tilaa_handle, &api, &tilaa);
+                if (r < 0) {
+                        log_error("broker: cannot serve the Tilaa API on %s: %s",
+                                  cfg.tilaa_listen, strerror(-r));
+                        goto out;
+                }
+                log_info("broker: Tilaa API http://%s", cfg.tilaa_listen);
+        }
         log_info("broker %s: native API http://%s, admin API http://%s, agents %s, db %s, "
                  "billing %s (days of %s)",
                  TASMAN_VERSION, cfg.listen, cfg.admin_listen, cfg.agent_listen, db_shown,
@@ -274,8 +332,10 @@ int main(int argc, char **argv)
 out:
         http_server_free(native);
         http_server_free(admin);
+        http_server_free(tilaa);
+        apiuser_auth_free(api.users);
+        jobs_free(jobs); /* first: its jobs wake the hub and DNS */
         dns_stop(dns);
-        jobs_free(jobs);
         hub_free(hub);
         store_free(store);
         ratelimit_free(api.rl);

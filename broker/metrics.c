@@ -8,7 +8,8 @@
 #include "api.h"
 #include "listcache.h"
 
-static const char *const api_names[] = { [METRICS_NATIVE] = "native", [METRICS_ADMIN] = "admin" };
+static const char *const api_names[] = { [METRICS_NATIVE] = "native", [METRICS_ADMIN] = "admin",
+                                         [METRICS_TILAA] = "tilaa" };
 _Static_assert(sizeof(api_names) / sizeof(api_names[0]) == METRICS_API__MAX, "api_names");
 
 /* Latency buckets in microseconds (le), the last one is +Inf. */

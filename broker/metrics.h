@@ -11,7 +11,7 @@
 
 #include "store.h"
 
-enum metrics_api { METRICS_NATIVE, METRICS_ADMIN, METRICS_API__MAX };
+enum metrics_api { METRICS_NATIVE, METRICS_ADMIN, METRICS_TILAA, METRICS_API__MAX };
 
 void metrics_request(enum metrics_api api, int status, int64_t usec);
 

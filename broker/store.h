@@ -127,6 +127,8 @@ struct ssh_key {
         char fingerprint[64];
         char public_key[STORE_SSHKEY_MAX];
         int64_t created_at;
+        uint64_t user_id;    /* the Tilaa API user it is bound to (0: none) */
+        int64_t modified_at; /* its last change (created_at until one) */
 };
 
 /* An Idempotency-Key of a POST: the store records it in the transaction
@@ -178,6 +180,10 @@ struct vm_new {
         const uint64_t *ssh_keys;         /* the account's SSH key ids for the guest */
         size_t n_ssh_keys;                /* at most STORE_VM_SSH_KEYS_MAX */
         const char *user_data;            /* cloud-init user-data, or NULL */
+        const char *dns_name;             /* Tilaa: its DNS name, or NULL */
+        const char *admin_password;       /* Tilaa: root's initial password (the seed
+                                           * makes root log in with it), or NULL */
+        uint32_t cpu_cap;                 /* percent of each vCPU, 1..99; 0 or 100: none */
         const struct deploy_new *deploy;  /* made by a template deployment, or NULL */
         uint64_t from_snap;               /* its disk a copy of this ready snapshot of the
                                            * account (placed on the snapshot's host; image
@@ -297,6 +303,7 @@ struct site {
         char slug[TMSG_STR];
         char name[128];
         uint32_t hosts;
+        char tz[64]; /* time zone (zoneinfo name): the Tilaa API's times */
 };
 
 /* The OS image catalog. A removed image stays in the table so the guests
@@ -310,6 +317,7 @@ struct image {
         char format[16];   /* qcow2 or raw */
         uint32_t min_disk_gb;
         int64_t created_at;
+        uint64_t num; /* its number (the Tilaa template id), never reused */
 };
 
 /* Adds an image: -EEXIST when a live one has this slug (a removed one is
@@ -470,6 +478,16 @@ int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
  * guest is in flight; -EALREADY when idem's key was claimed meanwhile. */
 int store_snap_restore(struct store *s, uint64_t account_id, uint64_t snap_id,
                        const struct idem *idem, struct vm *ret_vm);
+/* Restores a snapshot of another of the account's vms onto vm_id (the
+ * Tilaa API's restore_snapshot takes any of the account's snapshots): the
+ * vm is rebuilt from a copy of the snapshot's disk, as a vm made from a
+ * snapshot is; its own disk and snapshots go, and its image becomes the
+ * snapshot's. A snapshot lives in its vm's disk, so both vms must be on
+ * one host: -EXDEV otherwise; -EFBIG when the snapshot's disk is larger
+ * than the vm's; -ENOENT; -EBUSY as store_snap_restore (also while the
+ * source vm makes a snapshot). */
+int store_snap_restore_into(struct store *s, uint64_t account_id, uint64_t snap_id,
+                            uint64_t vm_id, struct vm *ret_vm);
 
 /* ---- private networks and public address pools ----
  *
@@ -533,6 +551,7 @@ int store_vm_net_hosts(struct store *s, uint64_t vm_id, uint64_t **ret, size_t *
 
 /* One guest NIC, as store_vm_nics() reads it. */
 struct nic {
+        uint64_t id;
         uint64_t vm_id;
         uint64_t network_id; /* 0: public */
         uint32_t position;
@@ -563,10 +582,9 @@ int store_pool_remove(struct store *s, const char *site);
 /* ---- DNS ----
  *
  * What the DNS records are made from (dns.h): every live VM with a public
- * NIC, its fqdn and its public addresses ("" when none). The fqdn is, for
- * now, the VM's name below zone ("web1" in "tasman.cloud" is
- * "web1.tasman.cloud"); this one query is where a per-VM DNS name would
- * take its place. By vm id (malloc'd). */
+ * NIC, its fqdn and its public addresses ("" when none). The fqdn is the
+ * VM's DNS name (the Tilaa API's dns_name) or else its name below zone
+ * ("web1" in "tasman.cloud" is "web1.tasman.cloud"). By vm id (malloc'd). */
 #define STORE_FQDN_MAX 256
 struct vm_dns {
         uint64_t vm_id;
@@ -650,3 +668,110 @@ int store_billing_mark(struct store *s, int64_t day, int64_t prune_before_ms);
  * one invoiced (none may be skipped) or end_ms <= start_ms. */
 int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t end_ms,
                       int64_t now, struct billing_run *ret);
+
+/* ---- the Tilaa API (api_tilaa.c) ----
+ *
+ * API users log in to the Tilaa API with HTTP Basic auth: an e-mail
+ * (unique across all accounts, case-insensitive, stored lowercase) and a
+ * password kept as an argon2id encoded hash. */
+#define STORE_EMAIL_MAX 254
+#define STORE_PERSON_MAX 64
+#define STORE_PWHASH_MAX 192
+struct api_user {
+        uint64_t id;
+        uint64_t account_id;
+        char email[STORE_EMAIL_MAX + 1];
+        char first_name[STORE_PERSON_MAX], last_name[STORE_PERSON_MAX];
+        char hash[STORE_PWHASH_MAX];
+        int64_t created_at;
+};
+/* -EEXIST (the e-mail is taken), -ENOENT (no such account). */
+int store_api_user_create(struct store *s, const struct api_user *u, struct api_user *ret);
+/* One user by e-mail (any account): 0, -ENOENT. */
+int store_api_user_by_email(struct store *s, const char *email, struct api_user *ret);
+/* The account's users by id (malloc'd). */
+int store_api_user_list(struct store *s, uint64_t account_id, struct api_user **ret,
+                        size_t *ret_n);
+/* -ENOENT when the account has no user with this e-mail. */
+int store_api_user_delete(struct store *s, uint64_t account_id, const char *email);
+
+/* A site's time zone (checked by the caller): 0, -ENOENT. */
+int store_site_set_tz(struct store *s, const char *slug, const char *tz);
+/* A live image by its number: 0, -ENOENT. */
+int store_image_by_num(struct store *s, uint64_t num, struct image *ret);
+
+/* What the Tilaa API shows of a VM beyond struct vm. */
+#define STORE_DNS_NAME_MAX 254
+#define STORE_VM_PASSWORD_MAX 64
+struct vm_tilaa {
+        uint64_t vm_id;
+        char dns_name[STORE_DNS_NAME_MAX + 1]; /* "" when none */
+        char admin_password[STORE_VM_PASSWORD_MAX];
+        int64_t cancel_at; /* ms; 0: not cancelled */
+        uint64_t site_id;
+        char site_name[128];
+        char site_tz[64];
+        uint64_t template_id; /* its image's number (0: the image is gone) */
+        char template_name[128];
+};
+/* The account's live vms (vm_id 0) or one (-ENOENT), by id (malloc'd). */
+int store_vm_tilaa_list(struct store *s, uint64_t account_id, uint64_t vm_id,
+                        struct vm_tilaa **ret, size_t *ret_n);
+
+/* An edit of a VM (the Tilaa API's), in one transaction: -ENOENT;
+ * -ECANCELED when the VM is cancelled; -EDQUOT when billing is enforced and
+ * the credit does not cover a dearer size (why says the figures; as
+ * store_vm_resize); -EINVAL when the disk would shrink
+ * without a reinstall; -ENOSPC when its host has no room (why says which);
+ * 0 with the vm as it is now. A new size is a resize (the agent stops,
+ * redefines and starts it); a new image or reinstall is a rebuild (the
+ * disk is wiped, its snapshots with it). */
+struct vm_edit {
+        uint64_t account_id, vm_id;
+        const char *name;  /* NULL: kept */
+        int resize;        /* 1: size, vcpus, ram_mb, disk_gb, cpu_cap below */
+        const char *size;
+        uint32_t vcpus, ram_mb, disk_gb, cpu_cap;
+        const char *image; /* NULL: kept; else reinstalled from it */
+        int reinstall;
+        const struct sched_params *sched; /* NULL: defaults */
+        char *why;
+        size_t why_len;
+};
+int store_vm_edit(struct store *s, const struct vm_edit *e, struct vm *ret);
+
+/* Cancels a VM at cancel_at (ms; 0 undoes it): 0, -ENOENT. */
+int store_vm_cancel(struct store *s, uint64_t account_id, uint64_t vm_id, int64_t cancel_at);
+/* Deletes every live vm whose cancellation time is at or before now_ms,
+ * each in its own transaction; *ret_hosts (malloc'd, may be NULL when
+ * *ret_n is 0) gets the host of each deleted vm (for hub_notify()). */
+int store_vm_cancel_due(struct store *s, int64_t now_ms, uint64_t **ret_hosts, size_t *ret_n);
+
+/* Metadata (cloud-init user-data) profiles of an account. */
+#define STORE_USER_DATA_MAX (64 * 1024) /* bytes, as the agent's seed takes */
+#define STORE_METADATA_PER_ACCOUNT 100
+struct metadata {
+        uint64_t id;
+        uint64_t account_id;
+        char name[STORE_NAME_MAX];
+        char *user_data; /* malloc'd (metadata_free / the list's free) */
+        int64_t created_at, modified_at;
+};
+/* create: -EDQUOT past STORE_METADATA_PER_ACCOUNT. get/update/delete:
+ * -ENOENT for an unknown or another account's id. update: name or
+ * user_data NULL keeps it. */
+int store_metadata_create(struct store *s, uint64_t account_id, const char *name,
+                          const char *user_data, struct metadata *ret);
+int store_metadata_get(struct store *s, uint64_t account_id, uint64_t id, struct metadata *ret);
+int store_metadata_list(struct store *s, uint64_t account_id, struct metadata **ret,
+                        size_t *ret_n);
+int store_metadata_update(struct store *s, uint64_t account_id, uint64_t id, const char *name,
+                          const char *user_data, struct metadata *ret);
+int store_metadata_delete(struct store *s, uint64_t account_id, uint64_t id);
+/* Frees the user_data of n profiles, then the array itself. */
+void store_metadata_free(struct metadata *m, size_t n);
+
+/* A key's change (the Tilaa API's edit): label, key line and its
+ * fingerprint, user: -ENOENT; -EEXIST (another key of the account has the
+ * fingerprint). */
+int store_sshkey_update(struct store *s, const struct ssh_key *k, struct ssh_key *ret);

@@ -66,6 +66,7 @@ int sqlite_snap_list(struct sqlite_store *s, uint64_t account_id, uint64_t vm_id
 int sqlite_snap_rename(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, const char *name, struct snapshot *ret);
 int sqlite_snap_delete(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret);
 int sqlite_snap_restore(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, const struct idem *idem, struct vm *ret_vm);
+int sqlite_snap_restore_into(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, uint64_t vm_id, struct vm *ret_vm);
 int sqlite_net_create(struct sqlite_store *s, uint64_t account_id, const char *name, const char *cidr, const struct idem *idem, int64_t now, struct network *ret);
 int sqlite_net_get(struct sqlite_store *s, uint64_t account_id, uint64_t net_id, struct network *ret, uint64_t **ret_vms);
 int sqlite_net_list(struct sqlite_store *s, uint64_t account_id, struct network **ret, size_t *ret_n, uint64_t **ret_vms, size_t *ret_n_vms);
@@ -87,6 +88,22 @@ int sqlite_invoice_list(struct sqlite_store *s, uint64_t account_id, size_t limi
 int sqlite_billing_day(struct sqlite_store *s, int64_t *ret_day);
 int sqlite_billing_mark(struct sqlite_store *s, int64_t day, int64_t prune_before_ms);
 int sqlite_billing_run(struct sqlite_store *s, int64_t day, int64_t start_ms, int64_t end_ms, int64_t now, struct billing_run *ret);
+int sqlite_api_user_create(struct sqlite_store *s, const struct api_user *u, struct api_user *ret);
+int sqlite_api_user_by_email(struct sqlite_store *s, const char *email, struct api_user *ret);
+int sqlite_api_user_list(struct sqlite_store *s, uint64_t account_id, struct api_user **ret, size_t *ret_n);
+int sqlite_api_user_delete(struct sqlite_store *s, uint64_t account_id, const char *email);
+int sqlite_site_set_tz(struct sqlite_store *s, const char *slug, const char *tz);
+int sqlite_image_by_num(struct sqlite_store *s, uint64_t num, struct image *ret);
+int sqlite_vm_tilaa_list(struct sqlite_store *s, uint64_t account_id, uint64_t vm_id, struct vm_tilaa **ret, size_t *ret_n);
+int sqlite_vm_edit(struct sqlite_store *s, const struct vm_edit *e, struct vm *ret);
+int sqlite_vm_cancel(struct sqlite_store *s, uint64_t account_id, uint64_t vm_id, int64_t cancel_at);
+int sqlite_vm_cancel_due(struct sqlite_store *s, int64_t now_ms, uint64_t **ret_hosts, size_t *ret_n);
+int sqlite_metadata_create(struct sqlite_store *s, uint64_t account_id, const char *name, const char *user_data, struct metadata *ret);
+int sqlite_metadata_get(struct sqlite_store *s, uint64_t account_id, uint64_t id, struct metadata *ret);
+int sqlite_metadata_list(struct sqlite_store *s, uint64_t account_id, struct metadata **ret, size_t *ret_n);
+int sqlite_metadata_update(struct sqlite_store *s, uint64_t account_id, uint64_t id, const char *name, const char *user_data, struct metadata *ret);
+int sqlite_metadata_delete(struct sqlite_store *s, uint64_t account_id, uint64_t id);
+int sqlite_sshkey_update(struct sqlite_store *s, const struct ssh_key *k, struct ssh_key *ret);
 
 uint64_t pg_version(struct pg_store *s);
 int pg_watch(struct pg_store *s, store_watch_fn fn, void *ud);
@@ -146,6 +163,7 @@ int pg_snap_list(struct pg_store *s, uint64_t account_id, uint64_t vm_id, struct
 int pg_snap_rename(struct pg_store *s, uint64_t account_id, uint64_t snap_id, const char *name, struct snapshot *ret);
 int pg_snap_delete(struct pg_store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret);
 int pg_snap_restore(struct pg_store *s, uint64_t account_id, uint64_t snap_id, const struct idem *idem, struct vm *ret_vm);
+int pg_snap_restore_into(struct pg_store *s, uint64_t account_id, uint64_t snap_id, uint64_t vm_id, struct vm *ret_vm);
 int pg_net_create(struct pg_store *s, uint64_t account_id, const char *name, const char *cidr, const struct idem *idem, int64_t now, struct network *ret);
 int pg_net_get(struct pg_store *s, uint64_t account_id, uint64_t net_id, struct network *ret, uint64_t **ret_vms);
 int pg_net_list(struct pg_store *s, uint64_t account_id, struct network **ret, size_t *ret_n, uint64_t **ret_vms, size_t *ret_n_vms);
@@ -167,6 +185,22 @@ int pg_invoice_list(struct pg_store *s, uint64_t account_id, size_t limit, struc
 int pg_billing_day(struct pg_store *s, int64_t *ret_day);
 int pg_billing_mark(struct pg_store *s, int64_t day, int64_t prune_before_ms);
 int pg_billing_run(struct pg_store *s, int64_t day, int64_t start_ms, int64_t end_ms, int64_t now, struct billing_run *ret);
+int pg_api_user_create(struct pg_store *s, const struct api_user *u, struct api_user *ret);
+int pg_api_user_by_email(struct pg_store *s, const char *email, struct api_user *ret);
+int pg_api_user_list(struct pg_store *s, uint64_t account_id, struct api_user **ret, size_t *ret_n);
+int pg_api_user_delete(struct pg_store *s, uint64_t account_id, const char *email);
+int pg_site_set_tz(struct pg_store *s, const char *slug, const char *tz);
+int pg_image_by_num(struct pg_store *s, uint64_t num, struct image *ret);
+int pg_vm_tilaa_list(struct pg_store *s, uint64_t account_id, uint64_t vm_id, struct vm_tilaa **ret, size_t *ret_n);
+int pg_vm_edit(struct pg_store *s, const struct vm_edit *e, struct vm *ret);
+int pg_vm_cancel(struct pg_store *s, uint64_t account_id, uint64_t vm_id, int64_t cancel_at);
+int pg_vm_cancel_due(struct pg_store *s, int64_t now_ms, uint64_t **ret_hosts, size_t *ret_n);
+int pg_metadata_create(struct pg_store *s, uint64_t account_id, const char *name, const char *user_data, struct metadata *ret);
+int pg_metadata_get(struct pg_store *s, uint64_t account_id, uint64_t id, struct metadata *ret);
+int pg_metadata_list(struct pg_store *s, uint64_t account_id, struct metadata **ret, size_t *ret_n);
+int pg_metadata_update(struct pg_store *s, uint64_t account_id, uint64_t id, const char *name, const char *user_data, struct metadata *ret);
+int pg_metadata_delete(struct pg_store *s, uint64_t account_id, uint64_t id);
+int pg_sshkey_update(struct pg_store *s, const struct ssh_key *k, struct ssh_key *ret);
 
 uint64_t store_version(struct store *s)
 {
@@ -576,6 +610,13 @@ int store_snap_restore(struct store *s, uint64_t account_id, uint64_t snap_id, c
         return sqlite_snap_restore(s->sqlite, account_id, snap_id, idem, ret_vm);
 }
 
+int store_snap_restore_into(struct store *s, uint64_t account_id, uint64_t snap_id, uint64_t vm_id, struct vm *ret_vm)
+{
+        if (s->pg)
+                return pg_snap_restore_into(s->pg, account_id, snap_id, vm_id, ret_vm);
+        return sqlite_snap_restore_into(s->sqlite, account_id, snap_id, vm_id, ret_vm);
+}
+
 int store_net_create(struct store *s, uint64_t account_id, const char *name, const char *cidr, const struct idem *idem, int64_t now, struct network *ret)
 {
         if (s->pg)
@@ -722,4 +763,116 @@ int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t en
         if (s->pg)
                 return pg_billing_run(s->pg, day, start_ms, end_ms, now, ret);
         return sqlite_billing_run(s->sqlite, day, start_ms, end_ms, now, ret);
+}
+
+int store_api_user_create(struct store *s, const struct api_user *u, struct api_user *ret)
+{
+        if (s->pg)
+                return pg_api_user_create(s->pg, u, ret);
+        return sqlite_api_user_create(s->sqlite, u, ret);
+}
+
+int store_api_user_by_email(struct store *s, const char *email, struct api_user *ret)
+{
+        if (s->pg)
+                return pg_api_user_by_email(s->pg, email, ret);
+        return sqlite_api_user_by_email(s->sqlite, email, ret);
+}
+
+int store_api_user_list(struct store *s, uint64_t account_id, struct api_user **ret, size_t *ret_n)
+{
+        if (s->pg)
+                return pg_api_user_list(s->pg, account_id, ret, ret_n);
+        return sqlite_api_user_list(s->sqlite, account_id, ret, ret_n);
+}
+
+int store_api_user_delete(struct store *s, uint64_t account_id, const char *email)
+{
+        if (s->pg)
+                return pg_api_user_delete(s->pg, account_id, email);
+        return sqlite_api_user_delete(s->sqlite, account_id, email);
+}
+
+int store_site_set_tz(struct store *s, const char *slug, const char *tz)
+{
+        if (s->pg)
+                return pg_site_set_tz(s->pg, slug, tz);
+        return sqlite_site_set_tz(s->sqlite, slug, tz);
+}
+
+int store_image_by_num(struct store *s, uint64_t num, struct image *ret)
+{
+        if (s->pg)
+                return pg_image_by_num(s->pg, num, ret);
+        return sqlite_image_by_num(s->sqlite, num, ret);
+}
+
+int store_vm_tilaa_list(struct store *s, uint64_t account_id, uint64_t vm_id, struct vm_tilaa **ret, size_t *ret_n)
+{
+        if (s->pg)
+                return pg_vm_tilaa_list(s->pg, account_id, vm_id, ret, ret_n);
+        return sqlite_vm_tilaa_list(s->sqlite, account_id, vm_id, ret, ret_n);
+}
+
+int store_vm_edit(struct store *s, const struct vm_edit *e, struct vm *ret)
+{
+        if (s->pg)
+                return pg_vm_edit(s->pg, e, ret);
+        return sqlite_vm_edit(s->sqlite, e, ret);
+}
+
+int store_vm_cancel(struct store *s, uint64_t account_id, uint64_t vm_id, int64_t cancel_at)
+{
+        if (s->pg)
+                return pg_vm_cancel(s->pg, account_id, vm_id, cancel_at);
+        return sqlite_vm_cancel(s->sqlite, account_id, vm_id, cancel_at);
+}
+
+int store_vm_cancel_due(struct store *s, int64_t now_ms, uint64_t **ret_hosts, size_t *ret_n)
+{
+        if (s->pg)
+                return pg_vm_cancel_due(s->pg, now_ms, ret_hosts, ret_n);
+        return sqlite_vm_cancel_due(s->sqlite, now_ms, ret_hosts, ret_n);
+}
+
+int store_metadata_create(struct store *s, uint64_t account_id, const char *name, const char *user_data, struct metadata *ret)
+{
+        if (s->pg)
+                return pg_metadata_create(s->pg, account_id, name, user_data, ret);
+        return sqlite_metadata_create(s->sqlite, account_id, name, user_data, ret);
+}
+
+int store_metadata_get(struct store *s, uint64_t account_id, uint64_t id, struct metadata *ret)
+{
+        if (s->pg)
+                return pg_metadata_get(s->pg, account_id, id, ret);
+        return sqlite_metadata_get(s->sqlite, account_id, id, ret);
+}
+
+int store_metadata_list(struct store *s, uint64_t account_id, struct metadata **ret, size_t *ret_n)
+{
+        if (s->pg)
+                return pg_metadata_list(s->pg, account_id, ret, ret_n);
+        return sqlite_metadata_list(s->sqlite, account_id, ret, ret_n);
+}
+
+int store_metadata_update(struct store *s, uint64_t account_id, uint64_t id, const char *name, const char *user_data, struct metadata *ret)
+{
+        if (s->pg)
+                return pg_metadata_update(s->pg, account_id, id, name, user_data, ret);
+        return sqlite_metadata_update(s->sqlite, account_id, id, name, user_data, ret);
+}
+
+int store_metadata_delete(struct store *s, uint64_t account_id, uint64_t id)
+{
+        if (s->pg)
+                return pg_metadata_delete(s->pg, account_id, id);
+        return sqlite_metadata_delete(s->sqlite, account_id, id);
+}
+
+int store_sshkey_update(struct store *s, const struct ssh_key *k, struct ssh_key *ret)
+{
+        if (s->pg)
+                return pg_sshkey_update(s->pg, k, ret);
+        return sqlite_sshkey_update(s->sqlite, k, ret);
 }

@@ -261,6 +261,33 @@ static const char *const migrations[] = {
         "  UNIQUE (vm_id, day));"
         "CREATE INDEX invoice_lines_account ON invoice_lines(account_id, day);"
         "CREATE INDEX invoice_lines_day ON invoice_lines(day);",
+        /* 15: the Tilaa API: its users (Basic auth, argon2id hashes; an
+         * e-mail logs in to one account only), metadata (user-data)
+         * profiles, a VM's DNS name, admin password and cancellation (ms
+         * of the local midnight it is deleted at; NULL: none), each site's
+         * time zone, the OS images' numbers (the Tilaa template ids, never
+         * reused) and the SSH keys' user and last change. */
+        "CREATE TABLE api_users (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id),"
+        "  email TEXT NOT NULL UNIQUE COLLATE NOCASE, first_name TEXT NOT NULL DEFAULT '',"
+        "  last_name TEXT NOT NULL DEFAULT '', hash TEXT NOT NULL, created_at INTEGER NOT NULL);"
+        "CREATE INDEX api_users_account ON api_users(account_id, id);"
+        "CREATE TABLE metadata (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  account_id INTEGER NOT NULL REFERENCES accounts(id), name TEXT NOT NULL,"
+        "  user_data TEXT NOT NULL, created_at INTEGER NOT NULL, modified_at INTEGER NOT NULL);"
+        "CREATE INDEX metadata_account ON metadata(account_id, id);"
+        "ALTER TABLE vms ADD COLUMN dns_name TEXT;"
+        "ALTER TABLE vms ADD COLUMN admin_password TEXT;"
+        "ALTER TABLE vms ADD COLUMN cancel_at INTEGER;"
+        "CREATE INDEX vms_cancel ON vms(cancel_at) WHERE cancel_at IS NOT NULL"
+        "  AND deleted_at IS NULL;"
+        "ALTER TABLE sites ADD COLUMN tz TEXT NOT NULL DEFAULT 'Europe/Amsterdam';"
+        "ALTER TABLE images ADD COLUMN num INTEGER;"
+        "UPDATE images SET num = rowid;"
+        "CREATE UNIQUE INDEX images_num ON images(num);"
+        "ALTER TABLE ssh_keys ADD COLUMN user_id INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE ssh_keys ADD COLUMN modified_at INTEGER NOT NULL DEFAULT 0;"
+        "UPDATE ssh_keys SET modified_at = created_at;",
 };
 
 static int db_err(struct store *s, const char *what)
@@ -2005,13 +2032,19 @@ static int credit_check(struct store *s, uint64_t account_id, uint64_t vm_id, co
                 "  FROM billable b WHERE b.account_id = ?1 AND b.deleted_at IS NULL"
                 "  AND b.vm_id != ?3),"
                 " (SELECT month_cents FROM prices WHERE size = ?2)";
-        sqlite3_stmt *st = stmt(s, sql);
+        /* Without billing only the price is wanted: no sum over the
+         * account's services on every order. */
+        static const char price_sql[] = "SELECT 0, 0, (SELECT month_cents FROM prices WHERE size = ?2)";
+        int enforced = atomic_load(&s->billing);
+        sqlite3_stmt *st = stmt(s, enforced ? sql : price_sql);
         int64_t credit, daily, price;
         if (!st)
                 return -EIO;
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        if (enforced) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+                sqlite3_bind_int64(st, 3, (sqlite3_int64)vm_id);
+        }
         sqlite3_bind_text(st, 2, size ? size : "", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)vm_id);
         if (sqlite3_step(st) != SQLITE_ROW) {
                 sqlite3_reset(st);
                 return db_err(s, "cannot read account credit");
@@ -2020,7 +2053,7 @@ static int credit_check(struct store *s, uint64_t account_id, uint64_t vm_id, co
         daily = sqlite3_column_int64(st, 1);
         price = sqlite3_column_int64(st, 2); /* NULL: 0, no price */
         sqlite3_reset(st);
-        if (atomic_load(&s->billing) && price > old_price &&
+        if (enforced && price > old_price &&
             credit < daily + store_day_charge(price)) {
                 if (why) {
                         char c[MONEY_STR_MAX], d[MONEY_STR_MAX], o[MONEY_STR_MAX];
@@ -2050,7 +2083,8 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
         static const char ins[] =
                 "INSERT INTO vms (account_id, name, size, image, site, host_id, vcpus, ram_mb,"
                 " disk_gb, want, created_at, storage, aa_group, ssh_keys, user_data, source_vm,"
-                " source_snap) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                " source_snap, dns_name, admin_password, cpu_cap)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
         static const char bill[] =
                 "INSERT INTO billable (vm_id, account_id, name, size, price_month_cents,"
                 " created_at) VALUES (?,?,?,?,?,?)";
@@ -2190,6 +2224,11 @@ int store_vm_create(struct store *s, const struct vm_new *req, int64_t now, int6
                 sqlite3_bind_text(st, 15, req->user_data, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 16, (sqlite3_int64)src_vm);
         sqlite3_bind_int64(st, 17, (sqlite3_int64)req->from_snap);
+        if (req->dns_name)
+                sqlite3_bind_text(st, 18, req->dns_name, -1, SQLITE_STATIC);
+        if (req->admin_password)
+                sqlite3_bind_text(st, 19, req->admin_password, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 20, req->cpu_cap > 0 && req->cpu_cap < 100 ? (int)req->cpu_cap : 0);
         if (sqlite3_step(st) != SQLITE_DONE) {
                 r = db_err(s, "cannot insert vm");
                 goto out;
@@ -2379,9 +2418,11 @@ static void row_sshkey(sqlite3_stmt *st, void *item)
         col_text(st, 3, k->fingerprint, sizeof(k->fingerprint));
         col_text(st, 4, k->public_key, sizeof(k->public_key));
         k->created_at = sqlite3_column_int64(st, 5);
+        k->user_id = (uint64_t)sqlite3_column_int64(st, 6);
+        k->modified_at = sqlite3_column_int64(st, 7);
 }
 
-#define SSHKEY_COLS "id, account_id, name, fingerprint, public_key, created_at"
+#define SSHKEY_COLS "id, account_id, name, fingerprint, public_key, created_at, user_id, modified_at"
 
 static int sshkey_get_locked(struct store *s, uint64_t account_id, uint64_t id,
                              struct ssh_key *ret)
@@ -2407,7 +2448,7 @@ int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct i
         static const char dup[] = "SELECT id FROM ssh_keys WHERE account_id = ? AND fingerprint = ?";
         static const char count[] = "SELECT COUNT(*) FROM ssh_keys WHERE account_id = ?";
         static const char ins[] = "INSERT INTO ssh_keys (account_id, name, public_key, fingerprint,"
-                                  " created_at) VALUES (?,?,?,?,?)";
+                                  " created_at, user_id, modified_at) VALUES (?1,?2,?3,?4,?5,?6,?5)";
         int64_t now = util_now_ms();
         int r = begin(s);
         if (r < 0)
@@ -2440,6 +2481,7 @@ int store_sshkey_create(struct store *s, const struct ssh_key *k, const struct i
         sqlite3_bind_text(st, 3, k->public_key, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 4, k->fingerprint, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, now);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)k->user_id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot store SSH key"));
         uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -2593,14 +2635,44 @@ int store_deploy_page(struct store *s, const struct vm_query *q, struct deployme
         return r;
 }
 
+/* Billing of a vm's new size, in the caller's transaction: a dearer size
+ * must be covered like an order (-EDQUOT, why says the figures); the vm
+ * is invoiced at the new price from the next run on (bill_reprice). */
+static int bill_check_size(struct store *s, uint64_t account_id, uint64_t vm_id,
+                           const char *size, char *why, size_t why_len, int64_t *ret_price)
+{
+        static const char old_price_sql[] = "SELECT price_month_cents FROM billable WHERE vm_id = ?";
+        int64_t old_price = 0;
+        sqlite3_stmt *ps = stmt(s, old_price_sql);
+        if (!ps)
+                return -EIO;
+        sqlite3_bind_int64(ps, 1, (sqlite3_int64)vm_id);
+        if (sqlite3_step(ps) == SQLITE_ROW)
+                old_price = sqlite3_column_int64(ps, 0);
+        sqlite3_reset(ps);
+        return credit_check(s, account_id, vm_id, size, old_price, why, why_len, ret_price);
+}
+
+static int bill_reprice(struct store *s, uint64_t vm_id, const char *size, int64_t price)
+{
+        static const char reprice[] =
+                "UPDATE billable SET size = ?2, price_month_cents = ?3 WHERE vm_id = ?1";
+        sqlite3_stmt *st = stmt(s, reprice);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        sqlite3_bind_text(st, 2, size, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, price);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return db_err(s, "cannot reprice vm");
+        return 0;
+}
+
 int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret)
 {
         static const char upd[] =
                 "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5, cpu_cap = ?6,"
                 " resize_seq = resize_seq + 1 WHERE id = ?1";
-        static const char old_price_sql[] = "SELECT price_month_cents FROM billable WHERE vm_id = ?";
-        static const char reprice[] =
-                "UPDATE billable SET size = ?2, price_month_cents = ?3 WHERE vm_id = ?1";
         static const struct sched_params defaults = {
                 .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
         };
@@ -2616,18 +2688,9 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
                 return end(s, r);
         if (req->disk_gb < v.disk_gb)
                 return end(s, -EINVAL); /* disks never shrink */
-        /* Billing: a dearer size must be covered like an order; the vm is
-         * invoiced at its new price from the next run on. */
-        int64_t old_price = 0, price = 0;
-        sqlite3_stmt *ps = stmt(s, old_price_sql);
-        if (!ps)
-                return end(s, -EIO);
-        sqlite3_bind_int64(ps, 1, (sqlite3_int64)v.id);
-        if (sqlite3_step(ps) == SQLITE_ROW)
-                old_price = sqlite3_column_int64(ps, 0);
-        sqlite3_reset(ps);
-        if ((r = credit_check(s, req->account_id, v.id, req->size, old_price, req->why,
-                              req->why_len, &price)) < 0)
+        int64_t price = 0;
+        if ((r = bill_check_size(s, req->account_id, v.id, req->size, req->why, req->why_len,
+                                 &price)) < 0)
                 return end(s, r);
         if (!s->hc_loaded && (r = hc_load(s)) < 0)
                 return end(s, r);
@@ -2664,13 +2727,8 @@ int store_vm_resize(struct store *s, const struct vm_resize *req, struct vm *ret
         sqlite3_bind_int(st, 6, req->cpu_cap > 0 && req->cpu_cap < 100 ? (int)req->cpu_cap : 0);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot resize vm"));
-        if (!(st = stmt(s, reprice)))
-                return end(s, -EIO);
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
-        sqlite3_bind_text(st, 2, req->size, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, price);
-        if (sqlite3_step(st) != SQLITE_DONE)
-                return end(s, db_err(s, "cannot reprice vm"));
+        if ((r = bill_reprice(s, v.id, req->size, price)) < 0)
+                return end(s, r);
         r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, 0);
         if (r == 0)
                 r = reserve(s, v.host_id, 1, req->vcpus, req->ram_mb, req->disk_gb, v.storage, 0);
@@ -3236,7 +3294,8 @@ int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
         static const char upd[] = "UPDATE snapshots SET state = 'deleting' WHERE id = ?";
         static const char copying[] =
                 "SELECT 1 FROM vms WHERE source_snap = ? AND deleted_at IS NULL"
-                " AND (obs_state IS NULL OR obs_state < 0) LIMIT 1";
+                " AND (obs_state IS NULL OR obs_state < 0 OR rebuild_seq > obs_rebuild_done)"
+                " LIMIT 1";
         struct snapshot p;
         struct vm v;
         sqlite3_stmt *st;
@@ -3321,6 +3380,68 @@ int store_snap_restore(struct store *s, uint64_t account_id, uint64_t snap_id,
         sqlite3_bind_int64(st, 2, (sqlite3_int64)v.id);
         if (sqlite3_step(st) != SQLITE_DONE)
                 return end(s, db_err(s, "cannot record restore"));
+        r = bump_generation(s, v.host_id);
+        if (r == 0)
+                r = event(s, now, "vps.restore", account_id, v.id, p.name);
+        if (r == 0)
+                r = get_vm_locked(s, account_id, v.id, ret_vm);
+        return end(s, r);
+}
+
+int store_snap_restore_into(struct store *s, uint64_t account_id, uint64_t snap_id,
+                            uint64_t vm_id, struct vm *ret_vm)
+{
+        static const char making[] =
+                "SELECT 1 FROM snapshots WHERE vm_id IN (?1, ?2) AND state = 'creating'";
+        static const char upd[] =
+                "UPDATE vms SET rebuild_seq = rebuild_seq + 1, want = 0, source_vm = ?2,"
+                " source_snap = ?3, image = ?4 WHERE id = ?1";
+        static const char snaps_go[] =
+                "UPDATE snapshots SET state = 'deleting' WHERE vm_id = ? AND state != 'deleting'";
+        int64_t now = util_now_ms();
+        struct snapshot p;
+        struct vm v, src;
+        sqlite3_stmt *st;
+        int r = begin(s);
+
+        if (r < 0)
+                return r;
+        if ((r = snap_get_locked(s, account_id, snap_id, &p)) < 0 ||
+            (r = get_vm_locked(s, account_id, p.vm_id, &src)) < 0 ||
+            (r = get_vm_locked(s, account_id, vm_id, &v)) < 0)
+                return end(s, r);
+        if (p.vm_id == vm_id)
+                return end(s, -EINVAL); /* its own: store_snap_restore */
+        if (p.state != SNAP_READY || v.rebuild_seq > v.obs_rebuild_done ||
+            v.restore_seq > v.obs_restore_done)
+                return end(s, -EBUSY);
+        if (src.host_id != v.host_id)
+                return end(s, -EXDEV);
+        if (p.disk_gb > v.disk_gb)
+                return end(s, -EFBIG);
+        if (!(st = stmt(s, making)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)src.id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                return end(s, -EBUSY);
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot read snapshots"));
+        if (!(st = stmt(s, upd)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)src.id);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)p.id);
+        sqlite3_bind_text(st, 4, p.image, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot record restore"));
+        /* its own disk goes, and its snapshots with it */
+        if (!(st = stmt(s, snaps_go)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot drop the vm's snapshots"));
         r = bump_generation(s, v.host_id);
         if (r == 0)
                 r = event(s, now, "vps.restore", account_id, v.id, p.name);
@@ -3530,11 +3651,12 @@ static void row_site_full(sqlite3_stmt *st, void *item)
         col_text(st, 1, x->slug, sizeof(x->slug));
         col_text(st, 2, x->name, sizeof(x->name));
         x->hosts = (uint32_t)sqlite3_column_int64(st, 3);
+        col_text(st, 4, x->tz, sizeof(x->tz));
 }
 
 /* ---- images ---- */
 
-#define IMAGE_COLS "slug, name, url, sha256, format, min_disk_gb, created_at"
+#define IMAGE_COLS "slug, name, url, sha256, format, min_disk_gb, created_at, num"
 
 static void row_image(sqlite3_stmt *st, void *item)
 {
@@ -3547,12 +3669,14 @@ static void row_image(sqlite3_stmt *st, void *item)
         col_text(st, 4, g->format, sizeof(g->format));
         g->min_disk_gb = (uint32_t)sqlite3_column_int64(st, 5);
         g->created_at = sqlite3_column_int64(st, 6);
+        g->num = (uint64_t)sqlite3_column_int64(st, 7);
 }
 
 int store_image_add(struct store *s, const struct image *img)
 {
         static const char sql[] =
-                "INSERT INTO images (" IMAGE_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                "INSERT INTO images (" IMAGE_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+                " (SELECT COALESCE(MAX(num), 0) + 1 FROM images))"
                 " ON CONFLICT(slug) DO UPDATE SET name = excluded.name, url = excluded.url,"
                 " sha256 = excluded.sha256, format = excluded.format,"
                 " min_disk_gb = excluded.min_disk_gb, created_at = excluded.created_at,"
@@ -3640,7 +3764,7 @@ int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_
         if (s->reader) /* reads: a read connection, committed data only */
                 return store_vm_seed(pick_reader(s), host_id, vm_id, ret);
         static const char vm_sql[] =
-                "SELECT name, account_id, ssh_keys, user_data FROM vms"
+                "SELECT name, account_id, ssh_keys, user_data, admin_password, dns_name FROM vms"
                 " WHERE id = ? AND host_id = ? AND deleted_at IS NULL";
         static const char key_sql[] =
                 "SELECT public_key FROM ssh_keys WHERE id = ? AND account_id = ?";
@@ -3662,8 +3786,20 @@ int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_
                 goto out;
         }
         col_text(st, 0, m.hostname, sizeof(m.hostname));
+        /* A VM with a DNS name (the Tilaa API's dns_name) is that host: the
+         * agent takes a name with dots as the FQDN, its first label as the
+         * host name. One too long for the message keeps the plain name. */
+        if (sqlite3_column_type(st, 5) == SQLITE_TEXT && sqlite3_column_bytes(st, 5) > 0 &&
+            (size_t)sqlite3_column_bytes(st, 5) < sizeof(m.hostname) &&
+            strchr((const char *)sqlite3_column_text(st, 5), '.'))
+                col_text(st, 5, m.hostname, sizeof(m.hostname));
         account = sqlite3_column_int64(st, 1);
         col_text(st, 2, ids, sizeof(ids));
+        /* a Tilaa VM: root with its initial password (admin.account) */
+        if (sqlite3_column_type(st, 4) == SQLITE_TEXT && sqlite3_column_bytes(st, 4) > 0) {
+                util_strlcpy(m.admin_user, "root", sizeof(m.admin_user));
+                col_text(st, 4, m.admin_password, sizeof(m.admin_password));
+        }
         if (sqlite3_column_type(st, 3) == SQLITE_TEXT && sqlite3_column_bytes(st, 3) > 0 &&
             !(m.user_data = strdup((const char *)sqlite3_column_text(st, 3)))) {
                 r = -ENOMEM;
@@ -3710,8 +3846,8 @@ int store_sites(struct store *s, struct site **ret, size_t *ret_n)
         if (s->reader) /* reads: a read connection, committed data only */
                 return store_sites(pick_reader(s), ret, ret_n);
         static const char sql[] =
-                "SELECT s.id, s.slug, s.name, (SELECT COUNT(*) FROM hosts h WHERE h.site = s.slug)"
-                " FROM sites s ORDER BY s.id";
+                "SELECT s.id, s.slug, s.name, (SELECT COUNT(*) FROM hosts h WHERE h.site = s.slug),"
+                " s.tz FROM sites s ORDER BY s.id";
         int r;
         rlock(s);
         sqlite3_stmt *st = stmt(s, sql);
@@ -3726,8 +3862,8 @@ int store_site_put(struct store *s, const char *slug, const char *name, struct s
                 "INSERT INTO sites (slug, name, created_at) VALUES (?1, ?2, ?3)"
                 " ON CONFLICT(slug) DO UPDATE SET name = excluded.name";
         static const char sel[] =
-                "SELECT s.id, s.slug, s.name, (SELECT COUNT(*) FROM hosts h WHERE h.site = s.slug)"
-                " FROM sites s WHERE s.slug = ?";
+                "SELECT s.id, s.slug, s.name, (SELECT COUNT(*) FROM hosts h WHERE h.site = s.slug),"
+                " s.tz FROM sites s WHERE s.slug = ?";
         int64_t now = util_now_ms();
         int r = begin(s);
         if (r < 0)
@@ -4294,13 +4430,14 @@ static void row_nic(sqlite3_stmt *st, void *item)
         col_text(st, 3, c->mac, sizeof(c->mac));
         col_text(st, 4, c->ipv4, sizeof(c->ipv4));
         col_text(st, 5, c->ipv6, sizeof(c->ipv6));
+        c->id = (uint64_t)sqlite3_column_int64(st, 6);
 }
 
 int store_vm_nics(struct store *s, uint64_t vm_id, struct nic **ret, size_t *ret_n)
 {
         if (s->reader) /* reads: a read connection, committed data only */
                 return store_vm_nics(pick_reader(s), vm_id, ret, ret_n);
-        static const char sql[] = "SELECT vm_id, network_id, position, mac, ipv4, ipv6"
+        static const char sql[] = "SELECT vm_id, network_id, position, mac, ipv4, ipv6, id"
                                   " FROM nics WHERE vm_id = ? ORDER BY position";
         int r;
         rlock(s);
@@ -4463,7 +4600,8 @@ int store_dns_list(struct store *s, const char *zone, struct vm_dns **ret, size_
                 return store_dns_list(pick_reader(s), zone, ret, ret_n);
         /* The fqdn: the one place to change for a per-VM DNS name. A zone
          * given with its trailing dot does not make a double one. */
-        static const char sql[] = "SELECT v.id, v.name || '.' || rtrim(?1, '.'), n.ipv4, n.ipv6"
+        static const char sql[] = "SELECT v.id, COALESCE(NULLIF(v.dns_name, ''),"
+                                  " v.name || '.' || rtrim(?1, '.')), n.ipv4, n.ipv6"
                                   " FROM vms v JOIN nics n ON n.vm_id = v.id AND n.network_id = 0"
                                   " WHERE v.deleted_at IS NULL ORDER BY v.id";
         int r;
@@ -4784,4 +4922,642 @@ int store_billing_run(struct store *s, int64_t day, int64_t start_ms, int64_t en
         if (r == 0 && ret)
                 *ret = run;
         return r;
+}
+
+/* ---- the Tilaa API ---- */
+
+#define API_USER_COLS "id, account_id, email, first_name, last_name, hash, created_at"
+
+static void row_api_user(sqlite3_stmt *st, void *item)
+{
+        struct api_user *u = item;
+        memset(u, 0, sizeof(*u));
+        u->id = (uint64_t)sqlite3_column_int64(st, 0);
+        u->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        col_text(st, 2, u->email, sizeof(u->email));
+        col_text(st, 3, u->first_name, sizeof(u->first_name));
+        col_text(st, 4, u->last_name, sizeof(u->last_name));
+        col_text(st, 5, u->hash, sizeof(u->hash));
+        u->created_at = sqlite3_column_int64(st, 6);
+}
+
+int store_api_user_create(struct store *s, const struct api_user *u, struct api_user *ret)
+{
+        static const char acc[] = "SELECT 1 FROM accounts WHERE id = ?";
+        static const char ins[] =
+                "INSERT INTO api_users (account_id, email, first_name, last_name, hash,"
+                " created_at) VALUES (?,?,?,?,?,?)";
+        static const char sel[] = "SELECT " API_USER_COLS " FROM api_users WHERE id = ?";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, acc);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)u->account_id);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, -ENOENT);
+        if (!(st = stmt(s, ins)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)u->account_id);
+        sqlite3_bind_text(st, 2, u->email, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, u->first_name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, u->last_name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, u->hash, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, now);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_CONSTRAINT)
+                return end(s, -EEXIST);
+        if (rc != SQLITE_DONE)
+                return end(s, db_err(s, "cannot create API user"));
+        uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        if (!(st = stmt(s, sel)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, db_err(s, "cannot read API user"));
+        row_api_user(st, ret);
+        return end(s, event(s, now, "api_user.created", u->account_id, id, u->email));
+}
+
+int store_api_user_by_email(struct store *s, const char *email, struct api_user *ret)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_api_user_by_email(pick_reader(s), email, ret);
+        static const char sql[] = "SELECT " API_USER_COLS " FROM api_users WHERE email = ?";
+        return one_by_text(s, sql, email, row_api_user, ret, "cannot read API user");
+}
+
+int store_api_user_list(struct store *s, uint64_t account_id, struct api_user **ret,
+                        size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_api_user_list(pick_reader(s), account_id, ret, ret_n);
+        static const char sql[] =
+                "SELECT " API_USER_COLS " FROM api_users WHERE account_id = ? ORDER BY id";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st)
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        r = st ? collect(s, st, sizeof(**ret), row_api_user, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        return r;
+}
+
+int store_api_user_delete(struct store *s, uint64_t account_id, const char *email)
+{
+        static const char sql[] = "DELETE FROM api_users WHERE account_id = ? AND email = ?";
+        /* its SSH keys stay the account's, bound to no user */
+        static const char keys[] = "UPDATE ssh_keys SET user_id = 0 WHERE user_id = ?";
+        static const char sel[] = "SELECT id FROM api_users WHERE account_id = ? AND email = ?";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sel);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, email, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, -ENOENT);
+        uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+        if (!(st = stmt(s, sql)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, email, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot delete API user"));
+        if (!(st = stmt(s, keys)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot unbind SSH keys"));
+        return end(s, event(s, util_now_ms(), "api_user.deleted", account_id, id, email));
+}
+
+int store_site_set_tz(struct store *s, const char *slug, const char *tz)
+{
+        static const char sql[] = "UPDATE sites SET tz = ? WHERE slug = ?";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_text(st, 1, tz, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, slug, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot set time zone"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -ENOENT);
+        return end(s, event(s, util_now_ms(), "site.updated", 0, 0, tz));
+}
+
+int store_image_by_num(struct store *s, uint64_t num, struct image *ret)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_image_by_num(pick_reader(s), num, ret);
+        static const char sql[] =
+                "SELECT " IMAGE_COLS " FROM images WHERE num = ? AND removed_at IS NULL";
+        int r = -ENOENT;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st) {
+                r = -EIO;
+        } else {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)num);
+                int rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW) {
+                        row_image(st, ret);
+                        r = 0;
+                } else if (rc != SQLITE_DONE) {
+                        r = db_err(s, "cannot read image");
+                }
+        }
+        unlock(s);
+        return r;
+}
+
+static void row_vm_tilaa(sqlite3_stmt *st, void *item)
+{
+        struct vm_tilaa *t = item;
+        memset(t, 0, sizeof(*t));
+        t->vm_id = (uint64_t)sqlite3_column_int64(st, 0);
+        col_text(st, 1, t->dns_name, sizeof(t->dns_name));
+        col_text(st, 2, t->admin_password, sizeof(t->admin_password));
+        t->cancel_at = sqlite3_column_int64(st, 3);
+        t->site_id = (uint64_t)sqlite3_column_int64(st, 4);
+        col_text(st, 5, t->site_name, sizeof(t->site_name));
+        col_text(st, 6, t->site_tz, sizeof(t->site_tz));
+        t->template_id = (uint64_t)sqlite3_column_int64(st, 7);
+        col_text(st, 8, t->template_name, sizeof(t->template_name));
+}
+
+int store_vm_tilaa_list(struct store *s, uint64_t account_id, uint64_t vm_id,
+                        struct vm_tilaa **ret, size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_vm_tilaa_list(pick_reader(s), account_id, vm_id, ret, ret_n);
+        static const char sql[] =
+                "SELECT v.id, v.dns_name, v.admin_password, COALESCE(v.cancel_at, 0),"
+                " COALESCE(x.id, 0), COALESCE(x.name, v.site), COALESCE(x.tz, 'UTC'),"
+                " COALESCE(i.num, 0), COALESCE(i.name, v.image)"
+                " FROM vms v LEFT JOIN sites x ON x.slug = v.site"
+                " LEFT JOIN images i ON i.slug = v.image"
+                " WHERE v.account_id = ?1 AND v.deleted_at IS NULL AND (?2 = 0 OR v.id = ?2)"
+                " ORDER BY v.id";
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st) {
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+                sqlite3_bind_int64(st, 2, (sqlite3_int64)vm_id);
+        }
+        r = st ? collect(s, st, sizeof(**ret), row_vm_tilaa, (void **)ret, ret_n) : -EIO;
+        unlock(s);
+        if (r == 0 && vm_id && *ret_n == 0) {
+                free(*ret);
+                *ret = NULL;
+                r = -ENOENT;
+        }
+        return r;
+}
+
+static int vm_cancelled_locked(struct store *s, uint64_t vm_id, int *ret)
+{
+        static const char sql[] = "SELECT cancel_at IS NOT NULL FROM vms WHERE id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return db_err(s, "cannot read vm");
+        *ret = sqlite3_column_int(st, 0);
+        return 0;
+}
+
+int store_vm_edit(struct store *s, const struct vm_edit *e, struct vm *ret)
+{
+        static const char name_upd[] = "UPDATE vms SET name = ?2 WHERE id = ?1";
+        static const char size_upd[] =
+                "UPDATE vms SET size = ?2, vcpus = ?3, ram_mb = ?4, disk_gb = ?5, cpu_cap = ?6,"
+                " resize_seq = resize_seq + ?7 WHERE id = ?1";
+        static const char image_upd[] = "UPDATE vms SET image = ?2 WHERE id = ?1";
+        static const char rebuild[] =
+                "UPDATE vms SET rebuild_seq = rebuild_seq + 1, want = 0, source_vm = 0,"
+                " source_snap = 0 WHERE id = ?1";
+        static const char snaps_go[] =
+                "UPDATE snapshots SET state = 'deleting' WHERE vm_id = ? AND state != 'deleting'";
+        static const struct sched_params defaults = {
+                .cpu_ratio = 4.0, .ram_ratio = 1.0, .disk_ratio = 1.0, .strategy = SCHED_SPREAD
+        };
+        struct sched_params sp = e->sched ? *e->sched : defaults;
+        int64_t now = util_now_ms();
+        int reinstall = e->reinstall || e->image;
+        struct vm v;
+        sqlite3_stmt *st;
+        int cancelled = 0, r = begin(s);
+
+        if (r < 0)
+                return r;
+        if ((r = get_vm_locked(s, e->account_id, e->vm_id, &v)) < 0)
+                return end(s, r);
+        if ((r = vm_cancelled_locked(s, v.id, &cancelled)) < 0)
+                return end(s, r);
+        if (cancelled)
+                return end(s, -ECANCELED);
+        if (e->resize && e->disk_gb < v.disk_gb && !reinstall)
+                return end(s, -EINVAL);
+        if (e->resize) {
+                int found;
+                int64_t price = 0;
+                if ((r = bill_check_size(s, e->account_id, v.id, e->size, e->why, e->why_len,
+                                         &price)) < 0 ||
+                    (r = bill_reprice(s, v.id, e->size, price)) < 0)
+                        return end(s, r);
+                if (!s->hc_loaded && (r = hc_load(s)) < 0)
+                        return end(s, r);
+                size_t pos = hc_find(s, v.host_id, &found);
+                if (!found)
+                        return end(s, -EIO);
+                struct sched_host h = s->hc[pos];
+                struct sched_result res;
+                h.live = 1;
+                h.draining = 0;
+                h.in_group = 0;
+                h.inflight = 0;
+                h.vcpus_used = h.vcpus_used > v.vcpus ? h.vcpus_used - v.vcpus : 0;
+                h.ram_mb_used = h.ram_mb_used > v.ram_mb ? h.ram_mb_used - v.ram_mb : 0;
+                h.disk_gb_used[v.storage] = h.disk_gb_used[v.storage] > v.disk_gb
+                                                    ? h.disk_gb_used[v.storage] - v.disk_gb
+                                                    : 0;
+                struct sched_req sr = { .vcpus = e->vcpus, .ram_mb = e->ram_mb,
+                                        .disk_gb = e->disk_gb, .storage = v.storage };
+                if ((r = sched_place(&h, 1, &sr, &sp, &res)) < 0)
+                        return end(s, r);
+                if (!res.found) {
+                        if (e->why)
+                                sched_explain(&res, &sr, e->why, e->why_len);
+                        return end(s, -ENOSPC);
+                }
+                if (!(st = stmt(s, size_upd)))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+                sqlite3_bind_text(st, 2, e->size, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 3, e->vcpus);
+                sqlite3_bind_int64(st, 4, e->ram_mb);
+                sqlite3_bind_int64(st, 5, e->disk_gb);
+                sqlite3_bind_int(st, 6, e->cpu_cap > 0 && e->cpu_cap < 100 ? (int)e->cpu_cap : 0);
+                /* a resize only when something the guest sees changes */
+                int changed = e->vcpus != v.vcpus || e->ram_mb != v.ram_mb ||
+                              e->disk_gb != v.disk_gb ||
+                              (e->cpu_cap % 100) != (v.cpu_cap % 100);
+                sqlite3_bind_int(st, 7, changed);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot resize vm"));
+                r = reserve(s, v.host_id, -1, v.vcpus, v.ram_mb, v.disk_gb, v.storage, 0);
+                if (r == 0)
+                        r = reserve(s, v.host_id, 1, e->vcpus, e->ram_mb, e->disk_gb, v.storage,
+                                    0);
+                if (r == 0 && changed)
+                        r = event(s, now, "vps.resized", e->account_id, v.id, e->size);
+                if (r < 0)
+                        return end(s, r);
+        }
+        if (e->name) {
+                if (!(st = stmt(s, name_upd)))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+                sqlite3_bind_text(st, 2, e->name, -1, SQLITE_STATIC);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot rename vm"));
+                if (strcmp(e->name, v.name) != 0 &&
+                    (r = event(s, now, "vps.renamed", e->account_id, v.id, e->name)) < 0)
+                        return end(s, r);
+        }
+        if (e->image) {
+                if (!(st = stmt(s, image_upd)))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+                sqlite3_bind_text(st, 2, e->image, -1, SQLITE_STATIC);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot change image"));
+        }
+        if (reinstall) {
+                if (!(st = stmt(s, rebuild)))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot record rebuild"));
+                if (!(st = stmt(s, snaps_go)))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)v.id);
+                if (sqlite3_step(st) != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot delete snapshots"));
+                if (sqlite3_changes(s->db) > 0 && (r = snap_pending_sync(s, v.id)) < 0)
+                        return end(s, r);
+                if ((r = event(s, now, "vps.rebuild", e->account_id, v.id,
+                               e->image ? e->image : "")) < 0)
+                        return end(s, r);
+        }
+        r = bump_generation(s, v.host_id);
+        if (r == 0)
+                r = get_vm_locked(s, e->account_id, v.id, ret);
+        return end(s, r);
+}
+
+int store_vm_cancel(struct store *s, uint64_t account_id, uint64_t vm_id, int64_t cancel_at)
+{
+        static const char sql[] = "UPDATE vms SET cancel_at = ?3 WHERE id = ?1"
+                                  " AND account_id = ?2 AND deleted_at IS NULL";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)vm_id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        if (cancel_at)
+                sqlite3_bind_int64(st, 3, cancel_at);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot cancel vm"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -ENOENT);
+        char data[32];
+        snprintf(data, sizeof(data), "%lld", (long long)cancel_at);
+        return end(s, event(s, util_now_ms(), cancel_at ? "vps.cancelled" : "vps.uncancelled",
+                            account_id, vm_id, data));
+}
+
+int store_vm_cancel_due(struct store *s, int64_t now_ms, uint64_t **ret_hosts, size_t *ret_n)
+{
+        static const char sql[] =
+                "SELECT id, account_id FROM vms WHERE cancel_at IS NOT NULL AND cancel_at <= ?"
+                " AND deleted_at IS NULL ORDER BY id LIMIT 256";
+        uint64_t *hosts = NULL;
+        size_t n = 0, cap = 0;
+        int r = 0;
+
+        for (;;) {
+                uint64_t ids[256][2];
+                size_t k = 0;
+                rlock(s);
+                sqlite3_stmt *st = stmt(s, sql);
+                if (!st) {
+                        unlock(s);
+                        r = -EIO;
+                        break;
+                }
+                sqlite3_bind_int64(st, 1, now_ms);
+                int rc;
+                while ((rc = sqlite3_step(st)) == SQLITE_ROW && k < 256) {
+                        ids[k][0] = (uint64_t)sqlite3_column_int64(st, 0);
+                        ids[k][1] = (uint64_t)sqlite3_column_int64(st, 1);
+                        k++;
+                }
+                if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+                        r = db_err(s, "cannot read cancelled vms");
+                unlock(s);
+                if (r < 0 || k == 0)
+                        break;
+                for (size_t i = 0; i < k && r == 0; i++) {
+                        uint64_t host = 0;
+                        int d = begin(s);
+                        if (d == 0)
+                                d = end(s, vm_delete_locked(s, ids[i][1], ids[i][0], now_ms,
+                                                            &host));
+                        if (d == -ENOENT)
+                                continue; /* gone meanwhile */
+                        if (d < 0) {
+                                r = d;
+                                break;
+                        }
+                        if (n == cap) {
+                                size_t ncap = cap ? cap * 2 : 16;
+                                uint64_t *nh = realloc(hosts, ncap * sizeof(*nh));
+                                if (!nh) {
+                                        r = -ENOMEM;
+                                        break;
+                                }
+                                hosts = nh;
+                                cap = ncap;
+                        }
+                        hosts[n++] = host;
+                        log_info("vm %llu: deleted, its cancellation date has come",
+                                 (unsigned long long)ids[i][0]);
+                }
+                if (r < 0 || k < 256)
+                        break;
+        }
+        if (r < 0) {
+                free(hosts);
+                return r;
+        }
+        *ret_hosts = hosts;
+        *ret_n = n;
+        return 0;
+}
+
+#define METADATA_COLS "id, account_id, name, user_data, created_at, modified_at"
+
+static void row_metadata(sqlite3_stmt *st, void *item)
+{
+        struct metadata *m = item;
+        memset(m, 0, sizeof(*m));
+        m->id = (uint64_t)sqlite3_column_int64(st, 0);
+        m->account_id = (uint64_t)sqlite3_column_int64(st, 1);
+        col_text(st, 2, m->name, sizeof(m->name));
+        const char *ud = (const char *)sqlite3_column_text(st, 3);
+        m->user_data = strdup(ud ? ud : ""); /* NULL on out of memory: checked by callers */
+        m->created_at = sqlite3_column_int64(st, 4);
+        m->modified_at = sqlite3_column_int64(st, 5);
+}
+
+void store_metadata_free(struct metadata *m, size_t n)
+{
+        for (size_t i = 0; m && i < n; i++)
+                free(m[i].user_data);
+        free(m);
+}
+
+static int metadata_get_locked(struct store *s, uint64_t account_id, uint64_t id,
+                               struct metadata *ret)
+{
+        static const char sql[] =
+                "SELECT " METADATA_COLS " FROM metadata WHERE id = ? AND account_id = ?";
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return -EIO;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+                return -ENOENT;
+        if (rc != SQLITE_ROW)
+                return db_err(s, "cannot read metadata");
+        row_metadata(st, ret);
+        if (!ret->user_data)
+                return -ENOMEM;
+        return 0;
+}
+
+int store_metadata_create(struct store *s, uint64_t account_id, const char *name,
+                          const char *user_data, struct metadata *ret)
+{
+        static const char count[] = "SELECT COUNT(*) FROM metadata WHERE account_id = ?";
+        static const char ins[] = "INSERT INTO metadata (account_id, name, user_data, created_at,"
+                                  " modified_at) VALUES (?1, ?2, ?3, ?4, ?4)";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, count);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        if (sqlite3_step(st) != SQLITE_ROW)
+                return end(s, db_err(s, "cannot count metadata"));
+        if (sqlite3_column_int64(st, 0) >= STORE_METADATA_PER_ACCOUNT)
+                return end(s, -EDQUOT);
+        if (!(st = stmt(s, ins)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, user_data, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot create metadata"));
+        uint64_t id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+        r = event(s, now, "metadata.created", account_id, id, name);
+        if (r == 0)
+                r = metadata_get_locked(s, account_id, id, ret);
+        return end(s, r);
+}
+
+int store_metadata_get(struct store *s, uint64_t account_id, uint64_t id, struct metadata *ret)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_metadata_get(pick_reader(s), account_id, id, ret);
+        rlock(s);
+        int r = metadata_get_locked(s, account_id, id, ret);
+        unlock(s);
+        return r;
+}
+
+int store_metadata_list(struct store *s, uint64_t account_id, struct metadata **ret,
+                        size_t *ret_n)
+{
+        if (s->reader) /* reads: a read connection, committed data only */
+                return store_metadata_list(pick_reader(s), account_id, ret, ret_n);
+        static const char sql[] =
+                "SELECT " METADATA_COLS " FROM metadata WHERE account_id = ? ORDER BY id";
+        struct metadata *m = NULL;
+        size_t n = 0;
+        int r;
+        rlock(s);
+        sqlite3_stmt *st = stmt(s, sql);
+        if (st)
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)account_id);
+        r = st ? collect(s, st, sizeof(*m), row_metadata, (void **)&m, &n) : -EIO;
+        unlock(s);
+        for (size_t i = 0; r == 0 && i < n; i++)
+                if (!m[i].user_data)
+                        r = -ENOMEM;
+        if (r < 0) {
+                if (m)
+                        store_metadata_free(m, n);
+                return r;
+        }
+        *ret = m;
+        *ret_n = n;
+        return 0;
+}
+
+int store_metadata_update(struct store *s, uint64_t account_id, uint64_t id, const char *name,
+                          const char *user_data, struct metadata *ret)
+{
+        static const char sql[] =
+                "UPDATE metadata SET name = COALESCE(?3, name), user_data = COALESCE(?4,"
+                " user_data), modified_at = ?5 WHERE id = ?1 AND account_id = ?2";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        if (name)
+                sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+        if (user_data)
+                sqlite3_bind_text(st, 4, user_data, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot update metadata"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -ENOENT);
+        r = event(s, now, "metadata.updated", account_id, id, "");
+        if (r == 0)
+                r = metadata_get_locked(s, account_id, id, ret);
+        return end(s, r);
+}
+
+int store_metadata_delete(struct store *s, uint64_t account_id, uint64_t id)
+{
+        static const char sql[] = "DELETE FROM metadata WHERE id = ? AND account_id = ?";
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, sql);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)account_id);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot delete metadata"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -ENOENT);
+        return end(s, event(s, util_now_ms(), "metadata.deleted", account_id, id, ""));
+}
+
+int store_sshkey_update(struct store *s, const struct ssh_key *k, struct ssh_key *ret)
+{
+        static const char dup[] =
+                "SELECT id FROM ssh_keys WHERE account_id = ? AND fingerprint = ? AND id != ?";
+        static const char sql[] =
+                "UPDATE ssh_keys SET name = ?3, public_key = ?4, fingerprint = ?5, user_id = ?6,"
+                " modified_at = ?7 WHERE id = ?1 AND account_id = ?2";
+        int64_t now = util_now_ms();
+        int r = begin(s);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = stmt(s, dup);
+        if (!st)
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)k->account_id);
+        sqlite3_bind_text(st, 2, k->fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)k->id);
+        if (sqlite3_step(st) == SQLITE_ROW)
+                return end(s, -EEXIST);
+        if (!(st = stmt(s, sql)))
+                return end(s, -EIO);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)k->id);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)k->account_id);
+        sqlite3_bind_text(st, 3, k->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, k->public_key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, k->fingerprint, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)k->user_id);
+        sqlite3_bind_int64(st, 7, now);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return end(s, db_err(s, "cannot update SSH key"));
+        if (sqlite3_changes(s->db) == 0)
+                return end(s, -ENOENT);
+        r = event(s, now, "ssh_key.updated", k->account_id, k->id, k->name);
+        if (r == 0)
+                r = sshkey_get_locked(s, k->account_id, k->id, ret);
+        return end(s, r);
 }

@@ -48,6 +48,8 @@ struct ctl {
         const char *name;  /* NULL unless --name was given */
         const char *url, *sha256, *format, *min_disk; /* image add */
         const char *ipv4, *gateway4, *ipv6, *gateway6;  /* pool add */
+        const char *password, *first_name, *last_name; /* api-user create */
+        const char *tz;                                 /* site set */
         bool json, help, version, read_only;
         char *words[WORDS_MAX]; /* the command and its arguments */
         size_t n_words;
@@ -553,8 +555,71 @@ static int cmd_node(const struct ctl *ctl, const struct cmd *cmd, char **args)
 
 static const struct col site_cols[] = {
         {"ID", "id", COL_INT}, {"SLUG", "slug", COL_STR}, {"NAME", "name", COL_STR},
-        {"HOSTS", "hosts", COL_INT}, {NULL, NULL, COL_STR},
+        {"HOSTS", "hosts", COL_INT}, {"TZ", "tz", COL_STR}, {NULL, NULL, COL_STR},
 };
+
+static const struct col api_user_cols[] = {
+        {"ID", "id", COL_INT}, {"EMAIL", "email", COL_STR}, {"FIRST NAME", "first_name", COL_STR},
+        {"LAST NAME", "last_name", COL_STR}, {"CREATED", "created_at", COL_STR},
+        {NULL, NULL, COL_STR},
+};
+
+/* An e-mail address as given (the broker checks it): printable ASCII
+ * with one '@' inside, no '/' (it goes into a URL path). */
+static bool email_text(const char *s)
+{
+        const char *at = strchr(s, '@');
+        return strlen(s) <= 254 && text_plain(s) && at && at != s && at[1] &&
+               !strchr(at + 1, '@') && !strchr(s, '/') && !strchr(s, ' ') && !strchr(s, '?') &&
+               !strchr(s, '#') && !strchr(s, '%');
+}
+
+static int cmd_api_user(const struct ctl *ctl, const struct cmd *cmd, char **args)
+{
+        char path[512];
+        json_t *req = NULL, *data = NULL;
+        int r;
+
+        if (!name_valid(args[0]))
+                return usage_error("invalid account name '%.100s'", args[0]);
+        if (strcmp(cmd->verb, "list") == 0) {
+                snprintf(path, sizeof(path), "/v1/accounts/%s/api_users", args[0]);
+                r = broker_call(ctl, path, NULL, JSON_ARRAY, &data);
+                if (r == CTL_OK)
+                        r = print_data(ctl, data, api_user_cols);
+                json_decref(data);
+                return r;
+        }
+        if (!email_text(args[1]))
+                return usage_error("invalid e-mail address '%.100s'", args[1]);
+        if (strcmp(cmd->verb, "delete") == 0) {
+                snprintf(path, sizeof(path), "/v1/accounts/%s/api_users/%s", args[0], args[1]);
+                r = broker_request(ctl, "DELETE", path, NULL, JSON_NULL, &data);
+                if (r == CTL_OK && !ctl->json)
+                        say("API user %s deleted", args[1]);
+                json_decref(data);
+                return r;
+        }
+        if (!ctl->password || strlen(ctl->password) < 8 || strlen(ctl->password) > 1024)
+                return usage_error("api-user create needs --password P (8 to 1024 bytes)");
+        if ((ctl->first_name && strlen(ctl->first_name) > 63) ||
+            (ctl->last_name && strlen(ctl->last_name) > 63))
+                return usage_error("--first-name and --last-name are at most 63 bytes");
+        req = json_pack("{s:s, s:s}", "email", args[1], "password", ctl->password);
+        if (!req)
+                return usage_error("--password must be UTF-8 text");
+        if (ctl->first_name)
+                json_object_set_new(req, "first_name", json_string(ctl->first_name));
+        if (ctl->last_name)
+                json_object_set_new(req, "last_name", json_string(ctl->last_name));
+        snprintf(path, sizeof(path), "/v1/accounts/%s/api_users", args[0]);
+        r = broker_call(ctl, path, req, JSON_OBJECT, &data);
+        if (r == CTL_OK)
+                r = print_data(ctl, data, api_user_cols);
+        json_decref(data);
+        json_decref(req);
+        return r;
+}
 
 static int cmd_site_set(const struct ctl *ctl, const struct cmd *cmd, char **args)
 {
@@ -564,11 +629,20 @@ static int cmd_site_set(const struct ctl *ctl, const struct cmd *cmd, char **arg
         (void)cmd;
         if (!name_valid(args[0]))
                 return usage_error("invalid site slug '%.100s': use a-z, 0-9 and '-'", args[0]);
-        if (!ctl->name || !ctl->name[0] || strlen(ctl->name) > 127 || !text_plain(ctl->name))
-                return usage_error("site set needs --name NAME (1-127 printable characters)");
-        req = json_pack("{s:s, s:s}", "slug", args[0], "name", ctl->name);
+        if (!ctl->name && !ctl->tz)
+                return usage_error("site set needs --name NAME, --tz ZONE or both");
+        if (ctl->name && (!ctl->name[0] || strlen(ctl->name) > 127 || !text_plain(ctl->name)))
+                return usage_error("site set: --name NAME is 1-127 printable characters");
+        if (ctl->tz && (!ctl->tz[0] || strlen(ctl->tz) > 63 || !text_plain(ctl->tz)))
+                return usage_error("site set: --tz ZONE is a zone name under "
+                                   "/usr/share/zoneinfo, as Europe/Amsterdam");
+        req = json_pack("{s:s}", "slug", args[0]);
         if (!req)
                 abort(); /* out of memory */
+        if (ctl->name)
+                json_object_set_new(req, "name", json_string(ctl->name));
+        if (ctl->tz)
+                json_object_set_new(req, "tz", json_string(ctl->tz));
         r = broker_call(ctl, "/v1/sites", req, JSON_OBJECT, &data);
         if (r == CTL_OK && ctl->json) {
                 r = print_data(ctl, data, NULL);
@@ -818,6 +892,13 @@ static const struct cmd cmds[] = {
          cmd_key_list, NULL, NULL},
         {"key", "revoke", " ACCOUNT KEY_ID", "revoke a key: it stops working at once", 2,
          cmd_key_revoke, NULL, NULL},
+        {"api-user", "create", " ACCOUNT EMAIL --password P [--first-name F] [--last-name L]",
+         "create a Tilaa API user of ACCOUNT (HTTP Basic login: EMAIL and P)", 2, cmd_api_user,
+         NULL, NULL},
+        {"api-user", "list", " ACCOUNT", "list ACCOUNT's Tilaa API users", 1, cmd_api_user,
+         NULL, NULL},
+        {"api-user", "delete", " ACCOUNT EMAIL", "delete a Tilaa API user: its logins stop at once",
+         2, cmd_api_user, NULL, NULL},
         {"image", "add", " SLUG --name NAME --url URL --sha256 HEX [--format qcow2|raw] [--min-disk GB]",
          "add an OS image to the catalog (agents fetch URL once and check its SHA-256)", 1,
          cmd_image, NULL, NULL},
@@ -848,8 +929,9 @@ static const struct cmd cmds[] = {
          "/v1/nodes", node_cols},
         {"site", "list", "", "list sites (regions): number, slug, name, hosts", 0, cmd_list,
          "/v1/sites", site_cols},
-        {"site", "set", " SLUG --name NAME", "create a site or rename it", 1, cmd_site_set, NULL,
-         NULL},
+        {"site", "set", " SLUG [--name NAME] [--tz ZONE]",
+         "create a site or rename it; --tz sets its time zone (the Tilaa API's times)", 1,
+         cmd_site_set, NULL, NULL},
         {"node", "show", " HOST", "one node: state, capacity and use, recent events", 1,
          cmd_node, NULL, NULL},
         {"node", "drain", " HOST", "place no new guests on HOST", 1, cmd_node, NULL, NULL},
@@ -903,7 +985,7 @@ static int print_help(const struct ctl *ctl)
 
 enum { OPT_BROKER = 256, OPT_TOKEN, OPT_JSON, OPT_TIER, OPT_NAME, OPT_VERSION, OPT_READ_ONLY,
        OPT_URL, OPT_SHA256, OPT_FORMAT, OPT_MIN_DISK, OPT_IPV4, OPT_GATEWAY4, OPT_IPV6,
-       OPT_GATEWAY6 };
+       OPT_GATEWAY6, OPT_PASSWORD, OPT_FIRST_NAME, OPT_LAST_NAME, OPT_TZ };
 
 static const struct option long_opts[] = {
         {"broker", required_argument, NULL, OPT_BROKER},
@@ -920,6 +1002,10 @@ static const struct option long_opts[] = {
         {"gateway4", required_argument, NULL, OPT_GATEWAY4},
         {"ipv6", required_argument, NULL, OPT_IPV6},
         {"gateway6", required_argument, NULL, OPT_GATEWAY6},
+        {"password", required_argument, NULL, OPT_PASSWORD},
+        {"first-name", required_argument, NULL, OPT_FIRST_NAME},
+        {"last-name", required_argument, NULL, OPT_LAST_NAME},
+        {"tz", required_argument, NULL, OPT_TZ},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
@@ -958,6 +1044,10 @@ static int parse_args(int argc, char **argv, struct ctl *ctl)
                 case OPT_GATEWAY4: ctl->gateway4 = optarg; break;
                 case OPT_IPV6: ctl->ipv6 = optarg; break;
                 case OPT_GATEWAY6: ctl->gateway6 = optarg; break;
+                case OPT_PASSWORD: ctl->password = optarg; break;
+                case OPT_FIRST_NAME: ctl->first_name = optarg; break;
+                case OPT_LAST_NAME: ctl->last_name = optarg; break;
+                case OPT_TZ: ctl->tz = optarg; break;
                 case 'h': ctl->help = true; break;
                 case OPT_VERSION: ctl->version = true; break;
                 case ':': r = usage_error("option '%s' needs a value", argv[optind - 1]); break;
@@ -993,6 +1083,12 @@ static int check_args(const struct ctl *ctl, const struct cmd **ret_cmd)
         if ((ctl->ipv4 || ctl->gateway4 || ctl->ipv6 || ctl->gateway6) && !pool_add)
                 return usage_error("--ipv4, --gateway4, --ipv6 and --gateway6 apply only to "
                                    "'pool add'");
+        bool user_create = cmd->run == cmd_api_user && strcmp(cmd->verb, "create") == 0;
+        if ((ctl->password || ctl->first_name || ctl->last_name) && !user_create)
+                return usage_error("--password, --first-name and --last-name apply only to "
+                                   "'api-user create'");
+        if (ctl->tz && cmd->run != cmd_site_set)
+                return usage_error("--tz applies only to 'site set'");
         if (ctl->read_only && cmd->run != cmd_key_create)
                 return usage_error("--read-only applies only to 'key create'");
         if (!ctl->broker[0] || strlen(ctl->broker) > URL_MAX || !text_plain(ctl->broker))

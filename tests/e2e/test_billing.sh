@@ -5,7 +5,9 @@
 # invoiced once when it starts again.
 source "$(dirname "$0")/lib.sh"
 
-start_broker --billing=1 || fatal "broker starts with billing on"
+free_port TILAA_PORT || fatal "a port for the Tilaa API"
+TILAA=http://127.0.0.1:$TILAA_PORT
+start_broker --billing=1 --tilaa_listen="127.0.0.1:$TILAA_PORT" || fatal "broker starts with billing on"
 start_agent hv1
 wait_node_up hv1 || fatal "agent joins and its node is up"
 ok "broker (billing on) and agent start"
@@ -31,6 +33,16 @@ eq "the refused order placed nothing on the node" "$(node_field hv1 .guests)" 0
 ctl --json credit show acme >"$T/credit" || not_ok "credit show"
 eq "the refused order charged nothing" "$(jq -r .balance_cents "$T/credit")" 0
 eq "credit show: billing is on" "$(jq -r .billing "$T/credit")" true
+
+# The Tilaa API's orders are held to the same credit.
+ctl api-user create acme ops@acme.test --password acme-pass-1 >/dev/null || fatal "Tilaa API user"
+TPL=$(curl -s -u ops@acme.test:acme-pass-1 "$TILAA/v1/templates" | jq -r '.templates[] | select(.name | startswith("ubuntu-24.04")) | .id')
+TCODE=$(curl -s -o "$T/tbody" -w '%{http_code}' -u ops@acme.test:acme-pass-1 "$TILAA/v1/virtual_machines" \
+        -d name=tvm -d ram=1024 -d storage=20 -d storage_type=ssd -d template="$TPL")
+eq "Tilaa VM add without credit -> 402" "$TCODE" 402
+eq "402: status ERROR" "$(jq -r .status "$T/tbody")" ERROR
+match "402: the message says why" "$(jq -r .message "$T/tbody")" "Insufficient funds: .*credit \(EUR 0\.00\)"
+eq "the refused Tilaa order made no VM" "$(curl -s -u ops@acme.test:acme-pass-1 "$TILAA/v1/virtual_machines" | jq '.virtual_machines | length')" 0
 
 KEY=$A api POST /v1/templates/deploy '{"template":"redis","name":"cache"}'
 eq "POST /v1/templates/deploy without credit -> 402" "$CODE" 402

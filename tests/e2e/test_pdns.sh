@@ -97,7 +97,10 @@ eq "a leftover of Tasman's" "$PCODE" 204
 eq "dig answers from our pdns_server" "$(q www.$ZONE A)" 192.0.2.80
 
 # --- a broker keeping the records, an agent for placement
-BROKER_DNS=(--pdns_url="$PURL" --pdns_key="$PKEY" --dns_zone=$ZONE --dns_interval_ms=300)
+free_port TILAA_PORT || fatal "a port for the Tilaa API"
+TILAA=http://127.0.0.1:$TILAA_PORT
+BROKER_DNS=(--pdns_url="$PURL" --pdns_key="$PKEY" --dns_zone=$ZONE --dns_interval_ms=300
+        --tilaa_listen="127.0.0.1:$TILAA_PORT")
 start_broker "${BROKER_DNS[@]}" || fatal "broker starts with pdns_url"
 start_agent hv1
 wait_node_up hv1 || fatal "agent joins"
@@ -192,6 +195,24 @@ sleep 1 # more rounds
 eq "with one warning naming it" "$(since | grep -c "dns: no reverse zone on the server holds 1 PTR records (first: 3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.5.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.): they are skipped")" 1
 eq "and no error" "$(since | grep -c ' error: ')" 0
 eq "web2's other records stay" "$(q web2.$ZONE A) $(qx "$W2_4")" "$W2_4 web2.$ZONE."
+
+# --- the Tilaa API's dns_name: inside the zone, A (and AAAA) and PTR under
+# that name; outside it, PTR records only
+ctl api-user create acme ops@acme.test --password acme-pass-1 >/dev/null || fatal "Tilaa API user"
+tget() { curl -s -u ops@acme.test:acme-pass-1 "$TILAA$1"; }
+TPL=$(tget /v1/templates | jq -r '.templates[] | select(.name | startswith("ubuntu-24.04")) | .id')
+tadd() { # NAME DNS_NAME -> id
+        curl -s -u ops@acme.test:acme-pass-1 "$TILAA/v1/virtual_machines" -d name="$1" -d dns_name="$2" \
+                -d ram=1024 -d storage=20 -d storage_type=ssd -d template="$TPL" | jq -r .id
+}
+TV1=$(tadd shop "shop.$ZONE")
+TV2=$(tadd ext shop.example.org)
+addr_of() { tget "/v1/virtual_machines/$1" | jq -r ".virtual_machine.network[] | select(.family == $2) | .address"; }
+S4=$(addr_of "$TV1" 4) X4=$(addr_of "$TV2" 4)
+check "a Tilaa VM with dns_name shop.$ZONE gets A shop.$ZONE" wait_q 15 "shop.$ZONE" A "$S4"
+check "and the PTR of its IPv4 names it" wait_qx 15 "$S4" "shop.$ZONE."
+check "a dns_name outside the zone gets its PTR" wait_qx 15 "$X4" "shop.example.org."
+eq "and no A record in our zone under its VM name" "$(q "ext.$ZONE" A)" ""
 
 # --- a wrong API key: one error naming the server, not one per round
 stop_pid "$BROKER_PID"

@@ -599,6 +599,37 @@ static void test_resize(void **state)
         assert_int_equal(balance(f, f->acc), MEDIUM_DAY - SMALL_DAY); /* only w's day */
 }
 
+/* The Tilaa API's edit (store_vm_edit) is held to the credit as a resize
+ * is: a dearer size refused with nothing changed, then made once covered. */
+static void test_edit(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, w;
+        char why[256] = "";
+        credit(f, f->acc, SMALL_DAY);
+        assert_int_equal(order_at(f, f->acc, "v", SMALL, utc(2024, 9, 1, 9, 0, 0), &v, NULL, 0), 0);
+        struct vm_edit e = {
+            .account_id = f->acc,
+            .vm_id = v.id,
+            .resize = 1,
+            .size = MEDIUM,
+            .vcpus = 1,
+            .ram_mb = 1024,
+            .disk_gb = 80,
+            .why = why,
+            .why_len = sizeof(why),
+        };
+        assert_int_equal(store_vm_edit(f->s, &e, &w), -EDQUOT);
+        assert_non_null(strstr(why, "EUR 0.79"));
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable"), 600);
+        assert_int_equal(int_in_file(f, "SELECT resize_seq FROM vms"), 0);
+        assert_int_equal(int_in_file(f, "SELECT disk_gb FROM vms"), v.disk_gb);
+        credit(f, f->acc, MEDIUM_DAY - SMALL_DAY);
+        assert_int_equal(store_vm_edit(f->s, &e, &w), 0);
+        assert_int_equal(int_in_file(f, "SELECT price_month_cents FROM billable"), 2400);
+        assert_int_equal(int_in_file(f, "SELECT resize_seq FROM vms"), 1);
+}
+
 /* A run that fails half-way (here: recording the day) leaves nothing
  * behind: no lines, no credit drawn, the day still to do; the next run
  * charges it once. */
@@ -729,6 +760,7 @@ int main(void)
             T(test_negative),
             T(test_billing_off),
             T(test_resize),
+            T(test_edit),
             T(test_run_fails),
             cmocka_unit_test(test_jobs),
         };

@@ -629,6 +629,34 @@ static void test_defaults(void **state)
         free(ua);
 }
 
+/* root as the admin (the Tilaa API's admin.account): no sudoer made, its
+ * login kept, its password for SSH too. */
+static void test_root_admin(void **state)
+{
+        (void)state;
+        struct seed_params p = basic();
+        char err[128];
+        p.admin_user = "root";
+        p.admin_password = "qwerty123";
+        assert_int_equal(seed_check(&p, err, sizeof(err)), 0);
+        char *ud = seed_user_data(&p);
+        assert_non_null(ud);
+        assert_non_null(strstr(ud, "\ndisable_root: false\nusers:\n  - name: \"root\"\n"));
+        assert_null(strstr(ud, "sudo:"));
+        assert_null(strstr(ud, "groups:"));
+        assert_non_null(strstr(ud, "    - name: \"root\"\n      password: \"qwerty123\"\n"));
+        assert_non_null(strstr(ud, "\nssh_pwauth: true\n"));
+        assert_non_null(strstr(ud, "PermitRootLogin yes"));
+        free(ud);
+        /* without a password: keys only, sshd as it is */
+        p.admin_password = NULL;
+        ud = seed_user_data(&p);
+        assert_non_null(strstr(ud, "\ndisable_root: false\n"));
+        assert_null(strstr(ud, "PermitRootLogin"));
+        assert_non_null(strstr(ud, "\nssh_pwauth: false\n"));
+        free(ud);
+}
+
 /* ---- YAML injection ---- */
 
 static const char *const nasty[] = {
@@ -1147,7 +1175,6 @@ static void test_check_rejects(void **state)
                 { "admin_user", "a:b", "admin user \"a:b\"" },
                 { "admin_user", "a b", "admin user" },
                 { "admin_user", "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu", "admin user" }, /* 33 */
-                { "admin_user", "root", "admin user root is not allowed" },
                 { "admin_password", "line1\nroot:pwned", "admin password holds a newline" },
                 { "admin_password", "a\rb", "admin password holds a newline" },
                 { "admin_password", "tab\there", "admin password holds a newline" },
@@ -1713,7 +1740,7 @@ int main(void)
                 cmocka_unit_test(test_base64_lengths),
                 cmocka_unit_test(test_golden_mime),
                 cmocka_unit_test(test_golden_nomac),
-                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_defaults), cmocka_unit_test(test_root_admin),
                 cmocka_unit_test(test_yaml_injection),
                 cmocka_unit_test(test_yaml_invalid_utf8),
                 cmocka_unit_test(test_network_injection),

@@ -2086,6 +2086,48 @@ static void test_snap_delete(void **state)
         assert_pending_exact(f, v.id);
 }
 
+/* Restore into another vm (the Tilaa API's restore_snapshot with any of
+ * the account's snapshots): a rebuild from a copy of the snapshot's disk,
+ * on the same host only, into a disk at least as large; the vm's own
+ * snapshots go; the source snapshot cannot be deleted while it is copied. */
+static void test_snap_restore_into(void **state)
+{
+        struct fx *f = *state;
+        struct snapshot a, b, q;
+        struct vm v1, v2, v3, small, r;
+        uint64_t h1 = hello(f, "node-1", "ams1", 8, 16384);
+        hello(f, "node-2", "ams2", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "one", "ams1", 1, 512, &v1), 0);
+        assert_int_equal(create_vm(f, f->acc, "two", "ams1", 1, 512, &v2), 0);
+        assert_int_equal(create_vm(f, f->acc, "three", "ams2", 1, 512, &v3), 0);
+        const struct vm_new sreq = { .account_id = f->acc, .name = "small", .size = "s-test",
+                                     .image = "debian-12", .site = "ams1", .vcpus = 1,
+                                     .ram_mb = 512, .disk_gb = 5 };
+        assert_int_equal(store_vm_create(f->s, &sreq, NOW, LIVE_AFTER, &small), 0);
+        a = make_snap(f, v1.id, "a", 1, 0);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v2.id, &r), -EBUSY);
+        report_snaps(f, h1, v1.id, &a.id, 1, 0);
+        b = make_snap(f, v2.id, "b", 1, 0);
+        report_snaps(f, h1, v2.id, &b.id, 1, 0);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v3.id, &r), -EXDEV);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, small.id, &r), -EFBIG);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v1.id, &r), -EINVAL);
+        assert_int_equal(store_snap_restore_into(f->s, f->other, a.id, v2.id, &r), -ENOENT);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, 999999, &r), -ENOENT);
+        uint64_t gen = generation(f, h1);
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v2.id, &r), 0);
+        assert_int_equal(r.id, v2.id);
+        assert_int_equal(r.rebuild_seq, v2.rebuild_seq + 1);
+        assert_int_equal(int_in_file(f, "SELECT source_vm FROM vms WHERE id = ?1", v2.id), v1.id);
+        assert_int_equal(int_in_file(f, "SELECT source_snap FROM vms WHERE id = ?1", v2.id), a.id);
+        assert_int_equal(generation(f, h1), gen + 1);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_DELETING); /* its own disk goes */
+        assert_int_equal(get_snap(f, a.id).state, SNAP_READY);
+        /* one at a time, and the source stays while it is copied */
+        assert_int_equal(store_snap_restore_into(f->s, f->acc, a.id, v2.id, &r), -EBUSY);
+        assert_int_equal(store_snap_delete(f->s, f->acc, a.id, &q), -EBUSY);
+}
+
 /* Restore: a ready snapshot, one restore at a time, never with a rebuild
  * or a snapshot in flight; a snapshot being restored cannot be deleted. */
 static void test_snap_restore(void **state)
@@ -2387,12 +2429,18 @@ static void test_snap_rebuild_and_vm_delete(void **state)
 }
 
 /* The schema version a fresh database gets: one per migration. */
-#define SCHEMA_LATEST 14
+#define SCHEMA_LATEST 15
 
 /* What the migrations after 12 made, undone: a database of schema 12
- * (billing, labelled 15, then networks, 13). */
+ * (the Tilaa API, 15, billing, 14, then networks, 13). */
 #define SCHEMA_13_UNDO                                                                     \
-        "DROP TABLE invoice_lines; DROP TABLE credit_ops; DROP TABLE prices;"              \
+        "DROP TABLE api_users; DROP TABLE metadata; DROP INDEX vms_cancel;"                \
+        " ALTER TABLE vms DROP COLUMN dns_name; ALTER TABLE vms DROP COLUMN admin_password;" \
+        " ALTER TABLE vms DROP COLUMN cancel_at; ALTER TABLE sites DROP COLUMN tz;"         \
+        " DROP INDEX images_num; ALTER TABLE images DROP COLUMN num;"                      \
+        " ALTER TABLE ssh_keys DROP COLUMN user_id; ALTER TABLE ssh_keys DROP COLUMN"       \
+        " modified_at;"                                                                    \
+        " DROP TABLE invoice_lines; DROP TABLE credit_ops; DROP TABLE prices;"             \
         " ALTER TABLE accounts DROP COLUMN credit_cents;"                                  \
         " DROP TABLE billable;"                                                            \
         " DELETE FROM meta WHERE key = 'billing_day';"                                     \
@@ -3675,6 +3723,247 @@ static void test_pg_watch(void **state)
         store_free(s2);
 }
 
+/* ---- the Tilaa API's calls ---- */
+
+static void test_tilaa_api_users(void **state)
+{
+        struct fx *f = *state;
+        struct api_user u = { .account_id = f->acc, .email = "a@example.com",
+                              .first_name = "John", .last_name = "Doe", .hash = "$argon2id$x" };
+        struct api_user got, *us = NULL;
+        size_t n = 0;
+        assert_int_equal(store_api_user_create(f->s, &u, &got), 0);
+        assert_true(got.id > 0);
+        assert_int_equal(got.account_id, f->acc);
+        assert_string_equal(got.email, "a@example.com");
+        assert_string_equal(got.first_name, "John");
+        assert_string_equal(got.hash, "$argon2id$x");
+        assert_true(got.created_at > 0);
+        /* one e-mail, one user, across accounts and case */
+        struct api_user dup = u;
+        dup.account_id = f->other;
+        util_strlcpy(dup.email, "A@Example.com", sizeof(dup.email));
+        assert_int_equal(store_api_user_create(f->s, &dup, &got), -EEXIST);
+        dup.account_id = 999999;
+        util_strlcpy(dup.email, "z@example.com", sizeof(dup.email));
+        assert_int_equal(store_api_user_create(f->s, &dup, &got), -ENOENT);
+        dup.account_id = f->other;
+        assert_int_equal(store_api_user_create(f->s, &dup, &got), 0);
+        assert_int_equal(store_api_user_by_email(f->s, "a@example.com", &got), 0);
+        assert_int_equal(got.account_id, f->acc);
+        assert_int_equal(store_api_user_by_email(f->s, "nobody@example.com", &got), -ENOENT);
+        assert_int_equal(store_api_user_list(f->s, f->acc, &us, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(us[0].email, "a@example.com");
+        free(us);
+        /* delete: only the account's own; its SSH keys stay, bound to nobody */
+        struct ssh_key k = { .account_id = f->acc, .name = "k", .fingerprint = "SHA256:t",
+                             .public_key = "ssh-ed25519 AAAA t", .user_id = u.id };
+        struct ssh_key *kg = calloc(1, sizeof(*kg));
+        assert_int_equal(store_api_user_by_email(f->s, "a@example.com", &got), 0);
+        k.user_id = got.id;
+        assert_int_equal(store_sshkey_create(f->s, &k, NULL, kg), 0);
+        assert_int_equal(kg->user_id, got.id);
+        assert_true(kg->modified_at == kg->created_at);
+        assert_int_equal(store_api_user_delete(f->s, f->other, "a@example.com"), -ENOENT);
+        assert_int_equal(store_api_user_delete(f->s, f->acc, "a@example.com"), 0);
+        assert_int_equal(store_api_user_delete(f->s, f->acc, "a@example.com"), -ENOENT);
+        assert_int_equal(store_api_user_by_email(f->s, "a@example.com", &got), -ENOENT);
+        uint64_t kid = kg->id;
+        assert_int_equal(store_sshkey_get(f->s, f->acc, kid, kg), 0);
+        assert_int_equal(kg->user_id, 0);
+        /* an update: label, key, user; another key's fingerprint is taken */
+        struct ssh_key k2 = { .account_id = f->acc, .name = "k2", .fingerprint = "SHA256:u",
+                              .public_key = "ssh-ed25519 BBBB u" };
+        assert_int_equal(store_sshkey_create(f->s, &k2, NULL, kg), 0);
+        k2.id = kg->id;
+        util_strlcpy(k2.fingerprint, "SHA256:t", sizeof(k2.fingerprint));
+        assert_int_equal(store_sshkey_update(f->s, &k2, kg), -EEXIST);
+        util_strlcpy(k2.fingerprint, "SHA256:v", sizeof(k2.fingerprint));
+        util_strlcpy(k2.name, "renamed", sizeof(k2.name));
+        k2.user_id = 7;
+        assert_int_equal(store_sshkey_update(f->s, &k2, kg), 0);
+        assert_string_equal(kg->name, "renamed");
+        assert_string_equal(kg->fingerprint, "SHA256:v");
+        assert_int_equal(kg->user_id, 7);
+        k2.account_id = f->other;
+        assert_int_equal(store_sshkey_update(f->s, &k2, kg), -ENOENT);
+        free(kg);
+}
+
+static void test_tilaa_vm(void **state)
+{
+        struct fx *f = *state;
+        struct vm v, w;
+        struct vm_tilaa *ts = NULL;
+        struct site site;
+        struct image img = { .slug = "debian-12", .name = "Debian 12", .url = "file:///x",
+                             .sha256 = "00", .format = "raw" }, got;
+        size_t n = 0;
+        uint64_t host = hello(f, "node-1", "tas-1", 8, 16384);
+        assert_int_equal(store_site_put(f->s, "tas-1", "Haarlem", &site), 0);
+        assert_string_equal(site.tz, "Europe/Amsterdam");
+        assert_int_equal(store_site_set_tz(f->s, "tas-1", "Europe/London"), 0);
+        assert_int_equal(store_site_set_tz(f->s, "nowhere", "UTC"), -ENOENT);
+        assert_int_equal(store_image_add(f->s, &img), 0);
+        assert_int_equal(store_image_get(f->s, "debian-12", &got), 0);
+        assert_true(got.num > 1); /* after the default one */
+        uint64_t num = got.num;
+        assert_int_equal(store_image_by_num(f->s, num, &got), 0);
+        assert_string_equal(got.slug, "debian-12");
+        assert_int_equal(store_image_by_num(f->s, num + 100, &got), -ENOENT);
+        /* a removed image's number stays its own (and is not listed) */
+        assert_int_equal(store_image_remove(f->s, "debian-12"), 0);
+        assert_int_equal(store_image_by_num(f->s, num, &got), -ENOENT);
+        assert_int_equal(store_image_add(f->s, &img), 0);
+        assert_int_equal(store_image_get(f->s, "debian-12", &got), 0);
+        assert_true(got.num == num);
+
+        const struct vm_new req = {
+                .account_id = f->acc, .name = "web", .size = "s-test", .image = "debian-12",
+                .vcpus = 1, .ram_mb = 1024, .disk_gb = 20, .dns_name = "web.tasman.cloud",
+                .admin_password = "s3cret", .cpu_cap = 80,
+        };
+        assert_int_equal(store_vm_create(f->s, &req, NOW, LIVE_AFTER, &v), 0);
+        assert_int_equal(v.cpu_cap, 80);
+        assert_int_equal(store_vm_tilaa_list(f->s, f->acc, v.id, &ts, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(ts[0].dns_name, "web.tasman.cloud");
+        assert_string_equal(ts[0].admin_password, "s3cret");
+        assert_true(ts[0].cancel_at == 0);
+        assert_int_equal(ts[0].site_id, site.id);
+        assert_string_equal(ts[0].site_name, "Haarlem");
+        assert_string_equal(ts[0].site_tz, "Europe/London");
+        assert_true(ts[0].template_id == num);
+        assert_string_equal(ts[0].template_name, "Debian 12");
+        free(ts);
+        assert_int_equal(store_vm_tilaa_list(f->s, f->other, v.id, &ts, &n), -ENOENT);
+        assert_int_equal(store_vm_tilaa_list(f->s, f->other, 0, &ts, &n), 0);
+        assert_int_equal(n, 0);
+        free(ts);
+        /* the seed logs root in with the password */
+        struct msg_seed_reply m;
+        assert_int_equal(store_vm_seed(f->s, host, v.id, &m), 0);
+        assert_string_equal(m.admin_user, "root");
+        assert_string_equal(m.admin_password, "s3cret");
+        struct tmsg t = { .type = TMSG_SEED_REPLY, .seed_reply = m };
+        tmsg_clear(&t);
+
+        /* edit: name and size in one go; a shrink needs a reinstall */
+        uint64_t g0 = generation(f, host);
+        struct vm_edit e = { .account_id = f->acc, .vm_id = v.id, .name = "web2", .resize = 1,
+                             .size = "s-2", .vcpus = 2, .ram_mb = 2048, .disk_gb = 30,
+                             .cpu_cap = 50 };
+        assert_int_equal(store_vm_edit(f->s, &e, &w), 0);
+        assert_string_equal(w.name, "web2");
+        uint64_t renamed = 0;
+        assert_int_equal(store_event_count(f->s, "vps.renamed", &renamed), 0);
+        assert_true(renamed == 1);
+        assert_int_equal(w.vcpus, 2);
+        assert_int_equal(w.ram_mb, 2048);
+        assert_int_equal(w.disk_gb, 30);
+        assert_int_equal(w.cpu_cap, 50);
+        assert_true(w.resize_seq == v.resize_seq + 1);
+        assert_true(w.rebuild_seq == v.rebuild_seq);
+        assert_true(generation(f, host) > g0);
+        e = (struct vm_edit){ .account_id = f->acc, .vm_id = v.id, .resize = 1, .size = "s-2",
+                              .vcpus = 2, .ram_mb = 2048, .disk_gb = 20 };
+        assert_int_equal(store_vm_edit(f->s, &e, &w), -EINVAL);
+        assert_int_equal(get_vm(f, f->acc, v.id).disk_gb, 30); /* nothing changed */
+        e.reinstall = 1;
+        assert_int_equal(store_vm_edit(f->s, &e, &w), 0);
+        assert_int_equal(w.disk_gb, 20);
+        assert_true(w.rebuild_seq == v.rebuild_seq + 1);
+        /* a new image is a reinstall from it */
+        e = (struct vm_edit){ .account_id = f->acc, .vm_id = v.id, .image = "ubuntu-24.04" };
+        assert_int_equal(store_vm_edit(f->s, &e, &w), 0);
+        assert_string_equal(w.image, "ubuntu-24.04");
+        assert_true(w.rebuild_seq == v.rebuild_seq + 2);
+        /* no room on its host */
+        e = (struct vm_edit){ .account_id = f->acc, .vm_id = v.id, .resize = 1, .size = "big",
+                              .vcpus = 2, .ram_mb = 1 << 20, .disk_gb = 20 };
+        char why[128] = "";
+        e.why = why;
+        e.why_len = sizeof(why);
+        assert_int_equal(store_vm_edit(f->s, &e, &w), -ENOSPC);
+        assert_true(why[0] != '\0');
+        e.account_id = f->other;
+        assert_int_equal(store_vm_edit(f->s, &e, &w), -ENOENT);
+
+        /* cancel: no more edits; undo; due ones deleted */
+        assert_int_equal(store_vm_cancel(f->s, f->other, v.id, NOW + 1000), -ENOENT);
+        assert_int_equal(store_vm_cancel(f->s, f->acc, v.id, NOW + 1000), 0);
+        assert_int_equal(store_vm_tilaa_list(f->s, f->acc, v.id, &ts, &n), 0);
+        assert_true(ts[0].cancel_at == NOW + 1000);
+        free(ts);
+        e = (struct vm_edit){ .account_id = f->acc, .vm_id = v.id, .name = "x" };
+        assert_int_equal(store_vm_edit(f->s, &e, &w), -ECANCELED);
+        assert_int_equal(store_vm_cancel(f->s, f->acc, v.id, 0), 0);
+        assert_int_equal(store_vm_edit(f->s, &e, &w), 0);
+        assert_int_equal(store_vm_cancel(f->s, f->acc, v.id, NOW + 1000), 0);
+        struct vm v2;
+        assert_int_equal(create_vm(f, f->acc, "keep", NULL, 1, 512, &v2), 0);
+        assert_int_equal(store_vm_cancel(f->s, f->acc, v2.id, NOW + 5000), 0);
+        uint64_t *hosts = NULL;
+        assert_int_equal(store_vm_cancel_due(f->s, NOW + 999, &hosts, &n), 0);
+        assert_int_equal(n, 0);
+        free(hosts);
+        assert_int_equal(store_vm_cancel_due(f->s, NOW + 1000, &hosts, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(hosts[0], host);
+        free(hosts);
+        assert_int_equal(store_vm_get(f->s, f->acc, v.id, &w), -ENOENT);
+        assert_int_equal(store_vm_get(f->s, f->acc, v2.id, &w), 0);
+        assert_int_equal(store_vm_cancel_due(f->s, NOW + 1000, &hosts, &n), 0); /* again: none */
+        assert_int_equal(n, 0);
+        free(hosts);
+        assert_int_equal(store_vm_cancel(f->s, f->acc, v2.id, 0), 0); /* undone: kept */
+        assert_int_equal(store_vm_cancel_due(f->s, NOW + 10000, &hosts, &n), 0);
+        assert_int_equal(n, 0);
+        free(hosts);
+        assert_int_equal(store_vm_get(f->s, f->acc, v2.id, &w), 0);
+}
+
+static void test_tilaa_metadata(void **state)
+{
+        struct fx *f = *state;
+        struct metadata m, *ms = NULL;
+        size_t n = 0;
+        assert_int_equal(store_metadata_create(f->s, f->acc, "p1", "#cloud-config\n", &m), 0);
+        assert_true(m.id > 0);
+        assert_string_equal(m.name, "p1");
+        assert_string_equal(m.user_data, "#cloud-config\n");
+        assert_true(m.created_at == m.modified_at);
+        uint64_t id = m.id;
+        free(m.user_data);
+        assert_int_equal(store_metadata_get(f->s, f->other, id, &m), -ENOENT);
+        assert_int_equal(store_metadata_update(f->s, f->other, id, "x", NULL, &m), -ENOENT);
+        assert_int_equal(store_metadata_delete(f->s, f->other, id), -ENOENT);
+        assert_int_equal(store_metadata_update(f->s, f->acc, id, NULL, "#!/bin/sh\n", &m), 0);
+        assert_string_equal(m.name, "p1"); /* kept */
+        assert_string_equal(m.user_data, "#!/bin/sh\n");
+        free(m.user_data);
+        assert_int_equal(store_metadata_update(f->s, f->acc, id, "p2", NULL, &m), 0);
+        assert_string_equal(m.name, "p2");
+        assert_string_equal(m.user_data, "#!/bin/sh\n");
+        free(m.user_data);
+        assert_int_equal(store_metadata_list(f->s, f->acc, &ms, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(ms[0].name, "p2");
+        store_metadata_free(ms, n);
+        assert_int_equal(store_metadata_list(f->s, f->other, &ms, &n), 0);
+        assert_int_equal(n, 0);
+        store_metadata_free(ms, n);
+        for (int i = 1; i < STORE_METADATA_PER_ACCOUNT; i++) {
+                assert_int_equal(store_metadata_create(f->s, f->acc, "p", "", &m), 0);
+                free(m.user_data);
+        }
+        assert_int_equal(store_metadata_create(f->s, f->acc, "p", "", &m), -EDQUOT);
+        assert_int_equal(store_metadata_delete(f->s, f->acc, id), 0);
+        assert_int_equal(store_metadata_delete(f->s, f->acc, id), -ENOENT);
+        assert_int_equal(store_metadata_get(f->s, f->acc, id, &m), -ENOENT);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -3722,6 +4011,7 @@ int main(void)
                 T(test_snap_rename),
                 T(test_snap_delete),
                 T(test_snap_restore),
+                T(test_snap_restore_into),
                 T(test_snap_idempotency),
                 T(test_snap_desired),
                 T(test_snap_observe),
@@ -3740,6 +4030,9 @@ int main(void)
                 T(test_net_desired_three_hosts),
                 T(test_net_generations),
                 T(test_net_migration),
+                T(test_tilaa_api_users),
+                T(test_tilaa_vm),
+                T(test_tilaa_metadata),
                 T(test_pg_two_brokers_place),
                 T(test_pg_two_brokers_idempotency),
                 T(test_pg_watch),
