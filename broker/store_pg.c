@@ -8,7 +8,10 @@
  * - Connections: a pool of at most PG_POOL connections, taken by a call for
  *   its whole length (the thread's current connection, `cur`) and given
  *   back at its end; each keeps its own prepared statements, prepared at
- *   their first use (placeholders ? and ?N are rewritten to $N).
+ *   their first use (placeholders ? and ?N are rewritten to $N), with the
+ *   parameter types of that first binding (int8, text, bytea). A parameter
+ *   left NULL there gets its type from the SQL: where PostgreSQL cannot
+ *   tell it ("? IS NULL"), the SQL says it with a CAST.
  * - Writes: every mutating call is one transaction that first takes the
  *   process's write_lock, then a transaction-scoped advisory lock
  *   (PG_LOCK_WRITE), so writers of every

@@ -3964,6 +3964,64 @@ static void test_tilaa_metadata(void **state)
         assert_int_equal(store_metadata_get(f->s, f->acc, id, &m), -ENOENT);
 }
 
+struct opener {
+        const char *url;
+        struct store *s;
+        int r;
+};
+
+static void *open_store(void *p)
+{
+        struct opener *o = p;
+        o->r = store_open(o->url, &o->s);
+        return NULL;
+}
+
+/* Migrations on PostgreSQL: four brokers opening a fresh database at once
+ * migrate it once (under the advisory lock), each version recorded once;
+ * a database newer than this broker knows is refused. */
+static void test_pg_migrations(void **state)
+{
+        PG_ONLY();
+        struct fx *f = *state;
+        char db[64], url[512], q[128];
+        enum { N = 4 };
+        pthread_t t[N];
+        struct opener o[N];
+        pg_db_new(db, sizeof(db), url, sizeof(url));
+        for (int i = 0; i < N; i++) {
+                o[i] = (struct opener){ .url = url };
+                assert_int_equal(pthread_create(&t[i], NULL, open_store, &o[i]), 0);
+        }
+        for (int i = 0; i < N; i++)
+                pthread_join(t[i], NULL);
+        char key0[ID_STR_MAX], key[ID_STR_MAX];
+        for (int i = 0; i < N; i++) {
+                assert_int_equal(o[i].r, 0);
+                /* one installation: one id key */
+                id_encode(store_id_key(o[i].s), "vps", 1, i ? key : key0, ID_STR_MAX);
+                if (i)
+                        assert_string_equal(key, key0);
+                store_free(o[i].s);
+        }
+        char out[64];
+        assert_int_equal(psql(db, "SELECT COUNT(*) || ' ' || COUNT(DISTINCT version) || ' ' ||"
+                                  " MAX(version) FROM schema_migrations",
+                              out, sizeof(out)),
+                         0);
+        out[strcspn(out, "\n")] = '\0';
+        snprintf(q, sizeof(q), "%d %d %d", SCHEMA_LATEST, SCHEMA_LATEST, SCHEMA_LATEST);
+        assert_string_equal(out, q);
+        /* a newer schema: refused, nothing changed */
+        snprintf(q, sizeof(q), "INSERT INTO schema_migrations VALUES (%d, 0)", SCHEMA_LATEST + 1);
+        assert_int_equal(psql(db, q, NULL, 0), 0);
+        struct store *s = NULL;
+        assert_int_equal(store_open(url, &s), -EPROTO);
+        assert_null(s);
+        pg_db_drop(db);
+        (void)f;
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -4036,6 +4094,7 @@ int main(void)
                 T(test_pg_two_brokers_place),
                 T(test_pg_two_brokers_idempotency),
                 T(test_pg_watch),
+                T(test_pg_migrations),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
