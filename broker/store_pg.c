@@ -175,8 +175,14 @@ static int conn_open(struct store *s, struct pgconn **ret)
                 return -EIO;
         }
         PQsetNoticeProcessor(c->conn, notice_quiet, NULL);
+        /* As SQLite's busy timeout: a writer that waits 5 s for the
+         * writer lock (another broker stuck in a transaction) fails with
+         * -EIO instead of hanging; and a broker stuck in a transaction
+         * (idle in it for 60 s) loses its session, and the lock with it. */
         PGresult *res = PQexec(c->conn, "SET synchronous_commit = on;"
-                                        " SET client_min_messages = warning");
+                                        " SET client_min_messages = warning;"
+                                        " SET lock_timeout = '5s';"
+                                        " SET idle_in_transaction_session_timeout = '60s'");
         int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
         if (!ok) {
@@ -646,9 +652,15 @@ static int begin(struct store *s)
         char sql[96];
         snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%lld)",
                  (long long)PG_LOCK_WRITE);
-        if (exec(s, sql) < 0) {
-                cur->broken = 1;
-                PGresult *res = PQexec(cur->conn, "ROLLBACK");
+        PGresult *res = PQexec(cur->conn, sql);
+        int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+        if (!ok)
+                log_error("store: cannot begin a write (the writer lock: another broker's"
+                          " transaction?): %s",
+                          PQresultErrorMessage(res));
+        PQclear(res);
+        if (!ok) {
+                res = PQexec(cur->conn, "ROLLBACK"); /* a lost connection: conn_give drops it */
                 PQclear(res);
                 cur->writing = 0;
                 conn_give(s);

@@ -4022,6 +4022,46 @@ static void test_pg_migrations(void **state)
         (void)f;
 }
 
+/* A writer that cannot get the database's writer lock within 5 s (another
+ * broker holds it: here psql) fails with -EIO, as SQLite's busy timeout
+ * makes it; reads go on meanwhile; once the lock is free, writes work. */
+static void test_pg_lock_timeout(void **state)
+{
+        PG_ONLY();
+        struct fx *f = *state;
+        char cmd[1024], out[64];
+        struct account a;
+        const char *slash = strrchr(pg_url(), '/');
+        snprintf(cmd, sizeof(cmd),
+                 "psql -X -q '%.*s/%s' -c 'BEGIN' -c 'SELECT pg_advisory_xact_lock(%lld)'"
+                 " -c 'SELECT pg_sleep(8)' -c 'COMMIT' >/dev/null 2>&1 &",
+                 (int)(slash - pg_url()), pg_url(), f->db, 0x74736d02LL);
+        assert_int_equal(system(cmd), 0);
+        int held = 0;
+        for (int i = 0; i < 100 && !held; i++) {
+                assert_int_equal(psql(f->db, "SELECT COUNT(*) FROM pg_locks WHERE"
+                                             " locktype = 'advisory' AND granted",
+                                      out, sizeof(out)),
+                                 0);
+                held = atoi(out) > 0;
+                if (!held)
+                        usleep(50000);
+        }
+        assert_true(held);
+        int64_t t0 = util_mono_ms();
+        assert_int_equal(store_account_create(f->s, "carol", TIER_FREE, &a), -EIO);
+        int64_t waited = util_mono_ms() - t0;
+        assert_true(waited >= 4500 && waited < 8000);
+        assert_int_equal(store_account_by_name(f->s, "alice", &a), 0); /* reads go on */
+        int made = -1;
+        for (int i = 0; i < 100 && made != 0; i++) {
+                made = store_account_create(f->s, "carol", TIER_FREE, &a);
+                if (made != 0)
+                        usleep(100000);
+        }
+        assert_int_equal(made, 0);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -4095,6 +4135,7 @@ int main(void)
                 T(test_pg_two_brokers_idempotency),
                 T(test_pg_watch),
                 T(test_pg_migrations),
+                T(test_pg_lock_timeout),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
