@@ -77,11 +77,17 @@ pick_broker_ports
 # unless agents already dial the old ones (a restart keeps its ports).
 BROKER_PID=
 BROKER_STARTS=0
+# TASMAN_E2E_PG=1: the broker's database is PostgreSQL (a server of the
+# test's own, started at the first start_broker) instead of a SQLite file.
 start_broker() {
-        local try end mark
+        local try end mark db=$T/broker.db
+        if [ "${TASMAN_E2E_PG:-0}" = 1 ]; then
+                [ -n "${PG_URL:-}" ] || start_postgres || return 1
+                db=$PG_URL
+        fi
         for try in 1 2 3 4 5; do
                 mark=$(cat "$T/broker.log" 2>/dev/null | wc -c)
-                "$BUILD/tasman-broker" --db="$T/broker.db" --listen="127.0.0.1:$API_PORT" \
+                "$BUILD/tasman-broker" --db="$db" --listen="127.0.0.1:$API_PORT" \
                         --admin_listen="127.0.0.1:$ADMIN_PORT" --agent_listen="$AGENT_URL" \
                         --host_timeout_ms="${HOST_TIMEOUT_MS:-10000}" \
                         --rate_limits="${RATE_LIMITS:-0}" "$@" >>"$T/broker.log" 2>&1 &
@@ -111,6 +117,17 @@ start_broker() {
                 pick_broker_ports
         done
         return 1
+}
+
+# broker_sql SQL: a query on the broker's database behind its back (the
+# SQLite file, or PostgreSQL with TASMAN_E2E_PG=1; SQL both understand),
+# rows as lines, columns split by |.
+broker_sql() {
+        if [ "${TASMAN_E2E_PG:-0}" = 1 ]; then
+                psql -X -q -tA -F'|' -v ON_ERROR_STOP=1 "$PG_URL" -c "$1"
+        else
+                sqlite3 -cmd ".timeout 5000" "$T/broker.db" "$1"
+        fi
 }
 
 # start_postgres: a PostgreSQL server of this test's own in $T/pg

@@ -81,9 +81,9 @@ stop_pid "$BROKER_PID"
 today=$(TZ=Europe/Amsterdam date +%F)
 tday=$(($(date -u -d "$today" +%s) / 86400))
 past=$((($(date +%s) - 5 * 86400) * 1000))
-sqlite3 "$T/broker.db" "UPDATE meta SET value = $((tday - 3)) WHERE key = 'billing_day';
+broker_sql "UPDATE meta SET value = $((tday - 3)) WHERE key = 'billing_day';
         UPDATE vms SET created_at = $past; UPDATE billable SET created_at = $past;" ||
-        not_ok "sqlite3 turns the clock back"
+        not_ok "SQL behind the broker's back turns the clock back"
 start_broker --billing=1 || fatal "broker restarts"
 lines() { ctl --json credit show acme | jq -r '.invoice_lines | length'; }
 check "after the restart the two missed days are invoiced" wait_for 10 "4 lines" bash -c "[ \"\$(\"$BUILD/tasmanctl\" --broker $ADMIN --json credit show acme | jq '.invoice_lines | length')\" == 4 ]"

@@ -238,9 +238,10 @@ eq "deployment status follows its VPS" "$(jget .data.status)" running
 KEY=$D api GET /v1/templates/deployments
 eq "deployments: listed" "$(jget '[.data[].id] | join(",")')" "$DEP"
 check "listed without the secret" bash -c "! grep -q '$SECRET' <<<'$BODY'"
-VM_NUM=$(sqlite3 "file:$T/broker.db?mode=ro" "SELECT vm_id FROM deployments WHERE template = 'postgres'")
-check "the VPS's cloud-init user-data creates the role with that password" bash -c \
-        "sqlite3 'file:$T/broker.db?mode=ro' \"SELECT user_data FROM vms WHERE id = $VM_NUM\" | grep -q \"CREATE ROLE admin LOGIN PASSWORD ''$SECRET''\""
+VM_NUM=$(broker_sql "SELECT vm_id FROM deployments WHERE template = 'postgres'")
+UD=$(broker_sql "SELECT user_data FROM vms WHERE id = $VM_NUM")
+check "the VPS's cloud-init user-data creates the role with that password" \
+        grep -q "CREATE ROLE admin LOGIN PASSWORD ''$SECRET''" <<<"$UD"
 KEY=$D api POST /v1/templates/deploy '{"template":"redis","name":"cache"}'
 eq "redis with no config: defaults and a generated password -> 201" "$CODE/$(jq -c .data.config <<<"$BODY")" '201/{"maxmemory_mb":256}'
 KEY=$D api POST /v1/templates/deploy '{"template":"oracle","name":"x"}'

@@ -147,7 +147,7 @@ match "view: created is RFC 3339 with an offset" "$(jq -r .created <<<"$V")" \
         '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}$'
 PW=$(jq -r .admin.initial_password <<<"$V")
 eq "the guest's seed logs root in with that password" \
-        "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT admin_password FROM vms WHERE id = $ID")" "$PW"
+        "$(broker_sql "SELECT admin_password FROM vms WHERE id = $ID")" "$PW"
 ta POST /v1/virtual_machines -d ram=2048 -d storage=50 -d storage_type=hdd -d "template=$TPL2" -d dns_name=Other.Example.ORG -d cpu_count=2 -d cpu_cap=50 -d site=1
 tok "add a VM without a name, on hdd, with cpu settings"
 ID2=$(jget .id)
@@ -239,10 +239,10 @@ tok "a new template, confirmed"
 ta GET "/v1/virtual_machines/$ID"
 eq "the VM has the new template" "$(jget .virtual_machine.template.id)" "$TPL2"
 check "re-installed, it runs" wait_vm "$ID" running
-rb=$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT rebuild_seq FROM vms WHERE id = $ID")
+rb=$(broker_sql "SELECT rebuild_seq FROM vms WHERE id = $ID")
 ta POST "/v1/virtual_machines/$ID" -d reinstall=1 -d confirm_reinstall=yes
 tok "a reinstall, confirmed (any non-zero value)"
-eq "it is a rebuild" "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT rebuild_seq FROM vms WHERE id = $ID")" "$((rb + 1))"
+eq "it is a rebuild" "$(broker_sql "SELECT rebuild_seq FROM vms WHERE id = $ID")" "$((rb + 1))"
 check "re-installed again, it runs" wait_vm "$ID" running
 ta POST "/v1/virtual_machines/$ID" -d storage=20 -d confirm_reinstall=1
 tok "smaller storage, confirmed"
@@ -275,7 +275,7 @@ bad_params "restore an unknown snapshot" snapshot
 # is rebuilt from a copy of it (both are on this one host)
 ta POST "/v1/virtual_machines/$ID2/restore_snapshot" -d "snapshot=$SID"
 tok "restore another VM's snapshot into a VM"
-eq "the rebuild is recorded" "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT source_snap || ' ' || rebuild_seq FROM vms WHERE id = $ID2")" "$SID 1"
+eq "the rebuild is recorded" "$(broker_sql "SELECT source_snap || ' ' || rebuild_seq FROM vms WHERE id = $ID2")" "$SID 1"
 check "that VM runs again" wait_vm "$ID2" running
 ta GET "/v1/virtual_machines/$ID2"
 eq "and its template is the snapshot's" "$(jget .virtual_machine.template.id)" "$TPL2"
@@ -317,7 +317,7 @@ eq "list metadata" "$(jc '[.metadata[] | [.id, .name]]')" "[[$MD,\"p2\"]]"
 ta POST /v1/virtual_machines -d name=withmd -d ram=1024 -d storage=25 -d storage_type=ssd -d "template=$TPL" -d "metadata=$MD"
 tok "add a VM with a metadata profile"
 MDVM=$(jget .id)
-eq "its user-data is the profile's" "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT user_data FROM vms WHERE id = $MDVM")" \
+eq "its user-data is the profile's" "$(broker_sql "SELECT user_data FROM vms WHERE id = $MDVM")" \
         $'#cloud-config\nruncmd: [touch, /tmp/x]'
 # What the guest gets: the agent's cloud-init seed for it (the NoCloud ISO).
 SEED=$T/hv1/seeds/tasman-$MDVM.iso
@@ -366,7 +366,7 @@ KEY=$A api GET /v1/ssh_keys
 eq "the native API sees the key" "$(jget '.data[0].name')" relabelled
 ta POST /v1/virtual_machines -d name=keyed -d ram=1024 -d storage=25 -d storage_type=ssd -d "template=$TPL"
 eq "a new VM gets the account's SSH keys (root's)" \
-        "$(sqlite3 -cmd '.timeout 5000' "$T/broker.db" "SELECT ssh_keys FROM vms WHERE id = $(jget .id)")" "$KID"
+        "$(broker_sql "SELECT ssh_keys FROM vms WHERE id = $(jget .id)")" "$KID"
 U=$G ta GET "/v1/ssh_keys/$KID"
 terr "another account's key" 404
 ta DELETE "/v1/ssh_keys/$KID"
@@ -419,10 +419,16 @@ eq "the site keeps its zone" "$(ctl --json site list | jq -r '.[] | select(.slug
 
 # --- a store that fails: 503, without internals (another process holds the
 # database's write lock past the broker's 5 s busy timeout)
-sqlite3 -cmd ".timeout 5000" "$T/broker.db" "BEGIN EXCLUSIVE;" ".system sleep 9" "COMMIT;" >/dev/null 2>&1 &
+if [ "${TASMAN_E2E_PG:-0}" = 1 ]; then # another broker holding the writer lock
+        psql -X -q "$PG_URL" -c BEGIN -c "SELECT pg_advisory_xact_lock($((0x74736d02)))" \
+                -c "SELECT pg_sleep(9)" -c COMMIT >/dev/null 2>&1 &
+        locked() { [ "$(broker_sql "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")" -gt 0 ]; }
+else
+        sqlite3 -cmd ".timeout 5000" "$T/broker.db" "BEGIN EXCLUSIVE;" ".system sleep 9" "COMMIT;" >/dev/null 2>&1 &
+        locked() { ! sqlite3 "$T/broker.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1; }
+fi
 LOCK=$!
 PIDS+=("$LOCK")
-locked() { ! sqlite3 "$T/broker.db" "BEGIN IMMEDIATE; ROLLBACK;" >/dev/null 2>&1; }
 wait_for 5 "the write lock held" locked || not_ok "another process holds the write lock"
 ta POST /v1/metadata -d name=x -d user_data=y
 terr "a store that cannot write" 503
