@@ -33,6 +33,8 @@
  * - Schema: the same numbered migrations as store_sqlite.c, in PostgreSQL's
  *   dialect, applied at open in one transaction under an advisory lock
  *   (PG_LOCK_MIGRATE), their number kept in schema_migrations.
+ * - Porting a change of store_sqlite.c: scripts/store-diff-to-pg turns its
+ *   diff into one for this file (and says what is left to do by hand).
  * - Other brokers' changes: a trigger (made at open) NOTIFYs tasman_hosts
  *   with a host's id when its generation moves; store_watch() LISTENs on a
  *   connection of its own and tells the hub, skipping NOTIFYs of this
