@@ -161,6 +161,18 @@ static void cancel_job(void *ud, int64_t now_ms)
         free(hosts);
 }
 
+/* /readyz: ready while the store answers a read (a load balancer takes a
+ * broker whose database is gone out of service). */
+static int ready(void *ud, char *why, size_t why_len)
+{
+        uint64_t gen;
+        int r = store_host_generation(ud, 0, &gen); /* no host 0: -ENOENT at once */
+        if (r == 0 || r == -ENOENT)
+                return 0;
+        snprintf(why, why_len, "the store does not answer (%s)", strerror(-r));
+        return -1;
+}
+
 static int is_loopback(const char *hostport)
 {
         return strncmp(hostport, "127.", 4) == 0 || strncmp(hostport, "[::1]:", 6) == 0 ||
@@ -290,6 +302,7 @@ int main(int argc, char **argv)
         api.sched.ram_ratio = (double)cfg.ram_overcommit_pct / 100.0;
         api.sched.disk_ratio = (double)cfg.disk_overcommit_pct / 100.0;
         api.sched.strategy = strcmp(cfg.placement, "pack") == 0 ? SCHED_PACK : SCHED_SPREAD;
+        http_set_readiness(ready, store);
         r = http_server_start(cfg.listen, (size_t)cfg.max_body, (unsigned)cfg.http_threads,
                               api_native_handle, &api, &native);
         if (r < 0) {
