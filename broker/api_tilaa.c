@@ -142,12 +142,21 @@ static int read_form(const struct http_req *req, struct http_resp *resp, struct 
         return 0;
 }
 
+/* A parameter's value, NULL when absent or empty: SDKs send every field,
+ * empty when unset, so an empty optional parameter is one not given (and
+ * an empty required one is missing). */
+static const char *param(const struct form *f, const char *name)
+{
+        const char *v = form_get(f, name);
+        return v && v[0] ? v : NULL;
+}
+
 /* An optional whole number parameter: 1 when given and valid (*ret), 0
  * when absent, -1 after naming it in errors. */
 static int num_param(const struct form *f, const char *name, uint64_t min, uint64_t max,
                      json_t *errors, uint64_t *ret)
 {
-        const char *v = form_get(f, name);
+        const char *v = param(f, name);
         if (!v)
                 return 0;
         if (tilaa_uint(v, max, ret) < 0 || *ret < min) {
@@ -337,13 +346,13 @@ static const struct size_def *ram_param(const struct form *f, json_t *errors, in
         char sizes[128];
         uint64_t v;
         *given = 0;
-        if (!form_get(f, "ram")) {
+        if (!param(f, "ram")) {
                 if (required)
                         bad(errors, "ram", "ram is required");
                 return NULL;
         }
         *given = 1;
-        const struct size_def *sz = tilaa_uint(form_get(f, "ram"), UINT32_MAX, &v) == 0
+        const struct size_def *sz = tilaa_uint(param(f, "ram"), UINT32_MAX, &v) == 0
                                         ? catalog_size_by_ram((uint32_t)v)
                                         : NULL;
         if (!sz) {
@@ -360,12 +369,12 @@ static uint32_t storage_param(const struct form *f, json_t *errors, int required
         uint64_t v;
         size_t n;
         const uint32_t *ok = catalog_storage_sizes(&n);
-        if (!form_get(f, "storage")) {
+        if (!param(f, "storage")) {
                 if (required)
                         bad(errors, "storage", "storage is required");
                 return 0;
         }
-        if (tilaa_uint(form_get(f, "storage"), UINT32_MAX, &v) == 0)
+        if (tilaa_uint(param(f, "storage"), UINT32_MAX, &v) == 0)
                 for (size_t i = 0; i < n; i++)
                         if (ok[i] == v)
                                 return (uint32_t)v;
@@ -404,7 +413,7 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
                 t_unavailable(resp);
                 return;
         }
-        const char *nm = form_get(f, "name");
+        const char *nm = param(f, "name");
         if (nm && !tilaa_name_ok(nm))
                 bad(errors, "name",
                     "name must be 1 to 63 letters, digits, '-' or '.', not "
@@ -419,14 +428,14 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
                 util_hex(b, sizeof(b), hex);
                 snprintf(name, sizeof(name), "vps-%s", hex);
         }
-        const char *dn = form_get(f, "dns_name");
+        const char *dn = param(f, "dns_name");
         if (dn && tilaa_dns_name(dn, dns) < 0)
                 bad(errors, "dns_name",
                     "dns_name must be a DNS name (labels of 1 to 63 of "
                     "a-z, 0-9 and '-', at most 253 bytes)");
         const struct size_def *sz = ram_param(f, errors, 1, &given);
         uint32_t disk = storage_param(f, errors, 1);
-        const char *st = form_get(f, "storage_type");
+        const char *st = param(f, "storage_type");
         if (!st)
                 bad(errors, "storage_type", "storage_type is required");
         else if (storage_from_string(st, &storage) < 0)
@@ -642,7 +651,7 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
                 t_unavailable(resp);
                 return;
         }
-        const char *nm = form_get(f, "name");
+        const char *nm = param(f, "name");
         if (nm && !tilaa_name_ok(nm))
                 bad(errors, "name",
                     "name must be 1 to 63 letters, digits, '-' or '.', not "
@@ -653,8 +662,8 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
         uint64_t cpus = 0, cap = 0;
         int cg = num_param(f, "cpu_count", 1, CATALOG_CPU_MAX, errors, &cpus);
         int kg = num_param(f, "cpu_cap", CATALOG_CAP_MIN, 100, errors, &cap);
-        int reinstall = tilaa_flag(form_get(f, "reinstall"));
-        int confirm = tilaa_flag(form_get(f, "confirm_reinstall"));
+        int reinstall = tilaa_flag(param(f, "reinstall"));
+        int confirm = tilaa_flag(param(f, "confirm_reinstall"));
         int new_image = tr == 1 && strcmp(img.slug, v.image) != 0;
         int shrink = disk && disk < v.disk_gb;
         if (tr == -EIO) {
@@ -788,7 +797,7 @@ static void vm_cancel(struct api *api, uint64_t account, uint64_t id, const stru
         char dates[TILAA_CANCEL_DATES][11];
         if (vm_load(api, account, id, &v, &t, resp) < 0)
                 return;
-        const char *date = form_get(f, "date");
+        const char *date = param(f, "date");
         json_t *errors = json_object();
         if (!errors) {
                 t_unavailable(resp);
@@ -935,7 +944,7 @@ static void snap_create(struct api *api, uint64_t account, uint64_t id, const st
                 t_error(resp, 409, cancelled_msg);
                 return;
         }
-        const char *nm = form_get(f, "name");
+        const char *nm = param(f, "name");
         if (nm && !text_ok(nm, STORE_NAME_MAX - 1)) {
                 json_t *e = json_object();
                 bad(e, "name", "name must be 1 to %d printable characters", STORE_NAME_MAX - 1);
@@ -951,8 +960,8 @@ static void snap_create(struct api *api, uint64_t account, uint64_t id, const st
                 snprintf(name, sizeof(name), "%.40s-%.4s%.2s%.2s-%.2s%.2s%.2s", v.name, now,
                          now + 5, now + 8, now + 11, now + 14, now + 17);
         }
-        int r = store_snap_create(api->store, account, id, name, tilaa_flag(form_get(f, "online")),
-                                  tilaa_flag(form_get(f, "overwrite")), NULL, util_now_ms(), &p);
+        int r = store_snap_create(api->store, account, id, name, tilaa_flag(param(f, "online")),
+                                  tilaa_flag(param(f, "overwrite")), NULL, util_now_ms(), &p);
         if (r == -EEXIST) {
                 json_t *e = json_object();
                 bad(e, "name",
@@ -1048,7 +1057,7 @@ static void snap_edit(struct api *api, uint64_t account, uint64_t sid, const str
                 store_failed(resp, r, "Snapshot");
                 return;
         }
-        const char *nm = form_get(f, "name");
+        const char *nm = param(f, "name");
         if (!nm || !text_ok(nm, STORE_NAME_MAX - 1)) {
                 json_t *e = json_object();
                 bad(e, "name",
@@ -1220,7 +1229,7 @@ static void md_put(struct api *api, uint64_t account, uint64_t id, int edit, con
                 t_unavailable(resp);
                 return;
         }
-        const char *nm = form_get(f, "name"), *ud = form_get(f, "user_data");
+        const char *nm = param(f, "name"), *ud = param(f, "user_data");
         if (!nm && !edit)
                 bad(e, "name", "name is required");
         else if (nm && !text_ok(nm, STORE_NAME_MAX - 1))
@@ -1342,7 +1351,7 @@ static void key_put(struct api *api, const struct api_user *user, uint64_t id, i
                 else
                         k->user_id = uid;
         }
-        const char *key = form_get(f, "key"), *label = form_get(f, "label");
+        const char *key = param(f, "key"), *label = param(f, "label");
         if (!key && !edit) {
                 bad(e, "key", "key is required (an OpenSSH public key line)");
         } else if (key) {
@@ -1366,7 +1375,7 @@ static void key_put(struct api *api, const struct api_user *user, uint64_t id, i
                 }
         }
         if (label && (strlen(label) >= sizeof(k->name) || !text_ok(label, LABEL_MAX))) {
-                if (form_get(f, "label"))
+                if (param(f, "label"))
                         bad(e, "label", "label must be 1 to %d printable characters", LABEL_MAX);
                 else
                         label = info.fingerprint; /* a comment too long for a label */

@@ -99,42 +99,79 @@ static int name_ok(const char *s)
 
 #define WHY(...) (why && why_len ? (void)snprintf(why, why_len, __VA_ARGS__) : (void)0)
 
-int form_decode(const char *body, size_t len, struct form **ret, char *why, size_t why_len)
+/* One decoded pair into f: the value checked (size, UTF-8), then kept
+ * under its name (a name given again: the last value wins), or dropped
+ * when the name is none the API could know. *pairs counts every pair. */
+static int put(struct form *f, char *name, char *value, size_t vlen, size_t *pairs, char *why,
+               size_t why_len)
+{
+        if (++*pairs > FORM_MAX_PAIRS) {
+                WHY("more than %d parameters", FORM_MAX_PAIRS);
+                return -E2BIG;
+        }
+        if (vlen > FORM_VALUE_MAX) {
+                WHY("the value of %s is longer than %d bytes", name_ok(name) ? name : "a parameter",
+                    FORM_VALUE_MAX);
+                return -E2BIG;
+        }
+        if (!utf8_ok((const unsigned char *)value, vlen)) {
+                WHY("the value of %s is not UTF-8 text (or holds a NUL)",
+                    name_ok(name) ? name : "a parameter");
+                return -EINVAL;
+        }
+        if (!name_ok(name))
+                return 0; /* "foo[]", "a b": no parameter of ours, ignored */
+        for (size_t i = 0; i < f->n; i++)
+                if (strcmp(f->p[i].name, name) == 0) {
+                        f->p[i].value = value;
+                        return 0;
+                }
+        if (f->n == FORM_MAX_PARAMS) {
+                WHY("more than %d distinct parameters", FORM_MAX_PARAMS);
+                return -E2BIG;
+        }
+        f->p[f->n].name = name;
+        f->p[f->n].value = value;
+        f->n++;
+        return 0;
+}
+
+/* A form with room for len bytes of decoded text and the NULs of
+ * FORM_MAX_PAIRS pairs. */
+static struct form *form_new(size_t len)
 {
         struct form *f = calloc(1, sizeof(*f));
         if (!f)
-                return -ENOMEM;
-        /* decoded text is never longer than the body: one buffer for all */
-        f->buf = malloc(len + 2 * FORM_MAX_PARAMS + 1);
+                return NULL;
+        f->buf = malloc(len + 2 * FORM_MAX_PAIRS + 1);
         if (!f->buf) {
                 free(f);
-                return -ENOMEM;
+                return NULL;
         }
+        return f;
+}
+
+int form_decode(const char *body, size_t len, struct form **ret, char *why, size_t why_len)
+{
+        struct form *f = form_new(len);
+        if (!f)
+                return -ENOMEM;
+        /* decoded text is never longer than the body, but for the NULs of
+         * a bare name ("a" is "a\0\0"): two per pair */
         char *out = f->buf;
-        size_t pos = 0;
+        size_t pos = 0, pairs = 0;
         int r = 0;
-        while (body && pos < len) {
+        while (body && pos < len && r == 0) {
                 size_t plen = 0;
                 while (pos + plen < len && body[pos + plen] != '&')
                         plen++;
                 const char *pair = body + pos;
-                if (plen == 0) {
-                        WHY("empty parameter in the form");
-                        r = -EINVAL;
-                        break;
-                }
-                if (f->n == FORM_MAX_PARAMS) {
-                        WHY("more than %d parameters", FORM_MAX_PARAMS);
-                        r = -E2BIG;
-                        break;
-                }
+                pos += plen + 1; /* past the '&' (or the end) */
+                if (plen == 0)
+                        continue; /* "a=1&&b=2", "&a=1", "a=1&" */
                 const char *eq = memchr(pair, '=', plen);
-                if (!eq) {
-                        WHY("parameter without '=' in the form");
-                        r = -EINVAL;
-                        break;
-                }
-                size_t nlen = (size_t)(eq - pair), vlen = plen - nlen - 1;
+                size_t nlen = eq ? (size_t)(eq - pair) : plen;
+                size_t vlen = eq ? plen - nlen - 1 : 0;
                 if (nlen > 3 * FORM_NAME_MAX) {
                         WHY("parameter name longer than %d bytes", FORM_NAME_MAX);
                         r = -EINVAL;
@@ -142,48 +179,27 @@ int form_decode(const char *body, size_t len, struct form **ret, char *why, size
                 }
                 char *name = out;
                 long k = unescape(pair, nlen, name);
-                if (k < 0 || !name_ok(name)) {
-                        WHY("invalid parameter name (1 to %d of A-Z, a-z, 0-9, '_', '.', '-')",
-                            FORM_NAME_MAX);
-                        r = -EINVAL;
-                        break;
-                }
-                out += k + 1;
-                char *value = out;
-                k = unescape(eq + 1, vlen, value);
                 if (k < 0) {
-                        WHY("bad %%-escape in the value of %s", name);
+                        WHY("bad %%-escape in a parameter name");
                         r = -EINVAL;
                         break;
                 }
-                if ((size_t)k > FORM_VALUE_MAX) {
-                        WHY("the value of %s is longer than %d bytes", name, FORM_VALUE_MAX);
-                        r = -E2BIG;
-                        break;
-                }
-                if (!utf8_ok((const unsigned char *)value, (size_t)k)) {
-                        WHY("the value of %s is not UTF-8 text (or holds a NUL)", name);
+                if ((size_t)k > FORM_NAME_MAX) {
+                        WHY("parameter name longer than %d bytes", FORM_NAME_MAX);
                         r = -EINVAL;
                         break;
                 }
-                out += k + 1;
-                if (form_get(f, name)) {
-                        WHY("parameter %s given twice", name);
+                if ((size_t)k != strlen(name))
+                        name[0] = '\0'; /* a NUL inside: no name of ours */
+                char *value = name + k + 1;
+                k = eq ? unescape(eq + 1, vlen, value) : (value[0] = '\0', 0);
+                if (k < 0) {
+                        WHY("bad %%-escape in the value of %s", name_ok(name) ? name : "a parameter");
                         r = -EINVAL;
                         break;
                 }
-                f->p[f->n].name = name;
-                f->p[f->n].value = value;
-                f->n++;
-                pos += plen;
-                if (pos < len) {
-                        pos++; /* the '&' */
-                        if (pos == len) {
-                                WHY("empty parameter in the form");
-                                r = -EINVAL;
-                                break;
-                        }
-                }
+                r = put(f, name, value, (size_t)k, &pairs, why, why_len);
+                out = value + k + 1;
         }
         if (r < 0) {
                 form_free(f);

@@ -90,8 +90,8 @@ match "templates have numeric ids" "$TPL/$TPL2" '^[0-9]+/[0-9]+$'
 # --- request format
 ta POST /v1/virtual_machines -H 'Content-Type: application/json' --data-binary '{"ram":1024}'
 terr "a JSON body" 415
-ta POST /v1/virtual_machines --data-binary 'ram=1024&&storage=20'
-terr "a malformed form" 400
+ta POST /v1/virtual_machines --data-binary 'ram=1024&storage=%2'
+terr "a malformed form (a bad escape)" 400
 ta PUT /v1/virtual_machines
 terr "PUT on a list" 405
 eq "405 says what is allowed" "$(hdr Allow)" "GET, POST"
@@ -368,6 +368,49 @@ tok "delete an ssh key"
 eq "delete ssh key: its message" "$(jget .message)" "SSH key has been deleted"
 ta GET "/v1/ssh_keys/$KID"
 terr "a deleted key" 404
+
+# --- empty parameters are parameters not given; forms as ordinary parsers take them
+ta POST /v1/virtual_machines -d name= -d dns_name= -d ram=1024 -d storage=25 -d storage_type=ssd \
+        -d "template=$TPL" -d snapshot= -d site= -d cpu_count= -d cpu_cap= -d metadata=
+tok "add with every optional parameter empty"
+EV=$(jget .id)
+ta GET "/v1/virtual_machines/$EV"
+match "an empty name: auto-generated" "$(jget .virtual_machine.name)" '^vps-[0-9a-f]{8}$'
+eq "an empty dns_name: made from the name" "$(jget .virtual_machine.network[0].dns_name)" \
+        "$(jget .virtual_machine.name).example.test"
+eq "empty cpu settings: the size's defaults" "$(jc .virtual_machine.cpu)" '{"count":1,"cap":100}'
+ta POST /v1/virtual_machines -d name= -d ram= -d storage= -d storage_type= -d template=
+bad_params "required parameters sent empty are missing" ram storage storage_type template
+eq "and say so" "$(jget .errors.ram)" "ram is required"
+before=$(ta GET "/v1/virtual_machines/$EV"; jc '.virtual_machine | del(.status, .locked)')
+ta POST "/v1/virtual_machines/$EV" -d name= -d ram= -d storage= -d template= -d reinstall= \
+        -d confirm_reinstall= -d cpu_count= -d cpu_cap=
+tok "edit with every parameter empty"
+eq "an edit of empty parameters keeps every value" \
+        "$(ta GET "/v1/virtual_machines/$EV"; jc '.virtual_machine | del(.status, .locked)')" "$before"
+ta POST "/v1/virtual_machines/$EV" -d name=emptied -d ram=
+tok "edit a name beside an empty ram"
+ta GET "/v1/virtual_machines/$EV"
+eq "the name changed, the ram kept" "$(jc '[.virtual_machine.name, .virtual_machine.ram]')" '["emptied",1024]'
+ta POST /v1/ssh_keys -d user_id= -d label= --data-urlencode "key=$K1"
+tok "an ssh key with user_id and label empty"
+ta GET /v1/ssh_keys
+eq "bound to the caller, labelled by its comment" "$(jc '[.ssh_keys[] | select(.key == "'"$K1"'") | .user_id, .label]')" \
+        '[1,"alice@laptop"]'
+EK=$(jget '.ssh_keys[] | select(.key == "'"$K1"'") | .id')
+ta POST "/v1/ssh_keys/$EK" -d user_id= -d label= -d key=
+tok "an ssh key edit of empty parameters"
+ta DELETE "/v1/ssh_keys/$EK"
+ta POST /v1/metadata -d name=m -d user_data=
+bad_params "metadata: an empty user_data is missing" user_data
+ta POST "/v1/virtual_machines/$EV" --data-binary '&name=lenient&&ram=2048&'
+tok "empty pairs (leading, doubled, trailing) are skipped"
+ta POST "/v1/virtual_machines/$EV" --data-binary 'name=first&name=last&foo[]=1&foo[]=2&a%20b=c&unknown'
+tok "a repeated name, foo[], a blank in a name, a bare name"
+ta GET "/v1/virtual_machines/$EV"
+eq "the last value wins; the rest is ignored" "$(jc '[.virtual_machine.name, .virtual_machine.ram]')" '["last",2048]'
+ta POST /v1/metadata --data-binary "$(printf 'x=1%.0s&' $(seq 70))"
+terr "more than 64 pairs is still too many" 400
 
 # --- cancel
 ta GET "/v1/virtual_machines/$ID2/cancel"
