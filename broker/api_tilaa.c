@@ -114,27 +114,34 @@ static void store_failed(struct http_resp *resp, int r, const char *what)
 /* The request's form: 0 with *ret, or -1 after answering 415 or 400. */
 static int read_form(const struct http_req *req, struct http_resp *resp, struct form **ret)
 {
-        static const char ct[] = "application/x-www-form-urlencoded";
-        char why[160] = "";
+        static const char urlenc[] = "application/x-www-form-urlencoded";
+        static const char multi[] = "multipart/form-data";
+        char why[200] = "";
+        int r, multipart = 0;
         if (req->body_len > 0) {
                 const char *c = req->content_type;
                 size_t n = c ? strcspn(c, ";") : 0;
-                while (n > 0 && c[n - 1] == ' ')
+                while (n > 0 && (c[n - 1] == ' ' || c[n - 1] == '\t'))
                         n--;
-                if (!c || n != strlen(ct) || strncasecmp(c, ct, n) != 0) {
+                multipart = c && n == strlen(multi) && strncasecmp(c, multi, n) == 0;
+                if (!multipart && (!c || n != strlen(urlenc) || strncasecmp(c, urlenc, n) != 0)) {
                         t_error(resp, 415,
-                                "The request body must be "
-                                "application/x-www-form-urlencoded");
+                                "The request body must be application/x-www-form-urlencoded "
+                                "(curl -d) or multipart/form-data (curl -F)");
                         return -1;
                 }
         }
-        int r = form_decode(req->body, req->body_len, ret, why, sizeof(why));
+        if (multipart)
+                r = form_decode_multipart(req->content_type, req->body, req->body_len, ret, why,
+                                          sizeof(why));
+        else
+                r = form_decode(req->body, req->body_len, ret, why, sizeof(why));
         if (r == -ENOMEM) {
                 t_unavailable(resp);
                 return -1;
         }
         if (r < 0) {
-                char msg[224];
+                char msg[240];
                 snprintf(msg, sizeof(msg), "Malformed form body: %s", why);
                 t_error(resp, 400, msg);
                 return -1;

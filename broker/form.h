@@ -23,6 +23,9 @@
 #define FORM_MAX_PARAMS 32
 #define FORM_MAX_PAIRS  64 /* pairs in a body, repeated names counted */
 #define FORM_NAME_MAX   32
+#define FORM_BOUNDARY_MAX 70 /* RFC 2046 */
+#define FORM_HEADER_MAX   1024 /* a multipart part's header line, CRLF included */
+#define FORM_PART_HEADERS 8    /* header lines of a part */
 #define FORM_VALUE_MAX  (96 * 1024) /* user_data (64 KiB) with room for escapes */
 
 struct form_param {
@@ -41,6 +44,18 @@ struct form {
  * human; cut to why_len), -E2BIG (more than FORM_MAX_PAIRS pairs or
  * FORM_MAX_PARAMS names, or a value over FORM_VALUE_MAX), -ENOMEM. */
 int form_decode(const char *body, size_t len, struct form **ret, char *why, size_t why_len);
+/* Decodes a multipart/form-data body, its boundary from content_type
+ * (the whole header value, "multipart/form-data; boundary=..."). Strict:
+ * the body opens with the first delimiter and ends with the close one
+ * (an epilogue after it is ignored); each part has CRLF header lines (at
+ * most FORM_PART_HEADERS of FORM_HEADER_MAX bytes), one of them
+ * "Content-Disposition: form-data; name=..." (a quoted or bare name), and
+ * its value is its bytes as they are, up to the CRLF before the next
+ * delimiter (no transfer encoding). 0 and *ret, -EINVAL, -E2BIG (as
+ * form_decode), -ENOTSUP (a file upload: a part with a filename), -ENOMEM;
+ * why as form_decode. */
+int form_decode_multipart(const char *content_type, const char *body, size_t len,
+                          struct form **ret, char *why, size_t why_len);
 void form_free(struct form *f);
 
 /* The value of name, or NULL when absent. */

@@ -411,6 +411,23 @@ ta GET "/v1/virtual_machines/$EV"
 eq "the last value wins; the rest is ignored" "$(jc '[.virtual_machine.name, .virtual_machine.ram]')" '["last",2048]'
 ta POST /v1/metadata --data-binary "$(printf 'x=1%.0s&' $(seq 70))"
 terr "more than 64 pairs is still too many" 400
+# multipart/form-data, as curl -F sends it
+printf '#cloud-config\nruncmd: [touch, /tmp/multi]\n' >"$T/ud.yaml"
+ta POST /v1/metadata -F name=multi -F "user_data=<$T/ud.yaml"
+tok "add metadata as multipart/form-data (curl -F)"
+ta GET "/v1/metadata/$(jget .id)"
+eq "its user_data, byte for byte" "$(jget .metadata.user_data)" "$(cat "$T/ud.yaml")"
+ta POST "/v1/virtual_machines/$EV" -F name=multipart -F ram= -F cpu_count=
+tok "edit as multipart, empty parts not given"
+ta GET "/v1/virtual_machines/$EV"
+eq "the multipart edit" "$(jc '[.virtual_machine.name, .virtual_machine.ram]')" '["multipart",2048]'
+ta POST /v1/metadata -F name=file -F "user_data=@$T/ud.yaml"
+terr "a file upload part" 400
+match "says how to send it instead" "$(jget .message)" "user_data=<FILE"
+ta POST /v1/metadata -H 'Content-Type: multipart/form-data; boundary=xyz' --data-binary $'--xyz\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n'
+terr "a multipart body without its close delimiter" 400
+ta POST /v1/metadata -H 'Content-Type: multipart/form-data' --data-binary 'name=x'
+terr "multipart without a boundary" 400
 
 # --- cancel
 ta GET "/v1/virtual_machines/$ID2/cancel"

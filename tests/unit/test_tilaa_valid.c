@@ -164,6 +164,142 @@ static void test_form_bad(void **state)
         form_free(f);
 }
 
+/* multipart/form-data: CT is the Content-Type, P a part of boundary "xyz" */
+#define CT         "multipart/form-data; boundary=xyz"
+#define CD         "Content-Disposition: form-data; name="
+#define P(n, v)    "--xyz\r\n" CD "\"" n "\"\r\n\r\n" v "\r\n"
+#define END        "--xyz--\r\n"
+static void test_form_multipart(void **state)
+{
+        static const struct {
+                const char *ct, *body;
+                int err;
+                const char *want; /* as test_form_lenient's */
+        } cases[] = {
+            /* what curl -F sends */
+            {"multipart/form-data; boundary=------------------------d74496d66958873e",
+             "--------------------------d74496d66958873e\r\n"
+             "Content-Disposition: form-data; name=\"name\"\r\n\r\nweb1\r\n"
+             "--------------------------d74496d66958873e\r\n"
+             "Content-Disposition: form-data; name=\"user_data\"\r\n"
+             "Content-Type: text/plain\r\n\r\n#cloud-config\nruncmd: [a]\r\n\r\n"
+             "--------------------------d74496d66958873e--\r\n",
+             0, "name=web1;user_data=#cloud-config\nruncmd: [a]\r\n;"},
+            {CT, P("a", "1") P("b", "") END, 0, "a=1;b=;"},
+            {CT, P("a", "1") P("a", "2") END, 0, "a=2;"},           /* the last wins */
+            {CT, P("foo[]", "1") P("a b", "2") P("x", "3") END, 0, "x=3;"}, /* ignored */
+            {CT, "--xyz--", 0, ""},                                  /* no parts */
+            {CT, P("a", "1") "--xyz--\r\nan epilogue", 0, "a=1;"},
+            {CT, "--xyz  \r\n" CD "a\r\n\r\nv\r\n" END, 0, "a=v;"}, /* padding, bare name */
+            {CT, "--xyz\r\ncontent-disposition:FORM-DATA;NAME=\"a\"\r\n\r\nv\r\n" END, 0, "a=v;"},
+            {CT, "--xyz\r\n" CD "\"a\"; x=\"y;z\"\r\n\r\nv\r\n" END, 0, "a=v;"},
+            {CT, "--xyz\r\n" CD "\"\\\"q\\\"\"\r\n\r\nv\r\n" END, 0, ""}, /* name "q" */
+            {CT, P("a", "--xy\r\n--xyzz") END, -EINVAL, ""}, /* "\r\n--xyz" ends it */
+            {CT, P("a", "--xy\r\n-xyz") END, 0, "a=--xy\r\n-xyz;"},
+            {"multipart/form-data; charset=utf-8; boundary=\"x y\"",
+             "--x y\r\n" CD "a\r\n\r\nv\r\n--x y--", 0, "a=v;"},
+            {"Multipart/Form-Data;BOUNDARY=xyz", P("a", "é") END, 0, "a=é;"},
+            /* malformed */
+            {"multipart/form-data", END, -EINVAL, ""},            /* no boundary */
+            {"multipart/form-data; boundary=", END, -EINVAL, ""},
+            {"multipart/form-data; boundary=\"xyz", END, -EINVAL, ""},
+            {"multipart/form-data; boundary=a@b", "--a@b--", -EINVAL, ""},
+            {"multipart/form-data; boundary=\"ab \"", "--ab --", -EINVAL, ""},
+            {"multipart/form-data; boundary=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+             "aaaaaaaaaaaaaaaaaaaaa", /* 71 */
+             "--aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa--",
+             -EINVAL, ""},
+            {NULL, END, -EINVAL, ""},
+            {CT, "", -EINVAL, ""},
+            {CT, "preamble\r\n" P("a", "1") END, -EINVAL, ""},
+            {CT, P("a", "1"), -EINVAL, ""},                 /* no close delimiter */
+            {CT, P("a", "1") "--xyz", -EINVAL, ""},        /* cut short */
+            {CT, "--xyz\r\n" CD "\"a\"\r\n", -EINVAL, ""}, /* no blank line */
+            {CT, "--xyzX\r\n" CD "\"a\"\r\n\r\nv\r\n" END, -EINVAL, ""},
+            {CT, "--xyz\n" CD "\"a\"\n\nv\n--xyz--", -EINVAL, ""}, /* LF only */
+            {CT, "--xyz\r\nno colon\r\n\r\nv\r\n" END, -EINVAL, ""},
+            {CT, "--xyz\r\n: x\r\n\r\nv\r\n" END, -EINVAL, ""},
+            {CT, "--xyz\r\nContent-Type: text/plain\r\n\r\nv\r\n" END, -EINVAL, ""},
+            {CT, "--xyz\r\nContent-Disposition: attachment; name=a\r\n\r\nv\r\n" END, -EINVAL, ""},
+            {CT, "--xyz\r\nContent-Disposition: form-data\r\n\r\nv\r\n" END, -EINVAL, ""},
+            {CT, "--xyz\r\n" CD "\"a\r\n\r\nv\r\n" END, -EINVAL, ""}, /* open quote */
+            {CT, "--xyz\r\n" CD "a b\r\n\r\nv\r\n" END, -EINVAL, ""},
+            {CT, "--xyz\r\n" CD "\r\n\r\nv\r\n" END, -EINVAL, ""},
+            {CT, "--xyz\r\n" CD "a\r\n" CD "b\r\n\r\nv\r\n" END, -EINVAL, ""}, /* twice */
+            {CT, P("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "1") END, -EINVAL, ""}, /* 33 bytes */
+            {CT, "--xyz\r\n" CD "\"f\"; filename=\"a.txt\"\r\n\r\nv\r\n" END, -ENOTSUP, ""},
+            {CT, P("a", "\xff") END, -EINVAL, ""},
+            {CT, P("a", "x\0y") END, -EINVAL, ""}, /* cut at the NUL by strlen: no end */
+            {CT, "--xyz\r\nA: 1\r\nA: 2\r\nA: 3\r\nA: 4\r\nA: 5\r\nA: 6\r\nA: 7\r\nA: 8\r\n" CD
+                 "a\r\n\r\nv\r\n" END,
+             -EINVAL, ""}, /* nine header lines */
+        };
+        (void)state;
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct form *f = NULL;
+                char why[200] = "", got[256] = "";
+                int r = form_decode_multipart(cases[i].ct, cases[i].body, strlen(cases[i].body),
+                                              &f, why, sizeof(why));
+                if (r != cases[i].err)
+                        fail_msg("multipart case %zu: %d (%s), want %d", i, r, why, cases[i].err);
+                if (r < 0) {
+                        assert_null(f);
+                        if (!why[0])
+                                fail_msg("multipart case %zu: no reason given", i);
+                        continue;
+                }
+                for (size_t k = 0; k < f->n; k++)
+                        snprintf(got + strlen(got), sizeof(got) - strlen(got), "%s=%s;",
+                                 f->p[k].name, f->p[k].value);
+                if (strcmp(got, cases[i].want) != 0)
+                        fail_msg("multipart case %zu: got '%s', want '%s'", i, got, cases[i].want);
+                form_free(f);
+        }
+
+        /* a NUL in a value (the length is the caller's) */
+        static const char nul[] = P("a", "x\0y") END;
+        struct form *f = NULL;
+        assert_int_equal(form_decode_multipart(CT, nul, sizeof(nul) - 1, &f, NULL, 0), -EINVAL);
+        /* a header line of FORM_HEADER_MAX bytes (CRLF counted) fits, one more not */
+        char *big = malloc(FORM_VALUE_MAX + 4096);
+        assert_non_null(big);
+        snprintf(big, 4096, "--xyz\r\nX-Long: %0*d\r\n" CD "a\r\n\r\nv\r\n" END,
+                 FORM_HEADER_MAX - 9, 0);
+        assert_int_equal(form_decode_multipart(CT, big, strlen(big), &f, NULL, 0), -EINVAL);
+        snprintf(big, 4096, "--xyz\r\nX-Long: %0*d\r\n" CD "a\r\n\r\nv\r\n" END,
+                 FORM_HEADER_MAX - 10, 0);
+        assert_int_equal(form_decode_multipart(CT, big, strlen(big), &f, NULL, 0), 0);
+        form_free(f);
+        /* a value of FORM_VALUE_MAX bytes, and one more */
+        for (int extra = 0; extra < 2; extra++) {
+                size_t n = (size_t)snprintf(big, 200, "--xyz\r\n" CD "v\r\n\r\n");
+                memset(big + n, 'a', FORM_VALUE_MAX + (size_t)extra);
+                n += FORM_VALUE_MAX + (size_t)extra;
+                n += (size_t)sprintf(big + n, "\r\n" END);
+                int r = form_decode_multipart(CT, big, n, &f, NULL, 0);
+                assert_int_equal(r, extra ? -E2BIG : 0);
+                if (r == 0) {
+                        assert_int_equal(strlen(form_get(f, "v")), FORM_VALUE_MAX);
+                        form_free(f);
+                }
+        }
+        /* FORM_MAX_PAIRS parts, and one more */
+        size_t n = 0;
+        for (int i = 0; i < FORM_MAX_PAIRS; i++)
+                n += (size_t)sprintf(big + n, P("a", "1"));
+        strcpy(big + n, END);
+        assert_int_equal(form_decode_multipart(CT, big, strlen(big), &f, NULL, 0), 0);
+        form_free(f);
+        n += (size_t)sprintf(big + n, P("a", "1"));
+        strcpy(big + n, END);
+        assert_int_equal(form_decode_multipart(CT, big, strlen(big), &f, NULL, 0), -E2BIG);
+        free(big);
+}
+#undef CT
+#undef CD
+#undef P
+#undef END
+
 static void test_uint_flag(void **state)
 {
         static const struct {
@@ -395,7 +531,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_form_good), cmocka_unit_test(test_form_lenient),
-            cmocka_unit_test(test_form_bad),
+            cmocka_unit_test(test_form_bad),  cmocka_unit_test(test_form_multipart),
             cmocka_unit_test(test_uint_flag), cmocka_unit_test(test_time),
             cmocka_unit_test(test_dates),     cmocka_unit_test(test_names),
             cmocka_unit_test(test_status),    cmocka_unit_test(test_basic),
