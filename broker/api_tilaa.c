@@ -757,7 +757,9 @@ static const struct {
 };
 #define N_TASKS (sizeof(tasks) / sizeof(tasks[0]))
 
-static void vm_task(struct api *api, uint64_t account, uint64_t id, size_t task,
+/* head: a HEAD answers as the GET would, but runs no task (HEAD is safe:
+ * a link checker must not power a VM off). */
+static void vm_task(struct api *api, uint64_t account, uint64_t id, size_t task, int head,
                     struct http_resp *resp)
 {
         struct vm v;
@@ -766,6 +768,10 @@ static void vm_task(struct api *api, uint64_t account, uint64_t id, size_t task,
                 return;
         if (t.cancel_at) {
                 t_error(resp, 409, cancelled_msg);
+                return;
+        }
+        if (head) {
+                t_ok(resp, NULL);
                 return;
         }
         enum vm_action act = tasks[task].act;
@@ -1480,14 +1486,14 @@ static enum route route_of(char seg[][64], int n, const char **allow, size_t *ta
                 enum route list, one;
                 const char *list_allow, *one_allow;
         } coll[] = {
-            {"users", RT_USERS, RT_NONE, "GET", NULL},
-            {"virtual_machines", RT_VMS, RT_VM, "GET, POST", "GET, POST"},
-            {"snapshots", RT_SNAPS, RT_SNAP, "GET", "GET, POST, DELETE"},
-            {"presets", RT_PRESETS, RT_NONE, "GET", NULL},
-            {"sites", RT_SITES, RT_NONE, "GET", NULL},
-            {"templates", RT_TEMPLATES, RT_NONE, "GET", NULL},
-            {"metadata", RT_MDS, RT_MD, "GET, POST", "GET, POST, DELETE"},
-            {"ssh_keys", RT_KEYS, RT_KEY, "GET, POST", "GET, POST, DELETE"},
+            {"users", RT_USERS, RT_NONE, "GET, HEAD", NULL},
+            {"virtual_machines", RT_VMS, RT_VM, "GET, HEAD, POST", "GET, HEAD, POST"},
+            {"snapshots", RT_SNAPS, RT_SNAP, "GET, HEAD", "GET, HEAD, POST, DELETE"},
+            {"presets", RT_PRESETS, RT_NONE, "GET, HEAD", NULL},
+            {"sites", RT_SITES, RT_NONE, "GET, HEAD", NULL},
+            {"templates", RT_TEMPLATES, RT_NONE, "GET, HEAD", NULL},
+            {"metadata", RT_MDS, RT_MD, "GET, HEAD, POST", "GET, HEAD, POST, DELETE"},
+            {"ssh_keys", RT_KEYS, RT_KEY, "GET, HEAD, POST", "GET, HEAD, POST, DELETE"},
         };
         for (size_t i = 0; i < sizeof(coll) / sizeof(coll[0]); i++) {
                 if (strcmp(coll[i].name, c) != 0)
@@ -1504,11 +1510,11 @@ static enum route route_of(char seg[][64], int n, const char **allow, size_t *ta
                         for (size_t t = 0; t < N_TASKS; t++)
                                 if (strcmp(seg[3], tasks[t].name) == 0) {
                                         *task = t;
-                                        *allow = "GET, POST";
+                                        *allow = "GET, HEAD, POST";
                                         return RT_VM_TASK;
                                 }
                         if (strcmp(seg[3], "cancel") == 0) {
-                                *allow = "GET, POST";
+                                *allow = "GET, HEAD, POST";
                                 return RT_VM_CANCEL;
                         }
                         if (strcmp(seg[3], "create_snapshot") == 0) {
@@ -1538,8 +1544,11 @@ static int method_allowed(const char *method, const char *allow)
         return 0;
 }
 
+/* m: the method, HEAD as GET (the HTTP library sends no body for it);
+ * head: it was HEAD. */
 static void dispatch(struct api *api, const struct api_user *user, enum route rt, size_t task,
-                     char seg[][64], const char *m, const struct form *f, struct http_resp *resp)
+                     char seg[][64], const char *m, int head, const struct form *f,
+                     struct http_resp *resp)
 {
         const uint64_t account = user->account_id;
         uint64_t id = 0;
@@ -1567,7 +1576,7 @@ static void dispatch(struct api *api, const struct api_user *user, enum route rt
                         vm_edit(api, account, id, f, resp);
                 break;
         case RT_VM_TASK:
-                vm_task(api, account, id, task, resp);
+                vm_task(api, account, id, task, head, resp);
                 break;
         case RT_VM_CANCEL:
                 if (get)
@@ -1668,6 +1677,9 @@ static void tilaa_route(struct api *api, const struct http_req *req, struct http
                 not_found(resp, "Endpoint");
                 return;
         }
+        /* HEAD is GET without the body, wherever GET is allowed */
+        const int head = strcmp(req->method, "HEAD") == 0;
+        const char *method = head ? "GET" : req->method;
         if (!method_allowed(req->method, allow)) {
                 char msg[128];
                 snprintf(msg, sizeof(msg), "Method %.16s is not allowed here; allowed: %s",
@@ -1707,6 +1719,6 @@ static void tilaa_route(struct api *api, const struct http_req *req, struct http
         struct form *f = NULL;
         if (strcmp(req->method, "POST") == 0 && read_form(req, resp, &f) < 0)
                 return;
-        dispatch(api, &user, rt, task, seg, req->method, f, resp);
+        dispatch(api, &user, rt, task, seg, method, head, f, resp);
         form_free(f);
 }

@@ -34,7 +34,11 @@ U=a@acme.test:$PA
 ta() {
         local m=$1 p=$2; shift 2
         rm -f "$T/tbody"
-        CODE=$(curl -s -o "$T/tbody" -D "$T/theaders" -w '%{http_code}' -X "$m" ${U:+-u "$U"} "$@" "$TILAA$p")
+        if [ "$m" = HEAD ]; then # -I: curl reads no body after the headers
+                CODE=$(curl -s -I -o /dev/null -D "$T/theaders" -w '%{http_code}' ${U:+-u "$U"} "$@" "$TILAA$p")
+        else
+                CODE=$(curl -s -o "$T/tbody" -D "$T/theaders" -w '%{http_code}' -X "$m" ${U:+-u "$U"} "$@" "$TILAA$p")
+        fi
         BODY=$(cat "$T/tbody" 2>/dev/null)
         HEADERS=$(tr -d '\r' <"$T/theaders")
 }
@@ -94,7 +98,10 @@ ta POST /v1/virtual_machines --data-binary 'ram=1024&storage=%2'
 terr "a malformed form (a bad escape)" 400
 ta PUT /v1/virtual_machines
 terr "PUT on a list" 405
-eq "405 says what is allowed" "$(hdr Allow)" "GET, POST"
+eq "405 says what is allowed (HEAD beside GET)" "$(hdr Allow)" "GET, HEAD, POST"
+ta HEAD /v1/virtual_machines/1/create_snapshot
+eq "HEAD where there is no GET: 405" "$CODE" 405
+eq "405 Allow: POST" "$(hdr Allow)" POST
 ta DELETE /v1/virtual_machines/1/start
 terr "DELETE on a task" 405
 ta GET /v1/nothing
@@ -197,6 +204,23 @@ for step in stop:stopped start:running restart:running poweroff:stopped start:ru
         eq "task $task: {\"status\":\"OK\"}" "$CODE $BODY" '200 {"status":"OK"}'
         check "after $task the VM is $want" wait_vm "$ID" "$want"
 done
+# HEAD: as GET without a body, on every GET endpoint (a task runs none)
+for p in /v1/users /v1/virtual_machines "/v1/virtual_machines/$ID" "/v1/virtual_machines/$ID/cancel" \
+        /v1/snapshots /v1/presets /v1/sites /v1/templates /v1/metadata /v1/ssh_keys; do
+        want=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' -u "$U" "$TILAA$p")
+        got=$(curl -s -I -o "$T/head" -w '%{http_code} %{size_download}' -u "$U" "$TILAA$p")
+        eq "HEAD $p: the GET's status, no body" "$got" "${want% *} 0"
+        eq "HEAD $p: Content-Length of the GET's body" "$(tr -d '\r' <"$T/head" | sed -n 's/^Content-Length: //Ip')" "${want#* }"
+done
+U=$G ta HEAD "/v1/virtual_machines/$ID"
+eq "HEAD of another account's VM: 404" "$CODE" 404
+U= ta HEAD /v1/users
+eq "HEAD without credentials: 401" "$CODE" 401
+ta HEAD "/v1/virtual_machines/$ID/stop"
+eq "HEAD of a task: 200" "$CODE/$BODY" "200/"
+sleep 0.3
+ta GET "/v1/virtual_machines/$ID"
+eq "and the task did not run" "$(jget .virtual_machine.status)" running
 ta POST "/v1/virtual_machines/$ID/rescue"
 tok "task rescue (POST)"
 check "the VM is in the rescue system" wait_vm "$ID" rescue
