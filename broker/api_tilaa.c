@@ -31,6 +31,12 @@
 #define LABEL_MAX    63
 #define PASSWORD_LEN 16
 
+/* a VM name ("for internal use"; tilaa_name_ok) fits the store's */
+_Static_assert(TILAA_NAME_BYTES < STORE_NAME_MAX, "Tilaa VM names fit struct vm");
+#define NAME_RULE                                                                          \
+        "name must be 1 to 64 printable characters (at most 63 bytes of UTF-8), without " \
+        "control characters"
+
 /* ---- the envelope ---- */
 
 static void t_respond(struct http_resp *resp, int status, json_t *body)
@@ -421,20 +427,19 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
                 return;
         }
         const char *nm = param(f, "name");
+        char auto_name[16], label[64];
+        uint8_t b[4];
+        if (util_random(b, sizeof(b)) < 0)
+                io = 1;
+        util_hex(b, sizeof(b), auto_name + 4);
+        memcpy(auto_name, "vps-", 4);
         if (nm && !tilaa_name_ok(nm))
-                bad(errors, "name",
-                    "name must be 1 to 63 letters, digits, '-' or '.', not "
-                    "starting or ending with '-' or '.'");
-        if (nm)
-                util_strlcpy(name, nm, sizeof(name));
-        else {
-                uint8_t b[4];
-                char hex[9];
-                if (util_random(b, sizeof(b)) < 0)
-                        io = 1;
-                util_hex(b, sizeof(b), hex);
-                snprintf(name, sizeof(name), "vps-%s", hex);
-        }
+                bad(errors, "name", NAME_RULE);
+        util_strlcpy(name, nm ? nm : auto_name, sizeof(name));
+        /* the default dns_name's label: the name made DNS-safe, else the
+         * auto-generated one */
+        if (tilaa_dns_label(name, label) < 0)
+                util_strlcpy(label, auto_name, sizeof(label));
         const char *dn = param(f, "dns_name");
         if (dn && tilaa_dns_name(dn, dns) < 0)
                 bad(errors, "dns_name",
@@ -541,7 +546,7 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
         }
         if (!dn && !json_object_get(errors, "name")) {
                 char tmp[320];
-                snprintf(tmp, sizeof(tmp), "%s.%s", name, api->dns_zone);
+                snprintf(tmp, sizeof(tmp), "%s.%s", label, api->dns_zone);
                 if (tilaa_dns_name(tmp, dns) < 0)
                         bad(errors, "dns_name",
                             "No DNS name can be made from this name: give "
@@ -660,9 +665,7 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
         }
         const char *nm = param(f, "name");
         if (nm && !tilaa_name_ok(nm))
-                bad(errors, "name",
-                    "name must be 1 to 63 letters, digits, '-' or '.', not "
-                    "starting or ending with '-' or '.'");
+                bad(errors, "name", NAME_RULE);
         const struct size_def *sz = ram_param(f, errors, 0, &given);
         uint32_t disk = storage_param(f, errors, 0);
         int tr = template_param(api, f, errors, &img);

@@ -1789,7 +1789,12 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
                 return store_host_desired(pick_reader(s), host_id, ret);
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
-                "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
+                /* the host name: a VM with a DNS name (Tilaa's dns_name; its
+                 * name is for internal use, "My server (2)") is its first
+                 * label, as in its seed (store_vm_seed) */
+                "SELECT id, CASE WHEN COALESCE(dns_name, '') = '' THEN name"
+                " ELSE substr(dns_name, 1, instr(dns_name || '.', '.') - 1) END,"
+                " vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
                 " storage, resize_seq, rescue, cpu_cap, restore_seq, restore_snap, source_vm,"
                 " source_snap FROM vms WHERE host_id = ? AND deleted_at IS NULL"
                 " ORDER BY id";
@@ -3714,11 +3719,19 @@ int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_
         col_text(st, 0, m.hostname, sizeof(m.hostname));
         /* A VM with a DNS name (the Tilaa API's dns_name) is that host: the
          * agent takes a name with dots as the FQDN, its first label as the
-         * host name. One too long for the message keeps the plain name. */
-        if (sqlite3_column_type(st, 5) == SQLITE_TEXT && sqlite3_column_bytes(st, 5) > 0 &&
-            (size_t)sqlite3_column_bytes(st, 5) < sizeof(m.hostname) &&
-            strchr((const char *)sqlite3_column_text(st, 5), '.'))
-                col_text(st, 5, m.hostname, sizeof(m.hostname));
+         * host name. One too long for the message (or of one label) gives
+         * its first label: the name of a Tilaa VM is for internal use ("My
+         * server (2)") and need not be a host name. */
+        if (sqlite3_column_type(st, 5) == SQLITE_TEXT && sqlite3_column_bytes(st, 5) > 0) {
+                const char *dn = (const char *)sqlite3_column_text(st, 5);
+                size_t len = (size_t)sqlite3_column_bytes(st, 5);
+                if (len >= sizeof(m.hostname) || !strchr(dn, '.'))
+                        len = strcspn(dn, ".");
+                if (len > 0 && len < sizeof(m.hostname)) {
+                        memcpy(m.hostname, dn, len);
+                        m.hostname[len] = '\0';
+                }
+        }
         account = sqlite3_column_int64(st, 1);
         col_text(st, 2, ids, sizeof(ids));
         /* a Tilaa VM: root with its initial password (admin.account) */

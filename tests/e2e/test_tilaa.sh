@@ -112,7 +112,7 @@ terr "a body over max_body" 413
 # --- add
 ta POST /v1/virtual_machines
 bad_params "add without parameters" ram storage storage_type template
-ta POST /v1/virtual_machines -d name=-bad -d dns_name=a..b -d ram=1000 -d storage=21 -d storage_type=tape \
+ta POST /v1/virtual_machines -d name=bad%01 -d dns_name=a..b -d ram=1000 -d storage=21 -d storage_type=tape \
         -d template=99999 -d site=42 -d cpu_count=0 -d cpu_cap=5 -d metadata=77
 bad_params "add with every parameter wrong" name dns_name ram storage storage_type template site cpu_count cpu_cap metadata
 ta POST /v1/virtual_machines -d ram=1024 -d storage=25 -d storage_type=ssd -d template=01
@@ -254,9 +254,9 @@ bad_params "smaller storage without confirm_reinstall" confirm_reinstall
 ta POST "/v1/virtual_machines/$ID" -d name=changed -d reinstall=1 -d confirm_reinstall=0
 bad_params "confirm_reinstall=0 is no confirmation" confirm_reinstall
 eq "none of them changed anything" "$(ta GET "/v1/virtual_machines/$ID"; jc '.virtual_machine | del(.status, .locked)')" "$before"
-ta POST "/v1/virtual_machines/$ID" -d name=bad! -d ram=3 -d storage=7 -d template=0 -d cpu_count=99 -d cpu_cap=101
+ta POST "/v1/virtual_machines/$ID" -d name=bad%0A -d ram=3 -d storage=7 -d template=0 -d cpu_count=99 -d cpu_cap=101
 bad_params "edit with every parameter wrong" name ram storage template cpu_count cpu_cap
-ta POST "/v1/virtual_machines/$ID" -d name=bad! -d reinstall=1
+ta POST "/v1/virtual_machines/$ID" -d name=bad%7F -d reinstall=1
 bad_params "a bad name and an unconfirmed reinstall: both named" name confirm_reinstall
 ta POST "/v1/virtual_machines/$ID" -d "template=$TPL2" -d confirm_reinstall=1
 tok "a new template, confirmed"
@@ -452,6 +452,43 @@ ta POST /v1/metadata -H 'Content-Type: multipart/form-data; boundary=xyz' --data
 terr "a multipart body without its close delimiter" 400
 ta POST /v1/metadata -H 'Content-Type: multipart/form-data' --data-binary 'name=x'
 terr "multipart without a boundary" 400
+
+# --- VM names are for internal use: any printable text; the default dns_name is made DNS-safe
+ta POST /v1/virtual_machines --data-urlencode 'name=My Server (café)_1' -d ram=1024 -d storage=25 \
+        -d storage_type=ssd -d "template=$TPL"
+tok "a name with blanks, parentheses, an accent and '_'"
+NV=$(jget .id)
+ta GET "/v1/virtual_machines/$NV"
+eq "the name as given" "$(jget .virtual_machine.name)" "My Server (café)_1"
+eq "the default dns_name: the name made DNS-safe" "$(jget .virtual_machine.network[0].dns_name)" \
+        my-server-caf-1.example.test
+SEED=$T/hv1/seeds/tasman-$NV.iso
+check "the agent made its seed (a valid host name)" wait_for 20 "seed" test -s "$SEED"
+UD=$(isoinfo -R -x /user-data -i "$SEED" 2>/dev/null)
+check "the seed's host name is the dns_name's first label" grep -q '^hostname: "my-server-caf-1"' <<<"$UD"
+check "and its FQDN the dns_name" grep -q '^fqdn: "my-server-caf-1.example.test"' <<<"$UD"
+LONGDNS=a-rather-long-host-label-for-this-test.with-a-long-subdomain.example.org
+ta POST /v1/virtual_machines --data-urlencode 'name=É (à)' -d "dns_name=$LONGDNS" -d ram=1024 \
+        -d storage=25 -d storage_type=ssd -d "template=$TPL"
+tok "a name with nothing DNS-safe and a dns_name too long for the seed's message"
+NV2=$(jget .id)
+SEED=$T/hv1/seeds/tasman-$NV2.iso
+check "the agent made its seed" wait_for 20 "seed" test -s "$SEED"
+check "with the dns_name's first label as host name" grep -q '^hostname: "a-rather-long-host-label-for-this-test"' \
+        <<<"$(isoinfo -R -x /user-data -i "$SEED" 2>/dev/null)"
+ta POST /v1/virtual_machines --data-urlencode 'name=É (à)' -d ram=1024 -d storage=25 -d storage_type=ssd \
+        -d "template=$TPL"
+tok "a name with nothing DNS-safe"
+ta GET "/v1/virtual_machines/$(jget .id)"
+match "its dns_name: the auto-generated name's" "$(jget .virtual_machine.network[0].dns_name)" \
+        '^vps-[0-9a-f]{8}[.]example[.]test$'
+ta POST /v1/virtual_machines -d "name=$(printf 'a%.0s' $(seq 64))" -d ram=1024 -d storage=25 \
+        -d storage_type=ssd -d "template=$TPL"
+bad_params "a name over 63 bytes" name
+ta POST "/v1/virtual_machines/$NV" --data-urlencode 'name=Renamed [ok] é'
+tok "edit: a name with any printable text"
+ta GET "/v1/virtual_machines/$NV"
+eq "renamed" "$(jget .virtual_machine.name)" "Renamed [ok] é"
 
 # --- cancel
 ta GET "/v1/virtual_machines/$ID2/cancel"

@@ -411,21 +411,63 @@ static void test_names(void **state)
 {
         char out[255];
         (void)state;
-        assert_true(tilaa_name_ok("myserver"));
-        assert_true(tilaa_name_ok("web-1.example"));
-        static const char *const bad_names[] = {"",
-                                                "-a",
-                                                "a-",
-                                                ".a",
-                                                "a.",
-                                                "a b",
-                                                "a_b",
-                                                "a/b",
-                                                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                                                "aaaaaaaaaaaaaa"};
+        /* names are for internal use: any printable text */
+        static const char *const good_names[] = {
+            "myserver", "web-1.example", "a", "-a", "a.", "a b", "a_b", "a/b", "My Server (2)",
+            "caf\xc3\xa9 ol\xc3\xa9", "\xe2\x82\xac 5", "\xf0\x9f\x98\x80", " ", "'\"<>&",
+            /* 63 bytes; 63 two-byte characters would be too many bytes */
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+        for (size_t i = 0; i < sizeof(good_names) / sizeof(good_names[0]); i++)
+                if (!tilaa_name_ok(good_names[i]))
+                        fail_msg("name '%s' refused", good_names[i]);
+        static const char *const bad_names[] = {
+            "",
+            "a\tb",
+            "a\nb",
+            "\x7f",
+            "a\xc2\x85" "b", /* U+0085, a C1 control */
+            "a\xe2\x80\xa8", /* U+2028 */
+            "\xff",
+            "\xc3",         /* cut short */
+            "\xc0\x80",     /* overlong */
+            "\xed\xa0\x80", /* a surrogate */
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 64 bytes */
+            "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+            "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+            "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+            "\xc3\xa9\xc3\xa9", /* 32 characters, 64 bytes */
+        };
         for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
                 if (tilaa_name_ok(bad_names[i]))
                         fail_msg("name '%s' accepted", bad_names[i]);
+        /* the default dns_name's label */
+        static const struct {
+                const char *name, *label; /* NULL: none */
+        } labels[] = {
+            {"web1", "web1"},
+            {"My Server (2)", "my-server-2"},
+            {"  __a__--b..c  ", "a-b-c"},
+            {"caf\xc3\xa9 ol\xc3\xa9", "caf-ol"},
+            {"web-1.example", "web-1-example"},
+            {"UPPER_case", "upper-case"},
+            {"---", NULL},
+            {"\xc3\xa9\xc3\xa9", NULL},
+            {" ", NULL},
+            {"", NULL},
+            {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa b",
+             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}, /* 63: no '-' end */
+            {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa b",
+             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-b"}, /* just 63 */
+        };
+        for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++) {
+                char l[64] = "x";
+                int r = tilaa_dns_label(labels[i].name, l);
+                if (labels[i].label ? r != 0 || strcmp(l, labels[i].label) != 0 : r != -EINVAL)
+                        fail_msg("label of '%s': %d '%s', want '%s'", labels[i].name, r, l,
+                                 labels[i].label ? labels[i].label : "(none)");
+                if (r == 0)
+                        assert_int_equal(tilaa_dns_name(l, out), 0);
+        }
         assert_false(tilaa_name_ok(NULL));
 
         assert_int_equal(tilaa_dns_name("MyServer.Tilaa.Cloud.", out), 0);
