@@ -976,21 +976,19 @@ static void snap_create(struct api *api, uint64_t account, uint64_t id, const st
                 snprintf(name, sizeof(name), "%.40s-%.4s%.2s%.2s-%.2s%.2s%.2s", v.name, now,
                          now + 5, now + 8, now + 11, now + 14, now + 17);
         }
+        /* names need not be unique (the document does not say so); an
+         * overwrite replaces the snapshot of this name, else the VM's most
+         * recent one, with a new snapshot (a new id) once that is made */
+        unsigned flags = STORE_SNAP_ANY_NAME;
+        if (tilaa_flag(param(f, "overwrite")))
+                flags |= STORE_SNAP_OVERWRITE | STORE_SNAP_LATEST;
         int r = store_snap_create(api->store, account, id, name, tilaa_flag(param(f, "online")),
-                                  tilaa_flag(param(f, "overwrite")), NULL, util_now_ms(), &p);
-        if (r == -EEXIST) {
-                json_t *e = json_object();
-                bad(e, "name",
-                    "The virtual machine has a snapshot of this name already "
-                    "(overwrite=1 replaces it)");
-                t_invalid(resp, e);
-                return;
-        }
+                                  flags, NULL, util_now_ms(), &p);
         if (r == -EDQUOT) {
                 json_t *e = json_object();
                 bad(e, "name",
-                    "At most %d snapshots per virtual machine: delete one, or "
-                    "overwrite one by name",
+                    "At most %d snapshots per virtual machine: delete one, or give "
+                    "overwrite=1 (it replaces the most recent, or the one of this name)",
                     STORE_SNAPS_PER_VM);
                 t_invalid(resp, e);
                 return;
@@ -1083,13 +1081,7 @@ static void snap_edit(struct api *api, uint64_t account, uint64_t sid, const str
                 t_invalid(resp, e);
                 return;
         }
-        r = store_snap_rename(api->store, account, sid, nm, &p);
-        if (r == -EEXIST) {
-                json_t *e = json_object();
-                bad(e, "name", "The virtual machine has another snapshot of this name");
-                t_invalid(resp, e);
-                return;
-        }
+        r = store_snap_rename(api->store, account, sid, nm, STORE_SNAP_ANY_NAME, &p);
         if (r < 0) {
                 store_failed(resp, r, "Snapshot");
                 return;

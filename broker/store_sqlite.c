@@ -3133,16 +3133,16 @@ static int snap_observe(struct store *s, uint64_t host_id, const struct obs_row 
 }
 
 int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, const char *name,
-                      int online, int overwrite, const struct idem *idem, int64_t now,
+                      int online, unsigned flags, const struct idem *idem, int64_t now,
                       struct snapshot *ret)
 {
-        static const char live[] =
-                "SELECT id, name, state FROM snapshots WHERE vm_id = ? AND state != 'deleting'";
+        static const char live[] = "SELECT id, name, state FROM snapshots"
+                                   " WHERE vm_id = ? AND state != 'deleting' ORDER BY id";
         static const char ins[] =
                 "INSERT INTO snapshots (account_id, vm_id, name, online, state, replaces,"
                 " created_at, vcpus, ram_mb, disk_gb, image)"
                 " VALUES (?,?,?,?,'creating',?,?,?,?,?,?)";
-        uint64_t replaces = 0;
+        uint64_t replaces = 0, by_name = 0, latest = 0;
         size_t count = 0;
         int busy = 0, rc;
         struct vm v;
@@ -3168,15 +3168,18 @@ int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, cons
                 count++;
                 if (state && strcmp((const char *)state, "creating") == 0)
                         busy = 1;
+                latest = (uint64_t)sqlite3_column_int64(st, 0); /* by id: the last */
                 if (nm && strcmp((const char *)nm, name) == 0)
-                        replaces = (uint64_t)sqlite3_column_int64(st, 0);
+                        by_name = latest;
         }
         if (rc != SQLITE_DONE)
                 return end(s, db_err(s, "cannot read snapshots"));
         if (busy)
                 return end(s, -EBUSY);
-        if (replaces && !overwrite)
+        if (by_name && !(flags & (STORE_SNAP_OVERWRITE | STORE_SNAP_ANY_NAME)))
                 return end(s, -EEXIST);
+        if (flags & STORE_SNAP_OVERWRITE)
+                replaces = by_name ? by_name : flags & STORE_SNAP_LATEST ? latest : 0;
         if (count - (replaces ? 1 : 0) >= STORE_SNAPS_PER_VM)
                 return end(s, -EDQUOT);
         if (!(st = stmt(s, ins)))
@@ -3240,7 +3243,7 @@ int store_snap_list(struct store *s, uint64_t account_id, uint64_t vm_id, struct
 }
 
 int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, const char *name,
-                      struct snapshot *ret)
+                      unsigned flags, struct snapshot *ret)
 {
         static const char taken[] = "SELECT 1 FROM snapshots WHERE vm_id = ? AND name = ?"
                                     " AND state != 'deleting' AND id != ?";
@@ -3259,16 +3262,18 @@ int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, co
                 *ret = p;
                 return end(s, 0);
         }
-        if (!(st = stmt(s, taken)))
-                return end(s, -EIO);
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)p.vm_id);
-        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)snap_id);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-                return end(s, -EEXIST);
-        if (rc != SQLITE_DONE)
-                return end(s, db_err(s, "cannot read snapshots"));
+        if (!(flags & STORE_SNAP_ANY_NAME)) {
+                if (!(st = stmt(s, taken)))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)p.vm_id);
+                sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 3, (sqlite3_int64)snap_id);
+                int rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW)
+                        return end(s, -EEXIST);
+                if (rc != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot read snapshots"));
+        }
         if (!(st = stmt(s, upd)))
                 return end(s, -EIO);
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);

@@ -285,7 +285,12 @@ ta GET "/v1/snapshots/$SID"
 tok "view a snapshot"
 eq "snapshot: its fields" "$(jc '.snapshot | [.id, .name, .status, .storage, .ram, .template.id]')" "[$SID,\"snap1\",\"success\",20,2048,$TPL2]"
 ta POST "/v1/virtual_machines/$ID/create_snapshot" -d name=snap1
-bad_params "a second snapshot of that name" name
+tok "a second snapshot of that name (the document does not make names unique)"
+# snaps: the ready snapshots' names, sorted; snaps_are WANT: wait until they are
+snaps() { curl -s -u "$U" "$TILAA/v1/snapshots" | jq -c '[.snapshots[] | select(.status == "success") | .name] | sort'; }
+snaps_are() { [ "$(snaps)" == "$1" ]; }
+check "both are made" wait_for 20 "two snap1" snaps_are '["snap1","snap1"]'
+DUP=$(ta GET /v1/snapshots; jget ".snapshots[] | select(.name == \"snap1\" and .id != $SID) | .id")
 ta POST "/v1/snapshots/$SID" -d name=renamed-snap
 tok "edit a snapshot"
 eq "edit snapshot: its message" "$(jget .message)" "The virtual machine snapshot has been updated"
@@ -316,6 +321,32 @@ ta DELETE "/v1/snapshots/$SID"
 tok "delete a snapshot"
 eq "delete snapshot: its message" "$(jget .message)" "The virtual machine snapshot has been deleted"
 check "the snapshot goes" wait_for 20 "snapshot gone" bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -u '$U' $TILAA/v1/snapshots/$SID)\" = 404 ]"
+# overwrite: the snapshot of the name, else the VM's most recent one
+check "the duplicate is left" wait_for 20 "one snap1" snaps_are '["snap1"]'
+ta POST "/v1/virtual_machines/$ID/create_snapshot" -d name=older
+tok "another snapshot"
+check "it is made" wait_for 20 "older" snaps_are '["older","snap1"]'
+OLD=$(ta GET /v1/snapshots; jget '.snapshots[] | select(.name == "older") | .id')
+ta POST "/v1/virtual_machines/$ID/create_snapshot" -d name=snap1 -d overwrite=1
+tok "overwrite by name (not the most recent)"
+check "the snapshot of that name is replaced" wait_for 20 "snap1 replaced" bash -c \
+        "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -u '$U' $TILAA/v1/snapshots/$DUP)\" = 404 ]"
+check "by a new one of that name, the other kept" wait_for 20 "snaps" snaps_are '["older","snap1"]'
+NEW1=$(ta GET /v1/snapshots; jget '.snapshots[] | select(.name == "snap1") | .id')
+check "the replacement has a new id" test "$NEW1" -gt "$DUP"
+ta POST "/v1/virtual_machines/$ID/create_snapshot" -d overwrite=1 -d name=
+tok "overwrite without a name"
+check "replaces the most recent" wait_for 20 "snap1 replaced" bash -c \
+        "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -u '$U' $TILAA/v1/snapshots/$NEW1)\" = 404 ]"
+check "by one of the default name (the VM's name and the time); older kept" wait_for 20 "snaps" \
+        snaps_are "$(jq -c -n --arg d "$(snaps | jq -r '.[] | select(test("^renamed-[0-9]{8}-[0-9]{6}$"))')" '["older", $d] | sort')"
+ta GET "/v1/snapshots/$OLD"
+eq "the older snapshot is untouched" "$(jget .snapshot.status)" success
+ta POST "/v1/virtual_machines/$ID/create_snapshot" -d name=older -d overwrite=0
+tok "overwrite=0: a new snapshot, the name a duplicate"
+check "three now" wait_for 20 "three" bash -c "[ \"\$(curl -s -u '$U' $TILAA/v1/snapshots | jq '[.snapshots[] | select(.status == \"success\")] | length')\" = 3 ]"
+ta POST "/v1/snapshots/$OLD" -d "name=$(snaps | jq -r '.[] | select(. != "older")')"
+tok "a rename to a name another snapshot has"
 
 # --- metadata profiles
 ta POST /v1/metadata
