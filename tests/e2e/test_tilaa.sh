@@ -106,8 +106,19 @@ ta DELETE /v1/virtual_machines/1/start
 terr "DELETE on a task" 405
 ta GET /v1/nothing
 terr "an unknown endpoint" 404
-ta POST /v1/metadata -d name=x --data-urlencode "user_data=$(head -c 70000 /dev/zero | tr '\0' a)"
-terr "a body over max_body" 413
+head -c 270000 /dev/zero | tr '\0' a >"$T/ud270k"
+ta POST /v1/metadata -d name=x --data-urlencode "user_data@$T/ud270k"
+terr "a body over tilaa_max_body (256 KiB)" 413
+# 64 KiB of user_data, each byte URL-encoded as %XX: 192 KiB of body
+head -c 65536 /dev/zero | tr '\0' '#' >"$T/ud64k"
+ta POST /v1/metadata -d name=big --data-urlencode "user_data@$T/ud64k"
+tok "64 KiB of user_data fits URL-encoded (192 KiB)"
+check "all of it kept" test "$(ta GET "/v1/metadata/$(jget .id)"; jget '.metadata.user_data | length')" = 65536
+ta DELETE "/v1/metadata/$(ta GET /v1/metadata; jget '.metadata[] | select(.name == "big") | .id')"
+tok "delete it"
+head -c 65537 /dev/zero | tr '\0' '#' >"$T/ud64k1"
+ta POST /v1/metadata -d name=big --data-urlencode "user_data@$T/ud64k1"
+eq "a byte beyond 64 KiB: user_data too long, not 413" "$CODE/$(jget '.errors | keys[0]')" 400/user_data
 
 # --- add
 ta POST /v1/virtual_machines
