@@ -970,10 +970,15 @@ static void snap_create(struct api *api, uint64_t account, uint64_t id, const st
         if (nm) {
                 util_strlcpy(name, nm, sizeof(name));
         } else {
-                /* the VM's name and the time (UTC, seconds) */
+                /* the VM's name (its first 40 bytes, not cutting a UTF-8
+                 * character) and the time (UTC, seconds) */
                 char now[21];
+                int keep = (int)strnlen(v.name, 40);
+                while (keep > 0 && keep < (int)strlen(v.name) &&
+                       ((unsigned char)v.name[keep] & 0xc0) == 0x80)
+                        keep--;
                 util_iso8601_utc(util_now_ms(), now);
-                snprintf(name, sizeof(name), "%.40s-%.4s%.2s%.2s-%.2s%.2s%.2s", v.name, now,
+                snprintf(name, sizeof(name), "%.*s-%.4s%.2s%.2s-%.2s%.2s%.2s", keep, v.name, now,
                          now + 5, now + 8, now + 11, now + 14, now + 17);
         }
         /* names need not be unique (the document does not say so); an

@@ -531,6 +531,14 @@ ta POST "/v1/virtual_machines/$NV" --data-urlencode 'name=Renamed [ok] é'
 tok "edit: a name with any printable text"
 ta GET "/v1/virtual_machines/$NV"
 eq "renamed" "$(jget .virtual_machine.name)" "Renamed [ok] é"
+UTF=a$(printf 'é%.0s' $(seq 20)) # 41 bytes: a snapshot's default name takes 40, not half an é
+ta POST "/v1/virtual_machines/$NV" --data-urlencode "name=$UTF"
+ta POST "/v1/virtual_machines/$NV/create_snapshot"
+tok "a snapshot of a VM with an accented name, without a name"
+check "it is listed (its default name is whole UTF-8)" wait_for 20 "listed" bash -c \
+        "curl -s -u '$U' $TILAA/v1/snapshots | jq -e '.snapshots[] | select(.name | startswith(\"a$(printf 'é%.0s' $(seq 19))-\"))'"
+ta GET /v1/snapshots
+tok "the snapshot list"
 
 # --- cancel
 ta GET "/v1/virtual_machines/$ID2/cancel"
