@@ -1537,12 +1537,37 @@ out:
         return end(s, r);
 }
 
+/* A guest's host name as the agent takes it (a name with dots: an FQDN
+ * whose first label is the host name): labels of 1 to 63 letters, digits
+ * and '-', not at either end. A VM's name need not be one (a Tilaa VM's is
+ * for internal use, and the Tilaa API may rename a native VM "My server");
+ * one that is not gives the guest "vps-ID". */
+static void host_name_fix(char *h, size_t len, uint64_t vm_id)
+{
+        size_t label = 0;
+        int ok = h[0] != '\0';
+        for (const char *p = h; *p && ok; p++) {
+                if (*p == '.') {
+                        ok = label > 0 && p[-1] != '-';
+                        label = 0;
+                } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                           (*p >= '0' && *p <= '9') || (*p == '-' && label > 0)) {
+                        ok = ++label <= 63;
+                } else {
+                        ok = 0;
+                }
+        }
+        if (!ok || label == 0 || h[strlen(h) - 1] == '-')
+                snprintf(h, len, "vps-%llu", (unsigned long long)vm_id);
+}
+
 static void row_desired(sqlite3_stmt *st, void *item)
 {
         struct dom_desired *d = item;
         memset(d, 0, sizeof(*d));
         d->vm_id = (uint64_t)sqlite3_column_int64(st, 0);
         col_text(st, 1, d->hostname, sizeof(d->hostname));
+        host_name_fix(d->hostname, sizeof(d->hostname), d->vm_id);
         d->vcpus = (uint32_t)sqlite3_column_int64(st, 2);
         d->ram_mb = (uint32_t)sqlite3_column_int64(st, 3);
         d->disk_gb = (uint32_t)sqlite3_column_int64(st, 4);
@@ -3737,6 +3762,7 @@ int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_
                         m.hostname[len] = '\0';
                 }
         }
+        host_name_fix(m.hostname, sizeof(m.hostname), vm_id);
         account = sqlite3_column_int64(st, 1);
         col_text(st, 2, ids, sizeof(ids));
         /* a Tilaa VM: root with its initial password (admin.account) */

@@ -1987,6 +1987,58 @@ static void test_snap_any_name_latest(void **state)
         assert_pending_exact(f, v.id);
 }
 
+/* A guest's host name (desired domain, seed): its name when that is one,
+ * a dns_name's first label, else vps-ID (a name the Tilaa API gave: "My
+ * server (2)"). */
+static void test_host_names(void **state)
+{
+        static const struct {
+                const char *name, *dns_name; /* NULL: none */
+                const char *desired, *seed;  /* NULL: vps-ID */
+        } cases[] = {
+            {"web1", NULL, "web1", "web1"},
+            {"web-1.example", NULL, "web-1.example", "web-1.example"},
+            {"My server (2)", NULL, NULL, NULL},
+            {"caf\xc3\xa9", NULL, NULL, NULL},
+            {"a..b", NULL, NULL, NULL},
+            {"-a", NULL, NULL, NULL},
+            {"My server (2)", "my-server-2.example.test", "my-server-2", "my-server-2.example.test"},
+            {"x y", "single", "single", "single"},
+            {"x y",
+             "a-rather-long-host-label-for-this-test.with-a-long-subdomain.example.org",
+             "a-rather-long-host-label-for-this-test", "a-rather-long-host-label-for-this-test"},
+        };
+        struct fx *f = *state;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct vm v;
+                struct msg_sync_reply rep;
+                struct msg_seed_reply seed;
+                char sql[512], want[64];
+                assert_int_equal(create_vm(f, f->acc, "placeholder", NULL, 1, 512, &v), 0);
+                snprintf(sql, sizeof(sql), "UPDATE vms SET name = '%s', dns_name = %s%s%s WHERE id = %llu",
+                         cases[i].name, cases[i].dns_name ? "'" : "",
+                         cases[i].dns_name ? cases[i].dns_name : "NULL",
+                         cases[i].dns_name ? "'" : "", (unsigned long long)v.id);
+                exec_in_file(f, sql);
+                assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+                size_t k = 0;
+                while (k < rep.n_domains && rep.domains[k].vm_id != v.id)
+                        k++;
+                assert_true(k < rep.n_domains);
+                snprintf(want, sizeof(want), "vps-%llu", (unsigned long long)v.id);
+                if (strcmp(rep.domains[k].hostname, cases[i].desired ? cases[i].desired : want))
+                        fail_msg("'%s': desired host name '%s'", cases[i].name,
+                                 rep.domains[k].hostname);
+                free_desired(&rep);
+                assert_int_equal(store_vm_seed(f->s, host, v.id, &seed), 0);
+                if (strcmp(seed.hostname, cases[i].seed ? cases[i].seed : want))
+                        fail_msg("'%s': seed host name '%s'", cases[i].name, seed.hostname);
+                struct tmsg t = {.type = TMSG_SEED_REPLY, .seed_reply = seed};
+                tmsg_clear(&t);
+        }
+}
+
 static void test_snap_rename(void **state)
 {
         struct fx *f = *state;
@@ -3675,6 +3727,7 @@ int main(void)
                 T(test_snap_names_overwrite_limit),
                 T(test_snap_rename),
                 T(test_snap_any_name_latest),
+                T(test_host_names),
                 T(test_snap_delete),
                 T(test_snap_restore),
                 T(test_snap_idempotency),
