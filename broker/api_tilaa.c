@@ -32,10 +32,8 @@
 #define PASSWORD_LEN 16
 
 /* a VM name ("for internal use"; tilaa_name_ok) fits the store's */
-_Static_assert(TILAA_NAME_BYTES < STORE_NAME_MAX, "Tilaa VM names fit struct vm");
-#define NAME_RULE                                                                          \
-        "name must be 1 to 64 printable characters (at most 63 bytes of UTF-8), without " \
-        "control characters"
+_Static_assert(TILAA_NAME_BYTES < STORE_VM_NAME_MAX, "Tilaa VM names fit struct vm");
+#define NAME_RULE "name must be 1 to 64 printable characters, without control characters"
 
 /* ---- the envelope ---- */
 
@@ -414,7 +412,8 @@ static int template_param(struct api *api, const struct form *f, json_t *errors,
 static void vm_add(struct api *api, uint64_t account, const struct form *f, struct http_resp *resp)
 {
         json_t *errors = json_object();
-        char name[64], dns[255], password[PASSWORD_LEN + 1], site_slug[TMSG_STR] = "";
+        char name[STORE_VM_NAME_MAX], dns[255], password[PASSWORD_LEN + 1];
+        char site_slug[TMSG_STR] = "";
         struct image img;
         struct snapshot snap;
         struct metadata md = {0};

@@ -30,6 +30,10 @@
 struct store;
 
 #define STORE_NAME_MAX 64
+/* A VM's name: the Tilaa API's are "for internal use", up to 64 UTF-8
+ * characters of up to 4 bytes (tilaa_name_ok); the native API's are
+ * shorter (valid_name). */
+#define STORE_VM_NAME_MAX 257
 
 enum tier { TIER_FREE, TIER_PRO, TIER_ENTERPRISE, TIER__MAX };
 const char *tier_to_string(enum tier t);
@@ -87,7 +91,7 @@ enum vm_power_want { VM_WANT_RUNNING, VM_WANT_STOPPED, VM_WANT_OFF };
 struct vm {
         uint64_t id;
         uint64_t account_id;
-        char name[STORE_NAME_MAX];
+        char name[STORE_VM_NAME_MAX];
         char size[32];
         char image[TMSG_STR];
         char site[TMSG_STR];
@@ -605,7 +609,7 @@ struct invoice_line {
         uint64_t id;
         uint64_t account_id;
         uint64_t vm_id;
-        char vm_name[STORE_NAME_MAX];
+        char vm_name[STORE_VM_NAME_MAX];
         int64_t day; /* local day, days since 1970-01-01 */
         char size[32];
         int64_t amount_cents;

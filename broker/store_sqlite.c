@@ -338,10 +338,22 @@ static sqlite3_stmt *stmt(struct store *s, const char *sql)
         return st;
 }
 
+/* A text column into dst (n bytes); one too long is cut before a whole
+ * UTF-8 character, never inside one (the JSON it goes into must be valid). */
 static void col_text(sqlite3_stmt *st, int i, char *dst, size_t n)
 {
         const unsigned char *t = sqlite3_column_text(st, i);
-        util_strlcpy(dst, t ? (const char *)t : "", n);
+        size_t len = t ? (size_t)sqlite3_column_bytes(st, i) : 0;
+        if (n == 0)
+                return;
+        if (len >= n) {
+                len = n - 1;
+                while (len > 0 && (t[len] & 0xc0) == 0x80)
+                        len--;
+        }
+        if (len)
+                memcpy(dst, t, len);
+        dst[len] = '\0';
 }
 
 /*

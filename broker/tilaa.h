@@ -44,10 +44,9 @@ void tilaa_cancel_dates(int64_t now_ms, const char *tz, char out[TILAA_CANCEL_DA
 
 /* A VM name ("for internal use"): 1 to TILAA_NAME_CHARS characters of
  * valid UTF-8, any printable ones (blanks, parentheses, accents, '_'), no
- * control character (C0, DEL, C1, U+2028/9), and at most TILAA_NAME_BYTES
- * bytes (the store's names: 63 ASCII characters, fewer accented ones). */
+ * control character (C0, DEL, C1, U+2028/9). */
 #define TILAA_NAME_CHARS 64
-#define TILAA_NAME_BYTES 63
+#define TILAA_NAME_BYTES (4 * TILAA_NAME_CHARS)
 int tilaa_name_ok(const char *s);
 /* The DNS-safe form of a name, for its default dns_name: lowercase
  * letters, digits and '-', every run of other characters (and of '-')

@@ -524,9 +524,16 @@ tok "a name with nothing DNS-safe"
 ta GET "/v1/virtual_machines/$(jget .id)"
 match "its dns_name: the auto-generated name's" "$(jget .virtual_machine.network[0].dns_name)" \
         '^vps-[0-9a-f]{8}[.]example[.]test$'
-ta POST /v1/virtual_machines -d "name=$(printf 'a%.0s' $(seq 64))" -d ram=1024 -d storage=25 \
+ta POST /v1/virtual_machines -d "name=$(printf 'a%.0s' $(seq 65))" -d ram=1024 -d storage=25 \
         -d storage_type=ssd -d "template=$TPL"
-bad_params "a name over 63 bytes" name
+bad_params "a name of 65 characters" name
+W64=$(printf '€%.0s' $(seq 64)) # 64 characters, 192 bytes
+ta POST "/v1/virtual_machines/$NV" --data-urlencode "name=$W64"
+tok "a name of 64 three-byte characters"
+ta GET "/v1/virtual_machines/$NV"
+eq "kept whole" "$(jget .virtual_machine.name)" "$W64"
+KEY=$A api GET /v1/vps
+check "the native API lists it" jq -e --arg n "$W64" '[.data[].name] | index($n) != null' <<<"$BODY"
 ta POST "/v1/virtual_machines/$NV" --data-urlencode 'name=Renamed [ok] é'
 tok "edit: a name with any printable text"
 ta GET "/v1/virtual_machines/$NV"

@@ -415,11 +415,21 @@ static void test_names(void **state)
         static const char *const good_names[] = {
             "myserver", "web-1.example", "a", "-a", "a.", "a b", "a_b", "a/b", "My Server (2)",
             "caf\xc3\xa9 ol\xc3\xa9", "\xe2\x82\xac 5", "\xf0\x9f\x98\x80", " ", "'\"<>&",
-            /* 63 bytes; 63 two-byte characters would be too many bytes */
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}; /* 64 */
         for (size_t i = 0; i < sizeof(good_names) / sizeof(good_names[0]); i++)
                 if (!tilaa_name_ok(good_names[i]))
                         fail_msg("name '%s' refused", good_names[i]);
+        /* 64 characters of 2 and of 4 bytes fit; 65 do not */
+        static const char *const wide[] = {"\xc3\xa9", "\xf0\x9f\x98\x80"};
+        for (size_t w = 0; w < 2; w++) {
+                char s[4 * 65 + 1] = "";
+                for (int i = 0; i < 64; i++)
+                        strcat(s, wide[w]);
+                assert_true(tilaa_name_ok(s));
+                assert_true(strlen(s) <= TILAA_NAME_BYTES);
+                strcat(s, "a");
+                assert_false(tilaa_name_ok(s));
+        }
         static const char *const bad_names[] = {
             "",
             "a\tb",
@@ -431,11 +441,7 @@ static void test_names(void **state)
             "\xc3",         /* cut short */
             "\xc0\x80",     /* overlong */
             "\xed\xa0\x80", /* a surrogate */
-            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 64 bytes */
-            "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-            "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-            "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-            "\xc3\xa9\xc3\xa9", /* 32 characters, 64 bytes */
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 65 */
         };
         for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
                 if (tilaa_name_ok(bad_names[i]))
