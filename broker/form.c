@@ -194,7 +194,8 @@ int form_decode(const char *body, size_t len, struct form **ret, char *why, size
                 char *value = name + k + 1;
                 k = eq ? unescape(eq + 1, vlen, value) : (value[0] = '\0', 0);
                 if (k < 0) {
-                        WHY("bad %%-escape in the value of %s", name_ok(name) ? name : "a parameter");
+                        WHY("bad %%-escape in the value of %s",
+                            name_ok(name) ? name : "a parameter");
                         r = -EINVAL;
                         break;
                 }
@@ -417,8 +418,8 @@ static int part_headers(const char **pp, const char *end, struct cd_params *c, c
         return 0;
 }
 
-int form_decode_multipart(const char *content_type, const char *body, size_t len,
-                          struct form **ret, char *why, size_t why_len)
+int form_decode_multipart(const char *content_type, const char *body, size_t len, struct form **ret,
+                          char *why, size_t why_len)
 {
         char boundary[FORM_BOUNDARY_MAX + 2] = "", val[FORM_BOUNDARY_MAX + 2];
         struct ct_params ct = {.boundary = boundary};

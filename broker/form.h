@@ -20,13 +20,13 @@
 
 #include <stddef.h>
 
-#define FORM_MAX_PARAMS 32
-#define FORM_MAX_PAIRS  64 /* pairs in a body, repeated names counted */
-#define FORM_NAME_MAX   32
-#define FORM_BOUNDARY_MAX 70 /* RFC 2046 */
-#define FORM_HEADER_MAX   1024 /* a multipart part's header line, CRLF included */
-#define FORM_PART_HEADERS 8    /* header lines of a part */
-#define FORM_VALUE_MAX  (96 * 1024) /* user_data (64 KiB) with room for escapes */
+#define FORM_MAX_PARAMS   32
+#define FORM_MAX_PAIRS    64 /* pairs in a body, repeated names counted */
+#define FORM_NAME_MAX     32
+#define FORM_BOUNDARY_MAX 70          /* RFC 2046 */
+#define FORM_HEADER_MAX   1024        /* a multipart part's header line, CRLF included */
+#define FORM_PART_HEADERS 8           /* header lines of a part */
+#define FORM_VALUE_MAX    (96 * 1024) /* user_data (64 KiB) with room for escapes */
 
 struct form_param {
         char *name;
@@ -54,8 +54,8 @@ int form_decode(const char *body, size_t len, struct form **ret, char *why, size
  * delimiter (no transfer encoding). 0 and *ret, -EINVAL, -E2BIG (as
  * form_decode), -ENOTSUP (a file upload: a part with a filename), -ENOMEM;
  * why as form_decode. */
-int form_decode_multipart(const char *content_type, const char *body, size_t len,
-                          struct form **ret, char *why, size_t why_len);
+int form_decode_multipart(const char *content_type, const char *body, size_t len, struct form **ret,
+                          char *why, size_t why_len);
 void form_free(struct form *f);
 
 /* The value of name, or NULL when absent. */

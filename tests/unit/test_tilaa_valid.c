@@ -120,8 +120,8 @@ static void test_form_bad(void **state)
                 const char *body;
                 int err;
         } cases[] = {
-            {"a=%2", -EINVAL},     /* short escape */
-            {"a=%zz", -EINVAL},    /* not hex */
+            {"a=%2", -EINVAL},  /* short escape */
+            {"a=%zz", -EINVAL}, /* not hex */
             {"a=%", -EINVAL},
             {"a=%00", -EINVAL},       /* NUL */
             {"a=%ff", -EINVAL},       /* not UTF-8 */
@@ -165,10 +165,10 @@ static void test_form_bad(void **state)
 }
 
 /* multipart/form-data: CT is the Content-Type, P a part of boundary "xyz" */
-#define CT         "multipart/form-data; boundary=xyz"
-#define CD         "Content-Disposition: form-data; name="
-#define P(n, v)    "--xyz\r\n" CD "\"" n "\"\r\n\r\n" v "\r\n"
-#define END        "--xyz--\r\n"
+#define CT      "multipart/form-data; boundary=xyz"
+#define CD      "Content-Disposition: form-data; name="
+#define P(n, v) "--xyz\r\n" CD "\"" n "\"\r\n\r\n" v "\r\n"
+#define END     "--xyz--\r\n"
 static void test_form_multipart(void **state)
 {
         static const struct {
@@ -186,33 +186,33 @@ static void test_form_multipart(void **state)
              "--------------------------d74496d66958873e--\r\n",
              0, "name=web1;user_data=#cloud-config\nruncmd: [a]\r\n;"},
             {CT, P("a", "1") P("b", "") END, 0, "a=1;b=;"},
-            {CT, P("a", "1") P("a", "2") END, 0, "a=2;"},           /* the last wins */
+            {CT, P("a", "1") P("a", "2") END, 0, "a=2;"},                   /* the last wins */
             {CT, P("foo[]", "1") P("a b", "2") P("x", "3") END, 0, "x=3;"}, /* ignored */
-            {CT, "--xyz--", 0, ""},                                  /* no parts */
+            {CT, "--xyz--", 0, ""},                                         /* no parts */
             {CT, P("a", "1") "--xyz--\r\nan epilogue", 0, "a=1;"},
             {CT, "--xyz  \r\n" CD "a\r\n\r\nv\r\n" END, 0, "a=v;"}, /* padding, bare name */
             {CT, "--xyz\r\ncontent-disposition:FORM-DATA;NAME=\"a\"\r\n\r\nv\r\n" END, 0, "a=v;"},
             {CT, "--xyz\r\n" CD "\"a\"; x=\"y;z\"\r\n\r\nv\r\n" END, 0, "a=v;"},
             {CT, "--xyz\r\n" CD "\"\\\"q\\\"\"\r\n\r\nv\r\n" END, 0, ""}, /* name "q" */
-            {CT, P("a", "--xy\r\n--xyzz") END, -EINVAL, ""}, /* "\r\n--xyz" ends it */
+            {CT, P("a", "--xy\r\n--xyzz") END, -EINVAL, ""},              /* "\r\n--xyz" ends it */
             {CT, P("a", "--xy\r\n-xyz") END, 0, "a=--xy\r\n-xyz;"},
             {"multipart/form-data; charset=utf-8; boundary=\"x y\"",
              "--x y\r\n" CD "a\r\n\r\nv\r\n--x y--", 0, "a=v;"},
             {"Multipart/Form-Data;BOUNDARY=xyz", P("a", "é") END, 0, "a=é;"},
             /* malformed */
-            {"multipart/form-data", END, -EINVAL, ""},            /* no boundary */
+            {"multipart/form-data", END, -EINVAL, ""}, /* no boundary */
             {"multipart/form-data; boundary=", END, -EINVAL, ""},
             {"multipart/form-data; boundary=\"xyz", END, -EINVAL, ""},
             {"multipart/form-data; boundary=a@b", "--a@b--", -EINVAL, ""},
             {"multipart/form-data; boundary=\"ab \"", "--ab --", -EINVAL, ""},
             {"multipart/form-data; boundary=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
              "aaaaaaaaaaaaaaaaaaaaa", /* 71 */
-             "--aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa--",
-             -EINVAL, ""},
+             "--aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa--", -EINVAL,
+             ""},
             {NULL, END, -EINVAL, ""},
             {CT, "", -EINVAL, ""},
             {CT, "preamble\r\n" P("a", "1") END, -EINVAL, ""},
-            {CT, P("a", "1"), -EINVAL, ""},                 /* no close delimiter */
+            {CT, P("a", "1"), -EINVAL, ""},                /* no close delimiter */
             {CT, P("a", "1") "--xyz", -EINVAL, ""},        /* cut short */
             {CT, "--xyz\r\n" CD "\"a\"\r\n", -EINVAL, ""}, /* no blank line */
             {CT, "--xyzX\r\n" CD "\"a\"\r\n\r\nv\r\n" END, -EINVAL, ""},
@@ -225,21 +225,22 @@ static void test_form_multipart(void **state)
             {CT, "--xyz\r\n" CD "\"a\r\n\r\nv\r\n" END, -EINVAL, ""}, /* open quote */
             {CT, "--xyz\r\n" CD "a b\r\n\r\nv\r\n" END, -EINVAL, ""},
             {CT, "--xyz\r\n" CD "\r\n\r\nv\r\n" END, -EINVAL, ""},
-            {CT, "--xyz\r\n" CD "a\r\n" CD "b\r\n\r\nv\r\n" END, -EINVAL, ""}, /* twice */
+            {CT, "--xyz\r\n" CD "a\r\n" CD "b\r\n\r\nv\r\n" END, -EINVAL, ""},  /* twice */
             {CT, P("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "1") END, -EINVAL, ""}, /* 33 bytes */
             {CT, "--xyz\r\n" CD "\"f\"; filename=\"a.txt\"\r\n\r\nv\r\n" END, -ENOTSUP, ""},
             {CT, P("a", "\xff") END, -EINVAL, ""},
             {CT, P("a", "x\0y") END, -EINVAL, ""}, /* cut at the NUL by strlen: no end */
-            {CT, "--xyz\r\nA: 1\r\nA: 2\r\nA: 3\r\nA: 4\r\nA: 5\r\nA: 6\r\nA: 7\r\nA: 8\r\n" CD
-                 "a\r\n\r\nv\r\n" END,
+            {CT,
+             "--xyz\r\nA: 1\r\nA: 2\r\nA: 3\r\nA: 4\r\nA: 5\r\nA: 6\r\nA: 7\r\nA: 8\r\n" CD
+             "a\r\n\r\nv\r\n" END,
              -EINVAL, ""}, /* nine header lines */
         };
         (void)state;
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 struct form *f = NULL;
                 char why[200] = "", got[256] = "";
-                int r = form_decode_multipart(cases[i].ct, cases[i].body, strlen(cases[i].body),
-                                              &f, why, sizeof(why));
+                int r = form_decode_multipart(cases[i].ct, cases[i].body, strlen(cases[i].body), &f,
+                                              why, sizeof(why));
                 if (r != cases[i].err)
                         fail_msg("multipart case %zu: %d (%s), want %d", i, r, why, cases[i].err);
                 if (r < 0) {
@@ -413,8 +414,20 @@ static void test_names(void **state)
         (void)state;
         /* names are for internal use: any printable text */
         static const char *const good_names[] = {
-            "myserver", "web-1.example", "a", "-a", "a.", "a b", "a_b", "a/b", "My Server (2)",
-            "caf\xc3\xa9 ol\xc3\xa9", "\xe2\x82\xac 5", "\xf0\x9f\x98\x80", " ", "'\"<>&",
+            "myserver",
+            "web-1.example",
+            "a",
+            "-a",
+            "a.",
+            "a b",
+            "a_b",
+            "a/b",
+            "My Server (2)",
+            "caf\xc3\xa9 ol\xc3\xa9",
+            "\xe2\x82\xac 5",
+            "\xf0\x9f\x98\x80",
+            " ",
+            "'\"<>&",
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}; /* 64 */
         for (size_t i = 0; i < sizeof(good_names) / sizeof(good_names[0]); i++)
                 if (!tilaa_name_ok(good_names[i]))
@@ -435,12 +448,13 @@ static void test_names(void **state)
             "a\tb",
             "a\nb",
             "\x7f",
-            "a\xc2\x85" "b", /* U+0085, a C1 control */
+            "a\xc2\x85"
+            "b",             /* U+0085, a C1 control */
             "a\xe2\x80\xa8", /* U+2028 */
             "\xff",
-            "\xc3",         /* cut short */
-            "\xc0\x80",     /* overlong */
-            "\xed\xa0\x80", /* a surrogate */
+            "\xc3",                                                              /* cut short */
+            "\xc0\x80",                                                          /* overlong */
+            "\xed\xa0\x80",                                                      /* a surrogate */
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 65 */
         };
         for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
