@@ -80,7 +80,9 @@ static struct {
 };
 
 static const struct cfg_opt opts[] = {
-        { "broker", CFG_STR, cfg.broker, 0, 0, "broker's agent link URL (nng: tcp://HOST:PORT)" },
+        { "broker", CFG_STR, cfg.broker, 0, 0,
+          "broker's agent link URL (nng: tcp://HOST:PORT), or several separated by commas "
+          "(the next one is used as soon as the current one is lost)" },
         { "libvirt_uri", CFG_STR, cfg.libvirt_uri, 0, 0,
           "libvirt connection (qemu:///system; test:///default for tests)" },
         { "host_id", CFG_STR, cfg.host_id, 0, 0, "this host's unique name (default: hostname)" },
@@ -189,6 +191,79 @@ struct agent {
         size_t n_copies;
 };
 
+/* The broker link: one exchange at a time, through link_aio, which the
+ * signal thread and a lost connection cancel (nng's close of the socket is
+ * not used to wake the loop: it has been seen to hang for good while the
+ * dialer reconnects). The brokers (broker=URL,URL...) are dialled one at a
+ * time, the next one as soon as the connection to the current one is lost
+ * or cannot be made: the agent then joins it with a full report. */
+#define AGENT_BROKERS_MAX 8
+static nng_aio *link_aio;
+static atomic_int link_lost;
+static nng_dialer dialer;
+static char brokers[AGENT_BROKERS_MAX][CFG_STR_MAX];
+static size_t n_brokers, cur_broker;
+
+static atomic_int dialer_id; /* the current dialer's: a pipe of a dialer left is no loss */
+
+static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+        (void)arg;
+        if (ev == NNG_PIPE_EV_REM_POST &&
+            nng_dialer_id(nng_pipe_dialer(p)) == atomic_load(&dialer_id)) {
+                atomic_store(&link_lost, 1);
+                nng_aio_cancel(link_aio);
+        }
+}
+
+/* Splits cfg.broker at commas: 1..AGENT_BROKERS_MAX URLs, -EINVAL else. */
+static int parse_brokers(const char *list)
+{
+        const char *p = list;
+        n_brokers = 0;
+        while (*p) {
+                size_t n = strcspn(p, ",");
+                while (n && (*p == ' ' || *p == '\t'))
+                        p++, n--;
+                size_t m = n;
+                while (m && (p[m - 1] == ' ' || p[m - 1] == '\t'))
+                        m--;
+                if (m == 0 || m >= CFG_STR_MAX || n_brokers == AGENT_BROKERS_MAX)
+                        return -EINVAL;
+                memcpy(brokers[n_brokers], p, m);
+                brokers[n_brokers++][m] = '\0';
+                p += n;
+                if (*p == ',' && !*++p)
+                        return -EINVAL; /* a trailing comma */
+        }
+        return n_brokers ? 0 : -EINVAL;
+}
+
+static int dial_current(void)
+{
+        int r = nng_dial(sock, brokers[cur_broker], &dialer, NNG_FLAG_NONBLOCK);
+        if (r == 0)
+                atomic_store(&dialer_id, nng_dialer_id(dialer));
+        if (r != 0)
+                log_error("agent: cannot dial %s: %s", brokers[cur_broker], nng_strerror(r));
+        return r ? -EINVAL : 0;
+}
+
+/* Leaves the current broker for the next in the list. */
+static void next_broker(struct agent *a)
+{
+        size_t was = cur_broker;
+        atomic_store(&dialer_id, -1);
+        nng_dialer_close(dialer);
+        cur_broker = (cur_broker + 1) % n_brokers;
+        atomic_store(&link_lost, 0);
+        log_warn("host %s: broker %s is gone or unreachable; moving to %s", cfg.host_id,
+                 brokers[was], brokers[cur_broker]);
+        dial_current();
+        a->registered = 0; /* join it, and send it everything */
+        a->full_next = 1;
+}
+
 static void *signal_thread(void *arg)
 {
         sigset_t *set = arg;
@@ -196,7 +271,7 @@ static void *signal_thread(void *arg)
         if (sigwait(set, &sig) == 0) {
                 log_info("agent: signal %d, stopping", sig);
                 atomic_store(&stopping, 1);
-                nng_close(sock);
+                nng_aio_cancel(link_aio);
         }
         return NULL;
 }
@@ -230,8 +305,21 @@ static void pick_domain_type(struct agent *a)
 
 /* ---- talking to the broker ---- */
 
+static int link_error(int r)
+{
+        if (r == NNG_ETIMEDOUT)
+                return -ETIMEDOUT;
+        if (r == NNG_ECANCELED || r == NNG_ECLOSED)
+                return atomic_load(&stopping) ? -ECANCELED : -ECONNRESET;
+        return -EIO;
+}
+
+/* Sends req and waits up to timeout_ms for its reply. -EHOSTUNREACH when
+ * no connection to the broker could take the request within the send
+ * timeout, -ECONNRESET when the connection was lost meanwhile. */
 static int roundtrip(struct agent *a, struct tmsg *req, struct tmsg *rep, int timeout_ms)
 {
+        nng_msg *m = NULL;
         uint8_t *buf;
         size_t len;
         int r;
@@ -240,24 +328,35 @@ static int roundtrip(struct agent *a, struct tmsg *req, struct tmsg *rep, int ti
         r = codec_encode(req, &buf, &len);
         if (r < 0)
                 return r;
-        nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms);
-        r = nng_send(sock, buf, len, 0);
+        if (nng_msg_alloc(&m, 0) != 0 || nng_msg_append(m, buf, len) != 0) {
+                free(buf);
+                if (m)
+                        nng_msg_free(m);
+                return -ENOMEM;
+        }
         free(buf);
-        if (r != 0)
-                return r == NNG_ECLOSED ? -ECANCELED : -EIO;
+        /* With brokers to move to, one that takes no request soon is left. */
+        nng_aio_set_msg(link_aio, m);
+        nng_aio_set_timeout(link_aio, n_brokers > 1 ? 3000 : 10000);
+        nng_send_aio(sock, link_aio);
+        nng_aio_wait(link_aio);
+        if ((r = nng_aio_result(link_aio)) != 0) {
+                nng_msg_free(nng_aio_get_msg(link_aio)); /* not sent: still ours */
+                return r == NNG_ETIMEDOUT ? -EHOSTUNREACH : link_error(r);
+        }
         for (;;) {
-                void *in;
-                size_t in_len;
-                r = nng_recv(sock, &in, &in_len, NNG_FLAG_ALLOC);
-                if (r == NNG_ETIMEDOUT)
-                        return -ETIMEDOUT;
-                if (r != 0)
-                        return r == NNG_ECLOSED ? -ECANCELED : -EIO;
-                r = codec_decode(in, in_len, rep);
-                nng_free(in, in_len);
+                nng_aio_set_timeout(link_aio, timeout_ms);
+                nng_recv_aio(sock, link_aio);
+                nng_aio_wait(link_aio);
+                if ((r = nng_aio_result(link_aio)) != 0)
+                        return link_error(r);
+                nng_msg *in = nng_aio_get_msg(link_aio);
+                size_t in_len = nng_msg_len(in);
+                r = in_len > TMSG_MAX_BYTES ? -EMSGSIZE : codec_decode(nng_msg_body(in), in_len, rep);
+                nng_msg_free(in);
                 if (r < 0) {
-                        log_warn("broker %s: undecodable reply (%zu bytes), ignored", cfg.broker,
-                                 in_len);
+                        log_warn("broker %s: undecodable reply (%zu bytes), ignored",
+                                 brokers[cur_broker], in_len);
                         return -EPROTO;
                 }
                 if (rep->request_id == a->request_id)
@@ -299,7 +398,7 @@ static int hello(struct agent *a)
         if (r < 0)
                 return r;
         if (rep.type == TMSG_ERROR) {
-                log_error("broker %s: refused hello: %s", cfg.broker, rep.error.message);
+                log_error("broker %s: refused hello: %s", brokers[cur_broker], rep.error.message);
                 tmsg_clear(&rep);
                 return -EPERM;
         }
@@ -309,7 +408,7 @@ static int hello(struct agent *a)
         }
         log_info("host %s: joined broker %s as host %" PRIu64 " (%u vCPUs, %" PRIu64
                  " MiB, %" PRIu64 " GB ssd, %" PRIu64 " GB hdd)",
-                 cfg.host_id, cfg.broker, rep.hello_reply.host_num, h->vcpus, h->ram_mb,
+                 cfg.host_id, brokers[cur_broker], rep.hello_reply.host_num, h->vcpus, h->ram_mb,
                  h->disk_gb, h->hdd_gb);
         a->registered = 1;
         a->hold_ms = rep.hello_reply.hold_ms;
@@ -1453,7 +1552,7 @@ static int sync_once(struct agent *a)
         if (rep.type == TMSG_ERROR) {
                 a->full_next = 1;
                 if (rep.error.code == TMSG_E_UNKNOWN_HOST) {
-                        log_warn("broker %s: does not know host %s; joining again", cfg.broker,
+                        log_warn("broker %s: does not know host %s; joining again", brokers[cur_broker],
                                  cfg.host_id);
                         a->registered = 0;
                         tmsg_clear(&rep);
@@ -1461,7 +1560,7 @@ static int sync_once(struct agent *a)
                 }
                 /* The broker could not take the report (its store failing?):
                  * back off rather than spin on it. */
-                log_warn("broker %s: %s", cfg.broker, rep.error.message);
+                log_warn("broker %s: %s", brokers[cur_broker], rep.error.message);
                 tmsg_clear(&rep);
                 return -EIO;
         }
@@ -1488,7 +1587,14 @@ static int run(struct agent *a)
                 int r = a->registered ? sync_once(a) : hello(a);
                 if (atomic_load(&stopping))
                         break;
-                if (r == 0 || r == -ETIMEDOUT) {
+                if (n_brokers > 1 && (r == -ECONNRESET || r == -EHOSTUNREACH ||
+                                      atomic_load(&link_lost))) {
+                        next_broker(a);
+                        backoff_ms = 100;
+                        continue;
+                }
+                atomic_store(&link_lost, 0);
+                if (r == 0 || r == -ETIMEDOUT || r == -ECONNRESET) {
                         backoff_ms = 100;
                         continue;
                 }
@@ -1527,6 +1633,11 @@ int main(int argc, char **argv)
         }
         if (!domxml_host_valid(cfg.host_id)) {
                 fprintf(stderr, "tasman-agent: host_id must be letters, digits, '.', '_' or '-'\n");
+                return 2;
+        }
+        if (parse_brokers(cfg.broker) < 0) {
+                fprintf(stderr, "tasman-agent: broker must be 1 to %d URLs separated by commas\n",
+                        AGENT_BROKERS_MAX);
                 return 2;
         }
         if (strcmp(cfg.domain_type, "auto") && strcmp(cfg.domain_type, "kvm") &&
@@ -1616,10 +1727,9 @@ int main(int argc, char **argv)
         nng_socket_set_ms(sock, NNG_OPT_RECONNMINT, 100);
         nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 10000);
         nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, 60000);
-        nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, 10000);
         nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, TMSG_MAX_BYTES);
-        if ((r = nng_dial(sock, cfg.broker, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-                log_error("agent: cannot dial %s: %s", cfg.broker, nng_strerror(r));
+        if (nng_aio_alloc(&link_aio, NULL, NULL) != 0 ||
+            nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, on_pipe, NULL) != 0 || dial_current() < 0) {
                 imgcache_free(a.images);
                 nng_close(sock);
                 hv_free(a.hv);

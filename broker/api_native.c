@@ -1087,7 +1087,8 @@ static void snap_create(struct api *api, uint64_t account, uint64_t vps_id,
         if (!(name = snap_name_arg(body, resp)) || bool_arg(body, "online", &online, resp) < 0 ||
             bool_arg(body, "overwrite", &overwrite, resp) < 0)
                 goto out;
-        r = store_snap_create(api->store, account, vps_id, name, online, overwrite, idem,
+        r = store_snap_create(api->store, account, vps_id, name, online,
+                              overwrite ? STORE_SNAP_OVERWRITE : 0, idem,
                               util_now_ms(), &p);
         if (r == -EEXIST) {
                 snap_name_taken(api, vps_id, name, 1, resp);
@@ -1142,7 +1143,7 @@ static void snap_rename(struct api *api, uint64_t account, uint64_t vps_id, uint
                 return;
         if (!(name = snap_name_arg(body, resp)))
                 goto out;
-        r = store_snap_rename(api->store, account, snap_id, name, &p);
+        r = store_snap_rename(api->store, account, snap_id, name, 0, &p);
         if (r == -EEXIST)
                 snap_name_taken(api, vps_id, name, 0, resp);
         else if (r < 0)

@@ -31,6 +31,10 @@
 #define LABEL_MAX    63
 #define PASSWORD_LEN 16
 
+/* a VM name ("for internal use"; tilaa_name_ok) fits the store's */
+_Static_assert(TILAA_NAME_BYTES < STORE_VM_NAME_MAX, "Tilaa VM names fit struct vm");
+#define NAME_RULE "name must be 1 to 64 printable characters, without control characters"
+
 /* ---- the envelope ---- */
 
 static void t_respond(struct http_resp *resp, int status, json_t *body)
@@ -114,27 +118,34 @@ static void store_failed(struct http_resp *resp, int r, const char *what)
 /* The request's form: 0 with *ret, or -1 after answering 415 or 400. */
 static int read_form(const struct http_req *req, struct http_resp *resp, struct form **ret)
 {
-        static const char ct[] = "application/x-www-form-urlencoded";
-        char why[160] = "";
+        static const char urlenc[] = "application/x-www-form-urlencoded";
+        static const char multi[] = "multipart/form-data";
+        char why[200] = "";
+        int r, multipart = 0;
         if (req->body_len > 0) {
                 const char *c = req->content_type;
                 size_t n = c ? strcspn(c, ";") : 0;
-                while (n > 0 && c[n - 1] == ' ')
+                while (n > 0 && (c[n - 1] == ' ' || c[n - 1] == '\t'))
                         n--;
-                if (!c || n != strlen(ct) || strncasecmp(c, ct, n) != 0) {
+                multipart = c && n == strlen(multi) && strncasecmp(c, multi, n) == 0;
+                if (!multipart && (!c || n != strlen(urlenc) || strncasecmp(c, urlenc, n) != 0)) {
                         t_error(resp, 415,
-                                "The request body must be "
-                                "application/x-www-form-urlencoded");
+                                "The request body must be application/x-www-form-urlencoded "
+                                "(curl -d) or multipart/form-data (curl -F)");
                         return -1;
                 }
         }
-        int r = form_decode(req->body, req->body_len, ret, why, sizeof(why));
+        if (multipart)
+                r = form_decode_multipart(req->content_type, req->body, req->body_len, ret, why,
+                                          sizeof(why));
+        else
+                r = form_decode(req->body, req->body_len, ret, why, sizeof(why));
         if (r == -ENOMEM) {
                 t_unavailable(resp);
                 return -1;
         }
         if (r < 0) {
-                char msg[224];
+                char msg[240];
                 snprintf(msg, sizeof(msg), "Malformed form body: %s", why);
                 t_error(resp, 400, msg);
                 return -1;
@@ -142,12 +153,21 @@ static int read_form(const struct http_req *req, struct http_resp *resp, struct 
         return 0;
 }
 
+/* A parameter's value, NULL when absent or empty: SDKs send every field,
+ * empty when unset, so an empty optional parameter is one not given (and
+ * an empty required one is missing). */
+static const char *param(const struct form *f, const char *name)
+{
+        const char *v = form_get(f, name);
+        return v && v[0] ? v : NULL;
+}
+
 /* An optional whole number parameter: 1 when given and valid (*ret), 0
  * when absent, -1 after naming it in errors. */
 static int num_param(const struct form *f, const char *name, uint64_t min, uint64_t max,
                      json_t *errors, uint64_t *ret)
 {
-        const char *v = form_get(f, name);
+        const char *v = param(f, name);
         if (!v)
                 return 0;
         if (tilaa_uint(v, max, ret) < 0 || *ret < min) {
@@ -337,13 +357,13 @@ static const struct size_def *ram_param(const struct form *f, json_t *errors, in
         char sizes[128];
         uint64_t v;
         *given = 0;
-        if (!form_get(f, "ram")) {
+        if (!param(f, "ram")) {
                 if (required)
                         bad(errors, "ram", "ram is required");
                 return NULL;
         }
         *given = 1;
-        const struct size_def *sz = tilaa_uint(form_get(f, "ram"), UINT32_MAX, &v) == 0
+        const struct size_def *sz = tilaa_uint(param(f, "ram"), UINT32_MAX, &v) == 0
                                         ? catalog_size_by_ram((uint32_t)v)
                                         : NULL;
         if (!sz) {
@@ -360,12 +380,12 @@ static uint32_t storage_param(const struct form *f, json_t *errors, int required
         uint64_t v;
         size_t n;
         const uint32_t *ok = catalog_storage_sizes(&n);
-        if (!form_get(f, "storage")) {
+        if (!param(f, "storage")) {
                 if (required)
                         bad(errors, "storage", "storage is required");
                 return 0;
         }
-        if (tilaa_uint(form_get(f, "storage"), UINT32_MAX, &v) == 0)
+        if (tilaa_uint(param(f, "storage"), UINT32_MAX, &v) == 0)
                 for (size_t i = 0; i < n; i++)
                         if (ok[i] == v)
                                 return (uint32_t)v;
@@ -392,7 +412,8 @@ static int template_param(struct api *api, const struct form *f, json_t *errors,
 static void vm_add(struct api *api, uint64_t account, const struct form *f, struct http_resp *resp)
 {
         json_t *errors = json_object();
-        char name[64], dns[255], password[PASSWORD_LEN + 1], site_slug[TMSG_STR] = "";
+        char name[STORE_VM_NAME_MAX], dns[255], password[PASSWORD_LEN + 1];
+        char site_slug[TMSG_STR] = "";
         struct image img;
         struct snapshot snap;
         struct metadata md = {0};
@@ -404,29 +425,28 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
                 t_unavailable(resp);
                 return;
         }
-        const char *nm = form_get(f, "name");
+        const char *nm = param(f, "name");
+        char auto_name[16], label[64];
+        uint8_t b[4];
+        if (util_random(b, sizeof(b)) < 0)
+                io = 1;
+        util_hex(b, sizeof(b), auto_name + 4);
+        memcpy(auto_name, "vps-", 4);
         if (nm && !tilaa_name_ok(nm))
-                bad(errors, "name",
-                    "name must be 1 to 63 letters, digits, '-' or '.', not "
-                    "starting or ending with '-' or '.'");
-        if (nm)
-                util_strlcpy(name, nm, sizeof(name));
-        else {
-                uint8_t b[4];
-                char hex[9];
-                if (util_random(b, sizeof(b)) < 0)
-                        io = 1;
-                util_hex(b, sizeof(b), hex);
-                snprintf(name, sizeof(name), "vps-%s", hex);
-        }
-        const char *dn = form_get(f, "dns_name");
+                bad(errors, "name", NAME_RULE);
+        util_strlcpy(name, nm ? nm : auto_name, sizeof(name));
+        /* the default dns_name's label: the name made DNS-safe, else the
+         * auto-generated one */
+        if (tilaa_dns_label(name, label) < 0)
+                util_strlcpy(label, auto_name, sizeof(label));
+        const char *dn = param(f, "dns_name");
         if (dn && tilaa_dns_name(dn, dns) < 0)
                 bad(errors, "dns_name",
                     "dns_name must be a DNS name (labels of 1 to 63 of "
                     "a-z, 0-9 and '-', at most 253 bytes)");
         const struct size_def *sz = ram_param(f, errors, 1, &given);
         uint32_t disk = storage_param(f, errors, 1);
-        const char *st = form_get(f, "storage_type");
+        const char *st = param(f, "storage_type");
         if (!st)
                 bad(errors, "storage_type", "storage_type is required");
         else if (storage_from_string(st, &storage) < 0)
@@ -525,7 +545,7 @@ static void vm_add(struct api *api, uint64_t account, const struct form *f, stru
         }
         if (!dn && !json_object_get(errors, "name")) {
                 char tmp[320];
-                snprintf(tmp, sizeof(tmp), "%s.%s", name, api->dns_zone);
+                snprintf(tmp, sizeof(tmp), "%s.%s", label, api->dns_zone);
                 if (tilaa_dns_name(tmp, dns) < 0)
                         bad(errors, "dns_name",
                             "No DNS name can be made from this name: give "
@@ -642,19 +662,17 @@ static void vm_edit(struct api *api, uint64_t account, uint64_t id, const struct
                 t_unavailable(resp);
                 return;
         }
-        const char *nm = form_get(f, "name");
+        const char *nm = param(f, "name");
         if (nm && !tilaa_name_ok(nm))
-                bad(errors, "name",
-                    "name must be 1 to 63 letters, digits, '-' or '.', not "
-                    "starting or ending with '-' or '.'");
+                bad(errors, "name", NAME_RULE);
         const struct size_def *sz = ram_param(f, errors, 0, &given);
         uint32_t disk = storage_param(f, errors, 0);
         int tr = template_param(api, f, errors, &img);
         uint64_t cpus = 0, cap = 0;
         int cg = num_param(f, "cpu_count", 1, CATALOG_CPU_MAX, errors, &cpus);
         int kg = num_param(f, "cpu_cap", CATALOG_CAP_MIN, 100, errors, &cap);
-        int reinstall = tilaa_flag(form_get(f, "reinstall"));
-        int confirm = tilaa_flag(form_get(f, "confirm_reinstall"));
+        int reinstall = tilaa_flag(param(f, "reinstall"));
+        int confirm = tilaa_flag(param(f, "confirm_reinstall"));
         int new_image = tr == 1 && strcmp(img.slug, v.image) != 0;
         int shrink = disk && disk < v.disk_gb;
         if (tr == -EIO) {
@@ -741,7 +759,9 @@ static const struct {
 };
 #define N_TASKS (sizeof(tasks) / sizeof(tasks[0]))
 
-static void vm_task(struct api *api, uint64_t account, uint64_t id, size_t task,
+/* head: a HEAD answers as the GET would, but runs no task (HEAD is safe:
+ * a link checker must not power a VM off). */
+static void vm_task(struct api *api, uint64_t account, uint64_t id, size_t task, int head,
                     struct http_resp *resp)
 {
         struct vm v;
@@ -750,6 +770,10 @@ static void vm_task(struct api *api, uint64_t account, uint64_t id, size_t task,
                 return;
         if (t.cancel_at) {
                 t_error(resp, 409, cancelled_msg);
+                return;
+        }
+        if (head) {
+                t_ok(resp, NULL);
                 return;
         }
         enum vm_action act = tasks[task].act;
@@ -788,7 +812,7 @@ static void vm_cancel(struct api *api, uint64_t account, uint64_t id, const stru
         char dates[TILAA_CANCEL_DATES][11];
         if (vm_load(api, account, id, &v, &t, resp) < 0)
                 return;
-        const char *date = form_get(f, "date");
+        const char *date = param(f, "date");
         json_t *errors = json_object();
         if (!errors) {
                 t_unavailable(resp);
@@ -935,7 +959,7 @@ static void snap_create(struct api *api, uint64_t account, uint64_t id, const st
                 t_error(resp, 409, cancelled_msg);
                 return;
         }
-        const char *nm = form_get(f, "name");
+        const char *nm = param(f, "name");
         if (nm && !text_ok(nm, STORE_NAME_MAX - 1)) {
                 json_t *e = json_object();
                 bad(e, "name", "name must be 1 to %d printable characters", STORE_NAME_MAX - 1);
@@ -945,27 +969,30 @@ static void snap_create(struct api *api, uint64_t account, uint64_t id, const st
         if (nm) {
                 util_strlcpy(name, nm, sizeof(name));
         } else {
-                /* the VM's name and the time (UTC, seconds) */
+                /* the VM's name (its first 40 bytes, not cutting a UTF-8
+                 * character) and the time (UTC, seconds) */
                 char now[21];
+                int keep = (int)strnlen(v.name, 40);
+                while (keep > 0 && keep < (int)strlen(v.name) &&
+                       ((unsigned char)v.name[keep] & 0xc0) == 0x80)
+                        keep--;
                 util_iso8601_utc(util_now_ms(), now);
-                snprintf(name, sizeof(name), "%.40s-%.4s%.2s%.2s-%.2s%.2s%.2s", v.name, now,
+                snprintf(name, sizeof(name), "%.*s-%.4s%.2s%.2s-%.2s%.2s%.2s", keep, v.name, now,
                          now + 5, now + 8, now + 11, now + 14, now + 17);
         }
-        int r = store_snap_create(api->store, account, id, name, tilaa_flag(form_get(f, "online")),
-                                  tilaa_flag(form_get(f, "overwrite")), NULL, util_now_ms(), &p);
-        if (r == -EEXIST) {
-                json_t *e = json_object();
-                bad(e, "name",
-                    "The virtual machine has a snapshot of this name already "
-                    "(overwrite=1 replaces it)");
-                t_invalid(resp, e);
-                return;
-        }
+        /* names need not be unique (the document does not say so); an
+         * overwrite replaces the snapshot of this name, else the VM's most
+         * recent one, with a new snapshot (a new id) once that is made */
+        unsigned flags = STORE_SNAP_ANY_NAME;
+        if (tilaa_flag(param(f, "overwrite")))
+                flags |= STORE_SNAP_OVERWRITE | STORE_SNAP_LATEST;
+        int r = store_snap_create(api->store, account, id, name, tilaa_flag(param(f, "online")),
+                                  flags, NULL, util_now_ms(), &p);
         if (r == -EDQUOT) {
                 json_t *e = json_object();
                 bad(e, "name",
-                    "At most %d snapshots per virtual machine: delete one, or "
-                    "overwrite one by name",
+                    "At most %d snapshots per virtual machine: delete one, or give "
+                    "overwrite=1 (it replaces the most recent, or the one of this name)",
                     STORE_SNAPS_PER_VM);
                 t_invalid(resp, e);
                 return;
@@ -1063,7 +1090,7 @@ static void snap_edit(struct api *api, uint64_t account, uint64_t sid, const str
                 store_failed(resp, r, "Snapshot");
                 return;
         }
-        const char *nm = form_get(f, "name");
+        const char *nm = param(f, "name");
         if (!nm || !text_ok(nm, STORE_NAME_MAX - 1)) {
                 json_t *e = json_object();
                 bad(e, "name",
@@ -1073,13 +1100,7 @@ static void snap_edit(struct api *api, uint64_t account, uint64_t sid, const str
                 t_invalid(resp, e);
                 return;
         }
-        r = store_snap_rename(api->store, account, sid, nm, &p);
-        if (r == -EEXIST) {
-                json_t *e = json_object();
-                bad(e, "name", "The virtual machine has another snapshot of this name");
-                t_invalid(resp, e);
-                return;
-        }
+        r = store_snap_rename(api->store, account, sid, nm, STORE_SNAP_ANY_NAME, &p);
         if (r < 0) {
                 store_failed(resp, r, "Snapshot");
                 return;
@@ -1235,7 +1256,7 @@ static void md_put(struct api *api, uint64_t account, uint64_t id, int edit, con
                 t_unavailable(resp);
                 return;
         }
-        const char *nm = form_get(f, "name"), *ud = form_get(f, "user_data");
+        const char *nm = param(f, "name"), *ud = param(f, "user_data");
         if (!nm && !edit)
                 bad(e, "name", "name is required");
         else if (nm && !text_ok(nm, STORE_NAME_MAX - 1))
@@ -1357,7 +1378,7 @@ static void key_put(struct api *api, const struct api_user *user, uint64_t id, i
                 else
                         k->user_id = uid;
         }
-        const char *key = form_get(f, "key"), *label = form_get(f, "label");
+        const char *key = param(f, "key"), *label = param(f, "label");
         if (!key && !edit) {
                 bad(e, "key", "key is required (an OpenSSH public key line)");
         } else if (key) {
@@ -1381,7 +1402,7 @@ static void key_put(struct api *api, const struct api_user *user, uint64_t id, i
                 }
         }
         if (label && (strlen(label) >= sizeof(k->name) || !text_ok(label, LABEL_MAX))) {
-                if (form_get(f, "label"))
+                if (param(f, "label"))
                         bad(e, "label", "label must be 1 to %d printable characters", LABEL_MAX);
                 else
                         label = info.fingerprint; /* a comment too long for a label */
@@ -1479,14 +1500,14 @@ static enum route route_of(char seg[][64], int n, const char **allow, size_t *ta
                 enum route list, one;
                 const char *list_allow, *one_allow;
         } coll[] = {
-            {"users", RT_USERS, RT_NONE, "GET", NULL},
-            {"virtual_machines", RT_VMS, RT_VM, "GET, POST", "GET, POST"},
-            {"snapshots", RT_SNAPS, RT_SNAP, "GET", "GET, POST, DELETE"},
-            {"presets", RT_PRESETS, RT_NONE, "GET", NULL},
-            {"sites", RT_SITES, RT_NONE, "GET", NULL},
-            {"templates", RT_TEMPLATES, RT_NONE, "GET", NULL},
-            {"metadata", RT_MDS, RT_MD, "GET, POST", "GET, POST, DELETE"},
-            {"ssh_keys", RT_KEYS, RT_KEY, "GET, POST", "GET, POST, DELETE"},
+            {"users", RT_USERS, RT_NONE, "GET, HEAD", NULL},
+            {"virtual_machines", RT_VMS, RT_VM, "GET, HEAD, POST", "GET, HEAD, POST"},
+            {"snapshots", RT_SNAPS, RT_SNAP, "GET, HEAD", "GET, HEAD, POST, DELETE"},
+            {"presets", RT_PRESETS, RT_NONE, "GET, HEAD", NULL},
+            {"sites", RT_SITES, RT_NONE, "GET, HEAD", NULL},
+            {"templates", RT_TEMPLATES, RT_NONE, "GET, HEAD", NULL},
+            {"metadata", RT_MDS, RT_MD, "GET, HEAD, POST", "GET, HEAD, POST, DELETE"},
+            {"ssh_keys", RT_KEYS, RT_KEY, "GET, HEAD, POST", "GET, HEAD, POST, DELETE"},
         };
         for (size_t i = 0; i < sizeof(coll) / sizeof(coll[0]); i++) {
                 if (strcmp(coll[i].name, c) != 0)
@@ -1503,11 +1524,11 @@ static enum route route_of(char seg[][64], int n, const char **allow, size_t *ta
                         for (size_t t = 0; t < N_TASKS; t++)
                                 if (strcmp(seg[3], tasks[t].name) == 0) {
                                         *task = t;
-                                        *allow = "GET, POST";
+                                        *allow = "GET, HEAD, POST";
                                         return RT_VM_TASK;
                                 }
                         if (strcmp(seg[3], "cancel") == 0) {
-                                *allow = "GET, POST";
+                                *allow = "GET, HEAD, POST";
                                 return RT_VM_CANCEL;
                         }
                         if (strcmp(seg[3], "create_snapshot") == 0) {
@@ -1537,8 +1558,11 @@ static int method_allowed(const char *method, const char *allow)
         return 0;
 }
 
+/* m: the method, HEAD as GET (the HTTP library sends no body for it);
+ * head: it was HEAD. */
 static void dispatch(struct api *api, const struct api_user *user, enum route rt, size_t task,
-                     char seg[][64], const char *m, const struct form *f, struct http_resp *resp)
+                     char seg[][64], const char *m, int head, const struct form *f,
+                     struct http_resp *resp)
 {
         const uint64_t account = user->account_id;
         uint64_t id = 0;
@@ -1566,7 +1590,7 @@ static void dispatch(struct api *api, const struct api_user *user, enum route rt
                         vm_edit(api, account, id, f, resp);
                 break;
         case RT_VM_TASK:
-                vm_task(api, account, id, task, resp);
+                vm_task(api, account, id, task, head, resp);
                 break;
         case RT_VM_CANCEL:
                 if (get)
@@ -1667,6 +1691,9 @@ static void tilaa_route(struct api *api, const struct http_req *req, struct http
                 not_found(resp, "Endpoint");
                 return;
         }
+        /* HEAD is GET without the body, wherever GET is allowed */
+        const int head = strcmp(req->method, "HEAD") == 0;
+        const char *method = head ? "GET" : req->method;
         if (!method_allowed(req->method, allow)) {
                 char msg[128];
                 snprintf(msg, sizeof(msg), "Method %.16s is not allowed here; allowed: %s",
@@ -1706,6 +1733,6 @@ static void tilaa_route(struct api *api, const struct http_req *req, struct http
         struct form *f = NULL;
         if (strcmp(req->method, "POST") == 0 && read_form(req, resp, &f) < 0)
                 return;
-        dispatch(api, &user, rt, task, seg, req->method, f, resp);
+        dispatch(api, &user, rt, task, seg, method, head, f, resp);
         form_free(f);
 }

@@ -108,6 +108,59 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return answer(srv, c, url, method, cn);
 }
 
+static http_ready_fn ready_fn;
+static void *ready_ud;
+
+void http_set_readiness(http_ready_fn fn, void *ud)
+{
+        ready_fn = fn;
+        ready_ud = ud;
+}
+
+/* /healthz and /readyz, on every listener; 0 when the path is neither. */
+static int health(const char *url, const char *method, struct http_resp *resp)
+{
+        char why[160] = "", esc[200];
+        size_t k = 0;
+        int ready = 1;
+
+        if (strcmp(url, "/healthz") != 0 && strcmp(url, "/readyz") != 0)
+                return 0;
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+                resp->status = 405;
+                http_resp_header(resp, "Allow", "GET, HEAD");
+                resp->body = strdup("{\"status\":\"method not allowed\"}");
+        } else {
+                if (strcmp(url, "/readyz") == 0 && ready_fn)
+                        ready = ready_fn(ready_ud, why, sizeof(why)) == 0;
+                /* why is ours, but escape it all the same */
+                for (const char *p = why; *p && k + 7 < sizeof(esc); p++) {
+                        unsigned char ch = (unsigned char)*p;
+                        if (ch == '"' || ch == '\\')
+                                esc[k++] = '\\', esc[k++] = (char)ch;
+                        else if (ch >= 0x20 && ch < 0x7f)
+                                esc[k++] = (char)ch;
+                }
+                esc[k] = '\0';
+                resp->status = ready ? 200 : 503;
+                if (ready)
+                        resp->body = strdup(strcmp(url, "/readyz") == 0 ? "{\"status\":\"ready\"}"
+                                                                        : "{\"status\":\"ok\"}");
+                else if (asprintf(&resp->body, "{\"status\":\"unavailable\",\"reason\":\"%s\"}",
+                                  esc) < 0)
+                        resp->body = NULL;
+        }
+        resp->content_type = "application/json";
+        resp->body_len = resp->body ? strlen(resp->body) : 0;
+        if (strcmp(method, "HEAD") == 0) {
+                free(resp->body);
+                resp->body = NULL;
+                resp->body_len = 0;
+        }
+        http_resp_header(resp, "Cache-Control", "no-store");
+        return 1;
+}
+
 static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *c, const char *url,
                               const char *method, struct conn *cn)
 {
@@ -125,7 +178,8 @@ static enum MHD_Result answer(struct http_server *srv, struct MHD_Connection *c,
         };
         struct http_resp resp = { .status = 500 };
         cn->answered = 1;
-        srv->handler(srv->ud, &req, &resp);
+        if (!health(url, method, &resp))
+                srv->handler(srv->ud, &req, &resp);
         if (cn->too_large) {
                 /* The rest of an oversize body is not read: close after. */
                 http_resp_header(&resp, MHD_HTTP_HEADER_CONNECTION, "close");

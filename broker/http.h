@@ -43,6 +43,15 @@ typedef void (*http_handler_fn)(void *ud, const struct http_req *req, struct htt
 
 struct http_server;
 
+/* Every server answers GET (and HEAD) /healthz itself: 200 {"status":"ok"}
+ * while the process serves; and /readyz: 200 {"status":"ready"} when the
+ * readiness function (set once, by the main thread, before any server
+ * starts) returns 0, else 503 {"status":"unavailable","reason":...} with
+ * what it wrote into why. A load balancer checks /readyz. Without a
+ * function /readyz is /healthz. */
+typedef int (*http_ready_fn)(void *ud, char *why, size_t why_len);
+void http_set_readiness(http_ready_fn fn, void *ud);
+
 /* listen is "HOST:PORT". 0, -EINVAL (bad address), -EADDRINUSE, -EIO. */
 int http_server_start(const char *listen, size_t max_body, unsigned threads,
                       http_handler_fn handler, void *ud, struct http_server **ret);

@@ -34,7 +34,7 @@ static struct {
         int64_t hold_ms;
         int64_t host_timeout_ms;
         int64_t http_threads;
-        int64_t max_body;
+        int64_t max_body, tilaa_max_body;
         int64_t max_agents;
         int64_t cpu_overcommit_pct, ram_overcommit_pct, disk_overcommit_pct;
         char placement[CFG_STR_MAX];
@@ -55,6 +55,9 @@ static struct {
         .host_timeout_ms = 10000,
         .http_threads = 4,
         .max_body = 65536,
+        /* 64 KiB of user_data as `curl --data-urlencode` sends it: up to
+         * three bytes each (%XX), and the other parameters */
+        .tilaa_max_body = 256 << 10,
         .max_agents = 10000,
         .cpu_overcommit_pct = 400,
         .ram_overcommit_pct = 100,
@@ -89,6 +92,9 @@ static const struct cfg_opt opts[] = {
           "a host not heard from for this long is unreachable" },
         { "http_threads", CFG_INT, &cfg.http_threads, 2, 256, "HTTP worker threads per listener" },
         { "max_body", CFG_INT, &cfg.max_body, 1024, 16 << 20, "largest request body (bytes)" },
+        { "tilaa_max_body", CFG_INT, &cfg.tilaa_max_body, 1024, 16 << 20,
+          "largest request body of the Tilaa API (bytes; 64 KiB of user_data URL-encoded "
+          "is up to 192 KiB)" },
         { "max_agents", CFG_INT, &cfg.max_agents, 1, 1000000, "most agents connected at once" },
         { "list_cache", CFG_INT, &cfg.list_cache, 0, 1,
           "1: answer a repeated list request from memory while nothing it shows changed "
@@ -159,6 +165,18 @@ static void cancel_job(void *ud, int64_t now_ms)
         if (n)
                 dns_kick(c->dns);
         free(hosts);
+}
+
+/* /readyz: ready while the store answers a read (a load balancer takes a
+ * broker whose database is gone out of service). */
+static int ready(void *ud, char *why, size_t why_len)
+{
+        uint64_t gen;
+        int r = store_host_generation(ud, 0, &gen); /* no host 0: -ENOENT at once */
+        if (r == 0 || r == -ENOENT)
+                return 0;
+        snprintf(why, why_len, "the store does not answer (%s)", strerror(-r));
+        return -1;
 }
 
 static int is_loopback(const char *hostport)
@@ -296,6 +314,7 @@ int main(int argc, char **argv)
         api.sched.ram_ratio = (double)cfg.ram_overcommit_pct / 100.0;
         api.sched.disk_ratio = (double)cfg.disk_overcommit_pct / 100.0;
         api.sched.strategy = strcmp(cfg.placement, "pack") == 0 ? SCHED_PACK : SCHED_SPREAD;
+        http_set_readiness(ready, store);
         r = http_server_start(cfg.listen, (size_t)cfg.max_body, (unsigned)cfg.http_threads,
                               api_native_handle, &api, &native);
         if (r < 0) {
@@ -311,7 +330,7 @@ int main(int argc, char **argv)
                 goto out;
         }
         if (cfg.tilaa_listen[0]) {
-                r = http_server_start(cfg.tilaa_listen, (size_t)cfg.max_body,
+                r = http_server_start(cfg.tilaa_listen, (size_t)cfg.tilaa_max_body,
                                       (unsigned)cfg.http_threads, api_tilaa_handle, &api, &tilaa);
                 if (r < 0) {
                         log_error("broker: cannot serve the Tilaa API on %s: %s",

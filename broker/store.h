@@ -32,6 +32,10 @@
 struct store;
 
 #define STORE_NAME_MAX 64
+/* A VM's name: the Tilaa API's are "for internal use", up to 64 UTF-8
+ * characters of up to 4 bytes (tilaa_name_ok); the native API's are
+ * shorter (valid_name). */
+#define STORE_VM_NAME_MAX 257
 
 enum tier { TIER_FREE, TIER_PRO, TIER_ENTERPRISE, TIER__MAX };
 const char *tier_to_string(enum tier t);
@@ -89,7 +93,7 @@ enum vm_power_want { VM_WANT_RUNNING, VM_WANT_STOPPED, VM_WANT_OFF };
 struct vm {
         uint64_t id;
         uint64_t account_id;
-        char name[STORE_NAME_MAX];
+        char name[STORE_VM_NAME_MAX];
         char size[32];
         char image[TMSG_STR];
         char site[TMSG_STR];
@@ -449,14 +453,25 @@ struct snapshot {
         char image[TMSG_STR];
 };
 
+/* store_snap_create's and store_snap_rename's flags. The native API's
+ * names are unique per vm (0, or STORE_SNAP_OVERWRITE: the snapshot of
+ * the name is replaced); the Tilaa API's need not be (STORE_SNAP_ANY_NAME)
+ * and its overwrite replaces the vm's snapshot of the name (the newest of
+ * them), else its most recent one (STORE_SNAP_OVERWRITE |
+ * STORE_SNAP_LATEST). A replacement is a new snapshot (a new id): the old
+ * one stays until it is ready, then goes. */
+#define STORE_SNAP_OVERWRITE 1u
+#define STORE_SNAP_ANY_NAME  2u
+#define STORE_SNAP_LATEST    4u
 /* A new snapshot of one of the account's vms, state creating: -ENOENT (no
  * such live vm); -EBUSY while another snapshot of it is being made, or a
  * rebuild or restore of it is in flight; -EEXIST when a creating or ready
- * snapshot of the vm has this name, unless overwrite (then the new one
- * replaces it once ready, and the old stays until then); -EDQUOT past
- * STORE_SNAPS_PER_VM; -EALREADY when idem's key was claimed meanwhile. */
+ * snapshot of the vm has this name, unless flags has STORE_SNAP_OVERWRITE
+ * (then the new one replaces it once ready, and the old stays until then)
+ * or STORE_SNAP_ANY_NAME; -EDQUOT past STORE_SNAPS_PER_VM (a replaced one
+ * not counted); -EALREADY when idem's key was claimed meanwhile. */
 int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, const char *name,
-                      int online, int overwrite, const struct idem *idem, int64_t now,
+                      int online, unsigned flags, const struct idem *idem, int64_t now,
                       struct snapshot *ret);
 /* One of the account's snapshots in any state: 0, -ENOENT. */
 int store_snap_get(struct store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret);
@@ -465,9 +480,9 @@ int store_snap_get(struct store *s, uint64_t account_id, uint64_t snap_id, struc
 int store_snap_list(struct store *s, uint64_t account_id, uint64_t vm_id, struct snapshot **ret,
                     size_t *ret_n);
 /* -ENOENT (also when deleting), -EEXIST (another creating or ready
- * snapshot of the vm has the name). */
+ * snapshot of the vm has the name, unless flags has STORE_SNAP_ANY_NAME). */
 int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, const char *name,
-                      struct snapshot *ret);
+                      unsigned flags, struct snapshot *ret);
 /* Marks it deleting (0 also if it was already); -ENOENT; -EBUSY while a
  * restore of it is in flight. ret (may be NULL): the snapshot now. */
 int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id,
@@ -624,7 +639,7 @@ struct invoice_line {
         uint64_t id;
         uint64_t account_id;
         uint64_t vm_id;
-        char vm_name[STORE_NAME_MAX];
+        char vm_name[STORE_VM_NAME_MAX];
         int64_t day; /* local day, days since 1970-01-01 */
         char size[32];
         int64_t amount_cents;

@@ -60,10 +60,10 @@ int sqlite_deploy_delete(struct sqlite_store *s, uint64_t account_id, uint64_t i
 int sqlite_idem_get(struct sqlite_store *s, uint64_t account_id, const char *key, int64_t now, struct idem_rec *ret);
 int sqlite_idem_set_response(struct sqlite_store *s, uint64_t account_id, const char *key, const char *body, const char *location);
 int sqlite_vm_delete(struct sqlite_store *s, uint64_t account_id, uint64_t vm_id, uint64_t *ret_host_id);
-int sqlite_snap_create(struct sqlite_store *s, uint64_t account_id, uint64_t vm_id, const char *name, int online, int overwrite, const struct idem *idem, int64_t now, struct snapshot *ret);
+int sqlite_snap_create(struct sqlite_store *s, uint64_t account_id, uint64_t vm_id, const char *name, int online, unsigned flags, const struct idem *idem, int64_t now, struct snapshot *ret);
 int sqlite_snap_get(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret);
 int sqlite_snap_list(struct sqlite_store *s, uint64_t account_id, uint64_t vm_id, struct snapshot **ret, size_t *ret_n);
-int sqlite_snap_rename(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, const char *name, struct snapshot *ret);
+int sqlite_snap_rename(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, const char *name, unsigned flags, struct snapshot *ret);
 int sqlite_snap_delete(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret);
 int sqlite_snap_restore(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, const struct idem *idem, struct vm *ret_vm);
 int sqlite_snap_restore_into(struct sqlite_store *s, uint64_t account_id, uint64_t snap_id, uint64_t vm_id, struct vm *ret_vm);
@@ -157,10 +157,10 @@ int pg_deploy_delete(struct pg_store *s, uint64_t account_id, uint64_t id, uint6
 int pg_idem_get(struct pg_store *s, uint64_t account_id, const char *key, int64_t now, struct idem_rec *ret);
 int pg_idem_set_response(struct pg_store *s, uint64_t account_id, const char *key, const char *body, const char *location);
 int pg_vm_delete(struct pg_store *s, uint64_t account_id, uint64_t vm_id, uint64_t *ret_host_id);
-int pg_snap_create(struct pg_store *s, uint64_t account_id, uint64_t vm_id, const char *name, int online, int overwrite, const struct idem *idem, int64_t now, struct snapshot *ret);
+int pg_snap_create(struct pg_store *s, uint64_t account_id, uint64_t vm_id, const char *name, int online, unsigned flags, const struct idem *idem, int64_t now, struct snapshot *ret);
 int pg_snap_get(struct pg_store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret);
 int pg_snap_list(struct pg_store *s, uint64_t account_id, uint64_t vm_id, struct snapshot **ret, size_t *ret_n);
-int pg_snap_rename(struct pg_store *s, uint64_t account_id, uint64_t snap_id, const char *name, struct snapshot *ret);
+int pg_snap_rename(struct pg_store *s, uint64_t account_id, uint64_t snap_id, const char *name, unsigned flags, struct snapshot *ret);
 int pg_snap_delete(struct pg_store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret);
 int pg_snap_restore(struct pg_store *s, uint64_t account_id, uint64_t snap_id, const struct idem *idem, struct vm *ret_vm);
 int pg_snap_restore_into(struct pg_store *s, uint64_t account_id, uint64_t snap_id, uint64_t vm_id, struct vm *ret_vm);
@@ -568,11 +568,11 @@ int store_vm_delete(struct store *s, uint64_t account_id, uint64_t vm_id, uint64
         return sqlite_vm_delete(s->sqlite, account_id, vm_id, ret_host_id);
 }
 
-int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, const char *name, int online, int overwrite, const struct idem *idem, int64_t now, struct snapshot *ret)
+int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, const char *name, int online, unsigned flags, const struct idem *idem, int64_t now, struct snapshot *ret)
 {
         if (s->pg)
-                return pg_snap_create(s->pg, account_id, vm_id, name, online, overwrite, idem, now, ret);
-        return sqlite_snap_create(s->sqlite, account_id, vm_id, name, online, overwrite, idem, now, ret);
+                return pg_snap_create(s->pg, account_id, vm_id, name, online, flags, idem, now, ret);
+        return sqlite_snap_create(s->sqlite, account_id, vm_id, name, online, flags, idem, now, ret);
 }
 
 int store_snap_get(struct store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret)
@@ -589,11 +589,11 @@ int store_snap_list(struct store *s, uint64_t account_id, uint64_t vm_id, struct
         return sqlite_snap_list(s->sqlite, account_id, vm_id, ret, ret_n);
 }
 
-int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, const char *name, struct snapshot *ret)
+int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, const char *name, unsigned flags, struct snapshot *ret)
 {
         if (s->pg)
-                return pg_snap_rename(s->pg, account_id, snap_id, name, ret);
-        return sqlite_snap_rename(s->sqlite, account_id, snap_id, name, ret);
+                return pg_snap_rename(s->pg, account_id, snap_id, name, flags, ret);
+        return sqlite_snap_rename(s->sqlite, account_id, snap_id, name, flags, ret);
 }
 
 int store_snap_delete(struct store *s, uint64_t account_id, uint64_t snap_id, struct snapshot *ret)

@@ -340,10 +340,22 @@ static sqlite3_stmt *stmt(struct store *s, const char *sql)
         return st;
 }
 
+/* A text column into dst (n bytes); one too long is cut before a whole
+ * UTF-8 character, never inside one (the JSON it goes into must be valid). */
 static void col_text(sqlite3_stmt *st, int i, char *dst, size_t n)
 {
         const unsigned char *t = sqlite3_column_text(st, i);
-        util_strlcpy(dst, t ? (const char *)t : "", n);
+        size_t len = t ? (size_t)sqlite3_column_bytes(st, i) : 0;
+        if (n == 0)
+                return;
+        if (len >= n) {
+                len = n - 1;
+                while (len > 0 && (t[len] & 0xc0) == 0x80)
+                        len--;
+        }
+        if (len)
+                memcpy(dst, t, len);
+        dst[len] = '\0';
 }
 
 /*
@@ -1548,12 +1560,37 @@ out:
         return end(s, r);
 }
 
+/* A guest's host name as the agent takes it (a name with dots: an FQDN
+ * whose first label is the host name): labels of 1 to 63 letters, digits
+ * and '-', not at either end. A VM's name need not be one (a Tilaa VM's is
+ * for internal use, and the Tilaa API may rename a native VM "My server");
+ * one that is not gives the guest "vps-ID". */
+static void host_name_fix(char *h, size_t len, uint64_t vm_id)
+{
+        size_t label = 0;
+        int ok = h[0] != '\0';
+        for (const char *p = h; *p && ok; p++) {
+                if (*p == '.') {
+                        ok = label > 0 && p[-1] != '-';
+                        label = 0;
+                } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                           (*p >= '0' && *p <= '9') || (*p == '-' && label > 0)) {
+                        ok = ++label <= 63;
+                } else {
+                        ok = 0;
+                }
+        }
+        if (!ok || label == 0 || h[strlen(h) - 1] == '-')
+                snprintf(h, len, "vps-%llu", (unsigned long long)vm_id);
+}
+
 static void row_desired(sqlite3_stmt *st, void *item)
 {
         struct dom_desired *d = item;
         memset(d, 0, sizeof(*d));
         d->vm_id = (uint64_t)sqlite3_column_int64(st, 0);
         col_text(st, 1, d->hostname, sizeof(d->hostname));
+        host_name_fix(d->hostname, sizeof(d->hostname), d->vm_id);
         d->vcpus = (uint32_t)sqlite3_column_int64(st, 2);
         d->ram_mb = (uint32_t)sqlite3_column_int64(st, 3);
         d->disk_gb = (uint32_t)sqlite3_column_int64(st, 4);
@@ -1800,7 +1837,12 @@ int store_host_desired(struct store *s, uint64_t host_id, struct msg_sync_reply 
                 return store_host_desired(pick_reader(s), host_id, ret);
         static const char gen[] = "SELECT generation FROM hosts WHERE id = ?";
         static const char sql[] =
-                "SELECT id, name, vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
+                /* the host name: a VM with a DNS name (Tilaa's dns_name; its
+                 * name is for internal use, "My server (2)") is its first
+                 * label, as in its seed (store_vm_seed) */
+                "SELECT id, CASE WHEN COALESCE(dns_name, '') = '' THEN name"
+                " ELSE substr(dns_name, 1, instr(dns_name || '.', '.') - 1) END,"
+                " vcpus, ram_mb, disk_gb, want, reboot_seq, rebuild_seq, image,"
                 " storage, resize_seq, rescue, cpu_cap, restore_seq, restore_snap, source_vm,"
                 " source_snap FROM vms WHERE host_id = ? AND deleted_at IS NULL"
                 " ORDER BY id";
@@ -3139,16 +3181,16 @@ static int snap_observe(struct store *s, uint64_t host_id, const struct obs_row 
 }
 
 int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, const char *name,
-                      int online, int overwrite, const struct idem *idem, int64_t now,
+                      int online, unsigned flags, const struct idem *idem, int64_t now,
                       struct snapshot *ret)
 {
-        static const char live[] =
-                "SELECT id, name, state FROM snapshots WHERE vm_id = ? AND state != 'deleting'";
+        static const char live[] = "SELECT id, name, state FROM snapshots"
+                                   " WHERE vm_id = ? AND state != 'deleting' ORDER BY id";
         static const char ins[] =
                 "INSERT INTO snapshots (account_id, vm_id, name, online, state, replaces,"
                 " created_at, vcpus, ram_mb, disk_gb, image)"
                 " VALUES (?,?,?,?,'creating',?,?,?,?,?,?)";
-        uint64_t replaces = 0;
+        uint64_t replaces = 0, by_name = 0, latest = 0;
         size_t count = 0;
         int busy = 0, rc;
         struct vm v;
@@ -3174,15 +3216,18 @@ int store_snap_create(struct store *s, uint64_t account_id, uint64_t vm_id, cons
                 count++;
                 if (state && strcmp((const char *)state, "creating") == 0)
                         busy = 1;
+                latest = (uint64_t)sqlite3_column_int64(st, 0); /* by id: the last */
                 if (nm && strcmp((const char *)nm, name) == 0)
-                        replaces = (uint64_t)sqlite3_column_int64(st, 0);
+                        by_name = latest;
         }
         if (rc != SQLITE_DONE)
                 return end(s, db_err(s, "cannot read snapshots"));
         if (busy)
                 return end(s, -EBUSY);
-        if (replaces && !overwrite)
+        if (by_name && !(flags & (STORE_SNAP_OVERWRITE | STORE_SNAP_ANY_NAME)))
                 return end(s, -EEXIST);
+        if (flags & STORE_SNAP_OVERWRITE)
+                replaces = by_name ? by_name : flags & STORE_SNAP_LATEST ? latest : 0;
         if (count - (replaces ? 1 : 0) >= STORE_SNAPS_PER_VM)
                 return end(s, -EDQUOT);
         if (!(st = stmt(s, ins)))
@@ -3246,7 +3291,7 @@ int store_snap_list(struct store *s, uint64_t account_id, uint64_t vm_id, struct
 }
 
 int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, const char *name,
-                      struct snapshot *ret)
+                      unsigned flags, struct snapshot *ret)
 {
         static const char taken[] = "SELECT 1 FROM snapshots WHERE vm_id = ? AND name = ?"
                                     " AND state != 'deleting' AND id != ?";
@@ -3265,16 +3310,18 @@ int store_snap_rename(struct store *s, uint64_t account_id, uint64_t snap_id, co
                 *ret = p;
                 return end(s, 0);
         }
-        if (!(st = stmt(s, taken)))
-                return end(s, -EIO);
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)p.vm_id);
-        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, (sqlite3_int64)snap_id);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-                return end(s, -EEXIST);
-        if (rc != SQLITE_DONE)
-                return end(s, db_err(s, "cannot read snapshots"));
+        if (!(flags & STORE_SNAP_ANY_NAME)) {
+                if (!(st = stmt(s, taken)))
+                        return end(s, -EIO);
+                sqlite3_bind_int64(st, 1, (sqlite3_int64)p.vm_id);
+                sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 3, (sqlite3_int64)snap_id);
+                int rc = sqlite3_step(st);
+                if (rc == SQLITE_ROW)
+                        return end(s, -EEXIST);
+                if (rc != SQLITE_DONE)
+                        return end(s, db_err(s, "cannot read snapshots"));
+        }
         if (!(st = stmt(s, upd)))
                 return end(s, -EIO);
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -3788,11 +3835,20 @@ int store_vm_seed(struct store *s, uint64_t host_id, uint64_t vm_id, struct msg_
         col_text(st, 0, m.hostname, sizeof(m.hostname));
         /* A VM with a DNS name (the Tilaa API's dns_name) is that host: the
          * agent takes a name with dots as the FQDN, its first label as the
-         * host name. One too long for the message keeps the plain name. */
-        if (sqlite3_column_type(st, 5) == SQLITE_TEXT && sqlite3_column_bytes(st, 5) > 0 &&
-            (size_t)sqlite3_column_bytes(st, 5) < sizeof(m.hostname) &&
-            strchr((const char *)sqlite3_column_text(st, 5), '.'))
-                col_text(st, 5, m.hostname, sizeof(m.hostname));
+         * host name. One too long for the message (or of one label) gives
+         * its first label: the name of a Tilaa VM is for internal use ("My
+         * server (2)") and need not be a host name. */
+        if (sqlite3_column_type(st, 5) == SQLITE_TEXT && sqlite3_column_bytes(st, 5) > 0) {
+                const char *dn = (const char *)sqlite3_column_text(st, 5);
+                size_t len = (size_t)sqlite3_column_bytes(st, 5);
+                if (len >= sizeof(m.hostname) || !strchr(dn, '.'))
+                        len = strcspn(dn, ".");
+                if (len > 0 && len < sizeof(m.hostname)) {
+                        memcpy(m.hostname, dn, len);
+                        m.hostname[len] = '\0';
+                }
+        }
+        host_name_fix(m.hostname, sizeof(m.hostname), vm_id);
         account = sqlite3_column_int64(st, 1);
         col_text(st, 2, ids, sizeof(ids));
         /* a Tilaa VM: root with its initial password (admin.account) */

@@ -121,14 +121,70 @@ void tilaa_cancel_dates(int64_t now_ms, const char *tz, char out[TILAA_CANCEL_DA
 
 int tilaa_name_ok(const char *s)
 {
-        size_t n = s ? strlen(s) : 0;
-        if (n == 0 || n > 63 || s[0] == '-' || s[0] == '.' || s[n - 1] == '-' || s[n - 1] == '.')
+        const unsigned char *p = (const unsigned char *)s;
+        size_t chars = 0, n = s ? strlen(s) : 0;
+        if (n == 0 || n > TILAA_NAME_BYTES)
                 return 0;
-        for (const char *p = s; *p; p++)
-                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                      (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+        while (*p) {
+                unsigned c = *p;
+                size_t k;
+                unsigned min;
+                if (c < 0x80) {
+                        if (c < 0x20 || c == 0x7f)
+                                return 0; /* a control character */
+                        k = 0;
+                        min = 0;
+                } else if ((c & 0xe0) == 0xc0) {
+                        k = 1;
+                        min = 0x80;
+                        c &= 0x1f;
+                } else if ((c & 0xf0) == 0xe0) {
+                        k = 2;
+                        min = 0x800;
+                        c &= 0x0f;
+                } else if ((c & 0xf8) == 0xf0) {
+                        k = 3;
+                        min = 0x10000;
+                        c &= 0x07;
+                } else {
                         return 0;
-        return 1;
+                }
+                for (size_t j = 1; j <= k; j++) {
+                        if ((p[j] & 0xc0) != 0x80)
+                                return 0; /* also the NUL that ends it */
+                        c = c << 6 | (p[j] & 0x3f);
+                }
+                if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff) ||
+                    (c >= 0x80 && c <= 0x9f) || c == 0x2028 || c == 0x2029)
+                        return 0; /* overlong, a surrogate, a C1 control, a line break */
+                p += k + 1;
+                chars++;
+        }
+        return chars <= TILAA_NAME_CHARS;
+}
+
+int tilaa_dns_label(const char *name, char out[64])
+{
+        size_t n = 0;
+        int dash = 0;
+        for (const char *p = name ? name : ""; *p; p++) {
+                char c = *p;
+                if (c >= 'A' && c <= 'Z')
+                        c = (char)(c - 'A' + 'a');
+                if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
+                        if (dash && n > 0 && n < 63)
+                                out[n++] = '-'; /* a run of others, not at the start */
+                        dash = 0;
+                        if (n < 63)
+                                out[n++] = c;
+                } else {
+                        dash = 1; /* '-', '_', ' ', '.', any byte of UTF-8... */
+                }
+        }
+        while (n > 0 && out[n - 1] == '-')
+                n--;
+        out[n] = '\0';
+        return n ? 0 : -EINVAL;
 }
 
 int tilaa_dns_name(const char *s, char out[255])

@@ -42,9 +42,17 @@ int64_t tilaa_local_midnight(int y, int m, int d, const char *tz);
 #define TILAA_CANCEL_DATES 12
 void tilaa_cancel_dates(int64_t now_ms, const char *tz, char out[TILAA_CANCEL_DATES][11]);
 
-/* A VM name: 1 to 63 of letters, digits, '-' and '.', not starting or
- * ending with '-' or '.' (it becomes the guest's hostname). */
+/* A VM name ("for internal use"): 1 to TILAA_NAME_CHARS characters of
+ * valid UTF-8, any printable ones (blanks, parentheses, accents, '_'), no
+ * control character (C0, DEL, C1, U+2028/9). */
+#define TILAA_NAME_CHARS 64
+#define TILAA_NAME_BYTES (4 * TILAA_NAME_CHARS)
 int tilaa_name_ok(const char *s);
+/* The DNS-safe form of a name, for its default dns_name: lowercase
+ * letters, digits and '-', every run of other characters (and of '-')
+ * one '-', none at either end, at most 63 characters. 0, -EINVAL (nothing
+ * is left: "___", "été" leaves "t"). */
+int tilaa_dns_label(const char *name, char out[64]);
 /* A DNS name: labels of 1 to 63 of a-z, 0-9 and '-' (not at either end),
  * joined by dots, at most 253 bytes, an optional final dot not counted;
  * uppercase letters are lowered into out (254 bytes). 0, -EINVAL. */

@@ -34,7 +34,11 @@ U=a@acme.test:$PA
 ta() {
         local m=$1 p=$2; shift 2
         rm -f "$T/tbody"
-        CODE=$(curl -s -o "$T/tbody" -D "$T/theaders" -w '%{http_code}' -X "$m" ${U:+-u "$U"} "$@" "$TILAA$p")
+        if [ "$m" = HEAD ]; then # -I: curl reads no body after the headers
+                CODE=$(curl -s -I -o /dev/null -D "$T/theaders" -w '%{http_code}' ${U:+-u "$U"} "$@" "$TILAA$p")
+        else
+                CODE=$(curl -s -o "$T/tbody" -D "$T/theaders" -w '%{http_code}' -X "$m" ${U:+-u "$U"} "$@" "$TILAA$p")
+        fi
         BODY=$(cat "$T/tbody" 2>/dev/null)
         HEADERS=$(tr -d '\r' <"$T/theaders")
 }
@@ -90,22 +94,36 @@ match "templates have numeric ids" "$TPL/$TPL2" '^[0-9]+/[0-9]+$'
 # --- request format
 ta POST /v1/virtual_machines -H 'Content-Type: application/json' --data-binary '{"ram":1024}'
 terr "a JSON body" 415
-ta POST /v1/virtual_machines --data-binary 'ram=1024&&storage=20'
-terr "a malformed form" 400
+ta POST /v1/virtual_machines --data-binary 'ram=1024&storage=%2'
+terr "a malformed form (a bad escape)" 400
 ta PUT /v1/virtual_machines
 terr "PUT on a list" 405
-eq "405 says what is allowed" "$(hdr Allow)" "GET, POST"
+eq "405 says what is allowed (HEAD beside GET)" "$(hdr Allow)" "GET, HEAD, POST"
+ta HEAD /v1/virtual_machines/1/create_snapshot
+eq "HEAD where there is no GET: 405" "$CODE" 405
+eq "405 Allow: POST" "$(hdr Allow)" POST
 ta DELETE /v1/virtual_machines/1/start
 terr "DELETE on a task" 405
 ta GET /v1/nothing
 terr "an unknown endpoint" 404
-ta POST /v1/metadata -d name=x --data-urlencode "user_data=$(head -c 70000 /dev/zero | tr '\0' a)"
-terr "a body over max_body" 413
+head -c 270000 /dev/zero | tr '\0' a >"$T/ud270k"
+ta POST /v1/metadata -d name=x --data-urlencode "user_data@$T/ud270k"
+terr "a body over tilaa_max_body (256 KiB)" 413
+# 64 KiB of user_data, each byte URL-encoded as %XX: 192 KiB of body
+head -c 65536 /dev/zero | tr '\0' '#' >"$T/ud64k"
+ta POST /v1/metadata -d name=big --data-urlencode "user_data@$T/ud64k"
+tok "64 KiB of user_data fits URL-encoded (192 KiB)"
+check "all of it kept" test "$(ta GET "/v1/metadata/$(jget .id)"; jget '.metadata.user_data | length')" = 65536
+ta DELETE "/v1/metadata/$(ta GET /v1/metadata; jget '.metadata[] | select(.name == "big") | .id')"
+tok "delete it"
+head -c 65537 /dev/zero | tr '\0' '#' >"$T/ud64k1"
+ta POST /v1/metadata -d name=big --data-urlencode "user_data@$T/ud64k1"
+eq "a byte beyond 64 KiB: user_data too long, not 413" "$CODE/$(jget '.errors | keys[0]')" 400/user_data
 
 # --- add
 ta POST /v1/virtual_machines
 bad_params "add without parameters" ram storage storage_type template
-ta POST /v1/virtual_machines -d name=-bad -d dns_name=a..b -d ram=1000 -d storage=21 -d storage_type=tape \
+ta POST /v1/virtual_machines -d name=bad%01 -d dns_name=a..b -d ram=1000 -d storage=21 -d storage_type=tape \
         -d template=99999 -d site=42 -d cpu_count=0 -d cpu_cap=5 -d metadata=77
 bad_params "add with every parameter wrong" name dns_name ram storage storage_type template site cpu_count cpu_cap metadata
 ta POST /v1/virtual_machines -d ram=1024 -d storage=25 -d storage_type=ssd -d template=01
@@ -197,6 +215,23 @@ for step in stop:stopped start:running restart:running poweroff:stopped start:ru
         eq "task $task: {\"status\":\"OK\"}" "$CODE $BODY" '200 {"status":"OK"}'
         check "after $task the VM is $want" wait_vm "$ID" "$want"
 done
+# HEAD: as GET without a body, on every GET endpoint (a task runs none)
+for p in /v1/users /v1/virtual_machines "/v1/virtual_machines/$ID" "/v1/virtual_machines/$ID/cancel" \
+        /v1/snapshots /v1/presets /v1/sites /v1/templates /v1/metadata /v1/ssh_keys; do
+        want=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' -u "$U" "$TILAA$p")
+        got=$(curl -s -I -o "$T/head" -w '%{http_code} %{size_download}' -u "$U" "$TILAA$p")
+        eq "HEAD $p: the GET's status, no body" "$got" "${want% *} 0"
+        eq "HEAD $p: Content-Length of the GET's body" "$(tr -d '\r' <"$T/head" | sed -n 's/^Content-Length: //Ip')" "${want#* }"
+done
+U=$G ta HEAD "/v1/virtual_machines/$ID"
+eq "HEAD of another account's VM: 404" "$CODE" 404
+U= ta HEAD /v1/users
+eq "HEAD without credentials: 401" "$CODE" 401
+ta HEAD "/v1/virtual_machines/$ID/stop"
+eq "HEAD of a task: 200" "$CODE/$BODY" "200/"
+sleep 0.3
+ta GET "/v1/virtual_machines/$ID"
+eq "and the task did not run" "$(jget .virtual_machine.status)" running
 ta POST "/v1/virtual_machines/$ID/rescue"
 tok "task rescue (POST)"
 check "the VM is in the rescue system" wait_vm "$ID" rescue
@@ -230,9 +265,9 @@ bad_params "smaller storage without confirm_reinstall" confirm_reinstall
 ta POST "/v1/virtual_machines/$ID" -d name=changed -d reinstall=1 -d confirm_reinstall=0
 bad_params "confirm_reinstall=0 is no confirmation" confirm_reinstall
 eq "none of them changed anything" "$(ta GET "/v1/virtual_machines/$ID"; jc '.virtual_machine | del(.status, .locked)')" "$before"
-ta POST "/v1/virtual_machines/$ID" -d name=bad! -d ram=3 -d storage=7 -d template=0 -d cpu_count=99 -d cpu_cap=101
+ta POST "/v1/virtual_machines/$ID" -d name=bad%0A -d ram=3 -d storage=7 -d template=0 -d cpu_count=99 -d cpu_cap=101
 bad_params "edit with every parameter wrong" name ram storage template cpu_count cpu_cap
-ta POST "/v1/virtual_machines/$ID" -d name=bad! -d reinstall=1
+ta POST "/v1/virtual_machines/$ID" -d name=bad%7F -d reinstall=1
 bad_params "a bad name and an unconfirmed reinstall: both named" name confirm_reinstall
 ta POST "/v1/virtual_machines/$ID" -d "template=$TPL2" -d confirm_reinstall=1
 tok "a new template, confirmed"
@@ -261,7 +296,12 @@ ta GET "/v1/snapshots/$SID"
 tok "view a snapshot"
 eq "snapshot: its fields" "$(jc '.snapshot | [.id, .name, .status, .storage, .ram, .template.id]')" "[$SID,\"snap1\",\"success\",20,2048,$TPL2]"
 ta POST "/v1/virtual_machines/$ID/create_snapshot" -d name=snap1
-bad_params "a second snapshot of that name" name
+tok "a second snapshot of that name (the document does not make names unique)"
+# snaps: the ready snapshots' names, sorted; snaps_are WANT: wait until they are
+snaps() { curl -s -u "$U" "$TILAA/v1/snapshots" | jq -c '[.snapshots[] | select(.status == "success") | .name] | sort'; }
+snaps_are() { [ "$(snaps)" == "$1" ]; }
+check "both are made" wait_for 20 "two snap1" snaps_are '["snap1","snap1"]'
+DUP=$(ta GET /v1/snapshots; jget ".snapshots[] | select(.name == \"snap1\" and .id != $SID) | .id")
 ta POST "/v1/snapshots/$SID" -d name=renamed-snap
 tok "edit a snapshot"
 eq "edit snapshot: its message" "$(jget .message)" "The virtual machine snapshot has been updated"
@@ -298,6 +338,32 @@ ta DELETE "/v1/snapshots/$SID"
 tok "delete a snapshot"
 eq "delete snapshot: its message" "$(jget .message)" "The virtual machine snapshot has been deleted"
 check "the snapshot goes" wait_for 20 "snapshot gone" bash -c "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -u '$U' $TILAA/v1/snapshots/$SID)\" = 404 ]"
+# overwrite: the snapshot of the name, else the VM's most recent one
+check "the duplicate is left" wait_for 20 "one snap1" snaps_are '["snap1"]'
+ta POST "/v1/virtual_machines/$ID/create_snapshot" -d name=older
+tok "another snapshot"
+check "it is made" wait_for 20 "older" snaps_are '["older","snap1"]'
+OLD=$(ta GET /v1/snapshots; jget '.snapshots[] | select(.name == "older") | .id')
+ta POST "/v1/virtual_machines/$ID/create_snapshot" -d name=snap1 -d overwrite=1
+tok "overwrite by name (not the most recent)"
+check "the snapshot of that name is replaced" wait_for 20 "snap1 replaced" bash -c \
+        "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -u '$U' $TILAA/v1/snapshots/$DUP)\" = 404 ]"
+check "by a new one of that name, the other kept" wait_for 20 "snaps" snaps_are '["older","snap1"]'
+NEW1=$(ta GET /v1/snapshots; jget '.snapshots[] | select(.name == "snap1") | .id')
+check "the replacement has a new id" test "$NEW1" -gt "$DUP"
+ta POST "/v1/virtual_machines/$ID/create_snapshot" -d overwrite=1 -d name=
+tok "overwrite without a name"
+check "replaces the most recent" wait_for 20 "snap1 replaced" bash -c \
+        "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -u '$U' $TILAA/v1/snapshots/$NEW1)\" = 404 ]"
+check "by one of the default name (the VM's name and the time); older kept" wait_for 20 "snaps" \
+        snaps_are "$(jq -c -n --arg d "$(snaps | jq -r '.[] | select(test("^renamed-[0-9]{8}-[0-9]{6}$"))')" '["older", $d] | sort')"
+ta GET "/v1/snapshots/$OLD"
+eq "the older snapshot is untouched" "$(jget .snapshot.status)" success
+ta POST "/v1/virtual_machines/$ID/create_snapshot" -d name=older -d overwrite=0
+tok "overwrite=0: a new snapshot, the name a duplicate"
+check "three now" wait_for 20 "three" bash -c "[ \"\$(curl -s -u '$U' $TILAA/v1/snapshots | jq '[.snapshots[] | select(.status == \"success\")] | length')\" = 3 ]"
+ta POST "/v1/snapshots/$OLD" -d "name=$(snaps | jq -r '.[] | select(. != "older")')"
+tok "a rename to a name another snapshot has"
 
 # --- metadata profiles
 ta POST /v1/metadata
@@ -374,6 +440,118 @@ tok "delete an ssh key"
 eq "delete ssh key: its message" "$(jget .message)" "SSH key has been deleted"
 ta GET "/v1/ssh_keys/$KID"
 terr "a deleted key" 404
+
+# --- empty parameters are parameters not given; forms as ordinary parsers take them
+ta POST /v1/virtual_machines -d name= -d dns_name= -d ram=1024 -d storage=25 -d storage_type=ssd \
+        -d "template=$TPL" -d snapshot= -d site= -d cpu_count= -d cpu_cap= -d metadata=
+tok "add with every optional parameter empty"
+EV=$(jget .id)
+ta GET "/v1/virtual_machines/$EV"
+match "an empty name: auto-generated" "$(jget .virtual_machine.name)" '^vps-[0-9a-f]{8}$'
+eq "an empty dns_name: made from the name" "$(jget .virtual_machine.network[0].dns_name)" \
+        "$(jget .virtual_machine.name).example.test"
+eq "empty cpu settings: the size's defaults" "$(jc .virtual_machine.cpu)" '{"count":1,"cap":100}'
+ta POST /v1/virtual_machines -d name= -d ram= -d storage= -d storage_type= -d template=
+bad_params "required parameters sent empty are missing" ram storage storage_type template
+eq "and say so" "$(jget .errors.ram)" "ram is required"
+before=$(ta GET "/v1/virtual_machines/$EV"; jc '.virtual_machine | del(.status, .locked)')
+ta POST "/v1/virtual_machines/$EV" -d name= -d ram= -d storage= -d template= -d reinstall= \
+        -d confirm_reinstall= -d cpu_count= -d cpu_cap=
+tok "edit with every parameter empty"
+eq "an edit of empty parameters keeps every value" \
+        "$(ta GET "/v1/virtual_machines/$EV"; jc '.virtual_machine | del(.status, .locked)')" "$before"
+ta POST "/v1/virtual_machines/$EV" -d name=emptied -d ram=
+tok "edit a name beside an empty ram"
+ta GET "/v1/virtual_machines/$EV"
+eq "the name changed, the ram kept" "$(jc '[.virtual_machine.name, .virtual_machine.ram]')" '["emptied",1024]'
+ta POST /v1/ssh_keys -d user_id= -d label= --data-urlencode "key=$K1"
+tok "an ssh key with user_id and label empty"
+ta GET /v1/ssh_keys
+eq "bound to the caller, labelled by its comment" "$(jc '[.ssh_keys[] | select(.key == "'"$K1"'") | .user_id, .label]')" \
+        '[1,"alice@laptop"]'
+EK=$(jget '.ssh_keys[] | select(.key == "'"$K1"'") | .id')
+ta POST "/v1/ssh_keys/$EK" -d user_id= -d label= -d key=
+tok "an ssh key edit of empty parameters"
+ta DELETE "/v1/ssh_keys/$EK"
+ta POST /v1/metadata -d name=m -d user_data=
+bad_params "metadata: an empty user_data is missing" user_data
+ta POST "/v1/virtual_machines/$EV" --data-binary '&name=lenient&&ram=2048&'
+tok "empty pairs (leading, doubled, trailing) are skipped"
+ta POST "/v1/virtual_machines/$EV" --data-binary 'name=first&name=last&foo[]=1&foo[]=2&a%20b=c&unknown'
+tok "a repeated name, foo[], a blank in a name, a bare name"
+ta GET "/v1/virtual_machines/$EV"
+eq "the last value wins; the rest is ignored" "$(jc '[.virtual_machine.name, .virtual_machine.ram]')" '["last",2048]'
+ta POST /v1/metadata --data-binary "$(printf 'x=1%.0s&' $(seq 70))"
+terr "more than 64 pairs is still too many" 400
+# multipart/form-data, as curl -F sends it
+printf '#cloud-config\nruncmd: [touch, /tmp/multi]\n' >"$T/ud.yaml"
+ta POST /v1/metadata -F name=multi -F "user_data=<$T/ud.yaml"
+tok "add metadata as multipart/form-data (curl -F)"
+ta GET "/v1/metadata/$(jget .id)"
+eq "its user_data, byte for byte" "$(jget .metadata.user_data)" "$(cat "$T/ud.yaml")"
+ta POST "/v1/virtual_machines/$EV" -F name=multipart -F ram= -F cpu_count=
+tok "edit as multipart, empty parts not given"
+ta GET "/v1/virtual_machines/$EV"
+eq "the multipart edit" "$(jc '[.virtual_machine.name, .virtual_machine.ram]')" '["multipart",2048]'
+ta POST /v1/metadata -F name=file -F "user_data=@$T/ud.yaml"
+terr "a file upload part" 400
+match "says how to send it instead" "$(jget .message)" "user_data=<FILE"
+ta POST /v1/metadata -H 'Content-Type: multipart/form-data; boundary=xyz' --data-binary $'--xyz\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n'
+terr "a multipart body without its close delimiter" 400
+ta POST /v1/metadata -H 'Content-Type: multipart/form-data' --data-binary 'name=x'
+terr "multipart without a boundary" 400
+
+# --- VM names are for internal use: any printable text; the default dns_name is made DNS-safe
+ta POST /v1/virtual_machines --data-urlencode 'name=My Server (café)_1' -d ram=1024 -d storage=25 \
+        -d storage_type=ssd -d "template=$TPL"
+tok "a name with blanks, parentheses, an accent and '_'"
+NV=$(jget .id)
+ta GET "/v1/virtual_machines/$NV"
+eq "the name as given" "$(jget .virtual_machine.name)" "My Server (café)_1"
+eq "the default dns_name: the name made DNS-safe" "$(jget .virtual_machine.network[0].dns_name)" \
+        my-server-caf-1.example.test
+SEED=$T/hv1/seeds/tasman-$NV.iso
+check "the agent made its seed (a valid host name)" wait_for 20 "seed" test -s "$SEED"
+UD=$(isoinfo -R -x /user-data -i "$SEED" 2>/dev/null)
+check "the seed's host name is the dns_name's first label" grep -q '^hostname: "my-server-caf-1"' <<<"$UD"
+check "and its FQDN the dns_name" grep -q '^fqdn: "my-server-caf-1.example.test"' <<<"$UD"
+LONGDNS=a-rather-long-host-label-for-this-test.with-a-long-subdomain.example.org
+ta POST /v1/virtual_machines --data-urlencode 'name=É (à)' -d "dns_name=$LONGDNS" -d ram=1024 \
+        -d storage=25 -d storage_type=ssd -d "template=$TPL"
+tok "a name with nothing DNS-safe and a dns_name too long for the seed's message"
+NV2=$(jget .id)
+SEED=$T/hv1/seeds/tasman-$NV2.iso
+check "the agent made its seed" wait_for 20 "seed" test -s "$SEED"
+check "with the dns_name's first label as host name" grep -q '^hostname: "a-rather-long-host-label-for-this-test"' \
+        <<<"$(isoinfo -R -x /user-data -i "$SEED" 2>/dev/null)"
+ta POST /v1/virtual_machines --data-urlencode 'name=É (à)' -d ram=1024 -d storage=25 -d storage_type=ssd \
+        -d "template=$TPL"
+tok "a name with nothing DNS-safe"
+ta GET "/v1/virtual_machines/$(jget .id)"
+match "its dns_name: the auto-generated name's" "$(jget .virtual_machine.network[0].dns_name)" \
+        '^vps-[0-9a-f]{8}[.]example[.]test$'
+ta POST /v1/virtual_machines -d "name=$(printf 'a%.0s' $(seq 65))" -d ram=1024 -d storage=25 \
+        -d storage_type=ssd -d "template=$TPL"
+bad_params "a name of 65 characters" name
+W64=$(printf '€%.0s' $(seq 64)) # 64 characters, 192 bytes
+ta POST "/v1/virtual_machines/$NV" --data-urlencode "name=$W64"
+tok "a name of 64 three-byte characters"
+ta GET "/v1/virtual_machines/$NV"
+eq "kept whole" "$(jget .virtual_machine.name)" "$W64"
+KEY=$A api GET /v1/vps
+check "the native API lists it" jq -e --arg n "$W64" '[.data[].name] | index($n) != null' <<<"$BODY"
+ta POST "/v1/virtual_machines/$NV" --data-urlencode 'name=Renamed [ok] é'
+tok "edit: a name with any printable text"
+ta GET "/v1/virtual_machines/$NV"
+eq "renamed" "$(jget .virtual_machine.name)" "Renamed [ok] é"
+UTF=a$(printf 'é%.0s' $(seq 20)) # 41 bytes: a snapshot's default name takes 40, not half an é
+ta POST "/v1/virtual_machines/$NV" --data-urlencode "name=$UTF"
+ta POST "/v1/virtual_machines/$NV/create_snapshot"
+tok "a snapshot of a VM with an accented name, without a name"
+check "it is listed (its default name is whole UTF-8)" wait_for 20 "listed" bash -c \
+        "curl -s -u '$U' $TILAA/v1/snapshots | jq -e '.snapshots[] | select(.name | startswith(\"a$(printf 'é%.0s' $(seq 19))-\"))'"
+ta GET /v1/snapshots
+tok "the snapshot list"
 
 # --- cancel
 ta GET "/v1/virtual_machines/$ID2/cancel"

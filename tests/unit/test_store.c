@@ -1818,11 +1818,11 @@ static struct snapshot get_snap(struct fx *f, uint64_t id)
 }
 
 static struct snapshot make_snap(struct fx *f, uint64_t vm_id, const char *name, int online,
-                                 int overwrite)
+                                 unsigned flags)
 {
         struct snapshot p;
-        assert_int_equal(store_snap_create(f->s, f->acc, vm_id, name, online, overwrite, NULL,
-                                           NOW, &p),
+        assert_int_equal(store_snap_create(f->s, f->acc, vm_id, name, online, flags, NULL, NOW,
+                                           &p),
                          0);
         return p;
 }
@@ -1987,7 +1987,7 @@ static void test_snap_names_overwrite_limit(void **state)
          * holds once the new copy is ready */
         p = make_snap(f, v.id, "s5", 0, 1);
         assert_int_equal(p.replaces, ids[5]);
-        assert_int_equal(store_snap_rename(f->s, f->acc, ids[5], "kept", &q), 0);
+        assert_int_equal(store_snap_rename(f->s, f->acc, ids[5], "kept", 0, &q), 0);
         all[5] = p.id;
         all[STORE_SNAPS_PER_VM] = ids[5];
         report_snaps(f, host, v.id, all, STORE_SNAPS_PER_VM + 1, 0);
@@ -1996,6 +1996,118 @@ static void test_snap_names_overwrite_limit(void **state)
         assert_int_equal(store_snap_create(f->s, f->acc, v.id, "kept", 0, 0, NULL, NOW, &q),
                          -EDQUOT);
         assert_pending_exact(f, v.id);
+}
+
+/* The Tilaa API's snapshots: names need not be unique (creates and
+ * renames); its overwrite replaces the newest of the name, else the most
+ * recent snapshot; the native overwrite of a new name replaces none. */
+static void test_snap_any_name_latest(void **state)
+{
+        struct fx *f = *state;
+        const unsigned ow = STORE_SNAP_ANY_NAME | STORE_SNAP_OVERWRITE | STORE_SNAP_LATEST;
+        struct snapshot a, b, c, q, r;
+        struct vm v, w;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        assert_int_equal(create_vm(f, f->acc, "web", NULL, 1, 512, &v), 0);
+        assert_int_equal(create_vm(f, f->acc, "db", NULL, 1, 512, &w), 0);
+
+        /* an overwrite with no snapshot at all is a plain create */
+        q = make_snap(f, w.id, "w1", 0, ow);
+        assert_int_equal(q.replaces, 0);
+
+        a = make_snap(f, v.id, "same", 0, STORE_SNAP_ANY_NAME);
+        report_snaps(f, host, v.id, &a.id, 1, 0);
+        assert_int_equal(store_snap_create(f->s, f->acc, v.id, "same", 0, 0, NULL, NOW, &q),
+                         -EEXIST); /* the native rule */
+        b = make_snap(f, v.id, "same", 0, STORE_SNAP_ANY_NAME);
+        assert_int_equal(b.replaces, 0);
+        report_snaps(f, host, v.id, (uint64_t[]){a.id, b.id}, 2, 0);
+        c = make_snap(f, v.id, "other", 0, STORE_SNAP_ANY_NAME);
+        report_snaps(f, host, v.id, (uint64_t[]){a.id, b.id, c.id}, 3, 0);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_READY);
+        assert_string_equal(get_snap(f, b.id).name, "same");
+
+        /* a rename to a taken name: refused natively, not with ANY_NAME */
+        assert_int_equal(store_snap_rename(f->s, f->acc, c.id, "same", 0, &q), -EEXIST);
+        assert_int_equal(store_snap_rename(f->s, f->acc, c.id, "same", STORE_SNAP_ANY_NAME, &q),
+                         0);
+        assert_string_equal(q.name, "same");
+        assert_int_equal(store_snap_rename(f->s, f->acc, c.id, "other", STORE_SNAP_ANY_NAME, &q),
+                         0);
+
+        /* overwrite of a name: the newest of it (b, not a), then b goes */
+        q = make_snap(f, v.id, "same", 0, ow);
+        assert_int_equal(q.replaces, b.id);
+        report_snaps(f, host, v.id, (uint64_t[]){a.id, b.id, c.id, q.id}, 4, 0);
+        assert_int_equal(get_snap(f, q.id).state, SNAP_READY);
+        assert_int_equal(get_snap(f, b.id).state, SNAP_DELETING);
+        assert_int_equal(get_snap(f, a.id).state, SNAP_READY);
+        report_snaps(f, host, v.id, (uint64_t[]){a.id, c.id, q.id}, 3, 0);
+        assert_int_equal(store_snap_get(f->s, f->acc, b.id, &r), -ENOENT);
+
+        /* overwrite of a name none has (a default name): the most recent */
+        r = make_snap(f, v.id, "web-20260101-000000", 0, ow);
+        assert_int_equal(r.replaces, q.id);
+        report_snaps(f, host, v.id, (uint64_t[]){a.id, c.id, q.id, r.id}, 4, 0);
+        assert_int_equal(get_snap(f, q.id).state, SNAP_DELETING);
+        report_snaps(f, host, v.id, (uint64_t[]){a.id, c.id, r.id}, 3, 0);
+
+        /* the native overwrite of a new name replaces none */
+        q = make_snap(f, v.id, "fresh", 0, STORE_SNAP_OVERWRITE);
+        assert_int_equal(q.replaces, 0);
+        assert_pending_exact(f, v.id);
+}
+
+/* A guest's host name (desired domain, seed): its name when that is one,
+ * a dns_name's first label, else vps-ID (a name the Tilaa API gave: "My
+ * server (2)"). */
+static void test_host_names(void **state)
+{
+        static const struct {
+                const char *name, *dns_name; /* NULL: none */
+                const char *desired, *seed;  /* NULL: vps-ID */
+        } cases[] = {
+            {"web1", NULL, "web1", "web1"},
+            {"web-1.example", NULL, "web-1.example", "web-1.example"},
+            {"My server (2)", NULL, NULL, NULL},
+            {"caf\xc3\xa9", NULL, NULL, NULL},
+            {"a..b", NULL, NULL, NULL},
+            {"-a", NULL, NULL, NULL},
+            {"My server (2)", "my-server-2.example.test", "my-server-2", "my-server-2.example.test"},
+            {"x y", "single", "single", "single"},
+            {"x y",
+             "a-rather-long-host-label-for-this-test.with-a-long-subdomain.example.org",
+             "a-rather-long-host-label-for-this-test", "a-rather-long-host-label-for-this-test"},
+        };
+        struct fx *f = *state;
+        uint64_t host = hello(f, "node-1", "ams1", 8, 16384);
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                struct vm v;
+                struct msg_sync_reply rep;
+                struct msg_seed_reply seed;
+                char sql[512], want[64];
+                assert_int_equal(create_vm(f, f->acc, "placeholder", NULL, 1, 512, &v), 0);
+                snprintf(sql, sizeof(sql), "UPDATE vms SET name = '%s', dns_name = %s%s%s WHERE id = %llu",
+                         cases[i].name, cases[i].dns_name ? "'" : "",
+                         cases[i].dns_name ? cases[i].dns_name : "NULL",
+                         cases[i].dns_name ? "'" : "", (unsigned long long)v.id);
+                exec_in_file(f, sql);
+                assert_int_equal(store_host_desired(f->s, host, &rep), 0);
+                size_t k = 0;
+                while (k < rep.n_domains && rep.domains[k].vm_id != v.id)
+                        k++;
+                assert_true(k < rep.n_domains);
+                snprintf(want, sizeof(want), "vps-%llu", (unsigned long long)v.id);
+                if (strcmp(rep.domains[k].hostname, cases[i].desired ? cases[i].desired : want))
+                        fail_msg("'%s': desired host name '%s'", cases[i].name,
+                                 rep.domains[k].hostname);
+                free_desired(&rep);
+                assert_int_equal(store_vm_seed(f->s, host, v.id, &seed), 0);
+                if (strcmp(seed.hostname, cases[i].seed ? cases[i].seed : want))
+                        fail_msg("'%s': seed host name '%s'", cases[i].name, seed.hostname);
+                struct tmsg t = {.type = TMSG_SEED_REPLY, .seed_reply = seed};
+                tmsg_clear(&t);
+        }
 }
 
 static void test_snap_rename(void **state)
@@ -2010,23 +2122,23 @@ static void test_snap_rename(void **state)
         b = make_snap(f, v.id, "b", 0, 0); /* still creating: its name counts */
 
         uint64_t gen = generation(f, host);
-        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "b", &q), -EEXIST);
-        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "a", &q), -EEXIST);
-        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "a", &q), 0);
+        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "b", 0, &q), -EEXIST);
+        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "a", 0, &q), -EEXIST);
+        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "a", 0, &q), 0);
         assert_string_equal(q.name, "a");
-        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "first", &q), 0);
+        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "first", 0, &q), 0);
         assert_string_equal(q.name, "first");
         assert_int_equal(q.id, a.id);
         assert_int_equal(q.state, SNAP_READY);
         assert_string_equal(get_snap(f, a.id).name, "first");
-        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "a", &q), 0); /* free now */
+        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "a", 0, &q), 0); /* free now */
         assert_int_equal(generation(f, host), gen); /* names are not the host's business */
-        assert_int_equal(store_snap_rename(f->s, f->other, a.id, "x", &q), -ENOENT);
-        assert_int_equal(store_snap_rename(f->s, f->acc, b.id + 100, "x", &q), -ENOENT);
+        assert_int_equal(store_snap_rename(f->s, f->other, a.id, "x", 0, &q), -ENOENT);
+        assert_int_equal(store_snap_rename(f->s, f->acc, b.id + 100, "x", 0, &q), -ENOENT);
         /* a deleting one cannot be renamed; its name is free again */
         assert_int_equal(store_snap_delete(f->s, f->acc, a.id, NULL), 0);
-        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "x", &q), -ENOENT);
-        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "first", &q), 0);
+        assert_int_equal(store_snap_rename(f->s, f->acc, a.id, "x", 0, &q), -ENOENT);
+        assert_int_equal(store_snap_rename(f->s, f->acc, b.id, "first", 0, &q), 0);
 }
 
 /* Delete: the snapshot is deleting (idempotent) and leaves the desired
@@ -4107,6 +4219,8 @@ int main(void)
                 T(test_snap_create_get_list),
                 T(test_snap_names_overwrite_limit),
                 T(test_snap_rename),
+                T(test_snap_any_name_latest),
+                T(test_host_names),
                 T(test_snap_delete),
                 T(test_snap_restore),
                 T(test_snap_restore_into),
