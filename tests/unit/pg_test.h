@@ -71,4 +71,3 @@ static void pg_db_drop(const char *db)
         snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
         assert_int_equal(psql(NULL, sql, NULL, 0), 0);
 }
-
