@@ -12,11 +12,12 @@
  *   parameter types of that first binding (int8, text, bytea). A parameter
  *   left NULL there gets its type from the SQL: where PostgreSQL cannot
  *   tell it ("? IS NULL"), the SQL says it with a CAST.
- * - Writes: every mutating call is one transaction that first takes the
- *   process's write_lock, then a transaction-scoped advisory lock
- *   (PG_LOCK_WRITE), so writers of every
- *   broker on the database run one at a time, as SQLite's single writer
- *   does: each one reads the rows as the last committed writer left them,
+ * - Writes: every mutating call is one READ COMMITTED transaction that
+ *   first takes the process's write_lock, then a transaction-scoped
+ *   advisory lock (PG_LOCK_WRITE; waited for at most 5 s, lock_timeout),
+ *   so writers of every broker on the database run one at a time, as
+ *   SQLite's single writer does: each one reads the rows as the last
+ *   committed writer left them,
  *   so a placement never double-books a host (it reads the hosts' capacity
  *   inside that lock), an idempotency key is claimed once (also its
  *   primary key), and VNI, MAC and address choices cannot collide (also
@@ -25,7 +26,8 @@
  * - Reads: a REPEATABLE READ, READ ONLY transaction per call (one snapshot
  *   for all of its statements); they never wait for writers.
  * - No cache of other brokers' writes: the scheduler's view of the hosts is
- *   read afresh by each placement, inside the writer's lock.
+ *   read afresh by each placement, inside the writer's lock, and
+ *   store_version() changes at every call.
  * - Errors: SQLSTATEs are translated in one place (pq_step: class 23, an
  *   integrity constraint, is a constraint failure as SQLITE_CONSTRAINT is;
  *   everything else is an error) and logged once, by db_err(), with the
