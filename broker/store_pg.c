@@ -166,6 +166,8 @@ static void notice_quiet(void *arg, const char *msg)
         (void)msg; /* NOTICEs (e.g. "relation exists, skipping") are not errors */
 }
 
+static int conn_setup(PGconn *conn);
+
 static int conn_open(struct store *s, struct pgconn **ret)
 {
         struct pgconn *c = calloc(1, sizeof(*c));
@@ -179,23 +181,46 @@ static int conn_open(struct store *s, struct pgconn **ret)
                 return -EIO;
         }
         PQsetNoticeProcessor(c->conn, notice_quiet, NULL);
-        /* As SQLite's busy timeout: a writer that waits 5 s for the
-         * writer lock (another broker stuck in a transaction) fails with
-         * -EIO instead of hanging; and a broker stuck in a transaction
-         * (idle in it for 60 s) loses its session, and the lock with it. */
-        PGresult *res = PQexec(c->conn, "SET synchronous_commit = on;"
-                                        " SET client_min_messages = warning;"
-                                        " SET lock_timeout = '5s';"
-                                        " SET idle_in_transaction_session_timeout = '60s'");
-        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-        PQclear(res);
-        if (!ok) {
-                log_error("store: cannot set up a connection: %s", PQerrorMessage(c->conn));
+        if (conn_setup(c->conn) < 0) {
                 conn_close(c);
                 return -EIO;
         }
         *ret = c;
         return 0;
+}
+
+static int conn_setup(PGconn *conn)
+{
+        /* As SQLite's busy timeout: a writer that waits 5 s for the
+         * writer lock (another broker stuck in a transaction) fails with
+         * -EIO instead of hanging; and a broker stuck in a transaction
+         * (idle in it for 60 s) loses its session, and the lock with it. */
+        PGresult *res = PQexec(conn, "SET synchronous_commit = on;"
+                                     " SET client_min_messages = warning;"
+                                     " SET lock_timeout = '5s';"
+                                     " SET idle_in_transaction_session_timeout = '60s'");
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!ok)
+                log_error("store: cannot set up a connection: %s", PQerrorMessage(conn));
+        return ok ? 0 : -EIO;
+}
+
+/* Connects again (the server restarted, or dropped us): the session's
+ * prepared statements are gone with it. */
+static void conn_reset(struct store *s, struct pgconn *c)
+{
+        PQreset(c->conn);
+        if (PQstatus(c->conn) == CONNECTION_OK && conn_setup(c->conn) < 0)
+                c->broken = 1;
+        for (size_t i = 0; i < c->n_stmts; i++)
+                c->stmts[i]->prepared = 0;
+        pthread_mutex_lock(&s->pool_lock);
+        for (size_t i = 0; i < PG_POOL; i++)
+                if (s->pids[i] == c->pid)
+                        s->pids[i] = PQbackendPID(c->conn);
+        c->pid = PQbackendPID(c->conn);
+        pthread_mutex_unlock(&s->pool_lock);
 }
 
 /* Takes a connection for this thread's call (waits while all are busy). */
@@ -227,17 +252,8 @@ static int conn_take(struct store *s)
                         }
                 pthread_mutex_unlock(&s->pool_lock);
         }
-        if (PQstatus(c->conn) != CONNECTION_OK) {
-                PQreset(c->conn); /* the server restarted: its statements are gone */
-                for (size_t i = 0; i < c->n_stmts; i++)
-                        c->stmts[i]->prepared = 0;
-                pthread_mutex_lock(&s->pool_lock);
-                for (size_t i = 0; i < PG_POOL; i++)
-                        if (s->pids[i] == c->pid)
-                                s->pids[i] = PQbackendPID(c->conn);
-                c->pid = PQbackendPID(c->conn);
-                pthread_mutex_unlock(&s->pool_lock);
-        }
+        if (PQstatus(c->conn) != CONNECTION_OK)
+                conn_reset(s, c);
         c->in_txn = 0;
         cur = c;
         return 0;
@@ -625,6 +641,21 @@ static void reset_all(struct store *s)
 
 /* ---- transactions ---- */
 
+/* The first statement of a call: a connection the server dropped (it
+ * restarted) shows here, before the call did anything, and is connected
+ * again once. */
+static PGresult *exec_first(struct store *s, const char *sql)
+{
+        PGresult *res = PQexec(cur->conn, sql);
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || PQstatus(cur->conn) == CONNECTION_OK)
+                return res;
+        PQclear(res);
+        log_warn("store: lost a connection to PostgreSQL; connecting again");
+        conn_reset(s, cur);
+        return PQexec(cur->conn, sql);
+}
+
 /* A read: one snapshot for the call's statements. */
 static void rlock(struct store *s)
 {
@@ -632,10 +663,14 @@ static void rlock(struct store *s)
                 cur = NULL;
                 return;
         }
-        if (exec(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") == 0)
+        PGresult *res = exec_first(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        if (PQresultStatus(res) == PGRES_COMMAND_OK) {
                 cur->in_txn = 1;
-        else
+        } else {
+                log_error("store: cannot begin a read: %s", PQresultErrorMessage(res));
                 cur->broken = 1;
+        }
+        PQclear(res);
 }
 
 static void unlock(struct store *s)
@@ -668,7 +703,7 @@ static int begin(struct store *s)
         char sql[96];
         snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%lld)",
                  (long long)PG_LOCK_WRITE);
-        PGresult *res = PQexec(cur->conn, sql);
+        PGresult *res = exec_first(s, sql);
         int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
         if (!ok)
                 log_error("store: cannot begin a write (the writer lock: another broker's"

@@ -85,6 +85,22 @@ on A
 KEY=$KB api GET /v1/vps
 eq "A refuses the key revoked through B" "$CODE" 401
 
+# The database restarts under both brokers: their pooled connections are
+# dead; each call's first statement finds that and connects again, so the
+# first requests after it already answer; B's changes reach the agent on
+# A again once A listens again.
+PG_OLD=$PG_URL
+stop_postgres
+start_postgres || fatal "PostgreSQL starts again"
+eq "it is back on its URL" "$PG_URL" "$PG_OLD"
+on A
+KEY=$K api GET "/v1/vps/$VB"
+eq "A answers the first request after the restart" "$CODE" 200
+on B
+KEY=$K api POST "/v1/vps/$VB/actions" '{"action":"start"}'
+eq "B takes a write at once after the restart -> 202" "$CODE" 202
+check "the agent on A runs it again within 10 s (A listens again)" wait_status "$K" "$VB" running 10
+
 # Both brokers stop; the agent's node is still known to a new one.
 stop_pid "$B_PID"
 ok "broker B stops; A carries on"

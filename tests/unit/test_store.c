@@ -4174,6 +4174,33 @@ static void test_pg_lock_timeout(void **state)
         assert_int_equal(made, 0);
 }
 
+/* Connections the server drops (a restart, an admin's
+ * pg_terminate_backend) are found by the next call's first statement and
+ * made again: reads and writes right after it work. */
+static void test_pg_reconnect(void **state)
+{
+        PG_ONLY();
+        struct fx *f = *state;
+        struct account a;
+        char out[64];
+        for (int round = 0; round < 2; round++) {
+                assert_int_equal(store_account_by_name(f->s, "alice", &a), 0);
+                assert_int_equal(psql(f->db, "SELECT COUNT(pg_terminate_backend(pid)) FROM"
+                                             " pg_stat_activity WHERE datname = current_database()"
+                                             " AND pid <> pg_backend_pid()",
+                                      out, sizeof(out)),
+                                 0);
+                assert_true(atoi(out) >= 1);
+                usleep(100000);
+                if (round == 0) {
+                        assert_int_equal(store_account_by_name(f->s, "alice", &a), 0);
+                        assert_int_equal(a.id, f->acc);
+                } else {
+                        assert_int_equal(store_account_create(f->s, "carol", TIER_FREE, &a), 0);
+                }
+        }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -4250,6 +4277,7 @@ int main(void)
                 T(test_pg_watch),
                 T(test_pg_migrations),
                 T(test_pg_lock_timeout),
+                T(test_pg_reconnect),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
