@@ -200,6 +200,50 @@ struct agent {
 #define AGENT_BROKERS_MAX 8
 static nng_aio *link_aio;
 static atomic_int link_lost;
+/* Completion of link_aio, waited for with a deadline of our own: nng 1.5's
+ * REQ send has been seen to ignore the aio's timeout and wait for good. */
+static pthread_mutex_t link_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t link_cv = PTHREAD_COND_INITIALIZER;
+static int link_done;
+
+static void on_link_done(void *arg)
+{
+        (void)arg;
+        pthread_mutex_lock(&link_mu);
+        link_done = 1;
+        pthread_cond_broadcast(&link_cv);
+        pthread_mutex_unlock(&link_mu);
+}
+
+/* Waits for the operation just started on link_aio: at most timeout_ms
+ * (then it is cancelled), and no longer once the agent is stopping. */
+static void link_wait(int timeout_ms)
+{
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += timeout_ms / 1000 + 1; /* nng's own timeout first */
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&link_mu);
+        while (!link_done && !atomic_load(&stopping))
+                if (pthread_cond_timedwait(&link_cv, &link_mu, &until) == ETIMEDOUT)
+                        break;
+        int done = link_done;
+        pthread_mutex_unlock(&link_mu);
+        if (!done)
+                nng_aio_cancel(link_aio);
+        nng_aio_wait(link_aio);
+}
+
+static void link_start(void)
+{
+        pthread_mutex_lock(&link_mu);
+        link_done = 0;
+        pthread_mutex_unlock(&link_mu);
+}
 static nng_dialer dialer;
 static char brokers[AGENT_BROKERS_MAX][CFG_STR_MAX];
 static size_t n_brokers, cur_broker;
@@ -271,6 +315,9 @@ static void *signal_thread(void *arg)
         if (sigwait(set, &sig) == 0) {
                 log_info("agent: signal %d, stopping", sig);
                 atomic_store(&stopping, 1);
+                pthread_mutex_lock(&link_mu);
+                pthread_cond_broadcast(&link_cv);
+                pthread_mutex_unlock(&link_mu);
                 nng_aio_cancel(link_aio);
         }
         return NULL;
@@ -337,17 +384,22 @@ static int roundtrip(struct agent *a, struct tmsg *req, struct tmsg *rep, int ti
         free(buf);
         /* With brokers to move to, one that takes no request soon is left. */
         nng_aio_set_msg(link_aio, m);
-        nng_aio_set_timeout(link_aio, n_brokers > 1 ? 3000 : 10000);
+        int send_ms = n_brokers > 1 ? 3000 : 10000;
+        nng_aio_set_timeout(link_aio, send_ms);
+        link_start();
         nng_send_aio(sock, link_aio);
-        nng_aio_wait(link_aio);
+        link_wait(send_ms);
+        if (atomic_load(&stopping) && nng_aio_result(link_aio) == 0)
+                return -ECANCELED; /* sent, but no use waiting for the answer */
         if ((r = nng_aio_result(link_aio)) != 0) {
                 nng_msg_free(nng_aio_get_msg(link_aio)); /* not sent: still ours */
                 return r == NNG_ETIMEDOUT ? -EHOSTUNREACH : link_error(r);
         }
         for (;;) {
                 nng_aio_set_timeout(link_aio, timeout_ms);
+                link_start();
                 nng_recv_aio(sock, link_aio);
-                nng_aio_wait(link_aio);
+                link_wait(timeout_ms);
                 if ((r = nng_aio_result(link_aio)) != 0)
                         return link_error(r);
                 nng_msg *in = nng_aio_get_msg(link_aio);
@@ -1728,7 +1780,7 @@ int main(int argc, char **argv)
         nng_socket_set_ms(sock, NNG_OPT_RECONNMAXT, 10000);
         nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, 60000);
         nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, TMSG_MAX_BYTES);
-        if (nng_aio_alloc(&link_aio, NULL, NULL) != 0 ||
+        if (nng_aio_alloc(&link_aio, on_link_done, NULL) != 0 ||
             nng_pipe_notify(sock, NNG_PIPE_EV_REM_POST, on_pipe, NULL) != 0 || dial_current() < 0) {
                 imgcache_free(a.images);
                 nng_close(sock);
